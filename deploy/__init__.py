@@ -1,0 +1,1 @@
+"""Serving: builds the Ray Serve application (the API ingress, later the vLLM deployments)."""

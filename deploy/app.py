@@ -1,0 +1,46 @@
+"""The Ray Serve application of a stack: the FastAPI ingress built from `service.app.create_app`."""
+
+from __future__ import annotations
+
+from service.settings import Settings
+
+INGRESS_NAME = "api"
+
+
+def ray_probe() -> str:
+    """Alive nodes and CPUs of the Ray cluster this replica runs in."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+    return f"{len(nodes)} node(s), {cpus:g} CPUs"
+
+
+def serving_probe() -> str:
+    """Status of every Serve application; raises if one is unhealthy."""
+    from ray import serve
+
+    apps = serve.status().applications
+    bad = {name: str(app.status.value) for name, app in apps.items() if app.status not in ("RUNNING", "DEPLOYING")}
+    if bad:
+        raise RuntimeError(f"unhealthy applications: {bad}")
+    return ", ".join(f"{name}: {app.status.value}" for name, app in apps.items())
+
+
+def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Application
+    """The application bound with fully resolved settings; the FastAPI app is built on the replica."""
+    from ray import serve
+
+    from service.app import create_app
+
+    def build_asgi_app():  # noqa: ANN202 - evaluated in the replica process
+        return create_app(settings, probes={"ray": ray_probe, "serving": serving_probe})
+
+    ingress = serve.deployment(
+        serve.ingress(build_asgi_app)(),
+        name=INGRESS_NAME,
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=256,
+    )
+    return ingress.bind()

@@ -1,0 +1,1 @@
+"""evals: see ARCHITECTURE in the README."""

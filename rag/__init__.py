@@ -1,0 +1,1 @@
+"""rag: see ARCHITECTURE in the README."""

@@ -1,0 +1,40 @@
+"""create_app(settings) -> the FastAPI application; Ray Serve mounts it as the ingress."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
+from service.context import AppContext, HealthProbe
+from service.db import Database
+from service.errors import install_error_handlers
+from service.routes import admin, health, models
+from service.settings import Settings
+from service.storage import ObjectStore, store_credentials
+
+DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
+
+Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape:
+`{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def create_app(settings: Settings, probes: dict[str, HealthProbe] | None = None) -> FastAPI:
+    """Build the API for a stack whose object store endpoint is known (see `service.stack`)."""
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    ensure_admin_tenant(db)
+    context = AppContext(
+        settings=settings,
+        db=db,
+        store=ObjectStore(store_credentials(settings), settings.s3_bucket),
+        keys=KeyStore(db, resolve_admin_key(settings)),
+        probes=dict(probes or {}),
+    )
+    app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION)
+    app.state.context = context
+    install_error_handlers(app)
+    for module in (health, models, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,87 @@
+"""Engine, sessions and the schema version check.
+
+Migration story: `Base.metadata.create_all` creates tables that do not exist yet (new features add
+tables), and `MIGRATIONS[n]` upgrades a database from version n-1 to n for changes to existing tables.
+A database newer than the code is refused instead of being silently damaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, create_engine, event, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db.models import Base, SchemaVersion
+
+SCHEMA_VERSION = 1
+# version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or has a schema this code cannot use."""
+
+
+class Database:
+    """Owns the engine and hands out sessions; one per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> int:
+        """Create missing tables and bring the schema to SCHEMA_VERSION; return the version."""
+        try:
+            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                row = conn.execute(select(SchemaVersion.version)).scalar_one_or_none()
+                if row is None:
+                    conn.execute(SchemaVersion.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+                    return SCHEMA_VERSION
+                if row > SCHEMA_VERSION:
+                    raise DatabaseError(
+                        f"database {self.safe_url} has schema version {row}, newer than this tuneserve "
+                        f"({SCHEMA_VERSION}); upgrade tuneserve or point TUNESERVE_DATABASE_URL elsewhere"
+                    )
+                for version in range(row + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[version](conn)
+                conn.execute(SchemaVersion.__table__.update().values(version=SCHEMA_VERSION))
+                return SCHEMA_VERSION
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database {self.safe_url} is unusable: {exc.__class__.__name__}: "
+                                f"{str(exc).splitlines()[0]}") from exc
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()

@@ -1,0 +1,1 @@
+"""Fine-tuning jobs: state machine, launcher, reconciler (see the fine-tuning issue)."""

@@ -1,0 +1,130 @@
+"""One settings object for the whole service, read from TUNESERVE_* environment variables.
+
+The object is built once at the edge (CLI, test fixture) and passed down explicitly; nothing reads the
+environment behind its back. Every field below is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TUNESERVE_"
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unknown; the message says which one and what to do."""
+
+
+class Settings(BaseSettings):
+    """Configuration of one tuneserve stack."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="All state: database, object store folder, logs.")
+    models_dir: Path | None = Field(
+        None, description="Folder of base model checkpoints; shared by data dirs. Default: DATA_DIR/models."
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    api_key: SecretStr | None = Field(
+        None, description="Admin API key. Default: generated once into DATA_DIR/api_key."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL. Default: SQLite file DATA_DIR/tuneserve.db (WAL mode)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (AWS, MinIO). Default: the embedded rclone S3 server."
+    )
+    s3_bucket: str = Field("tuneserve", min_length=3, max_length=63, description="Bucket for all objects.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key; generated for the embedded one.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    embedded_s3_port: int = Field(0, ge=0, le=65535, description="Port of the embedded S3 server; 0 = free.")
+    ray_address: str | None = Field(
+        None, description="Address of an existing Ray cluster (host:port). Default: start a local head."
+    )
+    ray_num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs of the local Ray head. Default: max(4, cores)."
+    )
+    base_models: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description='Base models, JSON {"name": "/local/hf/folder"}. Default: SmolLM2-135M-Instruct.',
+    )
+    startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
+
+    @field_validator("base_models", mode="before")
+    @classmethod
+    def _parse_base_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'must be JSON like {{"name": "/path/to/model"}} ({exc})') from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql:// URLs are supported")
+        return value
+
+    # Derived locations -------------------------------------------------------------------------------
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.resolved_data_dir / "models").expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'tuneserve.db'}"
+
+    @property
+    def resolved_base_models(self) -> dict[str, Path]:
+        """Base model name -> local HF folder; the default SmolLM2 when none is configured."""
+        if self.base_models:
+            return {name: Path(p).expanduser().resolve() for name, p in self.base_models.items()}
+        return {DEFAULT_BASE_MODEL: self.resolved_models_dir / DEFAULT_BASE_MODEL}
+
+    @property
+    def uses_embedded_s3(self) -> bool:
+        return self.s3_endpoint_url is None
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, locks and logs of the running stack."""
+        return self.resolved_data_dir / "run"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from TUNESERVE_* variables (and overrides), or raise SettingsError in one line.
+
+    Unknown TUNESERVE_* names are refused too: a typo must not silently fall back to a default.
+    """
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]}; known settings: {', '.join(sorted(known))}")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = ENV_PREFIX + field.upper()
+        value = overrides.get(field, os.environ.get(name))
+        raise SettingsError(f"invalid setting {name}={value!r}: {err['msg']}") from None

@@ -1,0 +1,1 @@
+"""trainers: see ARCHITECTURE in the README."""
