@@ -21,7 +21,11 @@ def serving_probe() -> str:
     from ray import serve
 
     apps = serve.status().applications
-    bad = {name: str(app.status.value) for name, app in apps.items() if app.status not in ("RUNNING", "DEPLOYING")}
+    bad = {
+        name: str(app.status.value)
+        for name, app in apps.items()
+        if app.status not in ("RUNNING", "DEPLOYING")
+    }
     if bad:
         raise RuntimeError(f"unhealthy applications: {bad}")
     return ", ".join(f"{name}: {app.status.value}" for name, app in apps.items())

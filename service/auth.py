@@ -52,7 +52,9 @@ def resolve_admin_key(settings: Settings, *, create: bool = False) -> str:
     if path.exists():
         return path.read_text().strip()
     if not create:
-        raise FileNotFoundError(f"no admin API key: set TUNESERVE_API_KEY or run `tuneserve up` to create {path}")
+        raise FileNotFoundError(
+            f"no admin API key: set TUNESERVE_API_KEY or run `tuneserve up` to create {path}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     key = generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -85,8 +87,13 @@ class KeyStore:
             if s.get(Tenant, tenant) is None:
                 s.add(Tenant(id=tenant))
                 s.flush()
-            row = ApiKeyRow(id="key-" + secrets.token_hex(12), tenant_id=tenant, key_hash=hash_key(key),
-                            prefix=key[: len(KEY_PREFIX) + 6], name=name)
+            row = ApiKeyRow(
+                id="key-" + secrets.token_hex(12),
+                tenant_id=tenant,
+                key_hash=hash_key(key),
+                prefix=key[: len(KEY_PREFIX) + 6],
+                name=name,
+            )
             s.add(row)
         return row, key
 

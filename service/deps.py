@@ -21,7 +21,9 @@ def get_principal(request: Request, ctx: Annotated[AppContext, Depends(get_conte
     if not header:
         raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "Malformed Authorization header: expected 'Bearer <key>'.", code="invalid_api_key")
+        raise ApiError(
+            401, "Malformed Authorization header: expected 'Bearer <key>'.", code="invalid_api_key"
+        )
     principal = ctx.keys.authenticate(token.strip())
     if principal is None:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")

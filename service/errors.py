@@ -23,8 +23,15 @@ _TYPES = {
 class ApiError(Exception):
     """An error the API reports to the caller; raise it anywhere below a route."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -68,7 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(ApiError(500, f"Internal error: {type(exc).__name__}: {exc}", type="server_error"))
+        return error_response(
+            ApiError(500, f"Internal error: {type(exc).__name__}: {exc}", type="server_error")
+        )
 
 
 def _code_for(status: int) -> str | None:

@@ -109,12 +109,14 @@ def runtime_settings(settings: Settings, s3_endpoint_url: str, admin_key: str) -
     """Settings with everything resolved that the stack decides at start-up (store endpoint, keys),
     so that code running in Ray workers never needs the data dir's secret files."""
     creds = store_credentials(settings)
-    return settings.model_copy(update={
-        "s3_endpoint_url": s3_endpoint_url,
-        "s3_access_key_id": creds.access_key_id,
-        "s3_secret_access_key": _secret(creds.secret_access_key),
-        "api_key": _secret(admin_key),
-    })
+    return settings.model_copy(
+        update={
+            "s3_endpoint_url": s3_endpoint_url,
+            "s3_access_key_id": creds.access_key_id,
+            "s3_secret_access_key": _secret(creds.secret_access_key),
+            "api_key": _secret(admin_key),
+        }
+    )
 
 
 def _secret(value: str | None):  # noqa: ANN202
@@ -153,7 +155,9 @@ class Stack:
             while not self._stop.wait(1.0):
                 for name, proc in self._children:
                     if proc.poll() is not None:
-                        raise StackError(f"{name} exited with code {proc.returncode}; see {log_path(self.settings)}")
+                        raise StackError(
+                            f"{name} exited with code {proc.returncode}; see {log_path(self.settings)}"
+                        )
         finally:
             self.stop()
 
@@ -213,8 +217,10 @@ class Stack:
             self._lock_file = None
             running = read_state(self.settings)
             where = f" at {running.base_url} (pid {running.pid})" if running else ""
-            raise StackError(f"a stack is already running on {self.settings.resolved_data_dir}{where}; "
-                             "run `tuneserve down` first or set TUNESERVE_DATA_DIR") from None
+            raise StackError(
+                f"a stack is already running on {self.settings.resolved_data_dir}{where}; "
+                "run `tuneserve down` first or set TUNESERVE_DATA_DIR"
+            ) from None
 
     def _prepare_database(self) -> None:
         db = Database(self.settings.resolved_database_url)
@@ -236,14 +242,25 @@ class Stack:
             return s.s3_endpoint_url  # type: ignore[return-value]
         port = s.embedded_s3_port or free_port()
         if not port_is_free("127.0.0.1", port):
-            raise StackError(f"port {port} for the embedded S3 server is in use; set TUNESERVE_EMBEDDED_S3_PORT")
+            raise StackError(
+                f"port {port} for the embedded S3 server is in use; set TUNESERVE_EMBEDDED_S3_PORT"
+            )
         creds = store_credentials(s, create=True)
         proc = start_embedded_s3(s, creds, port, log_path(s), preexec_fn=_die_with_parent)
         self._children.append(("embedded S3 server (rclone)", proc))
         url = f"http://127.0.0.1:{port}"
-        store = ObjectStore(store_credentials(s.model_copy(update={"s3_endpoint_url": url,
-                            "s3_access_key_id": creds.access_key_id,
-                            "s3_secret_access_key": _secret(creds.secret_access_key)})), s.s3_bucket)
+        store = ObjectStore(
+            store_credentials(
+                s.model_copy(
+                    update={
+                        "s3_endpoint_url": url,
+                        "s3_access_key_id": creds.access_key_id,
+                        "s3_secret_access_key": _secret(creds.secret_access_key),
+                    }
+                )
+            ),
+            s.s3_bucket,
+        )
         try:
             wait_for_store(store, proc)
         except StoreError as exc:
@@ -260,18 +277,39 @@ class Stack:
             try:
                 ray.init(address=s.ray_address, log_to_driver=False)
             except Exception as exc:  # Ray raises several types for an unreachable cluster
-                raise StackError(f"cannot connect to Ray at {s.ray_address} ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); check TUNESERVE_RAY_ADDRESS") from None
+                raise StackError(
+                    f"cannot connect to Ray at {s.ray_address} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); check TUNESERVE_RAY_ADDRESS"
+                ) from None
             return s.ray_address, None
         gcs, dashboard = free_port(), free_port()
         cmd = [
-            str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-            "--num-cpus", str(s.ray_num_cpus or max(4, os.cpu_count() or 1)),
-            "--temp-dir", ray_temp_dir(s),
-            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-            "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-            "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--num-cpus",
+            str(s.ray_num_cpus or max(4, os.cpu_count() or 1)),
+            "--temp-dir",
+            ray_temp_dir(s),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--ray-client-server-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+            "--runtime-env-agent-port",
+            str(free_port()),
             "--disable-usage-stats",
         ]
         env = {
@@ -286,8 +324,14 @@ class Stack:
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         with open(log_path(s), "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
         self._children.append(("ray head", proc))
         self._owns_ray_head = True
         address = f"127.0.0.1:{gcs}"
@@ -310,7 +354,10 @@ class Stack:
 
         from deploy.app import build_application
 
-        serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config={"log_level": "WARNING"})
+        serve.start(
+            http_options={"host": settings.host, "port": settings.port},
+            logging_config={"log_level": "WARNING"},
+        )
         serve.run(build_application(settings), name=SERVE_APP_NAME, route_prefix="/")
 
     def _write_state(self) -> None:

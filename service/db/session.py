@@ -58,8 +58,9 @@ class Database:
                 conn.execute(SchemaVersion.__table__.update().values(version=SCHEMA_VERSION))
                 return SCHEMA_VERSION
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"database {self.safe_url} is unusable: {exc.__class__.__name__}: "
-                                f"{str(exc).splitlines()[0]}") from exc
+            raise DatabaseError(
+                f"database {self.safe_url} is unusable: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

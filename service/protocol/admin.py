@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 class ApiKeyCreate(BaseModel):
     tenant: str = Field(
-        min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="Tenant the key belongs to; created if it does not exist.",
     )
     name: str | None = Field(None, max_length=128, description="A label for the key.")

@@ -14,8 +14,14 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 def _to_api(row: ApiKeyRow) -> ApiKey:
-    return ApiKey(id=row.id, tenant=row.tenant_id, name=row.name, prefix=row.prefix,
-                  created_at=row.created_at, revoked_at=row.revoked_at)
+    return ApiKey(
+        id=row.id,
+        tenant=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 @router.post("/api_keys", response_model=ApiKeyCreated, summary="Create a tenant API key")

@@ -16,7 +16,11 @@ router = APIRouter(tags=["health"])
 @router.get("/health", summary="Health of each component (no auth)")
 async def health(ctx: Context) -> JSONResponse:
     """`status` is `ok` when every component is; the HTTP status is 503 otherwise."""
-    probes: dict[str, HealthProbe] = {"db": lambda: _db(ctx), "object_store": lambda: _store(ctx), **ctx.probes}
+    probes: dict[str, HealthProbe] = {
+        "db": lambda: _db(ctx),
+        "object_store": lambda: _store(ctx),
+        **ctx.probes,
+    }
     results = await asyncio.gather(*(asyncio.to_thread(_run, p) for p in probes.values()))
     components = dict(zip(probes, results, strict=True))
     ok = all(c["status"] == "ok" for c in components.values())

@@ -12,17 +12,24 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 def _base_models(ctx: Context) -> list[Model]:
-    return [Model(id=name, created=int(path.stat().st_mtime) if path.exists() else 0, owned_by="tuneserve",
-                  root=name)
-            for name, path in ctx.settings.resolved_base_models.items()]
+    return [
+        Model(
+            id=name,
+            created=int(path.stat().st_mtime) if path.exists() else 0,
+            owned_by="tuneserve",
+            root=name,
+        )
+        for name, path in ctx.settings.resolved_base_models.items()
+    ]
 
 
 @router.get("/models", response_model=ListResponse[Model], summary="List models")
 def list_models(ctx: Context, _: CurrentPrincipal) -> ListResponse[Model]:
     """Base models, then the caller's fine-tuned models."""
     models = _base_models(ctx)
-    return ListResponse[Model](data=models, first_id=models[0].id if models else None,
-                               last_id=models[-1].id if models else None)
+    return ListResponse[Model](
+        data=models, first_id=models[0].id if models else None, last_id=models[-1].id if models else None
+    )
 
 
 @router.get("/models/{model}", response_model=Model, summary="Retrieve a model")

@@ -1,0 +1,166 @@
+"""The embedded stack end to end: real HTTP, the official openai client, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from service.settings import DEFAULT_BASE_MODEL
+from tests.integration.conftest import RunningStack, make_stack
+
+
+def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key)
+    ids = [m.id for m in client.models.list()]
+    assert ids == [DEFAULT_BASE_MODEL]
+
+
+def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="ts-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.models.list()
+    assert err.value.status_code == 401
+    assert err.value.code == "invalid_api_key"
+
+
+def test_health_reports_every_component_ok(stack: RunningStack) -> None:
+    body = httpx.get(stack.base_url + "/health", timeout=30).json()
+    assert body["status"] == "ok", body
+    assert set(body["components"]) == {"db", "object_store", "ray", "serving"}
+    assert "1 node(s)" in body["components"]["ray"]["detail"]
+
+
+def test_status_command(stack: RunningStack) -> None:
+    out = stack.cli("status").stdout
+    assert '"running": true' in out and '"status": "ok"' in out
+
+
+def test_cli_creates_a_tenant_key_that_works(stack: RunningStack) -> None:
+    import json
+
+    created = json.loads(stack.cli("keys", "create", "--tenant", "acme").stdout)
+    assert stack.get("/v1/models", key=created["key"]).status_code == 200
+    assert stack.get("/v1/admin/api_keys", key=created["key"]).status_code == 403
+
+
+def test_docs_are_served(stack: RunningStack) -> None:
+    spec = httpx.get(stack.base_url + "/openapi.json", timeout=30).json()
+    assert "/v1/models" in spec["paths"]
+    assert httpx.get(stack.base_url + "/docs", timeout=30).status_code == 200
+
+
+def test_second_stack_on_same_data_dir_is_refused(stack: RunningStack) -> None:
+    twin = make_stack(stack.data_dir)
+    proc = twin.cli("up", "--detach", check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "already running" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_two_stacks_with_different_data_dirs_run_side_by_side(stack: RunningStack, tmp_path: Path) -> None:
+    other = make_stack(tmp_path / "other")
+    other.up()
+    try:
+        assert other.port != stack.port
+        assert other.get("/v1/models").status_code == 200
+        assert stack.get("/v1/models").status_code == 200
+        # Each has its own admin key: one stack's key is useless on the other.
+        assert other.get("/v1/models", key=stack.admin_key).status_code == 401
+    finally:
+        other.down()
+    assert stack.get("/v1/models").status_code == 200
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _stack_pids(data_dir: Path) -> list[int]:
+    """Every process whose command line mentions this stack's data dir or Ray temp dir."""
+    from service.settings import Settings
+    from service.stack import ray_temp_dir
+
+    marks = (str(data_dir), ray_temp_dir(Settings(data_dir=data_dir)))
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmd for m in marks) and _alive(int(proc.name)):
+                pids.append(int(proc.name))
+    return pids
+
+
+def _wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_kill_9_then_up_again_keeps_data_and_down_stops_everything(tmp_path: Path) -> None:
+    import json
+
+    s = make_stack(tmp_path / "crash")
+    s.up()
+    try:
+        key = json.loads(s.cli("keys", "create", "--tenant", "survivor").stdout)["key"]
+        objects_before = sorted(p.name for p in (s.data_dir / "objects").iterdir())
+        os.kill(s.state["pid"], signal.SIGKILL)
+        # Its children die with it (parent-death signal), so no orphans hold ports or memory.
+        _wait_until(lambda: not _stack_pids(s.data_dir), 60, "the killed stack's processes to exit")
+        s.up()
+        assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
+        assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects_before
+    finally:
+        s.down()
+    _wait_until(lambda: not _stack_pids(s.data_dir), 30, "`tuneserve down` to stop every process")
+    assert "not running" in s.cli("status", check=False).stdout
+
+
+def test_unreachable_object_store_fails_start_in_one_line(tmp_path: Path) -> None:
+    s = make_stack(
+        tmp_path / "bad-s3",
+        TUNESERVE_S3_ENDPOINT_URL="http://127.0.0.1:9",
+        TUNESERVE_S3_ACCESS_KEY_ID="x",
+        TUNESERVE_S3_SECRET_ACCESS_KEY="y",
+    )
+    proc = s.cli("up", "--detach", check=False, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreachable" in lines[0] and "TUNESERVE_S3_ENDPOINT_URL" in lines[0], (
+        proc.stderr
+    )
+
+
+def test_bad_setting_fails_start_in_one_line(tmp_path: Path) -> None:
+    s = make_stack(tmp_path / "bad-setting", TUNESERVE_RAY_NUM_CPUS="zero")
+    proc = s.cli("up", "--detach", check=False, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "tuneserve: error: invalid setting TUNESERVE_RAY_NUM_CPUS='zero': "
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
+
+
+def test_missing_base_model_fails_start_with_what_to_do(tmp_path: Path) -> None:
+    s = make_stack(tmp_path / "no-model", TUNESERVE_BASE_MODELS=f'{{"mine": "{tmp_path}/absent"}}')
+    proc = s.cli("up", "--detach", check=False, timeout=120)
+    assert proc.returncode == 1
+    assert "base model 'mine' not found" in proc.stderr and "TUNESERVE_BASE_MODELS" in proc.stderr

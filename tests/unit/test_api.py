@@ -1,0 +1,165 @@
+"""The API skeleton through FastAPI's test client: auth, admin keys, error shapes. No servers."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import DEFAULT_BASE_MODEL, Settings
+
+ADMIN = "ts-admin-test-key"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    settings = Settings(
+        data_dir=tmp_path,
+        api_key=ADMIN,
+        # Nothing listens on port 1: the object store is down, which /health must report.
+        s3_endpoint_url="http://127.0.0.1:1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+    )
+    return TestClient(create_app(settings))
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_openai_error(resp, status: int, code: str | None = None) -> dict:  # noqa: ANN001
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_models_lists_the_base_model(client: TestClient) -> None:
+    resp = client.get("/v1/models", headers=auth(ADMIN))
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == [DEFAULT_BASE_MODEL]
+    assert body["data"][0]["object"] == "model"
+    assert (
+        client.get(f"/v1/models/{DEFAULT_BASE_MODEL}", headers=auth(ADMIN)).json()["id"] == DEFAULT_BASE_MODEL
+    )
+    assert_openai_error(client.get("/v1/models/nope", headers=auth(ADMIN)), 404, "model_not_found")
+
+
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
+        ({"Authorization": "Basic abc"}, "invalid_api_key"),
+        ({"Authorization": "Bearer "}, "invalid_api_key"),
+    ],
+)
+def test_every_v1_route_needs_a_valid_key(client: TestClient, headers: dict, code: str) -> None:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("GET", "/v1/admin/api_keys"),
+        ("POST", "/v1/admin/api_keys"),
+    ]:
+        err = assert_openai_error(client.request(method, path, headers=headers), 401, code)
+        assert err["type"] == "authentication_error"
+
+
+def test_every_v1_route_is_protected() -> None:
+    """Any route added under /v1 must depend on authentication (guards against a forgotten dependency)."""
+    app = create_app(
+        Settings(
+            data_dir=Path("/tmp/unused-ts"),
+            api_key=ADMIN,
+            s3_endpoint_url="http://x",
+            s3_access_key_id="a",
+            s3_secret_access_key="b",
+            database_url="sqlite://",
+        )
+    )
+    for route in app.routes:
+        if getattr(route, "path", "").startswith("/v1"):
+            names = {d.call.__name__ for d in route.dependant.dependencies}
+            names |= {dd.call.__name__ for d in route.dependant.dependencies for dd in d.dependencies}
+            assert "get_principal" in names, route.path
+
+
+def test_admin_creates_tenant_keys_that_work_and_can_be_revoked(client: TestClient) -> None:
+    resp = client.post("/v1/admin/api_keys", json={"tenant": "acme", "name": "ci"}, headers=auth(ADMIN))
+    assert resp.status_code == 200, resp.text
+    created = resp.json()
+    key = created["key"]
+    assert created["tenant"] == "acme" and key.startswith(created["prefix"])
+
+    assert client.get("/v1/models", headers=auth(key)).status_code == 200
+    listed = client.get("/v1/admin/api_keys", headers=auth(ADMIN)).json()["data"]
+    assert [k["id"] for k in listed] == [created["id"]]
+    assert "key" not in listed[0]  # secrets are shown once
+
+    # A tenant key cannot administer.
+    assert_openai_error(
+        client.post("/v1/admin/api_keys", json={"tenant": "evil"}, headers=auth(key)), 403, "admin_required"
+    )
+
+    revoked = client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN)).json()
+    assert revoked["revoked_at"] is not None
+    assert_openai_error(client.get("/v1/models", headers=auth(key)), 401, "invalid_api_key")
+    assert_openai_error(client.delete("/v1/admin/api_keys/key-nope", headers=auth(ADMIN)), 404)
+
+
+def test_keys_are_stored_hashed(client: TestClient) -> None:
+    key = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+    ctx = client.app.state.context
+    rows = ctx.keys.list()
+    assert rows and all(key not in (r.key_hash, r.prefix) for r in rows)
+
+
+def test_schema_errors_are_422_naming_the_field(client: TestClient) -> None:
+    err = assert_openai_error(
+        client.post("/v1/admin/api_keys", json={"tenant": "Bad Name!"}, headers=auth(ADMIN)), 422
+    )
+    assert err["param"] == "tenant" and "tenant" in err["message"]
+    err = assert_openai_error(
+        client.post(
+            "/v1/admin/api_keys",
+            content=b"{not json",
+            headers={**auth(ADMIN), "content-type": "application/json"},
+        ),
+        422,
+    )
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    err = assert_openai_error(client.get("/v1/nothing-here", headers=auth(ADMIN)), 404, "not_found")
+    assert "/v1/nothing-here" in err["message"]
+    assert_openai_error(client.put("/v1/models", headers=auth(ADMIN)), 405)
+
+
+def test_health_reports_each_component_without_auth(client: TestClient) -> None:
+    resp = client.get("/health")
+    assert resp.status_code == 503  # the object store is down in this fixture
+    body = resp.json()
+    assert body["status"] == "degraded"
+    assert body["components"]["db"]["status"] == "ok"
+    assert body["components"]["object_store"]["status"] == "error"
+    assert "unreachable" in body["components"]["object_store"]["detail"]
+
+
+def test_openapi_documents_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {
+        "/health",
+        "/v1/models",
+        "/v1/models/{model}",
+        "/v1/admin/api_keys",
+        "/v1/admin/api_keys/{key_id}",
+    } <= set(spec["paths"])
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            assert op.get("summary"), f"{path} has no summary"

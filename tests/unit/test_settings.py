@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from service.settings import DEFAULT_BASE_MODEL, SettingsError, load_settings
+
+
+def test_defaults_put_everything_under_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.resolved_data_dir == tmp_path
+    assert s.resolved_database_url == f"sqlite:///{tmp_path / 'tuneserve.db'}"
+    assert s.resolved_models_dir == tmp_path / "models"
+    assert s.resolved_base_models == {DEFAULT_BASE_MODEL: tmp_path / "models" / DEFAULT_BASE_MODEL}
+    assert s.uses_embedded_s3 and s.port == 8000 and s.host == "127.0.0.1"
+
+
+def test_models_dir_is_shared_across_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(tmp_path / "shared"))
+    s = load_settings(data_dir=tmp_path / "a")
+    assert s.resolved_base_models[DEFAULT_BASE_MODEL] == tmp_path / "shared" / DEFAULT_BASE_MODEL
+
+
+def test_base_models_from_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TUNESERVE_BASE_MODELS", f'{{"mine": "{tmp_path}/m"}}')
+    assert load_settings().resolved_base_models == {"mine": tmp_path / "m"}
+
+
+def test_bad_json_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_BASE_MODELS", "{not json")
+    with pytest.raises(SettingsError, match="TUNESERVE_BASE_MODELS"):
+        load_settings()
+
+
+def test_invalid_value_is_one_line_naming_setting_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_PORT", "eighty")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "TUNESERVE_PORT='eighty'" in message and "\n" not in message
+
+
+def test_out_of_range_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_PORT", "70000")
+    with pytest.raises(SettingsError, match="TUNESERVE_PORT"):
+        load_settings()
+
+
+def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_PROT", "8001")
+    with pytest.raises(SettingsError, match="unknown setting TUNESERVE_PROT.*TUNESERVE_PORT"):
+        load_settings()
+
+
+def test_unsupported_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_DATABASE_URL", "mysql://x/y")
+    with pytest.raises(SettingsError, match="TUNESERVE_DATABASE_URL"):
+        load_settings()
+
+
+def test_external_store_is_not_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNESERVE_S3_ENDPOINT_URL", "http://minio:9000")
+    assert not load_settings().uses_embedded_s3
+
+
+def test_readme_documents_every_setting() -> None:
+    from service.settings import ENV_PREFIX, Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [ENV_PREFIX + n.upper() for n in Settings.model_fields if f"`{ENV_PREFIX}{n.upper()}`" not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
