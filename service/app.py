@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from service import __version__
@@ -9,7 +13,10 @@ from service.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
 from service.context import AppContext, HealthProbe
 from service.db import Database
 from service.errors import install_error_handlers
-from service.routes import admin, health, models
+from service.jobs.launcher import Launcher
+from service.jobs.scheduler import JobScheduler
+from service.jobs.store import JobStore
+from service.routes import admin, files, fine_tuning, health, models
 from service.settings import Settings
 from service.storage import ObjectStore, store_credentials
 
@@ -20,8 +27,13 @@ Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape
 """
 
 
-def create_app(settings: Settings, probes: dict[str, HealthProbe] | None = None) -> FastAPI:
-    """Build the API for a stack whose object store endpoint is known (see `service.stack`)."""
+def create_app(
+    settings: Settings, probes: dict[str, HealthProbe] | None = None, launcher: Launcher | None = None
+) -> FastAPI:
+    """Build the API for a stack whose object store endpoint is known (see `service.stack`).
+
+    With a `launcher`, the app also runs the job scheduler in the background for as long as it lives.
+    """
     db = Database(settings.resolved_database_url)
     db.migrate()
     ensure_admin_tenant(db)
@@ -31,10 +43,22 @@ def create_app(settings: Settings, probes: dict[str, HealthProbe] | None = None)
         store=ObjectStore(store_credentials(settings), settings.s3_bucket),
         keys=KeyStore(db, resolve_admin_key(settings)),
         probes=dict(probes or {}),
+        launcher=launcher,
     )
-    app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if launcher is not None:
+            scheduler = JobScheduler(settings, JobStore(db), launcher)
+            task = asyncio.create_task(scheduler.run_forever())
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = context
     install_error_handlers(app)
-    for module in (health, models, admin):
+    for module in (health, models, files, fine_tuning, admin):
         app.include_router(module.router)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from service.auth import KeyStore
 from service.db import Database
+from service.jobs.launcher import Launcher
 from service.settings import Settings
 from service.storage import ObjectStore
 
@@ -22,3 +23,5 @@ class AppContext:
     keys: KeyStore
     # Extra probes for components only the runtime knows (Ray, serving); name -> probe.
     probes: dict[str, HealthProbe] = field(default_factory=dict)
+    # Runs training jobs (service.jobs.launcher); None where nothing may train (unit tests).
+    launcher: Launcher | None = None

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Base models, JSON {"name": "/local/hf/folder"}. Default: SmolLM2-135M-Instruct.',
     )
+    ray_dashboard_url: str | None = Field(
+        None, description="Ray dashboard / Jobs API URL. Default: the local head's, or RAY_ADDRESS host:8265."
+    )
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest accepted upload, in bytes.")
+    max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
     startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
 
     @field_validator("base_models", mode="before")

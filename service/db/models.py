@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -46,3 +46,74 @@ class ApiKeyRow(Base):
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tenant: Mapped[Tenant] = relationship(back_populates="keys")
+
+
+class FileRow(Base):
+    """An uploaded file; its bytes live in the object store under `key`."""
+
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    deleted_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class JobRow(Base):
+    """A fine-tuning job. `spec` is the resolved TrainingSpec (JSON), handed unchanged to Ray."""
+
+    __tablename__ = "fine_tuning_jobs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(256))
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request: Mapped[dict] = mapped_column(JSON)
+    spec: Mapped[dict] = mapped_column(JSON)
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)
+    started_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class JobEventRow(Base):
+    __tablename__ = "fine_tuning_job_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    type: Mapped[str] = mapped_column(String(16), default="message")
+    message: Mapped[str] = mapped_column(String(4096))
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class JobCheckpointRow(Base):
+    __tablename__ = "fine_tuning_job_checkpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(1024))
+    metrics: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(Integer, default=now)
+
+
+class FineTunedModelRow(Base):
+    """A model a job produced: a LoRA adapter over `base_model`, stored under `adapter_prefix`."""
+
+    __tablename__ = "fine_tuned_models"
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    adapter_prefix: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[int] = mapped_column(Integer, default=now)

@@ -67,5 +67,7 @@ def test_readme_documents_every_setting() -> None:
     from service.settings import ENV_PREFIX, Settings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [ENV_PREFIX + n.upper() for n in Settings.model_fields if f"`{ENV_PREFIX}{n.upper()}`" not in readme]
+    missing = [
+        ENV_PREFIX + n.upper() for n in Settings.model_fields if f"`{ENV_PREFIX}{n.upper()}`" not in readme
+    ]
     assert not missing, f"README's configuration table lacks {missing}"

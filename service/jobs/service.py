@@ -1,0 +1,186 @@
+"""Fine-tuning jobs: create (validate everything up front), read, cancel. Scheduling is elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from service.context import AppContext
+from service.db import JobRow
+from service.errors import ApiError
+from service.files import FileService
+from service.jobs import hyperparams
+from service.jobs.dataset_check import check_dataset
+from service.jobs.state import JobStatus
+from service.jobs.store import JobStore
+from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobError, TrainingSpec
+from service.registry import ModelRegistry
+from trainers.data_format import DatasetError
+
+
+def adapter_prefix(fine_tuned_model: str) -> str:
+    """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
+    base, _, name = fine_tuned_model.partition(":")
+    return f"adapters/{base}/{name}/"
+
+
+class JobService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.store = JobStore(ctx.db)
+
+    async def create(self, tenant: str, req: FineTuningJobCreate) -> JobRow:
+        model = ModelRegistry(self.ctx).resolve(tenant, req.model)
+        if not model.is_base:
+            raise ApiError(
+                400,
+                "Fine-tuning a fine-tuned model is not supported yet; use its base model "
+                f"'{model.base_model}'.",
+                param="model",
+                code="invalid_model",
+            )
+        files = FileService(self.ctx)
+        training = self._fine_tune_file(tenant, req.training_file, "training_file")
+        validation = (
+            self._fine_tune_file(tenant, req.validation_file, "validation_file")
+            if req.validation_file
+            else None
+        )
+        if req.resources.use_gpu:
+            raise ApiError(
+                400,
+                "use_gpu needs a GPU machine with the `gpu` install; this stack has none.",
+                param="resources.use_gpu",
+                code="invalid_value",
+            )
+
+        stats = await asyncio.to_thread(
+            self._check, model.base_path, files.read_bytes(training), req.max_seq_length, "training_file"
+        )
+        if validation is not None:
+            await asyncio.to_thread(
+                self._check,
+                model.base_path,
+                files.read_bytes(validation),
+                req.max_seq_length,
+                "validation_file",
+            )
+        hp = hyperparams.resolve(hyperparams.requested_hyperparameters(req), stats.n_examples)
+        job_id = "ftjob-" + secrets.token_hex(12)
+        name = f"{model.id}:{req.suffix or 'ft'}-{job_id[-6:]}"
+        spec = TrainingSpec(
+            job_id=job_id,
+            tenant=tenant,
+            base_model=model.id,
+            base_model_path=str(model.base_path),
+            fine_tuned_model=name,
+            training_file=training.id,
+            training_key=training.key,
+            training_sha256=training.sha256,
+            validation_file=validation.id if validation else None,
+            validation_key=validation.key if validation else None,
+            validation_sha256=validation.sha256 if validation else None,
+            n_train_examples=stats.n_examples,
+            n_train_tokens=stats.n_tokens,
+            hyperparameters=hp,
+            learning_rate=hyperparams.BASE_LEARNING_RATE * hp.learning_rate_multiplier,
+            seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+            lora=req.lora.model_copy(update={"alpha": req.lora.alpha or 2 * req.lora.r}),
+            deepspeed=req.deepspeed,
+            resources=req.resources,
+            max_seq_length=req.max_seq_length,
+            adapter_prefix=adapter_prefix(name),
+            checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
+        )
+        row = JobRow(
+            id=job_id,
+            tenant_id=tenant,
+            status=JobStatus.VALIDATING_FILES.value,
+            model=model.id,
+            suffix=req.suffix,
+            request=req.model_dump(mode="json"),
+            spec=spec.model_dump(mode="json"),
+            metadata_=req.metadata,
+        )
+        self.store.create(
+            row,
+            events=[
+                f"Validated training file {training.id}: {stats.n_examples} examples, {stats.n_tokens} tokens "
+                f"({stats.n_trained_tokens} trained on)",
+            ],
+        )
+        self.store.transition(job_id, JobStatus.QUEUED, "Fine-tuning job queued until resources are free")
+        return self.get(tenant, job_id)
+
+    def _fine_tune_file(self, tenant: str, file_id: str, param: str):  # noqa: ANN202 - FileRow
+        row = FileService(self.ctx).get(tenant, file_id, param=param)
+        if row.purpose != "fine-tune":
+            raise ApiError(
+                400,
+                f"File {file_id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
+                param=param,
+                code="invalid_file_purpose",
+            )
+        return row
+
+    @staticmethod
+    def _check(base_path, data: bytes, max_seq_length: int, param: str):  # noqa: ANN001, ANN205
+        try:
+            return check_dataset(base_path, data, max_seq_length)
+        except DatasetError as exc:
+            raise ApiError(
+                400, f"Invalid {param.replace('_', ' ')}: {exc}", param=param, code="invalid_training_file"
+            ) from None
+
+    def get(self, tenant: str, job_id: str) -> JobRow:
+        row = self.store.get(job_id)
+        if row is None or row.tenant_id != tenant:
+            raise ApiError(
+                404,
+                f"No fine-tuning job with id '{job_id}'",
+                param="fine_tuning_job_id",
+                code="job_not_found",
+            )
+        return row
+
+    def cancel(self, tenant: str, job_id: str, launcher) -> JobRow:  # noqa: ANN001
+        row = self.get(tenant, job_id)
+        if JobStatus(row.status).is_terminal or not self.store.transition(
+            job_id, JobStatus.CANCELLED, "Job cancelled by the user"
+        ):
+            raise ApiError(
+                409,
+                f"Job {job_id} is already {row.status} and cannot be cancelled.",
+                param="fine_tuning_job_id",
+                code="job_not_cancellable",
+            )
+        if row.submission_id and launcher is not None:
+            launcher.stop(row.submission_id)
+        return self.get(tenant, job_id)
+
+
+def to_api(row: JobRow) -> FineTuningJob:
+    spec = TrainingSpec.model_validate(row.spec)
+    return FineTuningJob(
+        id=row.id,
+        created_at=row.created_at,
+        error=JobError(**row.error) if row.error else None,
+        fine_tuned_model=row.fine_tuned_model,
+        finished_at=row.finished_at,
+        hyperparameters=spec.hyperparameters,
+        model=row.model,
+        organization_id=row.tenant_id,
+        seed=spec.seed,
+        status=row.status,
+        trained_tokens=row.trained_tokens,
+        training_file=spec.training_file,
+        validation_file=spec.validation_file,
+        metadata=row.metadata_,
+        user_provided_suffix=row.suffix,
+        result_files=[],
+        method={"type": "supervised", "supervised": {"hyperparameters": spec.hyperparameters.model_dump()}},
+        lora=spec.lora,
+        deepspeed=spec.deepspeed,
+        resources=spec.resources,
+        max_seq_length=spec.max_seq_length,
+    )

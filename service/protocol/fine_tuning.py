@@ -1,0 +1,163 @@
+"""Fine-tuning jobs: OpenAI's request and response shapes, plus this product's extensions, and the one
+typed spec (`TrainingSpec`) that flows unchanged from the API edge to the Ray workers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Auto = Literal["auto"]
+DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: Annotated[int, Field(ge=1, le=100)] | Auto = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Auto = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto = "auto"
+
+
+class SupervisedMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedMethod | None = None
+
+
+class LoraOptions(BaseModel):
+    """Extension: the LoRA adapter to train."""
+
+    model_config = ConfigDict(extra="forbid")
+    r: int = Field(8, ge=1, le=256)
+    alpha: int | None = Field(None, ge=1, le=1024, description="Default: 2 * r.")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
+
+
+class DeepSpeedOptions(BaseModel):
+    """Extension: DeepSpeed ZeRO stage (0 = plain data parallel)."""
+
+    model_config = ConfigDict(extra="forbid")
+    stage: Literal[0, 2, 3] = 2
+
+
+class ResourceOptions(BaseModel):
+    """Extension: how many Ray Train workers, and CPUs (threads) each owns."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_workers: int = Field(1, ge=1, le=256)
+    cpus_per_worker: int = Field(2, ge=1, le=256)
+    use_gpu: bool = False
+
+
+class FineTuningJobCreate(BaseModel):
+    """POST /v1/fine_tuning/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=40, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    integrations: list[dict] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+    # Extensions of this product.
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
+    resources: ResourceOptions = Field(default_factory=ResourceOptions)
+    max_seq_length: int = Field(1024, ge=16, le=131072)
+
+
+class ResolvedHyperparameters(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class TrainingSpec(BaseModel):
+    """Everything a training run needs, resolved and validated once at the API edge."""
+
+    job_id: str
+    tenant: str
+    base_model: str
+    base_model_path: str
+    fine_tuned_model: str
+    training_file: str
+    training_key: str
+    training_sha256: str
+    validation_file: str | None = None
+    validation_key: str | None = None
+    validation_sha256: str | None = None
+    n_train_examples: int
+    n_train_tokens: int
+    hyperparameters: ResolvedHyperparameters
+    learning_rate: float
+    seed: int
+    lora: LoraOptions
+    deepspeed: DeepSpeedOptions
+    resources: ResourceOptions
+    max_seq_length: int
+    adapter_prefix: str
+    checkpoint_prefix: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class FineTuningJob(BaseModel):
+    """OpenAI's fine_tuning.job object, plus the extensions it was created with."""
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: ResolvedHyperparameters
+    model: str
+    organization_id: str
+    result_files: list[str] = Field(default_factory=list)
+    seed: int
+    status: str
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict] = Field(default_factory=list)
+    metadata: dict[str, str] | None = None
+    method: dict
+    user_provided_suffix: str | None = None
+    lora: LoraOptions
+    deepspeed: DeepSpeedOptions
+    resources: ResourceOptions
+    max_seq_length: int
+
+
+class JobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"] = "info"
+    message: str
+    data: dict | None = None
+    type: Literal["message", "metrics"] = "message"
+
+
+class JobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict
+    step_number: int

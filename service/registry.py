@@ -1,0 +1,68 @@
+"""Which models a tenant may use: the configured base models and the tenant's own fine-tuned models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service.context import AppContext
+from service.db import FineTunedModelRow
+from service.errors import ApiError
+from service.protocol.common import Model
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str
+    base_model: str
+    base_path: Path
+    adapter_prefix: str | None = None  # None for a base model
+
+    @property
+    def is_base(self) -> bool:
+        return self.adapter_prefix is None
+
+
+class ModelRegistry:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def list(self, tenant: str) -> list[Model]:
+        models = [
+            Model(
+                id=name,
+                created=int(path.stat().st_mtime) if path.exists() else 0,
+                owned_by="tuneserve",
+                root=name,
+            )
+            for name, path in self.ctx.settings.resolved_base_models.items()
+        ]
+        with self.ctx.db.session() as s:
+            rows = s.scalars(
+                select(FineTunedModelRow)
+                .where(FineTunedModelRow.tenant_id == tenant)
+                .order_by(FineTunedModelRow.created_at, FineTunedModelRow.id)
+            )
+            models += [
+                Model(id=r.id, created=r.created_at, owned_by=tenant, root=r.base_model, parent=r.base_model)
+                for r in rows
+            ]
+        return models
+
+    def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:
+        """The model `tenant` asked for, or 404 (another tenant's model does not exist for this one)."""
+        bases = self.ctx.settings.resolved_base_models
+        if model in bases:
+            return ResolvedModel(model, model, bases[model])
+        with self.ctx.db.session() as s:
+            row = s.get(FineTunedModelRow, model)
+        if row is None or row.tenant_id != tenant or row.base_model not in bases:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param=param,
+                code="model_not_found",
+            )
+        return ResolvedModel(row.id, row.base_model, bases[row.base_model], row.adapter_prefix)

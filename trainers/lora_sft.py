@@ -1,0 +1,321 @@
+"""Supervised LoRA fine-tuning with DeepSpeed ZeRO: the recipe that runs on every Ray Train worker.
+
+Reads top to bottom: load data, load the model with a LoRA adapter, wrap it in DeepSpeed, loop over
+epochs and steps (reporting metrics from rank 0), evaluate and checkpoint each epoch, and upload the
+final adapter with its manifest. `train()` also runs outside Ray (one process) for tests and benches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.protocol.fine_tuning import TrainingSpec
+from service.storage import ObjectStore
+from trainers.batching import epoch_batches, shard, steps_per_epoch
+from trainers.data_format import parse_jsonl
+from trainers.reporter import Reporter
+from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
+
+WARMUP_FRACTION = 0.05
+FINAL_LR_FRACTION = 0.1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RunResult:
+    trained_tokens: int = 0
+    steps: int = 0
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    valid_losses: list[tuple[int, float]] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+
+
+def train(spec: TrainingSpec, store: ObjectStore, reporter: Reporter, *, rank: int = 0, world: int = 1,
+          upload: bool = True) -> RunResult:
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    threads = spec.resources.cpus_per_worker
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _seed_everything(spec.seed)
+    _ensure_process_group()
+
+    tokenizer = _load_tokenizer(spec.base_model_path)
+    train_set = _load_examples(store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length)
+    valid_set = (_load_examples(store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length)
+                 if spec.validation_key else [])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    model = _load_lora_model(spec)
+    hp = spec.hyperparameters
+    micro_batch = max(1, math.ceil(hp.batch_size / world))
+    per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
+    total_steps = per_epoch * hp.n_epochs
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate,
+                                  weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=_deepspeed_config(spec, micro_batch))
+
+    if rank == 0:
+        reporter.started(f"Training started: {len(train_set)} examples, {hp.n_epochs} epochs, {total_steps} steps, "
+                         f"{world} worker(s), ZeRO stage {spec.deepspeed.stage}, {_dtype_name(model)}")
+    result = RunResult()
+    lengths = [len(t.input_ids) for t in train_set]
+    step = 0
+    for epoch in range(hp.n_epochs):
+        engine.train()
+        for batch in epoch_batches(lengths, hp.batch_size, spec.seed, epoch):
+            t0 = time.perf_counter()
+            inputs = _collate([train_set[i] for i in shard(batch, rank, world)], pad_id)
+            loss = engine(**inputs).loss
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            n_tokens = int(inputs["attention_mask"].sum())
+            n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], dist)
+            elapsed = time.perf_counter() - t0
+            train_loss = totals[0] / max(totals[1], 1)
+            result.trained_tokens += int(totals[2])
+            result.loss_curve.append((step, train_loss))
+            result.tokens_per_second = totals[2] / elapsed
+            if rank == 0:
+                reporter.metrics({
+                    "step": step, "total_steps": total_steps, "epoch": epoch + 1, "train_loss": train_loss,
+                    "learning_rate": scheduler.get_last_lr()[0], "tokens_per_second": round(totals[2] / elapsed, 1),
+                    "trained_tokens": result.trained_tokens,
+                })
+        epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
+        if valid_set:
+            valid_loss = _evaluate(engine, valid_set, rank, world, micro_batch, pad_id, dist)
+            result.valid_losses.append((step, valid_loss))
+            epoch_metrics["valid_loss"] = valid_loss
+            if rank == 0:
+                reporter.metrics({"step": step, "total_steps": total_steps, "epoch": epoch + 1,
+                                  "train_loss": epoch_metrics["train_loss"], "valid_loss": valid_loss,
+                                  "trained_tokens": result.trained_tokens})
+        if upload:
+            key = f"{spec.checkpoint_prefix}step-{step}/"
+            _save_adapter(engine, spec, store, key, rank, manifest=None)
+            if rank == 0:
+                reporter.checkpoint(step, key, epoch_metrics)
+    result.steps = step
+    if upload:
+        _save_adapter(engine, spec, store, spec.adapter_prefix, rank, manifest=_manifest(spec, result, world))
+    return result
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: rank and world size from Ray, the reporter actor from the driver."""
+    import ray.train
+
+    from service.jobs.launcher import JobContext
+    from trainers.reporter import ActorReporter, NullReporter
+
+    context = JobContext.model_validate(config["context"])
+    train_ctx = ray.train.get_context()
+    rank = train_ctx.get_world_rank()
+    reporter = ActorReporter(config["reporter"]) if rank == 0 else NullReporter()
+    train(context.spec, store_from_context(context), reporter, rank=rank, world=train_ctx.get_world_size())
+
+
+def store_from_context(context) -> ObjectStore:  # noqa: ANN001 - JobContext
+    from service.storage import S3Credentials
+
+    creds = S3Credentials(context.s3_endpoint_url, context.s3_access_key_id, context.s3_secret_access_key,
+                          context.s3_region)
+    return ObjectStore(creds, context.s3_bucket)
+
+
+# Pieces ---------------------------------------------------------------------------------------------
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _ensure_process_group() -> None:
+    """Ray Train sets up torch.distributed; a standalone run gets a one-process gloo group."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    from service.stack import free_port
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    dist.init_process_group("gloo")
+
+
+def _load_tokenizer(path: str):  # noqa: ANN202
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _load_examples(store: ObjectStore, tokenizer, key: str, sha256: str | None,  # noqa: ANN001
+                   max_seq_length: int) -> list[TokenizedExample]:
+    return tokenize_all(tokenizer, parse_jsonl(store.get_bytes(key, sha256=sha256)), max_seq_length)
+
+
+def use_bf16() -> bool:
+    """bf16 where the hardware has it: CUDA with bf16, or a CPU with AVX-512 BF16 / AMX (2x fp32 here)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _load_lora_model(spec: TrainingSpec):  # noqa: ANN202 - a PeftModel
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if use_bf16() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec.base_model_path, dtype=dtype)
+    model.config.use_cache = False
+    lora = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                      target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _dtype_name(model) -> str:  # noqa: ANN001
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _deepspeed_config(spec: TrainingSpec, micro_batch: int) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "bf16": {"enabled": use_bf16()},
+        "zero_optimization": {"stage": spec.deepspeed.stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _lr_lambda(total_steps: int):  # noqa: ANN202
+    warmup = max(1, int(total_steps * WARMUP_FRACTION))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 1.0 - (1.0 - FINAL_LR_FRACTION) * min(1.0, progress)
+
+    return factor
+
+
+def _collate(examples: list[TokenizedExample], pad_id: int) -> dict:
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _all_reduce_sum(values: list[float], dist) -> list[float]:  # noqa: ANN001
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _evaluate(engine, examples, rank: int, world: int, micro_batch: int, pad_id: int, dist) -> float:  # noqa: ANN001
+    import torch
+
+    engine.eval()
+    total = [0.0, 0.0]
+    indices = list(range(len(examples)))
+    mine = shard(indices, rank, world) if len(indices) >= world else indices[:1]
+    with torch.no_grad():
+        for start in range(0, len(mine), micro_batch):
+            inputs = _collate([examples[i] for i in mine[start : start + micro_batch]], pad_id)
+            n = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            total[0] += engine(**inputs).loss.item() * n
+            total[1] += n
+    engine.train()
+    summed = _all_reduce_sum(total, dist)
+    return summed[0] / max(summed[1], 1)
+
+
+def _save_adapter(engine, spec: TrainingSpec, store: ObjectStore, prefix: str, rank: int,  # noqa: ANN001
+                  manifest: dict | None) -> None:
+    """Gather the LoRA weights (ZeRO-3 partitions them) and upload them from rank 0 in PEFT format."""
+    import deepspeed
+
+    trainable = [p for p in engine.module.parameters() if p.requires_grad]
+    gather = (deepspeed.zero.GatheredParameters(trainable, modifier_rank=None) if spec.deepspeed.stage == 3
+              else nullcontext())
+    with gather:
+        if rank != 0:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.module.save_pretrained(tmp)
+            if manifest is not None:
+                Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
+            store.put_folder(prefix, tmp)
+
+
+def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
+    from service import __version__
+
+    return {
+        "fine_tuned_model": spec.fine_tuned_model,
+        "base_model": spec.base_model,
+        "job_id": spec.job_id,
+        "tenant": spec.tenant,
+        "created_at": int(time.time()),
+        "tuneserve_version": __version__,
+        "dataset": {"training_file": spec.training_file, "training_sha256": spec.training_sha256,
+                    "validation_file": spec.validation_file, "validation_sha256": spec.validation_sha256,
+                    "n_examples": spec.n_train_examples, "n_tokens": spec.n_train_tokens},
+        "hyperparameters": spec.hyperparameters.model_dump(),
+        "learning_rate": spec.learning_rate,
+        "seed": spec.seed,
+        "lora": spec.lora.model_dump(),
+        "deepspeed": spec.deepspeed.model_dump(),
+        "num_workers": world,
+        "max_seq_length": spec.max_seq_length,
+        "metrics": {
+            "final_train_loss": result.loss_curve[-1][1] if result.loss_curve else None,
+            "final_valid_loss": result.valid_losses[-1][1] if result.valid_losses else None,
+            "trained_tokens": result.trained_tokens,
+            "steps": len(result.loss_curve),
+        },
+        "loss_curve": [[s, round(v, 6)] for s, v in result.loss_curve],
+        "valid_loss_curve": [[s, round(v, 6)] for s, v in result.valid_losses],
+    }
