@@ -36,9 +36,11 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
     from ray import serve
 
     from service.app import create_app
+    from service.jobs.launcher import RayJobLauncher
 
     def build_asgi_app():  # noqa: ANN202 - evaluated in the replica process
-        return create_app(settings, probes={"ray": ray_probe, "serving": serving_probe})
+        launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
+        return create_app(settings, probes={"ray": ray_probe, "serving": serving_probe}, launcher=launcher)
 
     ingress = serve.deployment(
         serve.ingress(build_asgi_app)(),

@@ -51,6 +51,7 @@ def create_app(
         task = None
         if launcher is not None:
             scheduler = JobScheduler(settings, JobStore(db), launcher)
+            context.probes["jobs"] = scheduler.probe
             task = asyncio.create_task(scheduler.run_forever())
         yield
         if task is not None:

@@ -105,7 +105,9 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def runtime_settings(settings: Settings, s3_endpoint_url: str, admin_key: str) -> Settings:
+def runtime_settings(
+    settings: Settings, s3_endpoint_url: str, admin_key: str, ray_dashboard_url: str | None
+) -> Settings:
     """Settings with everything resolved that the stack decides at start-up (store endpoint, keys),
     so that code running in Ray workers never needs the data dir's secret files."""
     creds = store_credentials(settings)
@@ -115,6 +117,7 @@ def runtime_settings(settings: Settings, s3_endpoint_url: str, admin_key: str) -
             "s3_access_key_id": creds.access_key_id,
             "s3_secret_access_key": _secret(creds.secret_access_key),
             "api_key": _secret(admin_key),
+            "ray_dashboard_url": ray_dashboard_url or settings.ray_dashboard_url,
         }
     )
 
@@ -177,7 +180,7 @@ class Stack:
         ray_address, dashboard = self._start_ray()
         self.state = StackState(os.getpid(), s.base_url, s3_url, ray_address, dashboard, time.time())
         self._write_state()
-        self._deploy(runtime_settings(s, s3_url, admin_key))
+        self._deploy(runtime_settings(s, s3_url, admin_key, dashboard))
         self.state.ready = True
         self._write_state()
         self.log(f"stack ready in {time.monotonic() - t0:.1f} s")
@@ -281,7 +284,8 @@ class Stack:
                     f"cannot connect to Ray at {s.ray_address} ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}); check TUNESERVE_RAY_ADDRESS"
                 ) from None
-            return s.ray_address, None
+            host = s.ray_address.removeprefix("ray://").split(":")[0]
+            return s.ray_address, s.ray_dashboard_url or f"http://{host}:8265"
         gcs, dashboard = free_port(), free_port()
         cmd = [
             str(Path(sys.executable).parent / "ray"),

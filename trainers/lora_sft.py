@@ -38,8 +38,15 @@ class RunResult:
     tokens_per_second: float = 0.0
 
 
-def train(spec: TrainingSpec, store: ObjectStore, reporter: Reporter, *, rank: int = 0, world: int = 1,
-          upload: bool = True) -> RunResult:
+def train(
+    spec: TrainingSpec,
+    store: ObjectStore,
+    reporter: Reporter,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    upload: bool = True,
+) -> RunResult:
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -52,8 +59,11 @@ def train(spec: TrainingSpec, store: ObjectStore, reporter: Reporter, *, rank: i
 
     tokenizer = _load_tokenizer(spec.base_model_path)
     train_set = _load_examples(store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length)
-    valid_set = (_load_examples(store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length)
-                 if spec.validation_key else [])
+    valid_set = (
+        _load_examples(store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length)
+        if spec.validation_key
+        else []
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     model = _load_lora_model(spec)
@@ -61,15 +71,19 @@ def train(spec: TrainingSpec, store: ObjectStore, reporter: Reporter, *, rank: i
     micro_batch = max(1, math.ceil(hp.batch_size / world))
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
     total_steps = per_epoch * hp.n_epochs
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate,
-                                  weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate, weight_decay=0.0
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps))
     engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=_deepspeed_config(spec, micro_batch))
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=_deepspeed_config(spec, micro_batch)
+    )
 
     if rank == 0:
-        reporter.started(f"Training started: {len(train_set)} examples, {hp.n_epochs} epochs, {total_steps} steps, "
-                         f"{world} worker(s), ZeRO stage {spec.deepspeed.stage}, {_dtype_name(model)}")
+        reporter.started(
+            f"Training started: {len(train_set)} examples, {hp.n_epochs} epochs, {total_steps} steps, "
+            f"{world} worker(s), ZeRO stage {spec.deepspeed.stage}, {_dtype_name(model)}"
+        )
     result = RunResult()
     lengths = [len(t.input_ids) for t in train_set]
     step = 0
@@ -91,20 +105,33 @@ def train(spec: TrainingSpec, store: ObjectStore, reporter: Reporter, *, rank: i
             result.loss_curve.append((step, train_loss))
             result.tokens_per_second = totals[2] / elapsed
             if rank == 0:
-                reporter.metrics({
-                    "step": step, "total_steps": total_steps, "epoch": epoch + 1, "train_loss": train_loss,
-                    "learning_rate": scheduler.get_last_lr()[0], "tokens_per_second": round(totals[2] / elapsed, 1),
-                    "trained_tokens": result.trained_tokens,
-                })
+                reporter.metrics(
+                    {
+                        "step": step,
+                        "total_steps": total_steps,
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "learning_rate": scheduler.get_last_lr()[0],
+                        "tokens_per_second": round(totals[2] / elapsed, 1),
+                        "trained_tokens": result.trained_tokens,
+                    }
+                )
         epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
         if valid_set:
             valid_loss = _evaluate(engine, valid_set, rank, world, micro_batch, pad_id, dist)
             result.valid_losses.append((step, valid_loss))
             epoch_metrics["valid_loss"] = valid_loss
             if rank == 0:
-                reporter.metrics({"step": step, "total_steps": total_steps, "epoch": epoch + 1,
-                                  "train_loss": epoch_metrics["train_loss"], "valid_loss": valid_loss,
-                                  "trained_tokens": result.trained_tokens})
+                reporter.metrics(
+                    {
+                        "step": step,
+                        "total_steps": total_steps,
+                        "epoch": epoch + 1,
+                        "train_loss": epoch_metrics["train_loss"],
+                        "valid_loss": valid_loss,
+                        "trained_tokens": result.trained_tokens,
+                    }
+                )
         if upload:
             key = f"{spec.checkpoint_prefix}step-{step}/"
             _save_adapter(engine, spec, store, key, rank, manifest=None)
@@ -133,12 +160,14 @@ def train_loop_per_worker(config: dict) -> None:
 def store_from_context(context) -> ObjectStore:  # noqa: ANN001 - JobContext
     from service.storage import S3Credentials
 
-    creds = S3Credentials(context.s3_endpoint_url, context.s3_access_key_id, context.s3_secret_access_key,
-                          context.s3_region)
+    creds = S3Credentials(
+        context.s3_endpoint_url, context.s3_access_key_id, context.s3_secret_access_key, context.s3_region
+    )
     return ObjectStore(creds, context.s3_bucket)
 
 
 # Pieces ---------------------------------------------------------------------------------------------
+
 
 def _seed_everything(seed: int) -> None:
     import numpy as np
@@ -171,8 +200,13 @@ def _load_tokenizer(path: str):  # noqa: ANN202
     return AutoTokenizer.from_pretrained(path)
 
 
-def _load_examples(store: ObjectStore, tokenizer, key: str, sha256: str | None,  # noqa: ANN001
-                   max_seq_length: int) -> list[TokenizedExample]:
+def _load_examples(
+    store: ObjectStore,
+    tokenizer,
+    key: str,
+    sha256: str | None,  # noqa: ANN001
+    max_seq_length: int,
+) -> list[TokenizedExample]:
     return tokenize_all(tokenizer, parse_jsonl(store.get_bytes(key, sha256=sha256)), max_seq_length)
 
 
@@ -197,8 +231,13 @@ def _load_lora_model(spec: TrainingSpec):  # noqa: ANN202 - a PeftModel
     dtype = torch.bfloat16 if use_bf16() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(spec.base_model_path, dtype=dtype)
     model.config.use_cache = False
-    lora = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                      target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=spec.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, lora)
 
 
@@ -272,14 +311,23 @@ def _evaluate(engine, examples, rank: int, world: int, micro_batch: int, pad_id:
     return summed[0] / max(summed[1], 1)
 
 
-def _save_adapter(engine, spec: TrainingSpec, store: ObjectStore, prefix: str, rank: int,  # noqa: ANN001
-                  manifest: dict | None) -> None:
+def _save_adapter(
+    engine,
+    spec: TrainingSpec,
+    store: ObjectStore,
+    prefix: str,
+    rank: int,  # noqa: ANN001
+    manifest: dict | None,
+) -> None:
     """Gather the LoRA weights (ZeRO-3 partitions them) and upload them from rank 0 in PEFT format."""
     import deepspeed
 
     trainable = [p for p in engine.module.parameters() if p.requires_grad]
-    gather = (deepspeed.zero.GatheredParameters(trainable, modifier_rank=None) if spec.deepspeed.stage == 3
-              else nullcontext())
+    gather = (
+        deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
+        if spec.deepspeed.stage == 3
+        else nullcontext()
+    )
     with gather:
         if rank != 0:
             return
@@ -300,9 +348,14 @@ def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
         "tenant": spec.tenant,
         "created_at": int(time.time()),
         "tuneserve_version": __version__,
-        "dataset": {"training_file": spec.training_file, "training_sha256": spec.training_sha256,
-                    "validation_file": spec.validation_file, "validation_sha256": spec.validation_sha256,
-                    "n_examples": spec.n_train_examples, "n_tokens": spec.n_train_tokens},
+        "dataset": {
+            "training_file": spec.training_file,
+            "training_sha256": spec.training_sha256,
+            "validation_file": spec.validation_file,
+            "validation_sha256": spec.validation_sha256,
+            "n_examples": spec.n_train_examples,
+            "n_tokens": spec.n_train_tokens,
+        },
         "hyperparameters": spec.hyperparameters.model_dump(),
         "learning_rate": spec.learning_rate,
         "seed": spec.seed,

@@ -29,11 +29,21 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job's record
         message = _root_cause(exc)
         traceback.print_exc()
-        store.transition(spec.job_id, JobStatus.FAILED, f"Training failed: {message}", level="error",
-                         error={"code": "training_failed", "message": message, "param": None})
+        store.transition(
+            spec.job_id,
+            JobStatus.FAILED,
+            f"Training failed: {message}",
+            level="error",
+            error={"code": "training_failed", "message": message, "param": None},
+        )
         return 1
-    model = FineTunedModelRow(id=spec.fine_tuned_model, tenant_id=spec.tenant, base_model=spec.base_model,
-                              job_id=spec.job_id, adapter_prefix=spec.adapter_prefix)
+    model = FineTunedModelRow(
+        id=spec.fine_tuned_model,
+        tenant_id=spec.tenant,
+        base_model=spec.base_model,
+        job_id=spec.job_id,
+        adapter_prefix=spec.adapter_prefix,
+    )
     if not store.succeed(spec.job_id, model, trained_tokens):
         print(f"job {spec.job_id} was cancelled meanwhile; its adapter is not registered", file=sys.stderr)
     return 0
@@ -52,15 +62,19 @@ def run(context: JobContext) -> int:
     spec = context.spec
     ray.init(log_to_driver=True)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    reporter = ray.remote(JobReporter).options(num_cpus=0, scheduling_strategy=here).remote(
-        context.database_url, spec.job_id)
+    reporter = (
+        ray.remote(JobReporter)
+        .options(num_cpus=0, scheduling_strategy=here)
+        .remote(context.database_url, spec.job_id)
+    )
     resources = spec.resources
     cpus = resources.cpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"context": context.model_dump(mode="json"), "reporter": reporter},
-        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker={"CPU": cpus}
+        ),
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         run_config=RunConfig(
             name=spec.job_id,
@@ -68,8 +82,12 @@ def run(context: JobContext) -> int:
             failure_config=FailureConfig(max_failures=0),
             # Each worker owns `cpus` cores: one thread per core, never more (oversubscription is
             # catastrophic on small machines).
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cpus),
-                                             "DS_ACCELERATOR": "cuda" if resources.use_gpu else "cpu"}},
+            worker_runtime_env={
+                "env_vars": {
+                    "OMP_NUM_THREADS": str(cpus),
+                    "DS_ACCELERATOR": "cuda" if resources.use_gpu else "cpu",
+                }
+            },
         ),
     )
     trainer.fit()

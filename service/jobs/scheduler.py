@@ -23,6 +23,14 @@ class JobScheduler:
         self.settings = settings
         self.store = store
         self.launcher = launcher
+        self.ticks = 0
+        self.last_error: str | None = None
+
+    def probe(self) -> str:
+        """Health: raises while the last pass failed."""
+        if self.last_error:
+            raise RuntimeError(f"scheduler failing: {self.last_error}")
+        return f"{self.ticks} passes"
 
     def tick(self) -> None:
         """One pass: reconcile submitted jobs, then submit what may run."""
@@ -37,7 +45,10 @@ class JobScheduler:
         while True:
             try:
                 await asyncio.to_thread(self.tick)
-            except Exception:  # keep scheduling; the next tick retries
+                self.ticks += 1
+                self.last_error = None
+            except Exception as exc:  # keep scheduling; the next tick retries
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduler tick failed")
             await asyncio.sleep(interval_s)
 
