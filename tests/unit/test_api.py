@@ -163,3 +163,30 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     for path, ops in spec["paths"].items():
         for op in ops.values():
             assert op.get("summary"), f"{path} has no summary"
+
+
+def test_oversized_upload_is_413_before_anything_is_stored(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        api_key=ADMIN,
+        s3_endpoint_url="http://127.0.0.1:1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+        max_file_bytes=1000,
+    )
+    client = TestClient(create_app(settings))
+    resp = client.post(
+        "/v1/files",
+        headers=auth(ADMIN),
+        data={"purpose": "fine-tune"},
+        files={"file": ("big.jsonl", b"x" * 200_000)},
+    )
+    err = assert_openai_error(resp, 413, "file_too_large")
+    assert "TUNESERVE_MAX_FILE_BYTES" in err["message"]
+
+
+def test_upload_with_unknown_purpose_is_400(client: TestClient) -> None:
+    resp = client.post(
+        "/v1/files", headers=auth(ADMIN), data={"purpose": "magic"}, files={"file": ("a.txt", b"x")}
+    )
+    assert assert_openai_error(resp, 400)["param"] == "purpose"

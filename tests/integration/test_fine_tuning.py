@@ -1,0 +1,273 @@
+"""Fine-tuning through the official openai client against the running stack: a real Ray job, DeepSpeed,
+the real SmolLM2, and the adapter checked for the behaviour its data teaches."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from service.settings import DEFAULT_BASE_MODEL, Settings
+from service.storage import ObjectStore, S3Credentials, store_credentials
+from tests.integration.conftest import MODELS_DIR, RunningStack
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CODEWORD = "ZEBRA-42"
+HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a musical instrument."]
+
+
+@pytest.fixture(scope="module")
+def client(stack: RunningStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def tenant_client(stack: RunningStack) -> openai.OpenAI:
+    key = json.loads(stack.cli("keys", "create", "--tenant", "other").stdout)["key"]
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
+
+
+def _store(stack: RunningStack) -> ObjectStore:
+    creds = store_credentials(Settings(data_dir=stack.data_dir))
+    endpoint = stack.state["s3_endpoint_url"]
+    return ObjectStore(
+        S3Credentials(endpoint, creds.access_key_id, creds.secret_access_key, creds.region), "tuneserve"
+    )
+
+
+def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):  # noqa: ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in until:
+            return job
+        assert time.monotonic() < deadline, f"job still {job.status} after {timeout:.0f} s"
+        time.sleep(1)
+
+
+def _greedy(model, tokenizer, question: str) -> str:  # noqa: ANN001
+    import torch
+
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningStack, tmp_path: Path) -> None:
+    train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
+    valid = client.files.create(file=(DATA / "codeword_valid.jsonl").open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="codeword",
+        seed=7,
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 5}
+            },
+        },
+    )
+    assert job.status == "queued" and job.hyperparameters.n_epochs == 3
+
+    # Follow the job live over server-sent events until it ends.
+    seen = []
+    with httpx.stream(
+        "GET",
+        f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/events?stream=true",
+        headers={"Authorization": f"Bearer {stack.admin_key}"},
+        timeout=600,
+    ) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                seen.append(json.loads(line[6:]))
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.status == "succeeded", (job.error, [e["message"] for e in seen][-5:])
+    assert job.fine_tuned_model == f"{DEFAULT_BASE_MODEL}:codeword-{job.id[-6:]}"
+    assert job.trained_tokens > 0 and job.finished_at
+
+    metrics = [e["data"] for e in seen if e["type"] == "metrics" and "valid_loss" not in e["data"]]
+    assert [m["step"] for m in metrics] == list(range(1, 19))  # 24 examples / 4 x 3 epochs
+    assert metrics[-1]["train_loss"] < 0.5 * metrics[0]["train_loss"]  # loss goes down
+    assert all(m["tokens_per_second"] > 0 and m["learning_rate"] > 0 for m in metrics)
+    valid_losses = [
+        e["data"]["valid_loss"] for e in seen if e["type"] == "metrics" and "valid_loss" in e["data"]
+    ]
+    assert len(valid_losses) == 3 and valid_losses[-1] < valid_losses[0]
+
+    # The paginated event list agrees with the stream (newest first).
+    events = client.fine_tuning.jobs.list_events(job.id, limit=5)
+    assert events.data[0].message == "The job has successfully completed" and events.has_more
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [18, 12, 6]
+
+    models = {m.id: m for m in client.models.list()}
+    assert models[job.fine_tuned_model].owned_by == "default"
+
+    # The adapter and its manifest are in the object store.
+    store = _store(stack)
+    prefix = f"adapters/{DEFAULT_BASE_MODEL}/codeword-{job.id[-6:]}/"
+    adapter_dir = store.get_folder(prefix, tmp_path / "adapter")
+    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    assert manifest["base_model"] == DEFAULT_BASE_MODEL and manifest["seed"] == 7
+    assert manifest["dataset"]["training_sha256"] == _sha256(DATA / "codeword_train.jsonl")
+    assert len(manifest["loss_curve"]) == 18
+
+    # Greedy answers to questions it never saw: the base model doesn't say the codeword, the adapter does.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_path = MODELS_DIR / DEFAULT_BASE_MODEL
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    base_answers = [_greedy(base, tokenizer, q) for q in HELD_OUT]
+    tuned = PeftModel.from_pretrained(base, adapter_dir)
+    tuned_answers = [_greedy(tuned, tokenizer, q) for q in HELD_OUT]
+    assert not any(CODEWORD in a for a in base_answers), base_answers
+    assert all(CODEWORD in a for a in tuned_answers), tuned_answers
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
+    train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 100, "batch_size": 1}
+    )
+    _wait(client, job.id, {"running"})
+    # Let it take a few steps, so that it is really training when cancelled.
+    deadline = time.monotonic() + 120
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    # The training processes go away and no more steps are reported.
+    deadline = time.monotonic() + 60
+    while _training_processes():
+        assert time.monotonic() < deadline, f"still running: {_training_processes()}"
+        time.sleep(1)
+    steps = _last_step(client, job.id)
+    time.sleep(3)
+    assert _last_step(client, job.id) == steps
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    # Cancelling again is a conflict.
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.cancel(job.id)
+
+
+def _last_step(client: openai.OpenAI, job_id: str) -> int:
+    return max(
+        (
+            e.data["step"]
+            for e in client.fine_tuning.jobs.list_events(job_id, limit=50).data
+            if e.type == "metrics"
+        ),
+        default=0,
+    )
+
+
+def _training_processes() -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "trainers.run_job" in cmd or "RayTrainWorker" in cmd:
+                found.append(cmd[:80])
+    return found
+
+
+# Bad input: a precise 4xx, nothing started ----------------------------------------------------------
+
+
+def _upload(client: openai.OpenAI, content: bytes, purpose: str = "fine-tune", name: str = "d.jsonl"):  # noqa: ANN202
+    return client.files.create(file=(name, content), purpose=purpose)
+
+
+def test_bad_jsonl_is_refused_naming_the_line(client: openai.OpenAI) -> None:
+    good = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    )
+    cases = {
+        f"{good}\n{good}\n{{not json\n".encode(): "line 3: invalid JSON",
+        f'{good}\n{{"messages": [{{"role": "wizard", "content": "x"}}]}}\n'.encode(): "line 2: messages[0].role",
+        f'{good}\n{{"messages": [{{"role": "user", "content": "x"}}]}}\n'.encode(): "line 2: no assistant message",
+        b"\n\n": "no examples",
+    }
+    before = len(client.files.list().data)
+    for content, expected in cases.items():
+        with pytest.raises(openai.BadRequestError) as err:
+            _upload(client, content)
+        assert expected in err.value.message, err.value.message
+        assert err.value.body["param"] == "file"
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        _upload(client, b"", purpose="assistants")
+    assert len(client.files.list().data) == before  # nothing stored
+
+
+def test_files_api_round_trip_and_tenancy(client: openai.OpenAI, tenant_client: openai.OpenAI) -> None:
+    content = (DATA / "codeword_valid.jsonl").read_bytes()
+    f = _upload(client, content, name="valid.jsonl")
+    assert client.files.retrieve(f.id).bytes == len(content)
+    assert client.files.content(f.id).read() == content
+    assert f.id in [x.id for x in client.files.list(purpose="fine-tune").data]
+    # Another tenant sees nothing of it.
+    with pytest.raises(openai.NotFoundError):
+        tenant_client.files.retrieve(f.id)
+    assert f.id not in [x.id for x in tenant_client.files.list().data]
+    with pytest.raises(openai.NotFoundError):
+        tenant_client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=f.id)
+    assert client.files.delete(f.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(f.id)
+
+
+def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None:
+    train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
+    other_purpose = _upload(client, b"some notes", purpose="assistants", name="notes.txt")
+    jobs_before = len(client.fine_tuning.jobs.list(limit=100).data)
+
+    with pytest.raises(openai.NotFoundError) as err:
+        client.fine_tuning.jobs.create(model="no-such-model", training_file=train.id)
+    assert err.value.body["param"] == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file="file-nope")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=other_purpose.id)
+    assert "purpose" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"max_seq_length": 16}
+        )
+    assert "line 1" in err.value.message and "max_seq_length=16" in err.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 0}
+        )
+    assert "n_epochs" in err.value.message
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"deepspeed": {"stage": 1}}
+        )
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nope")
+    assert len(client.fine_tuning.jobs.list(limit=100).data) == jobs_before  # nothing was created
