@@ -7,6 +7,7 @@ in one JSON environment variable, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Protocol
@@ -84,10 +85,8 @@ class RayJobLauncher:
         return RunInfo(str(details.status.value), details.message or "")
 
     def stop(self, submission_id: str) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # already gone
             self.client.stop_job(submission_id)
-        except RuntimeError:
-            pass  # already gone
 
     def logs_tail(self, submission_id: str, lines: int = 30) -> str:
         try:

@@ -105,8 +105,8 @@ class JobService:
         self.store.create(
             row,
             events=[
-                f"Validated training file {training.id}: {stats.n_examples} examples, {stats.n_tokens} tokens "
-                f"({stats.n_trained_tokens} trained on)",
+                f"Validated training file {training.id}: {stats.n_examples} examples, "
+                f"{stats.n_tokens} tokens ({stats.n_trained_tokens} trained on)",
             ],
         )
         self.store.transition(job_id, JobStatus.QUEUED, "Fine-tuning job queued until resources are free")

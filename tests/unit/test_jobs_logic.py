@@ -1,0 +1,74 @@
+"""Pure pieces of fine-tuning: the state machine, batching, hyperparameter resolution."""
+
+import pytest
+
+from service.jobs import hyperparams
+from service.jobs.state import InvalidTransition, JobStatus, can_transition, check_transition
+from service.protocol.fine_tuning import FineTuningJobCreate, Hyperparameters
+from trainers.batching import epoch_batches, shard, steps_per_epoch
+
+S = JobStatus
+
+
+@pytest.mark.parametrize(
+    "current, target, ok",
+    [
+        (S.VALIDATING_FILES, S.QUEUED, True),
+        (S.QUEUED, S.RUNNING, True),
+        (S.RUNNING, S.SUCCEEDED, True),
+        (S.RUNNING, S.QUEUED, True),
+        (S.QUEUED, S.CANCELLED, True),
+        (S.RUNNING, S.FAILED, True),
+        (S.QUEUED, S.SUCCEEDED, False),
+        (S.VALIDATING_FILES, S.RUNNING, False),
+        (S.SUCCEEDED, S.CANCELLED, False),
+        (S.CANCELLED, S.RUNNING, False),
+        (S.FAILED, S.QUEUED, False),
+    ],
+)
+def test_transitions(current: JobStatus, target: JobStatus, ok: bool) -> None:
+    assert can_transition(current, target) is ok
+
+
+def test_terminal_states_and_error() -> None:
+    assert {s for s in S if s.is_terminal} == {S.SUCCEEDED, S.FAILED, S.CANCELLED}
+    with pytest.raises(InvalidTransition, match="a succeeded job cannot become cancelled"):
+        check_transition(S.SUCCEEDED, S.CANCELLED)
+
+
+def test_epoch_batches_cover_every_example_once_and_are_seeded() -> None:
+    lengths = [5, 50, 7, 48, 6, 52, 9, 47, 8, 51, 10]
+    batches = epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert len(batches) == steps_per_epoch(len(lengths), 3) == 4
+    assert batches == epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert batches != epoch_batches(lengths, 3, seed=1, epoch=1)
+
+
+def test_length_grouping_reduces_padding() -> None:
+    lengths = [10, 100] * 16
+    batches = epoch_batches(lengths, 4, seed=0, epoch=0)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert padded == sum(lengths)  # short and long examples never share a batch
+
+
+def test_shard_gives_every_rank_data() -> None:
+    assert shard([1, 2, 3, 4], 0, 2) == [1, 3] and shard([1, 2, 3, 4], 1, 2) == [2, 4]
+    assert shard([7], 1, 2) == [7]
+
+
+def test_auto_hyperparameters_are_resolved() -> None:
+    hp = hyperparams.resolve(Hyperparameters(), n_examples=200)
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (3, 8, 1.0)
+    assert hyperparams.resolve(Hyperparameters(), n_examples=5).batch_size == 1
+    assert hyperparams.resolve(Hyperparameters(batch_size=64), n_examples=10).batch_size == 10
+
+
+def test_method_hyperparameters_win_over_legacy_ones() -> None:
+    req = FineTuningJobCreate(
+        model="m",
+        training_file="f",
+        hyperparameters={"n_epochs": 2},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5}}},
+    )
+    assert hyperparams.requested_hyperparameters(req).n_epochs == 5

@@ -1,0 +1,171 @@
+"""The scheduler's decisions, with a fake launcher (routing logic only) and a real SQLite database."""
+
+from pathlib import Path
+
+import pytest
+
+from service.db import Database, JobRow, Tenant
+from service.jobs.launcher import RunInfo
+from service.jobs.scheduler import MAX_ATTEMPTS, JobScheduler
+from service.jobs.state import JobStatus
+from service.jobs.store import JobStore
+from service.protocol.fine_tuning import (
+    DeepSpeedOptions,
+    LoraOptions,
+    ResolvedHyperparameters,
+    ResourceOptions,
+    TrainingSpec,
+)
+from service.settings import Settings
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.runs: dict[str, RunInfo] = {}
+        self.fail_submit = False
+
+    def submit(self, submission_id: str, context) -> None:  # noqa: ANN001
+        if self.fail_submit:
+            raise ConnectionError("dashboard down")
+        assert context.spec.job_id in submission_id
+        self.runs[submission_id] = RunInfo("PENDING")
+
+    def info(self, submission_id: str) -> RunInfo:
+        return self.runs.get(submission_id, RunInfo("LOST", "gone"))
+
+    def stop(self, submission_id: str) -> None:
+        self.runs[submission_id] = RunInfo("STOPPED")
+
+
+@pytest.fixture
+def env(tmp_path: Path):  # noqa: ANN201
+    settings = Settings(
+        data_dir=tmp_path,
+        max_running_jobs_per_tenant=1,
+        s3_endpoint_url="http://x",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+    )
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    with db.session() as s:
+        s.add_all([Tenant(id="a"), Tenant(id="b")])
+    store = JobStore(db)
+    launcher = FakeLauncher()
+    return JobScheduler(settings, store, launcher), store, launcher
+
+
+def add_job(store: JobStore, job_id: str, tenant: str, created: int) -> None:
+    spec = TrainingSpec(
+        job_id=job_id,
+        tenant=tenant,
+        base_model="m",
+        base_model_path="/m",
+        fine_tuned_model="m:x",
+        training_file="f",
+        training_key="k",
+        training_sha256="0",
+        n_train_examples=1,
+        n_train_tokens=1,
+        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
+        learning_rate=1e-4,
+        seed=0,
+        lora=LoraOptions(alpha=16),
+        deepspeed=DeepSpeedOptions(),
+        resources=ResourceOptions(),
+        max_seq_length=64,
+        adapter_prefix="adapters/m/x/",
+        checkpoint_prefix="jobs/x/",
+    )
+    store.create(
+        JobRow(
+            id=job_id,
+            tenant_id=tenant,
+            status="queued",
+            model="m",
+            request={},
+            spec=spec.model_dump(mode="json"),
+            created_at=created,
+        )
+    )
+
+
+def status(store: JobStore, job_id: str) -> str:
+    return store.get(job_id).status
+
+
+def test_submits_in_order_within_each_tenants_limit(env) -> None:  # noqa: ANN001
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    add_job(store, "j2", "a", 2)
+    add_job(store, "j3", "b", 3)
+    scheduler.tick()
+    assert set(launcher.runs) == {"j1-1", "j3-1"}  # j2 waits: tenant a may run one job at a time
+    store.transition("j1", JobStatus.RUNNING)
+    launcher.runs["j1-1"] = RunInfo("SUCCEEDED")
+    store.transition("j1", JobStatus.SUCCEEDED)
+    scheduler.tick()
+    assert "j2-1" in launcher.runs
+
+
+def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:  # noqa: ANN001
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        scheduler.tick()
+        assert f"j1-{attempt}" in launcher.runs and store.get("j1").attempts == attempt
+        store.transition("j1", JobStatus.RUNNING)
+        del launcher.runs[f"j1-{attempt}"]  # the cluster restarted
+        scheduler.tick()
+        if attempt < MAX_ATTEMPTS:
+            assert status(store, "j1") == "queued"
+    job = store.get("j1")
+    assert job.status == "failed" and job.error["code"] == "job_lost"
+
+
+def test_a_run_that_died_without_a_result_fails_the_job_with_its_message(env) -> None:  # noqa: ANN001
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    launcher.runs["j1-1"] = RunInfo("FAILED", "Traceback...\nMemoryError: out of memory")
+    scheduler.tick()
+    job = store.get("j1")
+    assert job.status == "failed" and job.error["code"] == "training_failed"
+    assert "MemoryError: out of memory" in job.error["message"]
+
+
+def test_the_drivers_own_result_is_kept(env) -> None:  # noqa: ANN001
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    store.transition(
+        "j1", JobStatus.FAILED, error={"code": "training_failed", "message": "precise", "param": None}
+    )
+    launcher.runs["j1-1"] = RunInfo("FAILED", "generic")
+    scheduler.tick()
+    assert store.get("j1").error["message"] == "precise"
+
+
+def test_a_failed_submission_is_retried(env) -> None:  # noqa: ANN001
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    launcher.fail_submit = True
+    scheduler.tick()
+    assert store.get("j1").submission_id is None
+    assert any("dashboard down" in e.message for e in store.events("j1"))
+    launcher.fail_submit = False
+    scheduler.tick()
+    assert store.get("j1").submission_id is not None
+
+
+def test_cancel_wins_over_a_late_success(env) -> None:  # noqa: ANN001
+    _, store, _ = env
+    add_job(store, "j1", "a", 1)
+    store.transition("j1", JobStatus.RUNNING)
+    assert store.transition("j1", JobStatus.CANCELLED)
+    from service.db import FineTunedModelRow
+
+    assert not store.succeed(
+        "j1", FineTunedModelRow(id="m:x", tenant_id="a", base_model="m", adapter_prefix="p"), 5
+    )
+    assert status(store, "j1") == "cancelled"
