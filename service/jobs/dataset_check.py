@@ -31,3 +31,20 @@ def check_dataset(base_path: Path, data: bytes, max_seq_length: int) -> DatasetS
     return DatasetStats(
         len(tokenized), sum(len(t.input_ids) for t in tokenized), sum(t.n_trained for t in tokenized)
     )
+
+
+@lru_cache(maxsize=8)
+def module_names(path: str) -> frozenset[str]:
+    """Leaf module names of a model (`q_proj`, ...), from its config on the meta device: no weights load."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(Path(path)))
+    return frozenset(name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name)
+
+
+def unknown_target_modules(base_path: Path, targets: list[str]) -> list[str]:
+    """LoRA targets that name no module of the base model (peft's "all-linear" is always fine)."""
+    names = module_names(str(base_path))
+    return [t for t in targets if t != "all-linear" and t not in names]

@@ -10,7 +10,7 @@ from service.db import JobRow
 from service.errors import ApiError
 from service.files import FileService
 from service.jobs import hyperparams
-from service.jobs.dataset_check import check_dataset
+from service.jobs.dataset_check import check_dataset, unknown_target_modules
 from service.jobs.state import JobStatus
 from service.jobs.store import JobStore
 from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobError, TrainingSpec
@@ -54,6 +54,15 @@ class JobService:
                 code="invalid_value",
             )
 
+        unknown = await asyncio.to_thread(unknown_target_modules, model.base_path, req.lora.target_modules)
+        if unknown:
+            raise ApiError(
+                400,
+                f"LoRA target module(s) {unknown} not found in {model.id}; use names such as "
+                "q_proj, k_proj, v_proj, o_proj, or 'all-linear'.",
+                param="lora.target_modules",
+                code="invalid_value",
+            )
         stats = await asyncio.to_thread(
             self._check, model.base_path, files.read_bytes(training), req.max_seq_length, "training_file"
         )

@@ -268,6 +268,25 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"deepspeed": {"stage": 1}}
         )
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL,
+            training_file=train.id,
+            extra_body={"lora": {"target_modules": ["q_proj", "warp_drive"]}},
+        )
+    assert "warp_drive" in err.value.message and err.value.body["param"] == "lora.target_modules"
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-nope")
     assert len(client.fine_tuning.jobs.list(limit=100).data) == jobs_before  # nothing was created
+
+
+def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -> None:
+    train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
+    job = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
+    client.files.delete(train.id)  # gone before the worker reads it
+    job = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert job.status == "failed"
+    assert job.error.code == "training_failed" and "does not exist" in job.error.message, job.error
+    events = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data if e.level == "error"]
+    assert events and "does not exist" in events[0].message
+    assert not _training_processes()  # its resources are free again

@@ -1,0 +1,300 @@
+"""Training throughput: the service's fine-tuning jobs against a plain HF Trainer + peft script.
+
+Every configuration trains the same model (SmolLM2-135M), data (64 synthetic chats of ~110 tokens),
+LoRA (r=8 on q/k/v/o), batch (8) and dtype (bf16 where the CPU has it), back to back, each in its own
+process. Prints steady-state tokens/s (median over steps after the first) and the ratio to the
+baseline, plus the service's fixed cost: time from POST /v1/fine_tuning/jobs to the first step.
+
+    .venv/bin/python bench/bench_training.py            # everything (~10 min on 2 cores)
+    .venv/bin/python bench/bench_training.py --quick    # baseline, recipe ZeRO-2, one service job
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
+N_EXAMPLES, BATCH, EPOCHS, CORES = 64, 8, 2, 2
+
+
+def dataset_bytes() -> bytes:
+    topics = ["rivers", "volcanoes", "bread", "chess", "comets", "bees", "glaciers", "violins"]
+    lines = []
+    for i in range(N_EXAMPLES):
+        t = topics[i % len(topics)]
+        q = f"Write two sentences about {t}, number {i}, in a calm tone, for a curious reader."
+        a = (
+            f"{t.capitalize()} are fascinating subjects that reward patient observation over many years. "
+            f"Example {i}: people who study {t} often say the details matter more than anything else."
+        )
+        lines.append(
+            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+        )
+    return "\n".join(lines).encode()
+
+
+# One configuration per process ----------------------------------------------------------------------
+
+
+def run_hf_trainer() -> dict:
+    """Baseline: a plain single-process HF Trainer + peft script."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+    from trainers.data_format import parse_jsonl
+    from trainers.lora_sft import _collate, use_bf16
+    from trainers.tokenization import tokenize_all
+
+    torch.set_num_threads(CORES)
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    examples = tokenize_all(tok, parse_jsonl(dataset_bytes()), 1024)
+    bf16 = use_bf16()
+    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.05,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+    )
+    step_times: list[float] = []
+    tokens = [0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            step_times.append(time.perf_counter() - self.t0)
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def collate(batch):  # noqa: ANN001, ANN202
+        out = _collate(batch, pad)
+        tokens[0] += int(out["attention_mask"].sum())
+        return out
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH,
+        num_train_epochs=EPOCHS,
+        learning_rate=2e-4,
+        bf16=bf16,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=10**9,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
+    )
+    trainer.train()
+    tokens_per_step = tokens[0] / len(step_times)
+    return {"tokens_per_second": tokens_per_step / statistics.median(step_times[1:])}
+
+
+def run_recipe(stage: int) -> dict:
+    """The service's recipe (DeepSpeed) in one process, without Ray or HTTP."""
+    from service.protocol.fine_tuning import (
+        DeepSpeedOptions,
+        LoraOptions,
+        ResolvedHyperparameters,
+        ResourceOptions,
+        TrainingSpec,
+    )
+    from service.stack import free_port
+    from service.storage import ObjectStore, S3Credentials, wait_for_store
+    from trainers.lora_sft import train
+    from trainers.reporter import NullReporter
+
+    root = Path(tempfile.mkdtemp())
+    (root / "b").mkdir()
+    port = free_port()
+    rclone = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "rclone"),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            "benchkey1,benchsecret1",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        store = ObjectStore(
+            S3Credentials(f"http://127.0.0.1:{port}", "benchkey1", "benchsecret1", "us-east-1"), "b"
+        )
+        wait_for_store(store, rclone)
+        info = store.put_bytes("d.jsonl", dataset_bytes())
+        spec = TrainingSpec(
+            job_id="ftjob-bench",
+            tenant="b",
+            base_model="m",
+            base_model_path=str(MODEL),
+            fine_tuned_model="m:b",
+            training_file="f",
+            training_key="d.jsonl",
+            training_sha256=info.sha256,
+            n_train_examples=N_EXAMPLES,
+            n_train_tokens=0,
+            hyperparameters=ResolvedHyperparameters(
+                n_epochs=EPOCHS, batch_size=BATCH, learning_rate_multiplier=1
+            ),
+            learning_rate=2e-4,
+            seed=0,
+            lora=LoraOptions(alpha=16),
+            deepspeed=DeepSpeedOptions(stage=stage),
+            resources=ResourceOptions(cpus_per_worker=CORES),
+            max_seq_length=1024,
+            adapter_prefix="a/",
+            checkpoint_prefix="c/",
+        )
+        reporter = NullReporter()
+        train(spec, store, reporter, upload=False)
+        tps = [d["tokens_per_second"] for kind, d in reporter.events if kind == "metrics"]
+        return {"tokens_per_second": statistics.median(tps[1:])}
+    finally:
+        rclone.terminate()
+
+
+def run_service(configs: list[dict]) -> list[dict]:
+    """Jobs through the full service (HTTP -> Ray job -> Ray Train -> DeepSpeed), one after another."""
+    import httpx
+
+    data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
+    from service.stack import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
+    port = free_port()
+    env.update(
+        TUNESERVE_DATA_DIR=str(data_dir),
+        TUNESERVE_PORT=str(port),
+        TUNESERVE_MODELS_DIR=str(MODEL.parent),
+        TUNESERVE_RAY_NUM_CPUS="4",
+    )
+    cli = [sys.executable, "-m", "service.cli"]
+    subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    headers = {"Authorization": f"Bearer {(data_dir / 'api_key').read_text().strip()}"}
+    results = []
+    try:
+        fid = httpx.post(
+            f"{base}/files",
+            headers=headers,
+            data={"purpose": "fine-tune"},
+            files={"file": ("d.jsonl", dataset_bytes())},
+            timeout=60,
+        ).json()["id"]
+        for cfg in configs:
+            body = {
+                "model": "SmolLM2-135M-Instruct",
+                "training_file": fid,
+                "seed": 0,
+                "hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH},
+                "deepspeed": {"stage": cfg["stage"]},
+                "resources": {"num_workers": cfg["workers"], "cpus_per_worker": CORES // cfg["workers"]},
+            }
+            posted = time.time()
+            job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=120).json()
+            # Poll gently: on 2 cores, a busy poller steals time from the job it measures.
+            while (
+                status := httpx.get(
+                    f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30
+                ).json()["status"]
+            ) not in ("succeeded", "failed", "cancelled"):
+                time.sleep(3)
+            events = httpx.get(
+                f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
+            ).json()["data"]
+            steps = sorted(
+                (e for e in events if e["type"] == "metrics" and "tokens_per_second" in e["data"]),
+                key=lambda e: e["data"]["step"],
+            )
+            first_step = steps[0]["created_at"] - posted  # event times have 1 s resolution
+            assert status == "succeeded", status
+            tps = [e["data"]["tokens_per_second"] for e in steps]
+            results.append({"tokens_per_second": statistics.median(tps[1:]), "first_step_s": first_step})
+    finally:
+        subprocess.run([*cli, "down"], env=env, capture_output=True)
+    return results
+
+
+# The table --------------------------------------------------------------------------------------------
+
+
+def child(name: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", name, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": str(CORES)},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--one", nargs="+")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.one:
+        name, *rest = args.one
+        if name == "hf":
+            print(json.dumps(run_hf_trainer()))
+        elif name == "recipe":
+            print(json.dumps(run_recipe(int(rest[0]))))
+        elif name == "service":
+            print(json.dumps(run_service(json.loads(rest[0]))))
+        return
+
+    rows = [("plain HF Trainer + peft (baseline), 1 process x 2 threads", child("hf"))]
+    stages = [2] if args.quick else [0, 2, 3]
+    rows += [
+        (f"recipe in-process, DeepSpeed ZeRO-{s}, 1 x 2 threads", child("recipe", str(s))) for s in stages
+    ]
+    service_cfgs = (
+        [{"stage": 2, "workers": 1}]
+        if args.quick
+        else [
+            {"stage": 0, "workers": 1},
+            {"stage": 2, "workers": 1},
+            {"stage": 3, "workers": 1},
+            {"stage": 2, "workers": 2},
+        ]
+    )
+    for cfg, res in zip(service_cfgs, child("service", json.dumps(service_cfgs)), strict=True):
+        threads = CORES // cfg["workers"]
+        label = f"service job, ZeRO-{cfg['stage']}, {cfg['workers']} worker(s) x {threads} threads"
+        rows.append((label, res))
+    base = rows[0][1]["tokens_per_second"]
+    print(f"\n{'configuration':<64} {'tokens/s':>9} {'ratio':>6} {'POST->1st step':>15}")
+    for label, res in rows:
+        first = f"{res['first_step_s']:.1f} s" if res.get("first_step_s") else ""
+        tps = res["tokens_per_second"]
+        print(f"{label:<64} {tps:>9.0f} {tps / base:>6.2f} {first:>15}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""A fine-tuning job survives a restart of the whole stack: the scheduler finds its Ray job gone and runs
+it again, and it succeeds."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+
+from service.settings import DEFAULT_BASE_MODEL
+from tests.integration.conftest import make_stack
+from tests.integration.test_fine_tuning import DATA, _wait
+
+
+def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
+    s = make_stack(tmp_path / "durable")
+    s.up()
+    try:
+        client = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.admin_key, max_retries=0)
+        train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id, seed=3,
+                                             hyperparameters={"n_epochs": 1, "batch_size": 1})
+        _wait(client, job.id, {"running"})
+        deadline = time.monotonic() + 120
+        while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        s.down()  # the Ray cluster and the run go away mid-training
+        s.up()
+        job = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+        assert job.status == "succeeded", job.error
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
+        assert any("Run lost" in m for m in messages)
+        assert job.fine_tuned_model in [m.id for m in client.models.list()]
+    finally:
+        s.down()
