@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
 
+    from service import cli_jobs
+
+    cli_jobs.register(sub, api_call)
+    parser.add_argument("--api-key", help="API key for files/finetune/jobs (default: the admin key)")
+
     models = sub.add_parser("models", help="base models")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
     models_sub.add_parser("prepare", help="build missing base model folders").set_defaults(
@@ -195,28 +200,50 @@ def cmd_models_prepare(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _admin_call(settings: Settings, method: str, path: str, body: dict | None = None) -> dict:
+    return api_call(settings, argparse.Namespace(api_key=None), method, path, json=body)
+
+
+def api_call(
+    settings: Settings,
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    *,
+    stream: bool = False,
+    **kwargs: object,
+):  # noqa: ANN201 - a dict, or an iterator of SSE events when streaming
+    """Call the local stack's API with `--api-key`, TUNESERVE_API_KEY or the data dir's admin key."""
     import httpx
 
     from service.auth import resolve_admin_key
 
+    key = getattr(args, "api_key", None)
+    if key is None:
+        try:
+            key = resolve_admin_key(settings)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
+    headers = {"Authorization": f"Bearer {key}"}
     try:
-        key = resolve_admin_key(settings)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        resp = httpx.request(
-            method,
-            settings.base_url + path,
-            json=body,
-            timeout=30,
-            headers={"Authorization": f"Bearer {key}"},
-        )
+        if stream:
+            return _sse_events(httpx.stream(method, settings.base_url + path, headers=headers, timeout=None))
+        resp = httpx.request(method, settings.base_url + path, headers=headers, timeout=600, **kwargs)
     except httpx.TransportError:
         raise CliError(f"cannot reach {settings.base_url}; is the stack up (`tuneserve status`)?") from None
     data = resp.json()
     if resp.status_code >= 400:
         raise CliError(data.get("error", {}).get("message", resp.text))
     return data
+
+
+def _sse_events(ctx):  # noqa: ANN001, ANN202
+    with ctx as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            raise CliError(resp.json().get("error", {}).get("message", resp.text))
+        for line in resp.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                yield json.loads(line[6:])
 
 
 def _health(base_url: str, require_ok: bool = True) -> dict | None:

@@ -14,6 +14,7 @@ import tempfile
 import traceback
 
 from service.jobs.launcher import JOB_CONTEXT_ENV, JobContext
+from service.jobs.scheduler import MAX_ATTEMPTS
 
 
 def main() -> int:
@@ -29,6 +30,17 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job's record
         message = _root_cause(exc)
         traceback.print_exc()
+        job = store.get(spec.job_id)
+        if is_infrastructure_failure(exc) and job is not None and job.attempts < MAX_ATTEMPTS:
+            # Not the training's fault (a node or the cluster went away): run it again.
+            store.transition(
+                spec.job_id,
+                JobStatus.QUEUED,
+                f"Run interrupted by a cluster failure ({message}); requeued",
+                level="warn",
+                submission_id=None,
+            )
+            return 1
         store.transition(
             spec.job_id,
             JobStatus.FAILED,
@@ -92,6 +104,30 @@ def run(context: JobContext) -> int:
     )
     trainer.fit()
     return int(ray.get(reporter.get_trained_tokens.remote()))
+
+
+# Ray's errors for a lost worker, actor or node: the run was interrupted, the training did not fail.
+_INFRASTRUCTURE_ERRORS = {
+    "ActorDiedError",
+    "NodeDiedError",
+    "WorkerCrashedError",
+    "RaySystemError",
+    "ActorUnavailableError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "LocalRayletDiedError",
+}
+
+
+def is_infrastructure_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in _INFRASTRUCTURE_ERRORS or "node has crashed" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _root_cause(exc: BaseException) -> str:

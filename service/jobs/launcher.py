@@ -48,6 +48,7 @@ class Launcher(Protocol):
     def submit(self, submission_id: str, context: JobContext) -> None: ...
     def info(self, submission_id: str) -> RunInfo: ...
     def stop(self, submission_id: str) -> None: ...
+    def capacity(self) -> dict[str, float]: ...
 
 
 class RayJobLauncher:
@@ -87,6 +88,12 @@ class RayJobLauncher:
     def stop(self, submission_id: str) -> None:
         with contextlib.suppress(RuntimeError):  # already gone
             self.client.stop_job(submission_id)
+
+    def capacity(self) -> dict[str, float]:
+        """Total resources of the cluster (CPU, GPU, ...), as Ray counts them."""
+        import ray
+
+        return dict(ray.cluster_resources()) if ray.is_initialized() else {}
 
     def logs_tail(self, submission_id: str, lines: int = 30) -> str:
         try:

@@ -46,14 +46,7 @@ class JobService:
             if req.validation_file
             else None
         )
-        if req.resources.use_gpu:
-            raise ApiError(
-                400,
-                "use_gpu needs a GPU machine with the `gpu` install; this stack has none.",
-                param="resources.use_gpu",
-                code="invalid_value",
-            )
-
+        self._check_capacity(req)
         unknown = await asyncio.to_thread(unknown_target_modules, model.base_path, req.lora.target_modules)
         if unknown:
             raise ApiError(
@@ -120,6 +113,29 @@ class JobService:
         )
         self.store.transition(job_id, JobStatus.QUEUED, "Fine-tuning job queued until resources are free")
         return self.get(tenant, job_id)
+
+    def _check_capacity(self, req: FineTuningJobCreate) -> None:
+        """A job the cluster can never place would wait forever: refuse it now."""
+        res = req.resources
+        capacity = self.ctx.launcher.capacity() if self.ctx.launcher is not None else {}
+        if not capacity:
+            return
+        cpus = res.num_workers * res.cpus_per_worker
+        if cpus > capacity.get("CPU", 0):
+            raise ApiError(
+                400,
+                f"The job asks for {cpus} CPUs ({res.num_workers} workers x {res.cpus_per_worker}); "
+                f"the cluster has {capacity.get('CPU', 0):g}.",
+                param="resources",
+                code="invalid_value",
+            )
+        if res.use_gpu and res.num_workers > capacity.get("GPU", 0):
+            raise ApiError(
+                400,
+                f"The job asks for {res.num_workers} GPUs; the cluster has {capacity.get('GPU', 0):g}.",
+                param="resources.use_gpu",
+                code="invalid_value",
+            )
 
     def _fine_tune_file(self, tenant: str, file_id: str, param: str):  # noqa: ANN202 - FileRow
         row = FileService(self.ctx).get(tenant, file_id, param=param)

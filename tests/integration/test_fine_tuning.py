@@ -275,6 +275,17 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
             extra_body={"lora": {"target_modules": ["q_proj", "warp_drive"]}},
         )
     assert "warp_drive" in err.value.message and err.value.body["param"] == "lora.target_modules"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL,
+            training_file=train.id,
+            extra_body={"resources": {"num_workers": 3, "cpus_per_worker": 2}},
+        )
+    assert "asks for 6 CPUs" in err.value.message  # the test stack has 4: it would wait forever
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"resources": {"use_gpu": True}}
+        )
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-nope")
     assert len(client.fine_tuning.jobs.list(limit=100).data) == jobs_before  # nothing was created
@@ -289,4 +300,33 @@ def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -
     assert job.error.code == "training_failed" and "does not exist" in job.error.message, job.error
     events = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data if e.level == "error"]
     assert events and "does not exist" in events[0].message
-    assert not _training_processes()  # its resources are free again
+    deadline = time.monotonic() + 60
+    while _training_processes():  # its resources are freed: the driver exits
+        assert time.monotonic() < deadline, _training_processes()
+        time.sleep(1)
+
+
+def test_cli_finetune_follows_with_a_progress_bar(stack: RunningStack) -> None:
+    proc = stack.cli(
+        "finetune",
+        "--model",
+        DEFAULT_BASE_MODEL,
+        "--training-file",
+        str(DATA / "codeword_train.jsonl"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--suffix",
+        "cli",
+        timeout=600,
+    )
+    assert "created ftjob-" in proc.stdout
+    assert "Training started" in proc.stdout and "The job has successfully completed" in proc.stdout
+    assert "3/3" in proc.stderr  # tqdm draws its bar on stderr
+    summary = json.loads(proc.stdout[proc.stdout.rindex("{") :])
+    assert summary["status"] == "succeeded" and summary["fine_tuned_model"].endswith(summary["id"][-6:])
+    listed = json.loads(stack.cli("jobs", "list").stdout)
+    assert summary["id"] in [j["id"] for j in listed]
+    bad = stack.cli("jobs", "cancel", summary["id"], check=False)
+    assert bad.returncode == 1 and "cannot be cancelled" in bad.stderr

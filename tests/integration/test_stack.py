@@ -17,8 +17,8 @@ from tests.integration.conftest import RunningStack, make_stack
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
     client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key)
-    ids = [m.id for m in client.models.list()]
-    assert ids == [DEFAULT_BASE_MODEL]
+    models = list(client.models.list())
+    assert models[0].id == DEFAULT_BASE_MODEL and models[0].owned_by == "tuneserve"
 
 
 def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:
@@ -32,7 +32,7 @@ def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:
 def test_health_reports_every_component_ok(stack: RunningStack) -> None:
     body = httpx.get(stack.base_url + "/health", timeout=30).json()
     assert body["status"] == "ok", body
-    assert set(body["components"]) == {"db", "object_store", "ray", "serving"}
+    assert set(body["components"]) == {"db", "object_store", "ray", "serving", "jobs"}
     assert "1 node(s)" in body["components"]["ray"]["detail"]
 
 

@@ -36,6 +36,9 @@ class FakeLauncher:
     def stop(self, submission_id: str) -> None:
         self.runs[submission_id] = RunInfo("STOPPED")
 
+    def capacity(self) -> dict[str, float]:
+        return {"CPU": 4.0}
+
 
 @pytest.fixture
 def env(tmp_path: Path):  # noqa: ANN201
