@@ -118,30 +118,19 @@ def run_recipe(stage: int) -> dict:
         ResourceOptions,
         TrainingSpec,
     )
+    from service.settings import Settings
     from service.stack import free_port
-    from service.storage import ObjectStore, S3Credentials, wait_for_store
+    from service.storage import ObjectStore, S3Credentials, start_embedded_s3, wait_for_store
     from trainers.lora_sft import train
     from trainers.reporter import NullReporter
 
-    root = Path(tempfile.mkdtemp())
-    (root / "b").mkdir()
+    settings = Settings(data_dir=Path(tempfile.mkdtemp()), s3_bucket="bench")
+    creds = S3Credentials(None, "benchkey1", "benchsecret1", "us-east-1")
     port = free_port()
-    rclone = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "rclone"),
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            "benchkey1,benchsecret1",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    rclone = start_embedded_s3(settings, creds, port, settings.resolved_data_dir / "rclone.log")
     try:
         store = ObjectStore(
-            S3Credentials(f"http://127.0.0.1:{port}", "benchkey1", "benchsecret1", "us-east-1"), "b"
+            S3Credentials(f"http://127.0.0.1:{port}", "benchkey1", "benchsecret1", "us-east-1"), "bench"
         )
         wait_for_store(store, rclone)
         info = store.put_bytes("d.jsonl", dataset_bytes())

@@ -66,3 +66,18 @@ class ModelRegistry:
                 code="model_not_found",
             )
         return ResolvedModel(row.id, row.base_model, bases[row.base_model], row.adapter_prefix)
+
+    def delete(self, tenant: str, model: str) -> ResolvedModel:
+        """Delete a fine-tuned model the tenant owns: its registry entry, then its adapter's objects."""
+        resolved = self.resolve(tenant, model)
+        if resolved.is_base:
+            raise ApiError(
+                400,
+                f"'{model}' is a base model; only fine-tuned models can be deleted.",
+                param="model",
+                code="invalid_model",
+            )
+        with self.ctx.db.session() as s:
+            s.delete(s.get(FineTunedModelRow, model))
+        self.ctx.store.delete_prefix(resolved.adapter_prefix)
+        return resolved

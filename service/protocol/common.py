@@ -39,3 +39,9 @@ class Model(BaseModel):
     owned_by: str
     root: str | None = None
     parent: str | None = None
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True

@@ -76,6 +76,23 @@ class RunningStack:
         return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else "(no log)"
 
 
+def process_cmdlines() -> dict[int, str]:
+    """Command lines of the live processes on this machine (zombies excluded)."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "stat").read_text().split()[2] == "Z":
+                continue
+            out[int(proc.name)] = (
+                (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except (OSError, IndexError):
+            continue
+    return out
+
+
 def make_stack(data_dir: Path, **extra_env: str) -> RunningStack:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
     port = free_port()

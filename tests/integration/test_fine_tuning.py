@@ -13,7 +13,7 @@ import pytest
 
 from service.settings import DEFAULT_BASE_MODEL, Settings
 from service.storage import ObjectStore, S3Credentials, store_credentials
-from tests.integration.conftest import MODELS_DIR, RunningStack
+from tests.integration.conftest import MODELS_DIR, RunningStack, process_cmdlines
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CODEWORD = "ZEBRA-42"
@@ -184,16 +184,11 @@ def _last_step(client: openai.OpenAI, job_id: str) -> int:
 
 
 def _training_processes() -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "trainers.run_job" in cmd or "RayTrainWorker" in cmd:
-                found.append(cmd[:80])
-    return found
+    return [
+        cmd[:80]
+        for cmd in process_cmdlines().values()
+        if "trainers.run_job" in cmd or "RayTrainWorker" in cmd
+    ]
 
 
 # Bad input: a precise 4xx, nothing started ----------------------------------------------------------

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from service.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import RunningStack, make_stack
+from tests.integration.conftest import RunningStack, make_stack, process_cmdlines
 
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
@@ -76,34 +76,13 @@ def test_two_stacks_with_different_data_dirs_run_side_by_side(stack: RunningStac
     assert stack.get("/v1/models").status_code == 200
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _stack_pids(data_dir: Path) -> list[int]:
     """Every process whose command line mentions this stack's data dir or Ray temp dir."""
     from service.settings import Settings
     from service.stack import ray_temp_dir
 
     marks = (str(data_dir), ray_temp_dir(Settings(data_dir=data_dir)))
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if any(m in cmd for m in marks) and _alive(int(proc.name)):
-                pids.append(int(proc.name))
-    return pids
+    return [pid for pid, cmd in process_cmdlines().items() if any(m in cmd for m in marks)]
 
 
 def _wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001

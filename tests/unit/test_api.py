@@ -11,17 +11,21 @@ from service.settings import DEFAULT_BASE_MODEL, Settings
 ADMIN = "ts-admin-test-key"
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> TestClient:
-    settings = Settings(
+def offline_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings whose object store is down (nothing listens on port 1), which /health must report."""
+    return Settings(
         data_dir=tmp_path,
         api_key=ADMIN,
-        # Nothing listens on port 1: the object store is down, which /health must report.
         s3_endpoint_url="http://127.0.0.1:1",
         s3_access_key_id="a",
         s3_secret_access_key="b",
+        **overrides,
     )
-    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    return TestClient(create_app(offline_settings(tmp_path)))
 
 
 def auth(key: str) -> dict[str, str]:
@@ -166,15 +170,7 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
 
 
 def test_oversized_upload_is_413_before_anything_is_stored(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path,
-        api_key=ADMIN,
-        s3_endpoint_url="http://127.0.0.1:1",
-        s3_access_key_id="a",
-        s3_secret_access_key="b",
-        max_file_bytes=1000,
-    )
-    client = TestClient(create_app(settings))
+    client = TestClient(create_app(offline_settings(tmp_path, max_file_bytes=1000)))
     resp = client.post(
         "/v1/files",
         headers=auth(ADMIN),
