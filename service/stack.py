@@ -162,7 +162,9 @@ class Stack:
                             f"{name} exited with code {proc.returncode}; see {log_path(self.settings)}"
                         )
         finally:
+            self.log("stopping: serving, Ray, object store")
             self.stop()
+            self.log("stopped")
 
     def start(self) -> StackState:
         s = self.settings
