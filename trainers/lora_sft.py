@@ -79,10 +79,12 @@ def train(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=_deepspeed_config(spec, micro_batch)
     )
 
+    nodes = _gather_hosts(dist)
     if rank == 0:
         reporter.started(
             f"Training started: {len(train_set)} examples, {hp.n_epochs} epochs, {total_steps} steps, "
-            f"{world} worker(s), ZeRO stage {spec.deepspeed.stage}, {_dtype_name(model)}"
+            f"{world} worker(s) on {', '.join(sorted(set(nodes)))}, ZeRO stage {spec.deepspeed.stage}, "
+            f"{_dtype_name(model)}"
         )
     result = RunResult()
     lengths = [len(t.input_ids) for t in train_set]
@@ -282,6 +284,29 @@ def _collate(examples: list[TokenizedExample], pad_id: int) -> dict:
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _gather_hosts(dist) -> list[str]:  # noqa: ANN001
+    """The node address of every rank (to show where the workers run)."""
+    host = os.environ.get("RAY_NODE_IP_ADDRESS") or _node_ip()
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [host]
+    hosts: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(hosts, host)
+    return hosts
+
+
+def _node_ip() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.util.get_node_ip_address()
+    except ImportError:
+        pass
+    import socket
+
+    return socket.gethostname()
 
 
 def _all_reduce_sum(values: list[float], dist) -> list[float]:  # noqa: ANN001

@@ -84,8 +84,12 @@ def run(context: JobContext) -> int:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"context": context.model_dump(mode="json"), "reporter": reporter},
+        # SPREAD: one worker per node where the cluster has room, so a job uses the cluster's nodes.
         scaling_config=ScalingConfig(
-            num_workers=resources.num_workers, use_gpu=resources.use_gpu, resources_per_worker={"CPU": cpus}
+            num_workers=resources.num_workers,
+            use_gpu=resources.use_gpu,
+            resources_per_worker={"CPU": cpus},
+            placement_strategy="SPREAD",
         ),
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
         run_config=RunConfig(
