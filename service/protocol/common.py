@@ -29,6 +29,16 @@ class ListResponse(BaseModel, Generic[T]):
     last_id: str | None = None
     has_more: bool = False
 
+    @classmethod
+    def page(cls, data: list[T], has_more: bool = False) -> ListResponse[T]:
+        """A page of objects that have an `id`, with OpenAI's cursor fields filled in."""
+        return cls(
+            data=data,
+            has_more=has_more,
+            first_id=data[0].id if data else None,  # type: ignore[attr-defined]
+            last_id=data[-1].id if data else None,
+        )  # type: ignore[attr-defined]
+
 
 class Model(BaseModel):
     """An entry of GET /v1/models."""

@@ -33,7 +33,7 @@ def create_api_key(body: ApiKeyCreate, ctx: Context, _: Admin) -> ApiKeyCreated:
 
 @router.get("/api_keys", response_model=ListResponse[ApiKey], summary="List API keys")
 def list_api_keys(ctx: Context, _: Admin) -> ListResponse[ApiKey]:
-    return ListResponse[ApiKey](data=[_to_api(r) for r in ctx.keys.list()])
+    return ListResponse[ApiKey].page([_to_api(r) for r in ctx.keys.list()])
 
 
 @router.delete("/api_keys/{key_id}", response_model=ApiKey, summary="Revoke an API key")

@@ -57,12 +57,7 @@ def list_files(
 ) -> ListResponse[FileObject]:
     rows = FileService(ctx).list(principal.tenant, purpose, after, limit, order)
     data = [to_api(r) for r in rows[:limit]]
-    return ListResponse[FileObject](
-        data=data,
-        has_more=len(rows) > limit,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[FileObject].page(data, has_more=len(rows) > limit)
 
 
 @router.get("/{file_id}", response_model=FileObject, summary="Retrieve a file")

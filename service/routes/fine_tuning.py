@@ -36,7 +36,7 @@ def list_jobs(
 ) -> ListResponse[FineTuningJob]:
     rows = JobStore(ctx.db).list(principal.tenant, after, limit)
     data = [to_api(r) for r in rows[:limit]]
-    return ListResponse[FineTuningJob](data=data, has_more=len(rows) > limit)
+    return ListResponse[FineTuningJob].page(data, has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, summary="Retrieve a fine-tuning job")
@@ -79,7 +79,7 @@ def list_events(
             _follow(store, job_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     rows = store.events(job_id, after, limit)
-    return ListResponse[JobEvent](data=[_event(r) for r in rows[:limit]], has_more=len(rows) > limit)
+    return ListResponse[JobEvent].page([_event(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
 async def _follow(store: JobStore, job_id: str) -> AsyncIterator[str]:
@@ -116,9 +116,4 @@ def list_checkpoints(
         )
         for r in rows[:limit]
     ]
-    return ListResponse[JobCheckpoint](
-        data=data,
-        has_more=len(rows) > limit,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListResponse[JobCheckpoint].page(data, has_more=len(rows) > limit)

@@ -15,9 +15,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 def list_models(ctx: Context, principal: CurrentPrincipal) -> ListResponse[Model]:
     """Base models, then the caller's fine-tuned models (with `parent` = their base model)."""
     models = ModelRegistry(ctx).list(principal.tenant)
-    return ListResponse[Model](
-        data=models, first_id=models[0].id if models else None, last_id=models[-1].id if models else None
-    )
+    return ListResponse[Model].page(models)
 
 
 @router.get("/models/{model:path}", response_model=Model, summary="Retrieve a model")
