@@ -25,6 +25,7 @@ class JobReporter:
         self.job_id = job_id
         self.store = JobStore(Database(database_url))
         self.trained_tokens = 0
+        self.rows: list[dict] = []
 
     def started(self, message: str) -> None:
         from service.jobs.state import JobStatus
@@ -36,6 +37,7 @@ class JobReporter:
 
     def metrics(self, data: dict) -> None:
         self.trained_tokens = data.get("trained_tokens", self.trained_tokens)
+        self.rows.append(data)
         text = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
         if "valid_loss" in data:
             text += f", validation loss={data['valid_loss']:.4f}"
@@ -47,6 +49,18 @@ class JobReporter:
 
     def get_trained_tokens(self) -> int:
         return self.trained_tokens
+
+    def results_csv(self) -> str:
+        """OpenAI's result file: one line per step (and per validation), as CSV."""
+        import csv
+        import io
+
+        out = io.StringIO()
+        columns = ["step", "epoch", "train_loss", "valid_loss", "learning_rate", "tokens_per_second"]
+        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
 
 
 class ActorReporter:

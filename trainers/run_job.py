@@ -26,7 +26,7 @@ def main() -> int:
 
     store = JobStore(Database(context.database_url))
     try:
-        trained_tokens = run(context)
+        trained_tokens, results_csv = run(context)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the job's record
         message = _root_cause(exc)
         traceback.print_exc()
@@ -49,6 +49,8 @@ def main() -> int:
             error={"code": "training_failed", "message": message, "param": None},
         )
         return 1
+    result_file = _save_result_file(context, store.db, results_csv)
+    store.set_result_files(spec.job_id, [result_file])
     model = FineTunedModelRow(
         id=spec.fine_tuned_model,
         tenant_id=spec.tenant,
@@ -61,8 +63,8 @@ def main() -> int:
     return 0
 
 
-def run(context: JobContext) -> int:
-    """Run the training on Ray Train; returns the trained token count."""
+def run(context: JobContext) -> tuple[int, str]:
+    """Run the training on Ray Train; returns the trained token count and the step metrics as CSV."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -107,7 +109,33 @@ def run(context: JobContext) -> int:
         ),
     )
     trainer.fit()
-    return int(ray.get(reporter.get_trained_tokens.remote()))
+    return int(ray.get(reporter.get_trained_tokens.remote())), ray.get(reporter.results_csv.remote())
+
+
+def _save_result_file(context: JobContext, db, csv_text: str) -> str:  # noqa: ANN001 - Database
+    """Store the step metrics as the tenant's file (purpose `fine-tune-results`), like OpenAI does."""
+    import secrets
+
+    from service.db import FileRow
+    from service.protocol.files import RESULT_PURPOSE
+    from trainers.lora_sft import store_from_context
+
+    file_id = "file-" + secrets.token_hex(12)
+    key = f"files/{context.spec.tenant}/{file_id}"
+    info = store_from_context(context).put_bytes(key, csv_text.encode(), "text/csv")
+    with db.session() as s:
+        s.add(
+            FileRow(
+                id=file_id,
+                tenant_id=context.spec.tenant,
+                filename="step_metrics.csv",
+                purpose=RESULT_PURPOSE,
+                bytes=info.size,
+                sha256=info.sha256,
+                key=key,
+            )
+        )
+    return file_id
 
 
 # Ray's errors for a lost worker, actor or node: the run was interrupted, the training did not fail.

@@ -79,6 +79,7 @@ class JobRow(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)
     started_at: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -17,9 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import Base, SchemaVersion
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _add_result_files(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE fine_tuning_jobs ADD COLUMN result_files JSON"))
+
+
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_result_files}
 
 
 class DatabaseError(RuntimeError):

@@ -202,7 +202,7 @@ def to_api(row: JobRow) -> FineTuningJob:
         validation_file=spec.validation_file,
         metadata=row.metadata_,
         user_provided_suffix=row.suffix,
-        result_files=[],
+        result_files=row.result_files or [],
         method={"type": "supervised", "supervised": {"hyperparameters": spec.hyperparameters.model_dump()}},
         lora=spec.lora,
         deepspeed=spec.deepspeed,

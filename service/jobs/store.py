@@ -100,6 +100,12 @@ class JobStore:
             row.attempts += 1
             return True
 
+    def set_result_files(self, job_id: str, file_ids: list[str]) -> None:
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None:
+                row.result_files = file_ids
+
     def release_submission(self, job_id: str) -> None:
         with self.db.session() as s:
             row = s.get(JobRow, job_id)

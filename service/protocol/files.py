@@ -8,6 +8,8 @@ from pydantic import BaseModel
 
 FilePurpose = Literal["fine-tune", "assistants", "evals", "batch", "user_data", "vision"]
 PURPOSES: tuple[str, ...] = FilePurpose.__args__  # type: ignore[attr-defined]
+# Purposes of files the service writes itself (not accepted on upload).
+RESULT_PURPOSE = "fine-tune-results"
 
 
 class FileObject(BaseModel):

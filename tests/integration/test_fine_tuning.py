@@ -110,6 +110,11 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     events = client.fine_tuning.jobs.list_events(job.id, limit=5)
     assert events.data[0].message == "The job has successfully completed" and events.has_more
 
+    # OpenAI's result file: the step metrics as CSV, a file of the job's owner.
+    [result_id] = job.result_files
+    rows = client.files.content(result_id).text.strip().splitlines()
+    assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + 18 + 3
+
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [18, 12, 6]
 
