@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import select
 
 from service.db import ApiKeyRow, Database, Tenant
 from service.db.models import now
+from service.secret_files import write_secret
 from service.settings import Settings
 
 ADMIN_TENANT = "default"
@@ -55,11 +55,8 @@ def resolve_admin_key(settings: Settings, *, create: bool = False) -> str:
         raise FileNotFoundError(
             f"no admin API key: set TUNESERVE_API_KEY or run `tuneserve up` to create {path}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+    write_secret(path, key + "\n")
     return key
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -23,6 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from service.secret_files import write_secret
 from service.settings import Settings
 
 SHA256_META = "sha256"
@@ -336,11 +336,8 @@ def store_credentials(settings: Settings, *, create: bool = False) -> S3Credenti
             raise StoreUnavailable(
                 f"embedded object store not initialised ({path} missing); run `tuneserve up`"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {"access_key_id": "ts" + secrets.token_hex(8), "secret_access_key": secrets.token_urlsafe(24)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+        write_secret(path, json.dumps(data))
     data = json.loads(path.read_text())
     return S3Credentials(None, data["access_key_id"], data["secret_access_key"], settings.s3_region)
 

@@ -95,12 +95,6 @@ class RayJobLauncher:
 
         return dict(ray.cluster_resources()) if ray.is_initialized() else {}
 
-    def logs_tail(self, submission_id: str, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.client.get_job_logs(submission_id).splitlines()[-lines:])
-        except RuntimeError:
-            return ""
-
 
 def job_context(settings, spec: TrainingSpec) -> JobContext:  # noqa: ANN001 - Settings
     return JobContext(
