@@ -37,10 +37,12 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
     from ray import serve
     from ray.serve.llm import build_llm_deployment
 
-    from deploy.llm import llm_config
+    from deploy.llm import llm_config, server_class
 
     llms = {
-        name: build_llm_deployment(llm_config(settings, name, str(path)), name_prefix="vllm:")
+        name: build_llm_deployment(
+            llm_config(settings, name, str(path)), name_prefix="vllm:", deployment_cls=server_class()
+        )
         for name, path in settings.resolved_served_models.items()
     }
 
@@ -55,11 +57,12 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
             from service.jobs.launcher import RayJobLauncher
 
             launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
+            engine = ServeLLMEngine(self.llm_handles)
             return create_app(
                 settings,
-                probes={"ray": ray_probe, "serving": serving_probe},
+                probes={"ray": ray_probe, "serving": serving_probe, "engines": engine.probe},
                 launcher=launcher,
-                engine=ServeLLMEngine(self.llm_handles),
+                engine=engine,
             )
 
     ingress = serve.deployment(

@@ -62,7 +62,7 @@ def llm_config(settings: Settings, name: str, path: str):  # noqa: ANN201 - ray.
         "max_lora_rank": settings.serving_max_lora_rank,
         "max_num_seqs": settings.serving_max_concurrent_requests,
         "max_model_len": settings.serving_max_model_len,
-        "dtype": "bfloat16" if settings.serving_gpu or _cpu_has_bf16() else "float32",
+        "dtype": serving_dtype(settings),
         "enable_prefix_caching": True,
     }
     kv_gib = settings.serving_kv_cache_gib or (None if settings.serving_gpu else CPU_KV_CACHE_GIB)
@@ -84,11 +84,32 @@ def llm_config(settings: Settings, name: str, path: str):  # noqa: ANN201 - ray.
     )
 
 
+def serving_dtype(settings: Settings) -> str:
+    if settings.serving_dtype != "auto":
+        return settings.serving_dtype
+    return "bfloat16" if settings.serving_gpu or _cpu_has_bf16() else "float32"
+
+
 def _cpu_has_bf16() -> bool:
     try:
         return "avx512_bf16" in open("/proc/cpuinfo").read()  # noqa: SIM115 - one read
     except OSError:
         return False
+
+
+def server_class():  # noqa: ANN201 - a subclass of ray.serve.llm.LLMServer (imported lazily: vLLM is heavy)
+    """Ray Serve LLM's server plus a report of its engine's load, for /health and the tests."""
+    from ray.serve.llm import LLMServer
+
+    class TuneserveLLMServer(LLMServer):
+        async def engine_load(self) -> dict:
+            client = self.engine._engine_client  # vLLM's AsyncLLM
+            return {
+                "running": client.get_num_unfinished_requests(),
+                "adapters": len(await client.list_loras()),
+            }
+
+    return TuneserveLLMServer
 
 
 class ServeLLMEngine:
@@ -99,6 +120,14 @@ class ServeLLMEngine:
 
     def serves(self, base_model: str) -> bool:
         return base_model in self._handles
+
+    def probe(self) -> str:
+        """Requests in flight and adapters loaded, per base model (one replica's view each)."""
+        parts = []
+        for name, handle in self._handles.items():
+            load = handle.options(stream=False).engine_load.remote().result(timeout_s=10)
+            parts.append(f"{name}: {load['running']} running, {load['adapters']} adapters loaded")
+        return "; ".join(parts) or "no models served"
 
     async def generate(self, endpoint: Endpoint, model: ResolvedModel, body: dict) -> EngineResult:
         from ray.llm._internal.serve.core.ingress.utils import (

