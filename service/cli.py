@@ -59,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
 
-    from service import cli_jobs
+    from service import cli_chat, cli_jobs
 
     cli_jobs.register(sub, api_call)
+    cli_chat.register(sub, api_call)
     parser.add_argument("--api-key", help="API key for files/finetune/jobs (default: the admin key)")
 
     models = sub.add_parser("models", help="base models")
@@ -226,7 +227,9 @@ def api_call(
     headers = {"Authorization": f"Bearer {key}"}
     try:
         if stream:
-            return _sse_events(httpx.stream(method, settings.base_url + path, headers=headers, timeout=None))
+            return _sse_events(
+                httpx.stream(method, settings.base_url + path, headers=headers, timeout=None, **kwargs)
+            )
         resp = httpx.request(method, settings.base_url + path, headers=headers, timeout=600, **kwargs)
     except httpx.TransportError:
         raise CliError(f"cannot reach {settings.base_url}; is the stack up (`tuneserve status`)?") from None

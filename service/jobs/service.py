@@ -47,6 +47,14 @@ class JobService:
             else None
         )
         self._check_capacity(req)
+        if req.lora.r > self.ctx.settings.serving_max_lora_rank:
+            raise ApiError(
+                400,
+                f"LoRA rank {req.lora.r} is above {self.ctx.settings.serving_max_lora_rank}, the largest "
+                "this stack can serve (TUNESERVE_SERVING_MAX_LORA_RANK).",
+                param="lora.r",
+                code="invalid_value",
+            )
         unknown = await asyncio.to_thread(unknown_target_modules, model.base_path, req.lora.target_modules)
         if unknown:
             raise ApiError(

@@ -45,9 +45,12 @@ class RunningStack:
     def state(self) -> dict:
         return json.loads((self.data_dir / "run" / "stack.json").read_text())
 
-    def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, timeout: float = 300, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "service.cli", *args],
+            input=input,
             env=self.env,
             capture_output=True,
             text=True,

@@ -291,6 +291,11 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
     assert "warp_drive" in err.value.message and err.value.body["param"] == "lora.target_modules"
     with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"lora": {"r": 64}}
+        )
+    assert err.value.body["param"] == "lora.r"  # above what the stack can serve
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL,
             training_file=train.id,
             extra_body={"resources": {"num_workers": 3, "cpus_per_worker": 2}},

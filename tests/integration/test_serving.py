@@ -261,3 +261,10 @@ def test_a_deleted_model_is_no_longer_served(
     with pytest.raises(openai.NotFoundError):
         _ask(client, model, "Name a color.")
     assert not store_of(stack).list(f"adapters/{BASE}/doomed/")
+
+
+def test_cli_chat_streams_a_conversation(stack: RunningStack) -> None:
+    out = stack.cli(
+        "chat", BASE, "--temperature", "0", input="What is the capital of France?\nAnd of Italy?\n"
+    ).stdout
+    assert "Paris" in out and "Rome" in out.split("Paris", 1)[1]  # two turns, answered in order

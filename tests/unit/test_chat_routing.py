@@ -1,0 +1,118 @@
+"""The chat and completions routes with a fake engine: who may use which model, what reaches the engine,
+and how its answers come back. The real engine is vLLM (tests/integration/test_serving.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db import FineTunedModelRow
+from service.registry import ResolvedModel
+from service.settings import DEFAULT_BASE_MODEL
+from tests.unit.test_api import ADMIN, assert_openai_error, auth, offline_settings
+
+MINE = f"{DEFAULT_BASE_MODEL}:mine-abc123"
+
+
+class FakeEngine:
+    """Echoes what it was asked; streams it as two SSE chunks."""
+
+    def __init__(self, served: set[str]) -> None:
+        self.served = served
+        self.calls: list[tuple[str, ResolvedModel, dict]] = []
+
+    def serves(self, base_model: str) -> bool:
+        return base_model in self.served
+
+    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        self.calls.append((endpoint, model, body))
+        if body.get("stream"):
+            return self._stream(model.id)
+        return {"object": "chat.completion", "model": model.id, "endpoint": endpoint}
+
+    async def _stream(self, model: str) -> AsyncIterator[str]:
+        for piece in ("Hel", "lo"):
+            yield f"data: {json.dumps({'model': model, 'delta': piece})}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine({DEFAULT_BASE_MODEL})
+
+
+@pytest.fixture
+def client(tmp_path: Path, engine: FakeEngine) -> TestClient:
+    app = create_app(offline_settings(tmp_path), engine=engine)
+    ctx = app.state.context
+    with ctx.db.session() as s:
+        s.add(
+            FineTunedModelRow(
+                id=MINE, tenant_id="default", base_model=DEFAULT_BASE_MODEL, adapter_prefix="x/"
+            )
+        )
+    ctx.adapters._good.add(MINE)  # the adapter's files are checked in the integration tier
+    return TestClient(app)
+
+
+def chat(client: TestClient, key: str = ADMIN, **body: object):  # noqa: ANN201
+    body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], **body}
+    return client.post("/v1/chat/completions", json=body, headers=auth(key))
+
+
+def test_the_engine_gets_the_resolved_model_and_every_field(client: TestClient, engine: FakeEngine) -> None:
+    resp = chat(client, model=MINE, temperature=0.2, ignore_eos=True)
+    assert resp.status_code == 200 and resp.json()["model"] == MINE
+    endpoint, model, body = engine.calls[-1]
+    assert endpoint == "chat" and model.adapter_prefix == "x/" and model.base_model == DEFAULT_BASE_MODEL
+    assert body["temperature"] == 0.2 and body["ignore_eos"] is True  # vLLM's extensions pass through
+    assert "max_tokens" not in body  # unset fields stay unset: vLLM applies its defaults
+
+    resp = client.post(
+        "/v1/completions",
+        json={"model": DEFAULT_BASE_MODEL, "prompt": "x", "echo": True},
+        headers=auth(ADMIN),
+    )
+    assert resp.json()["endpoint"] == "completions" and engine.calls[-1][2]["echo"] is True
+
+
+def test_streams_come_back_as_server_sent_events(client: TestClient) -> None:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers=auth(ADMIN),
+    ) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in resp.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and json.loads(lines[0][6:])["delta"] == "Hel"
+
+
+def test_another_tenants_model_does_not_exist(client: TestClient, engine: FakeEngine) -> None:
+    key = client.post("/v1/admin/api_keys", json={"tenant": "other"}, headers=auth(ADMIN)).json()["key"]
+    assert_openai_error(chat(client, key, model=MINE), 404, "model_not_found")
+    assert_openai_error(chat(client, model="nope"), 404, "model_not_found")
+    assert chat(client, key).status_code == 200  # base models are everyone's
+    assert [c[1].id for c in engine.calls] == [DEFAULT_BASE_MODEL]
+
+
+def test_a_base_model_that_is_not_deployed_is_a_503(client: TestClient, engine: FakeEngine) -> None:
+    engine.served.clear()
+    err = assert_openai_error(chat(client), 503, "model_not_deployed")
+    assert "TUNESERVE_SERVED_MODELS" in err["message"]
+
+
+def test_missing_essentials_are_refused_before_the_engine(client: TestClient, engine: FakeEngine) -> None:
+    assert_openai_error(chat(client, messages=[]), 422)
+    assert_openai_error(client.post("/v1/chat/completions", json={"messages": []}, headers=auth(ADMIN)), 422)
+    assert not engine.calls
+
+
+def test_without_an_engine_nothing_is_served(tmp_path: Path) -> None:
+    client = TestClient(create_app(offline_settings(tmp_path)))
+    assert_openai_error(chat(client), 503, "model_not_deployed")
