@@ -184,6 +184,8 @@ def run_service() -> list[dict]:
             }
             start, first, n = time.perf_counter(), None, 0
             async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    raise RuntimeError(f"{model}: {resp.status_code} {(await resp.aread()).decode()}")
                 async for line in resp.aiter_lines():
                     if not line.startswith("data: {"):
                         continue

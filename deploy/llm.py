@@ -98,10 +98,22 @@ def _cpu_has_bf16() -> bool:
 
 
 def server_class():  # noqa: ANN201 - a subclass of ray.serve.llm.LLMServer (imported lazily: vLLM is heavy)
-    """Ray Serve LLM's server plus a report of its engine's load, for /health and the tests."""
+    """Ray Serve LLM's server, with adapter loading made safe for concurrent first requests, plus a report
+    of its engine's load for /health and the tests."""
+    import asyncio
+
+    from ray import serve
     from ray.serve.llm import LLMServer
 
     class TuneserveLLMServer(LLMServer):
+        async def _maybe_resolve_lora_from_multiplex(self) -> None:
+            # Ray Serve LLM checks "already loaded?" and then loads, with an await in between: concurrent
+            # first requests for one adapter all try to load it and all but one fail ("has already been
+            # loaded"). One lock per adapter makes the others wait for the first load.
+            locks = self.__dict__.setdefault("_tuneserve_lora_locks", {})
+            async with locks.setdefault(serve.get_multiplexed_model_id(), asyncio.Lock()):
+                await super()._maybe_resolve_lora_from_multiplex()
+
         async def engine_load(self) -> dict:
             client = self.engine._engine_client  # vLLM's AsyncLLM
             return {

@@ -165,6 +165,15 @@ def test_base_answers_survive_every_adapter_slot_in_use(
     assert answers == [alone[mq] for mq in burst]
 
 
+def test_concurrent_first_requests_to_a_new_adapter(
+    client: openai.OpenAI, stack: RunningStack, tmp_path: Path
+) -> None:
+    model = register_adapter(stack, make_adapter(tmp_path / "popular", seed=20), "popular")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _ask(client, model, "Name a color."), range(8)))
+    assert len(set(answers)) == 1  # all eight loaded-once, greedy, identical
+
+
 def test_64_concurrent_requests_complete(client: openai.OpenAI, adapters: list[str]) -> None:
     models = [BASE, *adapters]
     with ThreadPoolExecutor(64) as pool:
