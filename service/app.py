@@ -17,9 +17,11 @@ from service.inference import InferenceEngine
 from service.jobs.launcher import Launcher
 from service.jobs.scheduler import JobScheduler
 from service.jobs.store import JobStore
-from service.routes import admin, chat, files, fine_tuning, health, models
+from service.routes import admin, chat, files, fine_tuning, health, models, vector_stores
 from service.settings import Settings
 from service.storage import ObjectStore, store_credentials
+from service.tasks import TaskRunner, ThreadRunner
+from service.vector_stores import VectorStores
 
 DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
 
@@ -33,6 +35,7 @@ def create_app(
     probes: dict[str, HealthProbe] | None = None,
     launcher: Launcher | None = None,
     engine: InferenceEngine | None = None,
+    tasks: TaskRunner | None = None,
 ) -> FastAPI:
     """Build the API for a stack whose object store endpoint is known (see `service.stack`).
 
@@ -51,9 +54,11 @@ def create_app(
         launcher=launcher,
         engine=engine,
     )
+    context.vector_stores = VectorStores(context, tasks or ThreadRunner())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        context.vector_stores.resume()
         task = None
         if launcher is not None:
             scheduler = JobScheduler(settings, JobStore(db), launcher)
@@ -66,6 +71,6 @@ def create_app(
     app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = context
     install_error_handlers(app)
-    for module in (health, models, chat, files, fine_tuning, admin):
+    for module in (health, models, chat, files, fine_tuning, vector_stores, admin):
         app.include_router(module.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from service.adapters import AdapterChecker
 from service.auth import KeyStore
@@ -12,6 +13,9 @@ from service.inference import InferenceEngine
 from service.jobs.launcher import Launcher
 from service.settings import Settings
 from service.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from service.vector_stores import VectorStores
 
 # A health probe returns a short status detail, or raises to say the component is down.
 HealthProbe = Callable[[], str]
@@ -30,6 +34,8 @@ class AppContext:
     # Answers chat and completions (deploy.llm.ServeLLMEngine); None where nothing is served.
     engine: InferenceEngine | None = None
     adapters: AdapterChecker = field(init=False)
+    # Vector stores of this process (their indexes are cached here); set by create_app.
+    vector_stores: VectorStores = field(init=False)
 
     def __post_init__(self) -> None:
         self.adapters = AdapterChecker(self.store, self.settings.serving_max_lora_rank)

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         "auto", description="Weights and activations: `auto` = bfloat16 on GPUs and CPUs with AVX512-BF16."
     )
 
+    embedding_model: Path | None = Field(
+        None, description="sentence-transformers folder for vector stores. Default: all-MiniLM-L6-v2."
+    )
+    embedding_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Embedder precision: `auto` = bfloat16 on CPUs with AVX512-BF16."
+    )
+
     @field_validator("served_models", mode="before")
     @classmethod
     def _parse_served_models(cls, value: object) -> object:

@@ -11,16 +11,20 @@ from service.db.models import (
     Tenant,
 )
 from service.db.session import Database, DatabaseError
+from service.db.vector_store_models import FileBatchRow, VectorStoreFileRow, VectorStoreRow
 
 __all__ = [
     "ApiKeyRow",
     "Base",
     "Database",
     "DatabaseError",
+    "FileBatchRow",
     "FileRow",
     "FineTunedModelRow",
     "JobCheckpointRow",
     "JobEventRow",
     "JobRow",
     "Tenant",
+    "VectorStoreFileRow",
+    "VectorStoreRow",
 ]

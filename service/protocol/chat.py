@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.protocol.vector_stores import RetrievalOptions
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -39,6 +41,11 @@ class ChatCompletionCreate(SamplingFields):
     top_logprobs: int | None = None
     response_format: dict[str, Any] | None = Field(
         None, description='`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`.'
+    )
+    retrieval: RetrievalOptions | None = Field(
+        None,
+        description="Extension: retrieve from these vector stores for the last user message, put the chunks "
+        "in the prompt, and return them as `citations` (in the response; in the first chunk when streaming).",
     )
 
 

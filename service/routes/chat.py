@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rag.prompting import augment, last_user_text
 from service.deps import Context, CurrentPrincipal
 from service.errors import ApiError
 from service.inference import Endpoint
 from service.protocol.chat import ChatCompletionCreate, CompletionCreate, SamplingFields
+from service.protocol.vector_stores import RetrievalOptions
 from service.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -48,7 +52,46 @@ async def _generate(
         )
     if not model.is_base:
         await asyncio.to_thread(ctx.adapters.check, model.id, model.adapter_prefix)
-    result = await engine.generate(endpoint, model, body.model_dump(exclude_unset=True))
+    payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
+    citations = None
+    if isinstance(body, ChatCompletionCreate) and body.retrieval is not None:
+        payload["messages"], citations = await _retrieve(body.retrieval, payload["messages"], ctx, tenant)
+    result = await engine.generate(endpoint, model, payload)
     if isinstance(result, dict):
-        return JSONResponse(result)
+        return JSONResponse(result if citations is None else {**result, "citations": citations})
+    if citations is not None:
+        result = _with_citations(result, citations)
     return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _retrieve(
+    options: RetrievalOptions, messages: list[dict], ctx: Context, tenant: str
+) -> tuple[list[dict], list[dict]]:
+    question = last_user_text(messages)
+    if not question.strip():
+        raise ApiError(400, "Retrieval needs a user message to retrieve for.", param="messages")
+    results = await ctx.vector_stores.search(
+        tenant, options.vector_store_ids, [question], options.max_num_results, options.filters
+    )
+    citations = [
+        {
+            "index": i,
+            "file_id": r.file_id,
+            "filename": r.filename,
+            "score": r.score,
+            "text": r.content[0].text,
+        }
+        for i, r in enumerate(results, 1)
+    ]
+    return augment(messages, [(c["filename"], c["text"]) for c in citations]), citations
+
+
+async def _with_citations(stream: AsyncIterator[str], citations: list[dict]) -> AsyncIterator[str]:
+    """The stream with `citations` added to its first chunk."""
+    first = True
+    async for text in stream:
+        if first and text.startswith("data: {"):
+            event, _, rest = text[len("data: ") :].partition("\n\n")
+            text = f"data: {json.dumps({**json.loads(event), 'citations': citations})}\n\n{rest}"
+            first = False
+        yield text
