@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,7 +163,9 @@ def run_service() -> list[dict]:
     data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
     port = free_port()
-    env.update(TUNESERVE_DATA_DIR=str(data_dir), TUNESERVE_PORT=str(port), TUNESERVE_MODELS_DIR=str(MODEL.parent))
+    env.update(
+        TUNESERVE_DATA_DIR=str(data_dir), TUNESERVE_PORT=str(port), TUNESERVE_MODELS_DIR=str(MODEL.parent)
+    )
     cli = [sys.executable, "-m", "service.cli"]
     subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
     try:
@@ -256,13 +257,14 @@ def main() -> None:
     rows["service (HTTP -> Ray Serve -> vLLM), 3-adapter mix"] = mix
 
     ref = rows["vLLM alone, both cores (service default), base"]["tokens_per_second"]
-    print(f"\n{N_CHATS} concurrent chats x {N_TOKENS} tokens; ratio = tokens/s / vLLM alone (both cores, base)")
+    print(
+        f"\n{N_CHATS} concurrent chats x {N_TOKENS} tokens; ratio = tokens/s / vLLM alone (both cores, base)"
+    )
     print(f"{'configuration':<62} {'tokens/s':>9} {'ratio':>6} {'TTFT p50':>9} {'TTFT p95':>9}")
     for label, r in rows.items():
         tps = r["tokens_per_second"]
-        print(
-            f"{label:<62} {tps:>9.0f} {tps / ref:>6.2f} {r['ttft_p50'] * 1000:>7.0f}ms {r['ttft_p95'] * 1000:>7.0f}ms"
-        )
+        p50, p95 = r["ttft_p50"] * 1000, r["ttft_p95"] * 1000
+        print(f"{label:<62} {tps:>9.0f} {tps / ref:>6.2f} {p50:>7.0f}ms {p95:>7.0f}ms")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
 
         def __serve_build_asgi_app__(self):  # noqa: ANN204 - evaluated in the replica process
             from deploy.llm import ServeLLMEngine
+            from deploy.tasks import RayTaskRunner
             from service.app import create_app
             from service.jobs.launcher import RayJobLauncher
 
@@ -63,6 +64,7 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
                 probes={"ray": ray_probe, "serving": serving_probe, "engines": engine.probe},
                 launcher=launcher,
                 engine=engine,
+                tasks=RayTaskRunner(),
             )
 
     ingress = serve.deployment(
