@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import child, percentile, stack  # noqa: E402
 
 QUESTIONS = {
     "Which statement is a null operation?": "pass",
@@ -77,11 +75,6 @@ def recall_at_5(ranked: list[list[str]]) -> float:
     return sum(g in r[:5] for g, r in zip(gold, ranked, strict=True)) / len(gold)
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
 # One configuration per process ----------------------------------------------------------------------
 
 
@@ -127,7 +120,7 @@ def run_tuneserve(dtype: str) -> dict:
     return {
         "chunks_per_second": len(texts) / wall,
         "recall_at_5": recall_at_5(ranked),
-        "query_p50_ms": 1000 * pct(latencies, 0.5),
+        "query_p50_ms": 1000 * percentile(latencies, 0.5),
     }
 
 
@@ -136,22 +129,8 @@ def run_service() -> dict:
 
     import httpx
 
-    from service.stack import free_port
-
-    data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-rag-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
-    port = free_port()
-    env.update(
-        TUNESERVE_DATA_DIR=str(data_dir),
-        TUNESERVE_PORT=str(port),
-        TUNESERVE_MODELS_DIR=str(REPO / "data" / "models"),
-        TUNESERVE_SERVED_MODELS="",
-    )
-    cli = [sys.executable, "-m", "service.cli"]
-    subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
-    try:
-        base = f"http://127.0.0.1:{port}/v1"
-        headers = {"Authorization": f"Bearer {(data_dir / 'api_key').read_text().strip()}"}
+    with stack(served_models="") as (url, headers, data_dir):
+        base = url + "/v1"
         ids = [
             httpx.post(
                 f"{base}/files",
@@ -162,12 +141,8 @@ def run_service() -> dict:
             ).json()["id"]
             for n, t in topics.items()
         ]
-        body = {
-            "chunking_strategy": {
-                "type": "static",
-                "static": {"max_chunk_size_tokens": 128, "chunk_overlap_tokens": 0},
-            }
-        }
+        static = {"max_chunk_size_tokens": 128, "chunk_overlap_tokens": 0}  # ~500 characters
+        body = {"chunking_strategy": {"type": "static", "static": static}}
         store = httpx.post(f"{base}/vector_stores", headers=headers, json=body, timeout=60).json()["id"]
         start = time.perf_counter()
         httpx.post(
@@ -181,8 +156,7 @@ def run_service() -> dict:
         # The chunk store the service wrote (the embedded S3 server keeps objects as plain files).
         chunk_store = data_dir / "objects" / "tuneserve" / "vector_stores" / store / "chunks.jsonl"
         n = len(chunk_store.read_text().splitlines()) - 1  # minus its header line
-        ranked = []
-        latencies = []
+        ranked, latencies = [], []
         for q in QUESTIONS:
             t = time.perf_counter()
             res = httpx.post(
@@ -197,10 +171,8 @@ def run_service() -> dict:
             "chunks_per_second": n / wall,
             "recall_at_5": recall_at_5(ranked),
             "chunks": n,
-            "query_p50_ms": 1000 * pct(latencies, 0.5),
+            "query_p50_ms": 1000 * percentile(latencies, 0.5),
         }
-    finally:
-        subprocess.run([*cli, "down"], env=env, capture_output=True)
 
 
 def run_search() -> dict:
@@ -232,7 +204,10 @@ def run_search() -> dict:
                 t = time.perf_counter()
                 index.search(q, 5)
                 lat.append(time.perf_counter() - t)
-            out[f"{kind}@{n}"] = {"p50_ms": 1000 * pct(lat, 0.5), "p95_ms": 1000 * pct(lat, 0.95)}
+            out[f"{kind}@{n}"] = {
+                "p50_ms": 1000 * percentile(lat, 0.5),
+                "p95_ms": 1000 * percentile(lat, 0.95),
+            }
             if kind == "flat":
                 exact = [[i for i, _ in index.search(q, 5)] for q in queries]
             else:
@@ -244,15 +219,6 @@ def run_search() -> dict:
 
 
 # The tables -------------------------------------------------------------------------------------------
-
-
-def child(name: str, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", name, *args], capture_output=True, text=True, cwd=REPO
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -271,10 +237,12 @@ def main() -> None:
         return
 
     rows = {
-        "LangChain FAISS.from_documents + HuggingFaceEmbeddings (fp32, baseline)": child("langchain"),
-        "tuneserve embedder + index, float32": child("tuneserve", "float32"),
-        "tuneserve embedder + index, bfloat16 (default)": child("tuneserve", "bfloat16"),
-        "service: 79 files, one file batch, HTTP + Ray tasks (bf16)": child("service"),
+        "LangChain FAISS.from_documents + HuggingFaceEmbeddings (fp32, baseline)": child(
+            __file__, "langchain"
+        ),
+        "tuneserve embedder + index, float32": child(__file__, "tuneserve", "float32"),
+        "tuneserve embedder + index, bfloat16 (default)": child(__file__, "tuneserve", "bfloat16"),
+        "service: 79 files, one file batch, HTTP + Ray tasks (bf16)": child(__file__, "service"),
     }
     ref = rows["LangChain FAISS.from_documents + HuggingFaceEmbeddings (fp32, baseline)"]["chunks_per_second"]
     print(f"\n{'ingestion':<66} {'chunks/s':>9} {'ratio':>6} {'recall@5':>9} {'query p50':>10}")
@@ -282,7 +250,7 @@ def main() -> None:
         q = f"{r['query_p50_ms']:.1f} ms" if "query_p50_ms" in r else ""
         cps = r["chunks_per_second"]
         print(f"{label:<66} {cps:>9.0f} {cps / ref:>6.2f} {r['recall_at_5']:>9.2f} {q:>10}")
-    search = child("search")
+    search = child(__file__, "search")
     print(f"\n{'index search (k=5)':<20} {'p50':>8} {'p95':>8} {'recall vs exact':>16}")
     for label, r in search.items():
         rec = f"{r['recall_vs_exact']:.3f}" if "recall_vs_exact" in r else "exact"

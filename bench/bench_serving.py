@@ -21,15 +21,16 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import MODELS_DIR, child, percentile, stack  # noqa: E402
+
+MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_CHATS, N_TOKENS, N_ADAPTERS, CORES = 16, 128, 3, 2
 TOPICS = ["rivers", "volcanoes", "bread", "chess", "comets", "bees", "glaciers", "violins"]
 
@@ -42,11 +43,6 @@ def adapters(tmp: Path) -> list[Path]:
     from tests.integration.adapters import make_adapter
 
     return [make_adapter(tmp / f"adapter{i}", seed=i) for i in range(N_ADAPTERS)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def summary(wall: float, tokens: int, ttfts: list[float]) -> dict:
@@ -156,22 +152,13 @@ def run_service() -> list[dict]:
     """The full service on a fresh data dir: base, then the adapter mix, over HTTP."""
     import httpx
 
-    from service.stack import free_port
     from tests.integration.adapters import register_adapter
     from tests.integration.conftest import RunningStack
 
-    data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
-    port = free_port()
-    env.update(
-        TUNESERVE_DATA_DIR=str(data_dir), TUNESERVE_PORT=str(port), TUNESERVE_MODELS_DIR=str(MODEL.parent)
-    )
-    cli = [sys.executable, "-m", "service.cli"]
-    subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
-    try:
-        stack = RunningStack(data_dir, port, env)
-        models = [register_adapter(stack, p, f"bench{i}") for i, p in enumerate(adapters(data_dir / "tmp"))]
-        headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    with stack() as (url, headers, data_dir):
+        running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
+        paths = adapters(data_dir / "tmp")
+        models = [register_adapter(running, p, f"bench{i}") for i, p in enumerate(paths)]
 
         async def one(client: httpx.AsyncClient, i: int, model: str) -> tuple[float, int]:
             body = {
@@ -198,7 +185,7 @@ def run_service() -> list[dict]:
             return first, n
 
         async def burst(mix: bool) -> dict:
-            async with httpx.AsyncClient(base_url=stack.base_url, timeout=600) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=600) as client:
                 start = time.perf_counter()
                 res = await asyncio.gather(
                     *(one(client, i, models[i % N_ADAPTERS] if mix else MODEL.name) for i in range(N_CHATS))
@@ -211,20 +198,9 @@ def run_service() -> list[dict]:
             return [await burst(False), await burst(True)]
 
         return asyncio.run(main())
-    finally:
-        subprocess.run([*cli, "down"], env=env, capture_output=True)
 
 
 # The table --------------------------------------------------------------------------------------------
-
-
-def child(name: str, *args: str) -> dict | list[dict]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", name, *args], capture_output=True, text=True, cwd=REPO
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -244,15 +220,18 @@ def main() -> None:
 
     rows: dict[str, dict] = {}
     if not args.quick:
-        rows["transformers generate, base"] = child("transformers", "base")
-        rows["transformers generate + peft, 3-adapter mix"] = child("transformers", "mix")
-        base, mix = child("vllm", "auto")
+        rows["transformers generate, base"] = child(__file__, "transformers", "base")
+        rows["transformers generate + peft, 3-adapter mix"] = child(__file__, "transformers", "mix")
+        base, mix = child(__file__, "vllm", "auto")
         rows["vLLM alone, vLLM's default binding (1 core), base"] = base
         rows["vLLM alone, vLLM's default binding (1 core), 3-adapter mix"] = mix
-    base, mix = child("vllm", "all")
+    base, mix = child(__file__, "vllm", "all")
     rows["vLLM alone, both cores (service default), base"] = base
     rows["vLLM alone, both cores (service default), 3-adapter mix"] = mix
-    base, mix = child("service")
+    if not args.quick:  # vLLM's own CPU LoRA ops instead of deploy/lora_cpu_ops.py
+        _, mix = child(__file__, "vllm", "all", env={"VLLM_PLUGINS": "lora_filesystem_resolver"})
+        rows["vLLM alone, both cores, 3-adapter mix, vLLM's own LoRA ops"] = mix
+    base, mix = child(__file__, "service")
     rows["service (HTTP -> Ray Serve -> vLLM), base"] = base
     rows["service (HTTP -> Ray Serve -> vLLM), 3-adapter mix"] = mix
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import MODELS_DIR, child, stack  # noqa: E402
+
+MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_EXAMPLES, BATCH, EPOCHS, CORES = 64, 8, 2, 2
 
 
@@ -169,23 +169,9 @@ def run_service(configs: list[dict]) -> list[dict]:
     """Jobs through the full service (HTTP -> Ray job -> Ray Train -> DeepSpeed), one after another."""
     import httpx
 
-    data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
-    from service.stack import free_port
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
-    port = free_port()
-    env.update(
-        TUNESERVE_DATA_DIR=str(data_dir),
-        TUNESERVE_PORT=str(port),
-        TUNESERVE_MODELS_DIR=str(MODEL.parent),
-        TUNESERVE_RAY_NUM_CPUS="4",
-    )
-    cli = [sys.executable, "-m", "service.cli"]
-    subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    headers = {"Authorization": f"Bearer {(data_dir / 'api_key').read_text().strip()}"}
     results = []
-    try:
+    with stack(ray_num_cpus="4", served_models="") as (url, headers, _):
+        base = url + "/v1"
         fid = httpx.post(
             f"{base}/files",
             headers=headers,
@@ -222,25 +208,14 @@ def run_service(configs: list[dict]) -> list[dict]:
             assert status == "succeeded", status
             tps = [e["data"]["tokens_per_second"] for e in steps]
             results.append({"tokens_per_second": statistics.median(tps[1:]), "first_step_s": first_step})
-    finally:
-        subprocess.run([*cli, "down"], env=env, capture_output=True)
     return results
 
 
 # The table --------------------------------------------------------------------------------------------
 
 
-def child(name: str, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", name, *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": str(CORES)},
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run(name: str, *args: str) -> dict | list:
+    return child(__file__, name, *args, env={"OMP_NUM_THREADS": str(CORES)})
 
 
 def main() -> None:
@@ -258,11 +233,9 @@ def main() -> None:
             print(json.dumps(run_service(json.loads(rest[0]))))
         return
 
-    rows = [("plain HF Trainer + peft (baseline), 1 process x 2 threads", child("hf"))]
+    rows = [("plain HF Trainer + peft (baseline), 1 process x 2 threads", run("hf"))]
     stages = [2] if args.quick else [0, 2, 3]
-    rows += [
-        (f"recipe in-process, DeepSpeed ZeRO-{s}, 1 x 2 threads", child("recipe", str(s))) for s in stages
-    ]
+    rows += [(f"recipe in-process, DeepSpeed ZeRO-{s}, 1 x 2 threads", run("recipe", str(s))) for s in stages]
     service_cfgs = (
         [{"stage": 2, "workers": 1}]
         if args.quick
@@ -273,7 +246,7 @@ def main() -> None:
             {"stage": 2, "workers": 2},
         ]
     )
-    for cfg, res in zip(service_cfgs, child("service", json.dumps(service_cfgs)), strict=True):
+    for cfg, res in zip(service_cfgs, run("service", json.dumps(service_cfgs)), strict=True):
         threads = CORES // cfg["workers"]
         label = f"service job, ZeRO-{cfg['stage']}, {cfg['workers']} worker(s) x {threads} threads"
         rows.append((label, res))

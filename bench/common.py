@@ -1,0 +1,58 @@
+"""What the benchmark scripts share: running one configuration per process, percentiles, and a stack of
+their own on a fresh data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO / "data" / "models"
+
+
+def child(script: str, name: str, *args: str, env: dict | None = None) -> dict | list:
+    """Run `script --one name args...` in a fresh process; its last stdout line is the JSON result."""
+    out = subprocess.run(
+        [sys.executable, script, "--one", name, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+@contextlib.contextmanager
+def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
+    """A stack on a fresh data dir and a free port: (base URL, auth headers, data dir); stopped after."""
+    from service.stack import free_port
+
+    data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
+    port = free_port()
+    env.update(
+        TUNESERVE_DATA_DIR=str(data_dir),
+        TUNESERVE_PORT=str(port),
+        TUNESERVE_MODELS_DIR=str(MODELS_DIR),
+        **{f"TUNESERVE_{k.upper()}": v for k, v in settings.items()},
+    )
+    cli = [sys.executable, "-m", "service.cli"]
+    subprocess.run([*cli, "up", "--detach"], env=env, check=True, capture_output=True)
+    try:
+        headers = {"Authorization": f"Bearer {(data_dir / 'api_key').read_text().strip()}"}
+        yield f"http://127.0.0.1:{port}", headers, data_dir
+    finally:
+        subprocess.run([*cli, "down"], env=env, capture_output=True)
