@@ -81,7 +81,7 @@ def test_known_questions_retrieve_the_right_passage(client: openai.OpenAI, refer
         assert f"{statement}.txt" in names, (question, names)
         hits_at_1 += names[0] == f"{statement}.txt"
         assert results[0].score >= results[-1].score and results[0].content[0].type == "text"
-    assert hits_at_1 >= len(QUESTIONS) - 1
+    assert hits_at_1 >= len(QUESTIONS) - 2  # and every one is in the top 3
 
 
 def test_filters_on_attributes(client: openai.OpenAI, reference: tuple) -> None:
