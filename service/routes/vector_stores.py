@@ -35,6 +35,21 @@ def _page(items: list, after: str | None, limit: int) -> tuple[list, bool]:
     return items[start : start + limit], len(items) > start + limit
 
 
+def _files_page(
+    ctx: Context,
+    tenant: str,
+    store_id: str,
+    status: str | None,
+    batch_id: str | None,
+    after: str | None,
+    limit: int,
+) -> ListResponse[VectorStoreFile]:
+    stores = ctx.vector_stores
+    rows = stores.list_files(tenant, store_id, status=status, batch_id=batch_id)
+    page, more = _page([stores.file_to_api(r) for r in rows], after, limit)
+    return ListResponse[VectorStoreFile].page(page, has_more=more)
+
+
 @router.post("", response_model=VectorStore, summary="Create a vector store")
 async def create_store(req: VectorStoreCreate, ctx: Context, principal: CurrentPrincipal) -> VectorStore:
     """`file_ids` start ingesting at once; `chunking_strategy` (default: 256-token chunks, 64 overlapping)
@@ -92,10 +107,7 @@ async def list_files(
     after: str | None = None,
     limit: Limit = 20,
 ) -> ListResponse[VectorStoreFile]:
-    stores = ctx.vector_stores
-    rows = stores.list_files(principal.tenant, store_id, status=filter)
-    page, more = _page([stores.file_to_api(r) for r in rows], after, limit)
-    return ListResponse[VectorStoreFile].page(page, has_more=more)
+    return _files_page(ctx, principal.tenant, store_id, filter, None, after, limit)
 
 
 @router.get("/{store_id}/files/{file_id}", response_model=VectorStoreFile, summary="Retrieve a store's file")
@@ -163,11 +175,8 @@ async def list_batch_files(
     after: str | None = None,
     limit: Limit = 20,
 ) -> ListResponse[VectorStoreFile]:
-    stores = ctx.vector_stores
-    stores.get_batch(principal.tenant, store_id, batch_id)
-    rows = stores.list_files(principal.tenant, store_id, status=filter, batch_id=batch_id)
-    page, more = _page([stores.file_to_api(r) for r in rows], after, limit)
-    return ListResponse[VectorStoreFile].page(page, has_more=more)
+    ctx.vector_stores.get_batch(principal.tenant, store_id, batch_id)
+    return _files_page(ctx, principal.tenant, store_id, filter, batch_id, after, limit)
 
 
 @router.post("/{store_id}/search", response_model=SearchResultsPage, summary="Search a vector store")
