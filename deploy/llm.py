@@ -129,6 +129,11 @@ class ServeLLMEngine:
 
     def __init__(self, handles: dict) -> None:  # base model name -> DeploymentHandle of its LLMServer
         self._handles = {name: h.options(stream=True) for name, h in handles.items()}
+        if handles:
+            # vLLM's request models take seconds to import: do it now, not in the first request (where it
+            # would block the ingress' event loop and every stream behind it).
+            import ray.llm._internal.serve.core.configs.openai_api_models  # noqa: F401
+            import ray.llm._internal.serve.core.ingress.utils  # noqa: F401
 
     def serves(self, base_model: str) -> bool:
         return base_model in self._handles
