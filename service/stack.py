@@ -95,6 +95,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` different free ports. Asking `free_port` n times can return one port twice (it is released at
+    once), and Ray refuses to start when two of its components get the same port."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -288,7 +307,7 @@ class Stack:
                 ) from None
             host = s.ray_address.removeprefix("ray://").split(":")[0]
             return s.ray_address, s.ray_dashboard_url or f"http://{host}:8265"
-        gcs, dashboard = free_port(), free_port()
+        gcs, dashboard, agent, client, metrics, runtime_env = free_ports(6)
         cmd = [
             str(Path(sys.executable).parent / "ray"),
             "start",
@@ -309,13 +328,13 @@ class Stack:
             "--dashboard-port",
             str(dashboard),
             "--dashboard-agent-listen-port",
-            str(free_port()),
+            str(agent),
             "--ray-client-server-port",
-            str(free_port()),
+            str(client),
             "--metrics-export-port",
-            str(free_port()),
+            str(metrics),
             "--runtime-env-agent-port",
-            str(free_port()),
+            str(runtime_env),
             "--disable-usage-stats",
         ]
         env = {
@@ -345,6 +364,11 @@ class Stack:
         while True:
             if proc.poll() is not None:
                 raise StackError(f"the Ray head exited with code {proc.returncode}; see {log_path(s)}")
+            if not _listening("127.0.0.1", gcs):  # not up yet: ray.init would wait for minutes
+                if time.monotonic() > deadline:
+                    raise StackError(f"the Ray head did not come up in 90 s; see {log_path(s)}")
+                time.sleep(0.5)
+                continue
             try:
                 ray.init(address=address, log_to_driver=False)
                 break
