@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL, Settings
-from service.storage import ObjectStore, S3Credentials, store_credentials
+from service.settings import DEFAULT_BASE_MODEL
+from tests.integration.adapters import store_of
 from tests.integration.conftest import MODELS_DIR, RunningStack, process_cmdlines
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -29,14 +29,6 @@ def client(stack: RunningStack) -> openai.OpenAI:
 def tenant_client(stack: RunningStack) -> openai.OpenAI:
     key = json.loads(stack.cli("keys", "create", "--tenant", "other").stdout)["key"]
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
-
-
-def _store(stack: RunningStack) -> ObjectStore:
-    creds = store_credentials(Settings(data_dir=stack.data_dir))
-    endpoint = stack.state["s3_endpoint_url"]
-    return ObjectStore(
-        S3Credentials(endpoint, creds.access_key_id, creds.secret_access_key, creds.region), "tuneserve"
-    )
 
 
 def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):  # noqa: ANN202
@@ -122,7 +114,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert models[job.fine_tuned_model].owned_by == "default"
 
     # The adapter and its manifest are in the object store.
-    store = _store(stack)
+    store = store_of(stack)
     prefix = f"adapters/{DEFAULT_BASE_MODEL}/codeword-{job.id[-6:]}/"
     adapter_dir = store.get_folder(prefix, tmp_path / "adapter")
     manifest = json.loads((adapter_dir / "manifest.json").read_text())

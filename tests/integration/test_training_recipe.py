@@ -12,8 +12,9 @@ from service.protocol.fine_tuning import (
     TrainingSpec,
 )
 from service.settings import DEFAULT_BASE_MODEL
+from tests.integration.adapters import store_of
 from tests.integration.conftest import MODELS_DIR, RunningStack
-from tests.integration.test_fine_tuning import DATA, _store
+from tests.integration.test_fine_tuning import DATA
 from trainers.lora_sft import train
 from trainers.reporter import NullReporter
 
@@ -44,7 +45,7 @@ def spec_for(key: str, sha256: str, seed: int, stage: int = 2) -> TrainingSpec:
 
 @pytest.fixture(scope="module")
 def dataset(stack: RunningStack) -> tuple:
-    store = _store(stack)
+    store = store_of(stack)
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]
     info = store.put_bytes("tests/recipe.jsonl", b"\n".join(lines))
     return store, info.key, info.sha256
