@@ -13,11 +13,12 @@ from service.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
 from service.context import AppContext, HealthProbe
 from service.db import Database
 from service.errors import install_error_handlers
+from service.eval_runs import EvalRunner
 from service.inference import InferenceEngine
 from service.jobs.launcher import Launcher
 from service.jobs.scheduler import JobScheduler
 from service.jobs.store import JobStore
-from service.routes import admin, chat, files, fine_tuning, health, models, vector_stores
+from service.routes import admin, chat, evals, files, fine_tuning, health, models, vector_stores
 from service.settings import Settings
 from service.storage import ObjectStore, store_credentials
 from service.tasks import TaskRunner, ThreadRunner
@@ -54,23 +55,26 @@ def create_app(
         launcher=launcher,
         engine=engine,
     )
-    context.vector_stores = VectorStores(context, tasks or ThreadRunner())
+    tasks = tasks or ThreadRunner()
+    context.vector_stores = VectorStores(context, tasks)
+    context.eval_runs = EvalRunner(context, tasks)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         context.vector_stores.resume()
-        task = None
+        context.eval_runs.resume()
+        background = [asyncio.create_task(context.eval_runs.run_forever())]
         if launcher is not None:
             scheduler = JobScheduler(settings, JobStore(db), launcher)
             context.probes["jobs"] = scheduler.probe
-            task = asyncio.create_task(scheduler.run_forever())
+            background.append(asyncio.create_task(scheduler.run_forever()))
         yield
-        if task is not None:
+        for task in background:
             task.cancel()
 
     app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = context
     install_error_handlers(app)
-    for module in (health, models, chat, files, fine_tuning, vector_stores, admin):
+    for module in (health, models, chat, files, fine_tuning, vector_stores, evals, admin):
         app.include_router(module.router)
     return app

@@ -15,6 +15,7 @@ from service.settings import Settings
 from service.storage import ObjectStore
 
 if TYPE_CHECKING:
+    from service.eval_runs import EvalRunner
     from service.vector_stores import VectorStores
 
 # A health probe returns a short status detail, or raises to say the component is down.
@@ -36,6 +37,8 @@ class AppContext:
     adapters: AdapterChecker = field(init=False)
     # Vector stores of this process (their indexes are cached here); set by create_app.
     vector_stores: VectorStores = field(init=False)
+    # Runs evaluations in the background; set by create_app.
+    eval_runs: EvalRunner = field(init=False)
 
     def __post_init__(self) -> None:
         self.adapters = AdapterChecker(self.store, self.settings.serving_max_lora_rank)

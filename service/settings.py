@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     embedding_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Embedder precision: `auto` = bfloat16 on CPUs with AVX512-BF16."
     )
+    eval_batch_size: int = Field(8, ge=1, le=256, description="Items one evaluation task (a Ray task) takes.")
+    eval_concurrency: int = Field(
+        16, ge=1, description="Requests one evaluation run has in flight at most (all its tasks together)."
+    )
+    eval_task_cpus: float = Field(
+        0,
+        ge=0,
+        description="CPUs Ray reserves per evaluation task. Default 0: they mostly wait on the model, and "
+        "must not wait behind training or serving that hold every CPU.",
+    )
 
     @field_validator("served_models", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """Database: SQLAlchemy 2 models and sessions. SQLite by default, Postgres by URL, same code."""
 
+from service.db.eval_models import EvalOutputItemRow, EvalRow, EvalRunRow
 from service.db.models import (
     ApiKeyRow,
     Base,
@@ -18,6 +19,9 @@ __all__ = [
     "Base",
     "Database",
     "DatabaseError",
+    "EvalOutputItemRow",
+    "EvalRow",
+    "EvalRunRow",
     "FileBatchRow",
     "FileRow",
     "FineTunedModelRow",

@@ -8,6 +8,7 @@ import secrets
 from service.context import AppContext
 from service.db import JobRow
 from service.errors import ApiError
+from service.evals import EvalService
 from service.files import FileService
 from service.jobs import hyperparams
 from service.jobs.dataset_check import check_dataset, unknown_target_modules
@@ -47,6 +48,7 @@ class JobService:
             else None
         )
         self._check_capacity(req)
+        EvalService(self.ctx).check_job_evals(tenant, model.id, req.evals)
         if req.lora.r > self.ctx.settings.serving_max_lora_rank:
             raise ApiError(
                 400,
@@ -176,6 +178,10 @@ class JobService:
             )
         return row
 
+    def to_api(self, row: JobRow) -> FineTuningJob:
+        """The job with the results of the evaluations it asked for."""
+        return to_api(row, EvalService(self.ctx).job_results(row.id, row.fine_tuned_model))
+
     def cancel(self, tenant: str, job_id: str, launcher) -> JobRow:  # noqa: ANN001
         row = self.get(tenant, job_id)
         if JobStatus(row.status).is_terminal or not self.store.transition(
@@ -192,7 +198,7 @@ class JobService:
         return self.get(tenant, job_id)
 
 
-def to_api(row: JobRow) -> FineTuningJob:
+def to_api(row: JobRow, evals: list[dict] | None = None) -> FineTuningJob:
     spec = TrainingSpec.model_validate(row.spec)
     return FineTuningJob(
         id=row.id,
@@ -216,4 +222,5 @@ def to_api(row: JobRow) -> FineTuningJob:
         deepspeed=spec.deepspeed,
         resources=spec.resources,
         max_seq_length=spec.max_seq_length,
+        evals=evals or [],
     )

@@ -3,7 +3,7 @@ typed spec (`TrainingSpec`) that flows unchanged from the API edge to the Ray wo
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,18 @@ class ResourceOptions(BaseModel):
     use_gpu: bool = False
 
 
+class JobEval(BaseModel):
+    """An eval to run on the job's result and on its base model when the job succeeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    eval_id: str
+    data_source: dict[str, Any] | None = Field(
+        None,
+        description="A `completions` data source without `model` (source, input_messages, sampling_params); "
+        "may be left out for an eval made from a built-in suite.",
+    )
+
+
 class FineTuningJobCreate(BaseModel):
     """POST /v1/fine_tuning/jobs."""
 
@@ -73,6 +85,12 @@ class FineTuningJobCreate(BaseModel):
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
     resources: ResourceOptions = Field(default_factory=ResourceOptions)
     max_seq_length: int = Field(1024, ge=16, le=131072)
+    evals: list[JobEval] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Evals to run automatically on the fine-tuned model and, for reference, on its base "
+        "model; the results appear in the job's `evals` and in the model's manifest.",
+    )
 
 
 class ResolvedHyperparameters(BaseModel):
@@ -141,6 +159,10 @@ class FineTuningJob(BaseModel):
     deepspeed: DeepSpeedOptions
     resources: ResourceOptions
     max_seq_length: int
+    evals: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extension: the evaluation runs the job asked for, with their results.",
+    )
 
 
 class JobEvent(BaseModel):

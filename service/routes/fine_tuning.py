@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from service.db import JobEventRow
 from service.deps import Context, CurrentPrincipal
-from service.jobs.service import JobService, to_api
+from service.jobs.service import JobService
 from service.jobs.state import JobStatus
 from service.jobs.store import JobStore
 from service.protocol.common import ListResponse
@@ -24,7 +24,8 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 async def create_job(body: FineTuningJobCreate, ctx: Context, principal: CurrentPrincipal) -> FineTuningJob:
     """Validates the model, the files (every line, tokenized against `max_seq_length`) and the
     hyperparameters before anything starts; `"auto"` values are resolved and recorded on the job."""
-    return to_api(await JobService(ctx).create(principal.tenant, body))
+    jobs = JobService(ctx)
+    return jobs.to_api(await jobs.create(principal.tenant, body))
 
 
 @router.get("", response_model=ListResponse[FineTuningJob], summary="List fine-tuning jobs")
@@ -35,19 +36,21 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ListResponse[FineTuningJob]:
     rows = JobStore(ctx.db).list(principal.tenant, after, limit)
-    data = [to_api(r) for r in rows[:limit]]
+    data = [JobService(ctx).to_api(r) for r in rows[:limit]]
     return ListResponse[FineTuningJob].page(data, has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}", response_model=FineTuningJob, summary="Retrieve a fine-tuning job")
 def retrieve_job(job_id: str, ctx: Context, principal: CurrentPrincipal) -> FineTuningJob:
-    return to_api(JobService(ctx).get(principal.tenant, job_id))
+    jobs = JobService(ctx)
+    return jobs.to_api(jobs.get(principal.tenant, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=FineTuningJob, summary="Cancel a fine-tuning job")
 def cancel_job(job_id: str, ctx: Context, principal: CurrentPrincipal) -> FineTuningJob:
     """Stops the job's Ray run; 409 if the job already finished."""
-    return to_api(JobService(ctx).cancel(principal.tenant, job_id, ctx.launcher))
+    jobs = JobService(ctx)
+    return jobs.to_api(jobs.cancel(principal.tenant, job_id, ctx.launcher))
 
 
 def _event(row: JobEventRow) -> JobEvent:

@@ -29,12 +29,6 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Status = Literal["in_progress", "completed", "failed", "cancelled"]
 
 
-def _page(items: list, after: str | None, limit: int) -> tuple[list, bool]:
-    ids = [i.id for i in items]
-    start = ids.index(after) + 1 if after in ids else 0
-    return items[start : start + limit], len(items) > start + limit
-
-
 def _files_page(
     ctx: Context,
     tenant: str,
@@ -46,8 +40,7 @@ def _files_page(
 ) -> ListResponse[VectorStoreFile]:
     stores = ctx.vector_stores
     rows = stores.list_files(tenant, store_id, status=status, batch_id=batch_id)
-    page, more = _page([stores.file_to_api(r) for r in rows], after, limit)
-    return ListResponse[VectorStoreFile].page(page, has_more=more)
+    return ListResponse[VectorStoreFile].after([stores.file_to_api(r) for r in rows], after, limit)
 
 
 @router.post("", response_model=VectorStore, summary="Create a vector store")
@@ -63,8 +56,9 @@ async def list_stores(
     ctx: Context, principal: CurrentPrincipal, after: str | None = None, limit: Limit = 20
 ) -> ListResponse[VectorStore]:
     stores = ctx.vector_stores
-    page, more = _page([stores.to_api(r) for r in stores.list(principal.tenant)], after, limit)
-    return ListResponse[VectorStore].page(page, has_more=more)
+    return ListResponse[VectorStore].after(
+        [stores.to_api(r) for r in stores.list(principal.tenant)], after, limit
+    )
 
 
 @router.get("/{store_id}", response_model=VectorStore, summary="Retrieve a vector store")
