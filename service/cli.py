@@ -5,6 +5,7 @@ tuneserve down               stop it
 tuneserve status             is it running, and the health of each component
 tuneserve keys create --tenant NAME [--name LABEL] | keys list | keys revoke KEY_ID
 tuneserve models prepare     build the default base model folder (what `make setup` runs)
+tuneserve files | finetune | jobs | chat | evals   the API from the shell (see `tuneserve COMMAND -h`)
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
 
-    from service import cli_chat, cli_jobs
+    from service import cli_chat, cli_evals, cli_jobs
 
     cli_jobs.register(sub, api_call)
     cli_chat.register(sub, api_call)
+    cli_evals.register(sub, api_call)
     parser.add_argument("--api-key", help="API key for files/finetune/jobs (default: the admin key)")
 
     models = sub.add_parser("models", help="base models")

@@ -131,6 +131,8 @@ class EvalRunner:
         try:
             spec = self._spec(run, ev, key)
             slots = asyncio.Semaphore(max(1, settings.eval_concurrency // spec.concurrency))
+            # Batches are stored one at a time: each adds to the run's totals (read, fold, write).
+            storing = asyncio.Lock()
 
             async def evaluate(batch: list[tuple[int, dict]]) -> None:
                 async with slots:
@@ -143,7 +145,8 @@ class EvalRunner:
                     except Exception as exc:  # noqa: BLE001 - the task died: its items are errored
                         log.exception("evaluation batch of run %s failed", run_id)
                         items = [_errored(i, row, run.model, exc) for i, row in batch]
-                    await asyncio.to_thread(self._store, run_id, items)
+                    async with storing:
+                        await asyncio.to_thread(self._store, run_id, items)
 
             await asyncio.gather(*(evaluate(b) for b in batches))
         finally:
