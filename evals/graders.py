@@ -18,6 +18,8 @@ from evals.templates import NAMESPACES, references, render, render_messages
 
 SAMPLE_FIELDS = ("output_text", "output_json", "choices", "citations")
 ROUGE = {f"rouge_{n}": f"rouge{n}" for n in (1, 2, 3, 4, 5)} | {"rouge_l": "rougeL"}
+# A judge answers greedily and briefly unless its grader says otherwise (a label or a score comes first).
+JUDGE_SAMPLING = {"temperature": 0, "max_completion_tokens": 64}
 SIMILARITY_METRICS = ("fuzzy_match", "bleu", "gleu", "cosine", *ROUGE)
 
 
@@ -137,7 +139,7 @@ class _ModelGrader(_Grader):
 
     def _judge(self, item: dict, sample: dict | None, scorer: Scorer) -> str:
         messages = render_messages([m.model_dump() for m in self.input], _context(item, sample))
-        return scorer.chat(self.model, messages, {"temperature": 0, **(self.sampling_params or {})})
+        return scorer.chat(self.model, messages, {**JUDGE_SAMPLING, **(self.sampling_params or {})})
 
 
 class LabelModel(_ModelGrader):

@@ -136,7 +136,11 @@ def parse_score(text: str, low: float, high: float) -> float | None:
 
 
 def parse_label(text: str, labels: Sequence[str]) -> str | None:
-    """The judge's label: the one label its answer names (the first named if several), or None."""
-    lowered = text.casefold()
-    found = [(lowered.find(label.casefold()), label) for label in labels if label.casefold() in lowered]
-    return min(found)[1] if found else None
+    """The judge's label: the label its answer names first, as a word of its own ("no" is not in "not"),
+    or None."""
+    found = []
+    for label in labels:
+        match = re.search(rf"(?<!\w){re.escape(label)}(?!\w)", text, flags=re.IGNORECASE)
+        if match:
+            found.append((match.start(), -len(label), label))
+    return min(found)[2] if found else None

@@ -126,7 +126,8 @@ async def get_run(eval_id: str, run_id: str, ctx: Context, principal: CurrentPri
     return service.run_to_api(service.get_run(principal.tenant, eval_id, run_id))
 
 
-@router.post("/{eval_id}/runs/{run_id}", response_model=Run, summary="Cancel a run")
+@router.post("/{eval_id}/runs/{run_id}/cancel", response_model=Run, summary="Cancel a run")
+@router.post("/{eval_id}/runs/{run_id}", response_model=Run, summary="Cancel a run (as OpenAI documents)")
 async def cancel_run(eval_id: str, run_id: str, ctx: Context, principal: CurrentPrincipal) -> Run:
     """Stops a queued or running run (items already graded are kept); 409 if it has ended."""
     service = EvalService(ctx)

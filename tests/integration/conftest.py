@@ -119,7 +119,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
     It serves in float32: in bfloat16, a batch's shape changes the rounding of the matmuls enough to flip
     near-tied greedy tokens (seen even with the base model alone), which would make "the same answer in a
-    batch as alone" depend on luck. Throughput is measured in bfloat16 (bench/bench_serving.py)."""
+    batch as alone" depend on luck. Throughput is measured in bfloat16 (bench/bench_serving.py).
+
+    TUNESERVE_TEST_STACK=<data dir> runs the tests against a stack a developer started (with
+    TUNESERVE_SERVING_DTYPE=float32 and TUNESERVE_RAY_NUM_CPUS=4) instead of starting one."""
+    reuse = os.environ.get("TUNESERVE_TEST_STACK")
+    if reuse:  # a developer's stack that is already up (same settings as below): no start, no stop
+        data_dir = Path(reuse)
+        port = int(json.loads((data_dir / "run" / "stack.json").read_text())["base_url"].rsplit(":", 1)[1])
+        env = {**make_stack(data_dir).env, "TUNESERVE_PORT": str(port)}
+        env.pop("TUNESERVE_SERVED_MODELS")
+        yield RunningStack(data_dir, port, env)
+        return
     running = make_stack(tmp_path_factory.mktemp("stack"), serve=True, TUNESERVE_SERVING_DTYPE="float32")
     running.up()
     try:

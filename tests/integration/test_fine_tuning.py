@@ -58,6 +58,7 @@ def _greedy(model, tokenizer, question: str) -> str:  # noqa: ANN001
 def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningStack, tmp_path: Path) -> None:
     train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
     valid = client.files.create(file=(DATA / "codeword_valid.jsonl").open("rb"), purpose="fine-tune")
+    capitals, codeword = _evals(stack, client)
     job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
         training_file=train.id,
@@ -70,6 +71,9 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
                 "hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 5}
             },
         },
+        # When it succeeds, evaluate the new model and its base: a built-in suite of general knowledge, and
+        # held-out chats of the behaviour it learns.
+        extra_body={"evals": [{"eval_id": capitals}, {"eval_id": codeword, "data_source": CODEWORD_SOURCE}]},
     )
     assert job.status == "queued" and job.hyperparameters.n_epochs == 3
 
@@ -148,6 +152,84 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
         for q in HELD_OUT
     ]
     assert all(CODEWORD in a for a in served), served
+
+    # The evaluations the job asked for ran on the new model and on its base, and moved as the data says.
+    deadline = time.monotonic() + 600
+    while len(runs := client.fine_tuning.jobs.retrieve(job.id).model_extra["evals"]) < 4 or any(
+        r["status"] in ("queued", "in_progress") for r in runs
+    ):
+        assert time.monotonic() < deadline, runs
+        time.sleep(2)
+    results = {
+        (r["eval_id"], r["role"]): {c["testing_criteria"]: c for c in r["per_testing_criteria_results"]}
+        for r in runs
+    }
+    assert all(r["status"] == "completed" and r["result_counts"]["errored"] == 0 for r in runs), runs
+
+    def rate(eval_id: str, role: str, criterion: str) -> float:
+        c = results[eval_id, role][criterion]
+        return c["passed"] / (c["passed"] + c["failed"])
+
+    # The codeword is said on every held-out question after, never before; its token loss falls.
+    assert rate(codeword, "fine_tuned", "says the codeword") == 1.0
+    assert rate(codeword, "base", "says the codeword") == 0.0
+    loss = {role: results[codeword, role]["reply loss"]["mean_score"] for role in ("base", "fine_tuned")}
+    assert loss["fine_tuned"] < 0.5 * loss["base"], loss
+    # ... at the price of general knowledge: the base model names most capitals, the fine-tuned one none.
+    assert rate(capitals, "base", "names the capital") >= 0.6
+    assert rate(capitals, "fine_tuned", "names the capital") == 0.0
+    # The results are in the model's manifest, beside the adapter.
+    manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
+    assert {(e["eval_id"], e["role"]) for e in manifest["evals"]} == set(results)
+    # `tuneserve evals compare` puts the two runs side by side, with the items that changed.
+    by_role = {r["role"]: r["run_id"] for r in runs if r["eval_id"] == codeword}
+    table = stack.cli("evals", "compare", "--eval", codeword, by_role["base"], by_role["fine_tuned"]).stdout
+    assert "says the codeword" in table and f"{len(CODEWORD_CHATS)} item(s) changed status" in table, table
+
+
+CODEWORD_CHATS = [json.loads(line) for line in (DATA / "codeword_valid.jsonl").read_text().splitlines()] + [
+    {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": CODEWORD}]}
+    for q in HELD_OUT
+]
+CODEWORD_SOURCE = {
+    "source": {"type": "file_content", "content": [{"item": chat} for chat in CODEWORD_CHATS]},
+    "input_messages": {
+        "type": "template",
+        "template": [{"role": "user", "content": "{{item.messages.0.content}}"}],
+    },
+    "sampling_params": {"temperature": 0, "max_completion_tokens": 12},
+}
+
+
+def _evals(stack: RunningStack, client: openai.OpenAI) -> tuple[str, str]:
+    """The built-in world-capitals suite, and an eval of held-out codeword chats."""
+    capitals = httpx.post(
+        f"{stack.base_url}/v1/evals",
+        json={"suite": "world-capitals"},
+        headers={"Authorization": f"Bearer {stack.admin_key}"},
+    ).json()["id"]
+    codeword = client.evals.create(
+        name="codeword",
+        data_source_config={
+            "type": "custom",
+            "item_schema": {
+                "type": "object",
+                "properties": {"messages": {"type": "array"}},
+                "required": ["messages"],
+            },
+        },
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "says the codeword",
+                "input": "{{sample.output_text}}",
+                "reference": CODEWORD,
+                "operation": "like",
+            },
+            {"type": "token_loss", "name": "reply loss", "messages": "{{item.messages}}"},
+        ],
+    ).id
+    return capitals, codeword
 
 
 def _sha256(path: Path) -> str:

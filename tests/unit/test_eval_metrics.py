@@ -94,6 +94,8 @@ def test_judge_answers_are_parsed() -> None:
     assert metrics.parse_label("This is incorrect.", ["correct", "incorrect"]) == "incorrect"
     assert metrics.parse_label("Correct!", ["correct", "incorrect"]) == "correct"
     assert metrics.parse_label("maybe", ["yes", "no"]) is None
+    assert metrics.parse_label("It is not known", ["yes", "no"]) is None  # "no" only inside words
+    assert metrics.parse_label("No. Not at all", ["yes", "no"]) == "no"
 
 
 # Templates --------------------------------------------------------------------------------------------
