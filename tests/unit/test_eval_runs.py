@@ -1,0 +1,168 @@
+"""Running evals in the API process with a fake task runner (no model, no Ray): batches, totals, cancel,
+and a run that resumes after a restart with only the items it had not finished."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import DEFAULT_BASE_MODEL
+from tests.unit.test_api import ADMIN, auth, offline_settings
+from tests.unit.test_chat_routing import FakeEngine
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+EVAL = {
+    "data_source_config": {"type": "custom", "item_schema": SCHEMA},
+    "testing_criteria": [
+        {
+            "type": "string_check",
+            "name": "even",
+            "input": "{{sample.output_text}}",
+            "reference": "even",
+            "operation": "eq",
+        }
+    ],
+}
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.objects[key] = data
+
+    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
+        return self.objects[key]
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+class FakeTasks:
+    """Grades an item `pass` when its n is even; after `hang_after` batches, never answers again."""
+
+    def __init__(self, hang_after: int | None = None) -> None:
+        self.hang_after = hang_after
+        self.seen: list[int] = []
+
+    async def run(self, fn, spec, batch, cpus: float = 1):  # noqa: ANN001, ANN201
+        if self.hang_after is not None and len(self.seen) >= self.hang_after * len(batch):
+            await asyncio.Event().wait()
+        self.seen += [i for i, _ in batch]
+        return [
+            {
+                "datasource_item_id": i,
+                "datasource_item": row["item"],
+                "sample": {"model": spec.model, "output_text": "x", "usage": {"total_tokens": 1}},
+                "results": [
+                    {
+                        "name": "even",
+                        "type": "string_check",
+                        "score": 1.0,
+                        "passed": row["item"]["n"] % 2 == 0,
+                    }
+                ],
+                "status": "pass" if row["item"]["n"] % 2 == 0 else "fail",
+            }
+            for i, row in batch
+        ]
+
+
+def make_client(tmp_path: Path, store: MemoryStore, tasks: FakeTasks) -> TestClient:
+    app = create_app(
+        offline_settings(tmp_path, eval_batch_size=2, eval_concurrency=2),
+        engine=FakeEngine({DEFAULT_BASE_MODEL}),
+        tasks=tasks,
+    )
+    app.state.context.store = store
+    return TestClient(app)
+
+
+def run_body(n: int) -> dict:
+    content = [{"item": {"n": i}} for i in range(n)]
+    template = {"type": "template", "template": [{"role": "user", "content": "{{item.n}}"}]}
+    return {
+        "data_source": {
+            "type": "completions",
+            "model": DEFAULT_BASE_MODEL,
+            "input_messages": template,
+            "source": {"type": "file_content", "content": content},
+        }
+    }
+
+
+def wait(client: TestClient, path: str, until: set[str]) -> dict:
+    for _ in range(200):
+        run = client.get(path, headers=auth(ADMIN)).json()
+        if run["status"] in until:
+            return run
+        time.sleep(0.02)
+    raise AssertionError(run)
+
+
+def test_a_run_grades_every_item_in_batches(tmp_path: Path) -> None:
+    tasks = FakeTasks()
+    with make_client(tmp_path, MemoryStore(), tasks) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(7), headers=auth(ADMIN)).json()
+        assert run["status"] == "queued" and run["progress"] == {"completed": 0, "total": 7}
+        run = wait(client, f"/v1/evals/{ev['id']}/runs/{run['id']}", {"completed"})
+    assert sorted(tasks.seen) == list(range(7))
+    assert run["result_counts"] == {"total": 7, "passed": 4, "failed": 3, "errored": 0}
+    assert run["per_testing_criteria_results"][0]["mean_score"] == 1.0
+    assert run["per_model_usage"][0]["invocation_count"] == 7
+
+
+def test_a_run_resumes_after_a_restart_with_what_is_left(tmp_path: Path) -> None:
+    store = MemoryStore()
+    first = FakeTasks(hang_after=1)  # one batch of 2, then the process "dies"
+    with make_client(tmp_path, store, first) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=auth(ADMIN)).json()
+        path = f"/v1/evals/{ev['id']}/runs/{run['id']}"
+        for _ in range(200):
+            if client.get(path, headers=auth(ADMIN)).json()["progress"]["completed"] == 2:
+                break
+            time.sleep(0.02)
+        keys = [k for k in client.app.state.context.keys.list() if k.name and k.name.startswith("eval-run:")]
+        assert len(keys) == 1 and keys[0].revoked_at is None  # the run's key, live while it runs
+    second = FakeTasks()
+    with make_client(tmp_path, store, second) as client:
+        run = wait(client, path, {"completed"})
+        keys = [k for k in client.app.state.context.keys.list() if k.name and k.name.startswith("eval-run:")]
+    assert sorted(second.seen) == [2, 3, 4, 5]  # only what the first process had not stored
+    assert run["result_counts"]["total"] == 6 and run["progress"] == {"completed": 6, "total": 6}
+    assert all(k.revoked_at is not None for k in keys)  # the dead run's key and the finished run's
+
+
+def test_cancel_stops_at_the_next_batch(tmp_path: Path) -> None:
+    with make_client(tmp_path, MemoryStore(), FakeTasks(hang_after=1)) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=auth(ADMIN)).json()
+        path = f"/v1/evals/{ev['id']}/runs/{run['id']}"
+        assert client.post(path, headers=auth(ADMIN)).json()["status"] == "canceled"
+        again = client.post(path + "/cancel", headers=auth(ADMIN))
+        assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_cancellable"
+        assert client.delete(path, headers=auth(ADMIN)).json() == {
+            "object": "eval.run.deleted",
+            "deleted": True,
+            "run_id": run["id"],
+        }
+        assert client.get(path, headers=auth(ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize("model", ["no-such-model", f"{DEFAULT_BASE_MODEL}:someone-elses"])
+def test_unknown_models_are_404_before_anything_is_queued(tmp_path: Path, model: str) -> None:
+    with make_client(tmp_path, MemoryStore(), FakeTasks()) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        body = run_body(2)
+        body["data_source"]["model"] = model
+        resp = client.post(f"/v1/evals/{ev['id']}/runs", json=body, headers=auth(ADMIN))
+        assert resp.status_code == 404 and resp.json()["error"]["param"] == "data_source.model"
+        assert client.get(f"/v1/evals/{ev['id']}/runs", headers=auth(ADMIN)).json()["data"] == []
