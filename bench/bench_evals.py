@@ -27,8 +27,8 @@ ROUNDS = 2
 def script(url: str, key: str, suite_name: str, threads: int) -> float:
     """What a user's own script does: each item through the API, graded locally; returns seconds."""
     from evals import suites
-    from evals.runner import GRADERS, RunSpec, evaluate_item
     from evals.client import ApiScorer
+    from evals.runner import GRADERS, RunSpec, evaluate_item
 
     suite = suites.load(suite_name)
     spec = RunSpec(

@@ -127,9 +127,8 @@ class EvalService:
         return graders
 
     def get(self, tenant: str, eval_id: str) -> EvalRow:
-        with self.ctx.db.session() as s:
-            row = s.get(EvalRow, eval_id)
-        if row is None or row.tenant_id != tenant:
+        row = self.ctx.db.get_where(EvalRow, eval_id, tenant_id=tenant)
+        if row is None:
             raise ApiError(404, f"No eval with id '{eval_id}'.", param="eval_id", code="not_found")
         return row
 
@@ -315,9 +314,8 @@ class EvalService:
 
     def get_run(self, tenant: str, eval_id: str, run_id: str) -> EvalRunRow:
         self.get(tenant, eval_id)
-        with self.ctx.db.session() as s:
-            row = s.get(EvalRunRow, run_id)
-        if row is None or row.eval_id != eval_id:
+        row = self.ctx.db.get_where(EvalRunRow, run_id, eval_id=eval_id)
+        if row is None:
             raise ApiError(
                 404, f"No run with id '{run_id}' in eval {eval_id}.", param="run_id", code="not_found"
             )
@@ -404,9 +402,8 @@ class EvalService:
 
     def output_item(self, tenant: str, eval_id: str, run_id: str, item_id: str) -> EvalOutputItemRow:
         self.get_run(tenant, eval_id, run_id)
-        with self.ctx.db.session() as s:
-            row = s.get(EvalOutputItemRow, item_id)
-        if row is None or row.run_id != run_id:
+        row = self.ctx.db.get_where(EvalOutputItemRow, item_id, run_id=run_id)
+        if row is None:
             raise ApiError(
                 404, f"No output item '{item_id}' in run {run_id}.", param="output_item_id", code="not_found"
             )

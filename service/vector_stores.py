@@ -79,9 +79,8 @@ class VectorStores:
         return row
 
     def get(self, tenant: str, store_id: str) -> VectorStoreRow:
-        with self.ctx.db.session() as s:
-            row = s.get(VectorStoreRow, store_id)
-        if row is None or row.tenant_id != tenant:
+        row = self.ctx.db.get_where(VectorStoreRow, store_id, tenant_id=tenant)
+        if row is None:
             raise ApiError(
                 404, f"No vector store with id '{store_id}'.", param="vector_store_id", code="not_found"
             )
@@ -223,9 +222,8 @@ class VectorStores:
 
     def get_batch(self, tenant: str, store_id: str, batch_id: str) -> FileBatchRow:
         self.get(tenant, store_id)
-        with self.ctx.db.session() as s:
-            row = s.get(FileBatchRow, batch_id)
-        if row is None or row.store_id != store_id:
+        row = self.ctx.db.get_where(FileBatchRow, batch_id, store_id=store_id)
+        if row is None:
             raise ApiError(
                 404, f"No file batch '{batch_id}' in '{store_id}'.", param="batch_id", code="not_found"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine, event, select, text
 from sqlalchemy.engine import Engine
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.models import Base, SchemaVersion
 
+T = TypeVar("T")
 SCHEMA_VERSION = 2
 
 
@@ -77,6 +79,15 @@ class Database:
         """A session that commits on success and rolls back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def get_where(self, model: type[T], key: str, **expected: object) -> T | None:
+        """The row with primary key `key` if its attributes have the `expected` values (its tenant, its
+        parent), else None: what a route turns into a 404."""
+        with self.session() as s:
+            row = s.get(model, key)
+        if row is None or any(getattr(row, k) != v for k, v in expected.items()):
+            return None
+        return row
 
     @property
     def safe_url(self) -> str:
