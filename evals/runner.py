@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from evals.client import ApiScorer, ModelCallError
 from evals.graders import Grader, GradingError, Scorer
+from evals.metrics import parse_json
 from evals.templates import TemplateError, lookup, render_messages
 
 GRADERS = TypeAdapter(list[Grader])
@@ -94,8 +95,6 @@ def draw_sample(spec: RunSpec, scorer: Any, item: dict) -> dict:
     out = scorer.complete_chat(body)
     choice = out["choices"][0]
     text = choice["message"].get("content") or ""
-    from evals.metrics import parse_json
-
     return {
         "input": messages,
         "output": [{"role": "assistant", "content": text}],

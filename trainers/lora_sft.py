@@ -93,14 +93,14 @@ def train(
         engine.train()
         for batch in epoch_batches(lengths, hp.batch_size, spec.seed, epoch):
             t0 = time.perf_counter()
-            inputs = _collate([train_set[i] for i in shard(batch, rank, world)], pad_id)
+            inputs = _collate([train_set[i] for i in shard(batch, rank, world)], pad_id, engine.device)
             loss = engine(**inputs).loss
             engine.backward(loss)
             engine.step()
             step += 1
             n_tokens = int(inputs["attention_mask"].sum())
             n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-            totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], dist)
+            totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], dist, engine.device)
             elapsed = time.perf_counter() - t0
             train_loss = totals[0] / max(totals[1], 1)
             result.trained_tokens += int(totals[2])
@@ -181,7 +181,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def _ensure_process_group() -> None:
-    """Ray Train sets up torch.distributed; a standalone run gets a one-process gloo group."""
+    """Ray Train sets up torch.distributed; a standalone run gets a one-process group (NCCL on a GPU)."""
+    import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -193,7 +194,7 @@ def _ensure_process_group() -> None:
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
-    dist.init_process_group("gloo")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def _load_tokenizer(path: str):  # noqa: ANN202
@@ -271,7 +272,8 @@ def _lr_lambda(total_steps: int):  # noqa: ANN202
     return factor
 
 
-def _collate(examples: list[TokenizedExample], pad_id: int) -> dict:
+def _collate(examples: list[TokenizedExample], pad_id: int, device: object = "cpu") -> dict:
+    """A padded batch on `device` (DeepSpeed puts the model on the accelerator, not its inputs)."""
     import torch
 
     width = max(len(e.input_ids) for e in examples)
@@ -283,7 +285,7 @@ def _collate(examples: list[TokenizedExample], pad_id: int) -> dict:
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def _gather_hosts(dist) -> list[str]:  # noqa: ANN001
@@ -309,10 +311,11 @@ def _node_ip() -> str:
     return socket.gethostname()
 
 
-def _all_reduce_sum(values: list[float], dist) -> list[float]:  # noqa: ANN001
+def _all_reduce_sum(values: list[float], dist, device: object = "cpu") -> list[float]:  # noqa: ANN001
+    """Summed over the workers; on `device`, since NCCL reduces only CUDA tensors."""
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.tolist()
@@ -327,12 +330,12 @@ def _evaluate(engine, examples, rank: int, world: int, micro_batch: int, pad_id:
     mine = shard(indices, rank, world) if len(indices) >= world else indices[:1]
     with torch.no_grad():
         for start in range(0, len(mine), micro_batch):
-            inputs = _collate([examples[i] for i in mine[start : start + micro_batch]], pad_id)
+            inputs = _collate([examples[i] for i in mine[start : start + micro_batch]], pad_id, engine.device)
             n = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
             total[0] += engine(**inputs).loss.item() * n
             total[1] += n
     engine.train()
-    summed = _all_reduce_sum(total, dist)
+    summed = _all_reduce_sum(total, dist, engine.device)
     return summed[0] / max(summed[1], 1)
 
 

@@ -20,6 +20,9 @@ LIGHT_MODULES = [
     "trainers",
     "rag",
     "evals",
+    "evals.runner",
+    "evals.metrics",
+    "service.cli_evals",
 ]
 HEAVY = ["torch", "vllm", "deepspeed", "ray", "transformers"]
 
