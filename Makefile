@@ -37,7 +37,7 @@ test-unit:
 	$(BIN)/pytest tests/unit -q
 
 test-integration:
-	$(BIN)/pytest tests/integration -q -m integration
+	$(BIN)/pytest tests/integration -q -m integration --durations=12
 
 lint: $(VENV)/.installed-$(ACCEL)
 	$(BIN)/ruff check service trainers rag deploy evals tests bench

@@ -24,7 +24,12 @@ SIMILARITY_METRICS = ("fuzzy_match", "bleu", "gleu", "cosine", *ROUGE)
 
 
 class GradingError(Exception):
-    """A grader could not grade this item (a judge's call failed, a template names a missing field)."""
+    """A grader could not grade this item (a judge's call failed, a template names a missing field);
+    `sample` keeps what the judge said, if it said something."""
+
+    def __init__(self, message: str, sample: dict | None = None) -> None:
+        super().__init__(message)
+        self.sample = sample
 
 
 class Scorer(Protocol):
@@ -160,7 +165,9 @@ class LabelModel(_ModelGrader):
         answer = self._judge(item, sample, scorer)
         label = metrics.parse_label(answer, self.labels)
         if label is None:
-            raise GradingError(f"the judge's answer names none of the labels {self.labels}: {answer[:200]!r}")
+            raise GradingError(
+                f"the judge's answer names none of the labels {self.labels}", sample={"output_text": answer}
+            )
         passed = label in self.passing_labels
         return _result(self, float(passed), passed, sample={"output_text": answer, "label": label})
 
@@ -187,7 +194,9 @@ class ScoreModel(_ModelGrader):
         low, high = self.range
         score = metrics.parse_score(answer, low, high)
         if score is None:
-            raise GradingError(f"the judge's answer has no score in [{low:g}, {high:g}]: {answer[:200]!r}")
+            raise GradingError(
+                f"the judge's answer has no score in [{low:g}, {high:g}]", sample={"output_text": answer}
+            )
         threshold = self.pass_threshold if self.pass_threshold is not None else (low + high) / 2
         return _result(self, score, score >= threshold, sample={"output_text": answer})
 

@@ -75,6 +75,7 @@ def evaluate_item(spec: RunSpec, graders: list, scorer: Scorer, index: int, row:
                         "score": 0.0,
                         "passed": False,
                         "error": str(exc),
+                        "sample": getattr(exc, "sample", None),
                     }
                 )
     status = "error" if error else "pass" if all(r["passed"] for r in results) else "fail"

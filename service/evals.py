@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
@@ -14,11 +13,10 @@ from sqlalchemy import select
 from evals import suites
 from evals.graders import Grader, template_problems
 from evals.summary import changed_items, criterion_results, empty_summary, pass_rate
-from evals.templates import references
 from service.context import AppContext
 from service.db import EvalOutputItemRow, EvalRow, EvalRunRow
 from service.errors import ApiError
-from service.files import FileService
+from service.eval_inputs import check_input_messages, check_items, item_fields, read_rows, sampling_params
 from service.protocol.evals import (
     ChangedItem,
     Comparison,
@@ -39,17 +37,6 @@ from service.protocol.evals import (
 from service.registry import ModelRegistry
 
 GRADERS = TypeAdapter(list[Grader])
-SAMPLING_PARAMS = {
-    "temperature",
-    "top_p",
-    "seed",
-    "max_completion_tokens",
-    "max_tokens",
-    "response_format",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-}
 SAMPLE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -114,7 +101,7 @@ class EvalService:
                     param=f"testing_criteria[{i}].name",
                     code="invalid_testing_criteria",
                 )
-            problems = template_problems(g, _item_fields(item_schema))
+            problems = template_problems(g, item_fields(item_schema))
             if problems:
                 raise ApiError(
                     400,
@@ -191,8 +178,8 @@ class EvalService:
                 )
             if not model.is_base:
                 self.ctx.adapters.check(model.id, model.adapter_prefix)
-        rows = self._rows(tenant, ds, suite)
-        self._check_items(rows, ev.data_source_config["item_schema"], ds)
+        rows = read_rows(self.ctx, tenant, ds, suite)
+        check_items(rows, ev.data_source_config["item_schema"], ds)
         data_source = ds.model_dump(mode="json", exclude_none=True)
         if isinstance(ds, CompletionsDataSource):
             messages = (
@@ -205,9 +192,9 @@ class EvalService:
                     param="data_source.input_messages",
                 )
             if messages is not None:
-                self._check_input_messages(messages, ev.data_source_config["item_schema"])
+                check_input_messages(messages, ev.data_source_config["item_schema"])
                 data_source["input_messages"] = messages
-            data_source["sampling_params"] = _sampling_params(
+            data_source["sampling_params"] = sampling_params(
                 {**(suite.sampling_params if suite else {}), **(ds.sampling_params or {})}
             )
             if ds.retrieval is not None:
@@ -232,85 +219,6 @@ class EvalService:
         with self.ctx.db.session() as s:
             s.add(row)
         return row
-
-    def _rows(self, tenant: str, ds: Any, suite: suites.Suite | None) -> list[dict]:
-        source = ds.source
-        if source is None:
-            if suite is None:
-                raise ApiError(400, "data_source.source is required.", param="data_source.source")
-            return suite.items()
-        if source.type == "file_content":
-            return [_row(x, f"data_source.source.content[{i}]") for i, x in enumerate(source.content)]
-        files = FileService(self.ctx)
-        file = files.get(tenant, source.id, param="data_source.source.id")
-        if file.purpose != "evals":
-            raise ApiError(
-                400,
-                f"File {file.id} has purpose '{file.purpose}'; eval items need purpose 'evals'.",
-                param="data_source.source.id",
-                code="invalid_file_purpose",
-            )
-        rows = []
-        for n, line in enumerate(files.read_bytes(file).decode("utf-8", errors="replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ApiError(
-                    400,
-                    f"Invalid eval file: line {n}: invalid JSON ({exc.msg})",
-                    param="data_source.source.id",
-                ) from None
-            rows.append(_row(value, f"line {n}", param="data_source.source.id"))
-        if not rows:
-            raise ApiError(400, f"Invalid eval file: {file.id} has no items.", param="data_source.source.id")
-        return rows
-
-    def _check_items(self, rows: list[dict], item_schema: dict, ds: Any) -> None:
-        import jsonschema
-
-        validator = jsonschema.Draft202012Validator(item_schema)
-        for i, row in enumerate(rows):
-            error = next(iter(sorted(validator.iter_errors(row["item"]), key=lambda e: list(e.path))), None)
-            where = "/".join(str(p) for p in error.absolute_path) if error else ""
-            if error is not None:
-                raise ApiError(
-                    400,
-                    f"Item {i} does not match the eval's item_schema: {where or '(item)'}: {error.message}",
-                    param=_source_param(ds, i),
-                    code="invalid_item",
-                )
-            if ds.type == "jsonl" and not isinstance(row.get("sample"), dict):
-                raise ApiError(
-                    400,
-                    f"Item {i} has no sample: a jsonl data source brings its own.",
-                    param=_source_param(ds, i),
-                )
-
-    def _check_input_messages(self, messages: dict, item_schema: dict) -> None:
-        if messages["type"] == "item_reference":
-            return
-        fields = _item_fields(item_schema)
-        for i, m in enumerate(messages["template"]):
-            if m.get("role") not in ("system", "developer", "user", "assistant"):
-                raise ApiError(
-                    400,
-                    f"data_source.input_messages.template[{i}].role must be system, developer, user or "
-                    "assistant",
-                    param=f"data_source.input_messages.template[{i}].role",
-                )
-            content = m.get("content")
-            texts = [content] if isinstance(content, str) else [json.dumps(content)]
-            for ref in (r for t in texts for r in references(t)):
-                namespace, _, rest = ref.partition(".")
-                if namespace != "item" or (fields is not None and rest.split(".")[0] not in fields):
-                    raise ApiError(
-                        400,
-                        f"data_source.input_messages.template[{i}]: '{{{{{ref}}}}}' is not a field of "
-                        "the items",
-                        param=f"data_source.input_messages.template[{i}].content",
-                    )
 
     def get_run(self, tenant: str, eval_id: str, run_id: str) -> EvalRunRow:
         self.get(tenant, eval_id)
@@ -532,41 +440,3 @@ def _check_schema(schema: dict) -> None:
             f"data_source_config.item_schema is not a valid JSON schema: {exc.message}",
             param="data_source_config.item_schema",
         ) from None
-
-
-def _item_fields(schema: dict) -> set[str] | None:
-    """The item's top-level properties, when the schema lists them: templates may name only those."""
-    props = schema.get("properties")
-    return set(props) if isinstance(props, dict) and props else None
-
-
-def _row(value: Any, where: str, param: str | None = None) -> dict:
-    """An item row: `{"item": {...}, "sample"?: {...}}`; a plain object is taken as the item itself."""
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{where}: an item must be a JSON object.", param=param or where)
-    if isinstance(value.get("item"), dict):
-        return {k: v for k, v in value.items() if k in ("item", "sample")}
-    return {"item": value}
-
-
-def _source_param(ds: Any, i: int) -> str:
-    return (
-        f"data_source.source.content[{i}]"
-        if ds.source and ds.source.type == "file_content"
-        else "data_source.source"
-    )
-
-
-def _sampling_params(params: dict) -> dict:
-    params = dict(params)
-    if "max_completions_tokens" in params:  # the spelling of OpenAI's score_model sampling params
-        params.setdefault("max_completion_tokens", params.pop("max_completions_tokens"))
-    unknown = sorted(set(params) - SAMPLING_PARAMS)
-    if unknown:
-        raise ApiError(
-            400,
-            f"data_source.sampling_params: unknown field(s) {unknown}; use "
-            f"{', '.join(sorted(SAMPLING_PARAMS))}",
-            param="data_source.sampling_params",
-        )
-    return params
