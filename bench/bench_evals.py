@@ -28,7 +28,8 @@ def script(url: str, key: str, suite_name: str, threads: int) -> float:
     """What a user's own script does: each item through the API, graded locally; returns seconds."""
     from evals import suites
     from evals.client import ApiScorer
-    from evals.runner import GRADERS, RunSpec, evaluate_item
+    from evals.graders import GRADERS
+    from evals.runner import RunSpec, evaluate_item
 
     suite = suites.load(suite_name)
     spec = RunSpec(

@@ -58,7 +58,7 @@ class ApiScorer:
         return out["choices"][0]["message"]["content"] or ""
 
     def continuation_logliks(self, context: str, continuations: list[str]) -> list[float]:
-        return [self._logprobs_after(context + c, len(context)) for c in continuations]
+        return [sum(self._token_logprobs(context + c, len(context))) for c in continuations]
 
     def reply_logprobs(self, messages: list[dict]) -> list[float]:
         prefix = self._tokenizer.apply_chat_template(
@@ -68,9 +68,6 @@ class ApiScorer:
         if not full.startswith(prefix):
             raise ValueError("the chat template renders the conversation differently with the reply")
         return self._token_logprobs(full, len(prefix))
-
-    def _logprobs_after(self, text: str, start: int) -> float:
-        return sum(self._token_logprobs(text, start))
 
     def _token_logprobs(self, text: str, start: int) -> list[float]:
         """Log-probabilities of the prompt's tokens that begin at or after character `start`."""

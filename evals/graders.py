@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from evals import metrics
 from evals.templates import NAMESPACES, references, render, render_messages
@@ -303,6 +303,8 @@ Grader = Annotated[
     | Retrieval,
     Field(discriminator="type"),
 ]
+# Validates a list of testing criteria into graders.
+GRADERS = TypeAdapter(list[Grader])
 GRADER_TYPES = (
     "string_check",
     "text_similarity",

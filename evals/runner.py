@@ -11,14 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from evals.client import ApiScorer, ModelCallError
-from evals.graders import Grader, GradingError, Scorer
+from evals.graders import GRADERS, GradingError, Scorer
 from evals.metrics import parse_json
 from evals.templates import TemplateError, lookup, render_messages
-
-GRADERS = TypeAdapter(list[Grader])
 
 
 @dataclass

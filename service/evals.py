@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import secrets
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from evals import suites
-from evals.graders import Grader, template_problems
+from evals.graders import GRADER_TYPES, GRADERS, template_problems
 from evals.summary import changed_items, criterion_results, empty_summary, pass_rate
 from service.context import AppContext
 from service.db import EvalOutputItemRow, EvalRow, EvalRunRow
@@ -36,7 +36,6 @@ from service.protocol.evals import (
 )
 from service.registry import ModelRegistry
 
-GRADERS = TypeAdapter(list[Grader])
 SAMPLE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -89,7 +88,7 @@ class EvalService:
             path = f"testing_criteria[{loc[0]}]" + "".join(f".{p}" for p in loc[2:] if isinstance(p, str))
             msg = first["msg"].removeprefix("Value error, ")
             if first["type"] == "union_tag_invalid":
-                msg = f"unknown grader type; use one of {', '.join(_grader_types())}"
+                msg = f"unknown grader type; use one of {', '.join(GRADER_TYPES)}"
                 path = f"testing_criteria[{loc[0]}].type"
             raise ApiError(400, f"{path}: {msg}", param=path, code="invalid_testing_criteria") from None
         names = [g.name for g in graders]
@@ -421,12 +420,6 @@ def run_result(run: EvalRunRow, fine_tuned_model: str | None) -> dict:
         "result_counts": run.summary["result_counts"],
         "per_testing_criteria_results": criterion_results(run.summary),
     }
-
-
-def _grader_types() -> list[str]:
-    from evals.graders import GRADER_TYPES
-
-    return list(GRADER_TYPES)
 
 
 def _check_schema(schema: dict) -> None:

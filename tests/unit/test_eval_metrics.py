@@ -6,15 +6,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from evals import metrics, suites
-from evals.graders import Grader, GradingError, template_problems
+from evals.graders import GRADERS, GradingError, template_problems
 from evals.runner import RunSpec, evaluate_item, input_messages
 from evals.summary import changed_items, criterion_results, empty_summary, fold
 from evals.templates import TemplateError, render, render_messages
-
-GRADERS = TypeAdapter(list[Grader])
 
 
 def grader(**spec):  # noqa: ANN003, ANN201
