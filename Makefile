@@ -39,9 +39,11 @@ test-unit:
 test-integration:
 	$(BIN)/pytest tests/integration -q -m integration --durations=12
 
+# ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, no cycles, light contracts).
 lint: $(VENV)/.installed-$(ACCEL)
 	$(BIN)/ruff check service trainers rag deploy evals tests bench
 	$(BIN)/ruff format --check service trainers rag deploy evals tests bench
+	$(BIN)/lint-imports
 
 bench: setup
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"

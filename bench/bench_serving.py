@@ -99,7 +99,7 @@ def run_vllm(threads: str) -> list[dict]:
     from vllm.lora.request import LoRARequest
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from service.settings import Settings
+    from service.platform.settings import Settings
 
     s = Settings()
     engine = AsyncLLM.from_engine_args(

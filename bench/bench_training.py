@@ -52,8 +52,9 @@ def run_hf_trainer() -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
+    from service.platform.hardware import use_bf16
     from trainers.data_format import parse_jsonl
-    from trainers.lora_sft import _collate, use_bf16
+    from trainers.lora_sft import _collate
     from trainers.tokenization import tokenize_all
 
     torch.set_num_threads(CORES)
@@ -75,15 +76,15 @@ def run_hf_trainer() -> dict:
     tokens = [0]
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_step_begin(self, *a, **k):
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        def on_step_end(self, *a, **k):
             step_times.append(time.perf_counter() - self.t0)
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    def collate(batch):  # noqa: ANN001, ANN202
+    def collate(batch):
         out = _collate(batch, pad)
         tokens[0] += int(out["attention_mask"].sum())
         return out
@@ -111,6 +112,9 @@ def run_hf_trainer() -> dict:
 
 def run_recipe(stage: int) -> dict:
     """The service's recipe (DeepSpeed) in one process, without Ray or HTTP."""
+    from service.platform.net import free_port
+    from service.platform.settings import Settings
+    from service.platform.storage import ObjectStore, S3Credentials, start_embedded_s3, wait_for_store
     from service.protocol.fine_tuning import (
         DeepSpeedOptions,
         LoraOptions,
@@ -118,10 +122,7 @@ def run_recipe(stage: int) -> dict:
         ResourceOptions,
         TrainingSpec,
     )
-    from service.settings import Settings
-    from service.stack import free_port
-    from service.storage import ObjectStore, S3Credentials, start_embedded_s3, wait_for_store
-    from trainers.lora_sft import train
+    from trainers.lora_sft import LoRASFTRecipe
     from trainers.reporter import NullReporter
 
     settings = Settings(data_dir=Path(tempfile.mkdtemp()), s3_bucket="bench")
@@ -158,7 +159,7 @@ def run_recipe(stage: int) -> dict:
             checkpoint_prefix="c/",
         )
         reporter = NullReporter()
-        train(spec, store, reporter, upload=False)
+        LoRASFTRecipe(spec, store, reporter, upload=False).run()
         tps = [d["tokens_per_second"] for kind, d in reporter.events if kind == "metrics"]
         return {"tokens_per_second": statistics.median(tps[1:])}
     finally:

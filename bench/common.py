@@ -38,7 +38,7 @@ def percentile(values: list[float], q: float) -> float:
 @contextlib.contextmanager
 def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
     """A stack on a fresh data dir and a free port: (base URL, auth headers, data dir); stopped after."""
-    from service.stack import free_port
+    from service.platform.net import free_port
 
     data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}

@@ -1,9 +1,9 @@
-"""GPU check of the training recipe (`trainers.lora_sft.train`): the CUDA path of DeepSpeed + peft that the
-CPU machines never run. For a GPU machine without the stack (no S3, no Ray): the training data comes from a
-local folder, and the model is SmolLM2-135M's architecture with random weights (its weights are too large
-to carry), with the real tokenizer. For each ZeRO stage it trains LoRA r=8 in bf16 on the codeword chats,
-and checks that the loss falls, that the batches ran on the GPU, and that the saved adapter loads with peft
-and gives the trained model's loss. Prints one JSON line per stage and a table.
+"""GPU check of the training recipe (`trainers.lora_sft.LoRASFTRecipe`): the CUDA path of DeepSpeed + peft
+that the CPU machines never run. For a GPU machine without the stack (no S3, no Ray): the training data comes
+from a local folder, and the model is SmolLM2-135M's architecture with random weights (its weights are too
+large to carry), with the real tokenizer. For each ZeRO stage it trains LoRA r=8 in bf16 on the codeword
+chats, and checks that the loss falls, that the batches ran on the GPU, and that the saved adapter loads with
+peft and gives the trained model's loss. Prints one JSON line per stage and a table.
 
     python bench/gpu_training_check.py --tokenizer DIR --out DIR     # DIR: config.json + tokenizer files
 
@@ -74,7 +74,7 @@ def build_model(tokenizer_dir: Path, out: Path) -> Path:
     return path
 
 
-def spec_for(stage: int, model: Path, data: bytes):  # noqa: ANN201
+def spec_for(stage: int, model: Path, data: bytes):
     from service.protocol.fine_tuning import TrainingSpec
 
     return TrainingSpec.model_validate(
@@ -132,7 +132,7 @@ def main() -> None:
     import torch
     import torch.distributed as dist
 
-    from trainers.lora_sft import train
+    from trainers.lora_sft import LoRASFTRecipe
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokenizer", type=Path, required=True)
@@ -156,7 +156,7 @@ def main() -> None:
         recorder = Recorder()
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        result = train(spec_for(stage, model, data), store, recorder)
+        result = LoRASFTRecipe(spec_for(stage, model, data), store, recorder).run()
         seconds = time.perf_counter() - start
         losses = [r["train_loss"] for r in recorder.rows if "tokens_per_second" in r]
         speeds = sorted(r["tokens_per_second"] for r in recorder.rows if "tokens_per_second" in r)

@@ -1,8 +1,9 @@
-"""The Ray Serve application of a stack: the API ingress (`service.app.create_app`) and vLLM deployments."""
+"""The Ray Serve application of a stack: the API ingress (`service.api.app.create_app`) and vLLM
+deployments."""
 
 from __future__ import annotations
 
-from service.settings import Settings
+from service.platform.settings import Settings
 
 INGRESS_NAME = "api"
 
@@ -31,7 +32,7 @@ def serving_probe() -> str:
     return ", ".join(f"{name}: {app.status.value}" for name, app in apps.items())
 
 
-def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Application
+def build_application(settings: Settings):  # a Ray Serve Application
     """The application bound with fully resolved settings: the API ingress and, for every served base model,
     a vLLM deployment (deploy.llm) whose handle the ingress gets. The FastAPI app is built on the replica."""
     from ray import serve
@@ -51,11 +52,11 @@ def build_application(settings: Settings):  # noqa: ANN201 - a Ray Serve Applica
         def __init__(self, llm_handles: dict) -> None:
             self.llm_handles = llm_handles
 
-        def __serve_build_asgi_app__(self):  # noqa: ANN204 - evaluated in the replica process
+        def __serve_build_asgi_app__(self):  # evaluated in the replica process
             from deploy.llm import ServeLLMEngine
             from deploy.tasks import RayTaskRunner
-            from service.app import create_app
-            from service.jobs.launcher import RayJobLauncher
+            from service.api.app import create_app
+            from service.fine_tuning.launcher import RayJobLauncher
 
             launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
             engine = ServeLLMEngine(self.llm_handles)

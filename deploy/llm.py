@@ -1,9 +1,9 @@
 """vLLM behind Ray Serve: one Ray Serve LLM deployment per served base model, with multi-LoRA.
 
 Adapters are loaded by Ray Serve LLM on first use from `s3://<bucket>/adapters/<base>/<name>/` (the layout
-fine-tuning jobs write, see `service.jobs.service.adapter_prefix`): a model fine-tuned while the stack runs is
-served on its first request. The API's ingress calls these deployments through `ServeLLMEngine`; it has
-already checked the caller's tenant and the adapter's files (`service.adapters`).
+fine-tuning jobs write, see `service.fine_tuning.service.adapter_prefix`): a model fine-tuned while the stack
+runs is served on its first request. The API's ingress calls these deployments through `ServeLLMEngine`; it
+has already checked the caller's tenant and the adapter's files (`service.models.adapters`).
 
 Ray Serve LLM's own OpenAI ingress is not used: ours does authentication and tenancy, and calls the
 `LLMServer` handles the way that ingress does (`ray.llm._internal.serve.core.ingress.ingress`; internal
@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 
-from service.errors import ApiError
-from service.inference import Endpoint, EngineResult
-from service.registry import ResolvedModel
-from service.settings import Settings
-from service.storage import store_credentials
+from service.inference.engine import Endpoint, EngineResult
+from service.models.registry import ResolvedModel
+from service.platform.errors import ApiError, root_cause
+from service.platform.hardware import cpu_has_bf16
+from service.platform.settings import Settings
+from service.platform.storage import store_credentials
 
 GIB = 1024**3
 CPU_KV_CACHE_GIB = 1.0
@@ -27,12 +28,8 @@ CPU_KV_CACHE_GIB = 1.0
 
 def engine_env(settings: Settings) -> dict[str, str]:
     """Environment of the vLLM replicas: the object store for LoRA downloads, and CPU thread binding."""
-    creds = store_credentials(settings)
     env = {
-        "AWS_ENDPOINT_URL": creds.endpoint_url,
-        "AWS_ACCESS_KEY_ID": creds.access_key_id,
-        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
-        "AWS_DEFAULT_REGION": settings.s3_region,
+        **store_credentials(settings).as_env(),
         # Adapters and engine logs; keep the many per-request INFO lines out of the worker logs.
         "VLLM_LOGGING_LEVEL": "WARNING",
     }
@@ -52,7 +49,7 @@ def cpu_binding_env(threads: str, cores: int) -> dict[str, str]:
     return {"VLLM_CPU_OMP_THREADS_BIND": threads, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
-def llm_config(settings: Settings, name: str, path: str):  # noqa: ANN201 - ray.serve.llm.LLMConfig
+def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLMConfig
     """The LLMConfig of base model `name` (a local HF folder) with LoRA from the object store."""
     from ray.serve.llm import LLMConfig
 
@@ -87,17 +84,10 @@ def llm_config(settings: Settings, name: str, path: str):  # noqa: ANN201 - ray.
 def serving_dtype(settings: Settings) -> str:
     if settings.serving_dtype != "auto":
         return settings.serving_dtype
-    return "bfloat16" if settings.serving_gpu or _cpu_has_bf16() else "float32"
+    return "bfloat16" if settings.serving_gpu or cpu_has_bf16() else "float32"
 
 
-def _cpu_has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in open("/proc/cpuinfo").read()  # noqa: SIM115 - one read
-    except OSError:
-        return False
-
-
-def server_class():  # noqa: ANN201 - a subclass of ray.serve.llm.LLMServer (imported lazily: vLLM is heavy)
+def server_class():  # a subclass of ray.serve.llm.LLMServer (imported lazily: vLLM is heavy)
     """Ray Serve LLM's server, with adapter loading made safe for concurrent first requests, plus a report
     of its engine's load for /health and the tests."""
     import asyncio
@@ -166,7 +156,7 @@ class ServeLLMEngine:
             raise ApiError(502, f"The engine of '{model.id}' returned nothing.") from None
         except Exception as exc:  # a replica error: an adapter vLLM failed to load, an engine crash
             raise ApiError(
-                502, f"The engine of '{model.id}' failed: {_root_cause(exc)}", code="engine_error"
+                502, f"The engine of '{model.id}' failed: {root_cause(exc)}", code="engine_error"
             ) from None
         head = first[0] if isinstance(first, list) else first
         if _is_error(head):
@@ -176,7 +166,7 @@ class ServeLLMEngine:
         return _openai_json_wrapper(_chain(first, stream))
 
 
-def _parse(endpoint: Endpoint, body: dict):  # noqa: ANN202 - a vLLM request object
+def _parse(endpoint: Endpoint, body: dict):  # a vLLM request object
     """vLLM's own request model, so that every field is validated exactly as vLLM's server would."""
     from pydantic import ValidationError
     from ray.llm._internal.serve.core.configs.openai_api_models import (
@@ -203,10 +193,3 @@ async def _chain(first: object, rest: AsyncIterator) -> AsyncIterator:
     yield first
     async for item in rest:
         yield item
-
-
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__

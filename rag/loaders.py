@@ -50,7 +50,7 @@ def _text(data: bytes) -> list[Section]:
         raise LoadError(f"not UTF-8 text (byte {exc.start})") from None
 
 
-def _with_temp_file(data: bytes, suffix: str, loader_cls):  # noqa: ANN001, ANN202
+def _with_temp_file(data: bytes, suffix: str, loader_cls):
     """LangChain's loaders read paths: hand them a temporary file."""
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
         tmp.write(data)

@@ -1,8 +1,8 @@
 """Supervised LoRA fine-tuning with DeepSpeed ZeRO: the recipe that runs on every Ray Train worker.
 
-Reads top to bottom: load data, load the model with a LoRA adapter, wrap it in DeepSpeed, loop over
-epochs and steps (reporting metrics from rank 0), evaluate and checkpoint each epoch, and upload the
-final adapter with its manifest. `train()` also runs outside Ray (one process) for tests and benches.
+`LoRASFTRecipe` reads top to bottom: setup (data, the model with a LoRA adapter, DeepSpeed), train (epochs
+and steps, metrics reported from rank 0; validation and a checkpoint each epoch), save the final adapter
+with its manifest. It also runs outside Ray (one process) for tests and benches.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.protocol.fine_tuning import TrainingSpec
-from service.storage import ObjectStore
+from service.platform.hardware import use_bf16
+from service.platform.net import free_port
+from service.platform.storage import ObjectStore, S3Credentials
+from service.protocol.fine_tuning import JobContext, TrainingSpec
 from trainers.batching import epoch_batches, shard, steps_per_epoch
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
@@ -38,130 +41,191 @@ class RunResult:
     tokens_per_second: float = 0.0
 
 
-def train(
-    spec: TrainingSpec,
-    store: ObjectStore,
-    reporter: Reporter,
-    *,
-    rank: int = 0,
-    world: int = 1,
-    upload: bool = True,
-) -> RunResult:
-    import deepspeed
-    import torch
-    import torch.distributed as dist
+class LoRASFTRecipe:
+    """Supervised LoRA fine-tuning in torchtune's shape: `setup` loads data, model and optimizer, `train` runs
+    the epochs, `evaluate` measures validation loss, `save_checkpoint` writes an adapter. `run` does all."""
 
-    threads = spec.resources.cpus_per_worker
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    _seed_everything(spec.seed)
-    _ensure_process_group()
+    def __init__(
+        self,
+        spec: TrainingSpec,
+        store: ObjectStore,
+        reporter: Reporter,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        upload: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.reporter = reporter
+        self.rank = rank
+        self.world = world
+        self.upload = upload
+        self.result = RunResult()
 
-    tokenizer = _load_tokenizer(spec.base_model_path)
-    train_set = _load_examples(store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length)
-    valid_set = (
-        _load_examples(store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length)
-        if spec.validation_key
-        else []
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    def run(self) -> RunResult:
+        self.setup()
+        self.train()
+        if self.upload:
+            self.save_checkpoint(
+                self.spec.adapter_prefix, manifest=_manifest(self.spec, self.result, self.world)
+            )
+        return self.result
 
-    model = _load_lora_model(spec)
-    hp = spec.hyperparameters
-    micro_batch = max(1, math.ceil(hp.batch_size / world))
-    per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
-    total_steps = per_epoch * hp.n_epochs
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate, weight_decay=0.0
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps))
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=_deepspeed_config(spec, micro_batch)
-    )
+    def setup(self) -> None:
+        import deepspeed
+        import torch
 
-    nodes = _gather_hosts(dist)
-    if rank == 0:
-        reporter.started(
-            f"Training started: {len(train_set)} examples, {hp.n_epochs} epochs, {total_steps} steps, "
-            f"{world} worker(s) on {', '.join(sorted(set(nodes)))}, ZeRO stage {spec.deepspeed.stage}, "
-            f"{_dtype_name(model)}"
+        spec = self.spec
+        threads = spec.resources.cpus_per_worker
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        _seed_everything(spec.seed)
+        _ensure_process_group()
+
+        tokenizer = _load_tokenizer(spec.base_model_path)
+        self.train_set = _load_examples(
+            self.store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length
         )
-    result = RunResult()
-    lengths = [len(t.input_ids) for t in train_set]
-    step = 0
-    for epoch in range(hp.n_epochs):
+        self.valid_set = (
+            _load_examples(
+                self.store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length
+            )
+            if spec.validation_key
+            else []
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model = _load_lora_model(spec)
+        hp = spec.hyperparameters
+        self.micro_batch = max(1, math.ceil(hp.batch_size / self.world))
+        self.total_steps = steps_per_epoch(len(self.train_set), hp.batch_size) * hp.n_epochs
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate, weight_decay=0.0
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(self.total_steps))
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=_deepspeed_config(spec, self.micro_batch),
+        )
+        nodes = _gather_hosts()
+        if self.rank == 0:
+            self.reporter.started(
+                f"Training started: {len(self.train_set)} examples, {hp.n_epochs} epochs, {self.total_steps} "
+                f"steps, {self.world} worker(s) on {', '.join(sorted(set(nodes)))}, ZeRO stage "
+                f"{spec.deepspeed.stage}, {_dtype_name(model)}"
+            )
+
+    def train(self) -> None:
+        spec, engine, result = self.spec, self.engine, self.result
+        lengths = [len(t.input_ids) for t in self.train_set]
+        step = 0
+        for epoch in range(spec.hyperparameters.n_epochs):
+            engine.train()
+            for batch in epoch_batches(lengths, spec.hyperparameters.batch_size, spec.seed, epoch):
+                t0 = time.perf_counter()
+                examples = [self.train_set[i] for i in shard(batch, self.rank, self.world)]
+                inputs = _collate(examples, self.pad_id, engine.device)
+                loss = engine(**inputs).loss
+                engine.backward(loss)
+                engine.step()
+                step += 1
+                n_tokens = int(inputs["attention_mask"].sum())
+                n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+                totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], engine.device)
+                elapsed = time.perf_counter() - t0
+                train_loss = totals[0] / max(totals[1], 1)
+                result.trained_tokens += int(totals[2])
+                result.loss_curve.append((step, train_loss))
+                result.tokens_per_second = totals[2] / elapsed
+                self._report(
+                    step,
+                    epoch,
+                    train_loss=train_loss,
+                    learning_rate=self.scheduler.get_last_lr()[0],
+                    tokens_per_second=round(totals[2] / elapsed, 1),
+                )
+            epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
+            if self.valid_set:
+                valid_loss = self.evaluate()
+                result.valid_losses.append((step, valid_loss))
+                epoch_metrics["valid_loss"] = valid_loss
+                self._report(step, epoch, train_loss=epoch_metrics["train_loss"], valid_loss=valid_loss)
+            if self.upload:
+                key = f"{spec.checkpoint_prefix}step-{step}/"
+                self.save_checkpoint(key)
+                if self.rank == 0:
+                    self.reporter.checkpoint(step, key, epoch_metrics)
+        result.steps = step
+
+    def evaluate(self) -> float:
+        """Mean token loss over the validation set, summed over the workers."""
+        import torch
+
+        engine = self.engine
+        engine.eval()
+        total = [0.0, 0.0]
+        indices = list(range(len(self.valid_set)))
+        mine = shard(indices, self.rank, self.world) if len(indices) >= self.world else indices[:1]
+        with torch.no_grad():
+            for start in range(0, len(mine), self.micro_batch):
+                examples = [self.valid_set[i] for i in mine[start : start + self.micro_batch]]
+                inputs = _collate(examples, self.pad_id, engine.device)
+                n = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+                total[0] += engine(**inputs).loss.item() * n
+                total[1] += n
         engine.train()
-        for batch in epoch_batches(lengths, hp.batch_size, spec.seed, epoch):
-            t0 = time.perf_counter()
-            inputs = _collate([train_set[i] for i in shard(batch, rank, world)], pad_id, engine.device)
-            loss = engine(**inputs).loss
-            engine.backward(loss)
-            engine.step()
-            step += 1
-            n_tokens = int(inputs["attention_mask"].sum())
-            n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-            totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], dist, engine.device)
-            elapsed = time.perf_counter() - t0
-            train_loss = totals[0] / max(totals[1], 1)
-            result.trained_tokens += int(totals[2])
-            result.loss_curve.append((step, train_loss))
-            result.tokens_per_second = totals[2] / elapsed
-            if rank == 0:
-                reporter.metrics(
-                    {
-                        "step": step,
-                        "total_steps": total_steps,
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss,
-                        "learning_rate": scheduler.get_last_lr()[0],
-                        "tokens_per_second": round(totals[2] / elapsed, 1),
-                        "trained_tokens": result.trained_tokens,
-                    }
-                )
-        epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
-        if valid_set:
-            valid_loss = _evaluate(engine, valid_set, rank, world, micro_batch, pad_id, dist)
-            result.valid_losses.append((step, valid_loss))
-            epoch_metrics["valid_loss"] = valid_loss
-            if rank == 0:
-                reporter.metrics(
-                    {
-                        "step": step,
-                        "total_steps": total_steps,
-                        "epoch": epoch + 1,
-                        "train_loss": epoch_metrics["train_loss"],
-                        "valid_loss": valid_loss,
-                        "trained_tokens": result.trained_tokens,
-                    }
-                )
-        if upload:
-            key = f"{spec.checkpoint_prefix}step-{step}/"
-            _save_adapter(engine, spec, store, key, rank, manifest=None)
-            if rank == 0:
-                reporter.checkpoint(step, key, epoch_metrics)
-    result.steps = step
-    if upload:
-        _save_adapter(engine, spec, store, spec.adapter_prefix, rank, manifest=_manifest(spec, result, world))
-    return result
+        summed = _all_reduce_sum(total, engine.device)
+        return summed[0] / max(summed[1], 1)
+
+    def save_checkpoint(self, prefix: str, manifest: dict | None = None) -> None:
+        """Gather the LoRA weights (ZeRO-3 partitions them) and upload them from rank 0 in PEFT format."""
+        import deepspeed
+
+        trainable = [p for p in self.engine.module.parameters() if p.requires_grad]
+        gather = (
+            deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
+            if self.spec.deepspeed.stage == 3
+            else nullcontext()
+        )
+        with gather:
+            if self.rank != 0:
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                self.engine.module.save_pretrained(tmp)
+                if manifest is not None:
+                    Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
+                self.store.put_folder(prefix, tmp)
+
+    def _report(self, step: int, epoch: int, **metrics: float) -> None:
+        if self.rank == 0:
+            self.reporter.metrics(
+                {
+                    "step": step,
+                    "total_steps": self.total_steps,
+                    "epoch": epoch + 1,
+                    **metrics,
+                    "trained_tokens": self.result.trained_tokens,
+                }
+            )
 
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point: rank and world size from Ray, the reporter actor from the driver."""
     import ray.train
 
-    from service.jobs.launcher import JobContext
     from trainers.reporter import ActorReporter, NullReporter
 
     context = JobContext.model_validate(config["context"])
     train_ctx = ray.train.get_context()
     rank = train_ctx.get_world_rank()
     reporter = ActorReporter(config["reporter"]) if rank == 0 else NullReporter()
-    train(context.spec, store_from_context(context), reporter, rank=rank, world=train_ctx.get_world_size())
+    store = store_from_context(context)
+    LoRASFTRecipe(context.spec, store, reporter, rank=rank, world=train_ctx.get_world_size()).run()
 
 
-def store_from_context(context) -> ObjectStore:  # noqa: ANN001 - JobContext
-    from service.storage import S3Credentials
-
+def store_from_context(context: JobContext) -> ObjectStore:
     creds = S3Credentials(
         context.s3_endpoint_url, context.s3_access_key_id, context.s3_secret_access_key, context.s3_region
     )
@@ -187,8 +251,6 @@ def _ensure_process_group() -> None:
 
     if dist.is_initialized():
         return
-    from service.stack import free_port
-
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(free_port()))
     os.environ.setdefault("RANK", "0")
@@ -197,36 +259,19 @@ def _ensure_process_group() -> None:
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def _load_tokenizer(path: str):  # noqa: ANN202
+def _load_tokenizer(path: str):  # a Hugging Face tokenizer
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
 
 
 def _load_examples(
-    store: ObjectStore,
-    tokenizer,
-    key: str,
-    sha256: str | None,  # noqa: ANN001
-    max_seq_length: int,
+    store: ObjectStore, tokenizer, key: str, sha256: str | None, max_seq_length: int
 ) -> list[TokenizedExample]:
     return tokenize_all(tokenizer, parse_jsonl(store.get_bytes(key, sha256=sha256)), max_seq_length)
 
 
-def use_bf16() -> bool:
-    """bf16 where the hardware has it: CUDA with bf16, or a CPU with AVX-512 BF16 / AMX (2x fp32 here)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _load_lora_model(spec: TrainingSpec):  # noqa: ANN202 - a PeftModel
+def _load_lora_model(spec: TrainingSpec):  # a PeftModel
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -244,7 +289,7 @@ def _load_lora_model(spec: TrainingSpec):  # noqa: ANN202 - a PeftModel
     return get_peft_model(model, lora)
 
 
-def _dtype_name(model) -> str:  # noqa: ANN001
+def _dtype_name(model) -> str:
     return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
@@ -260,7 +305,7 @@ def _deepspeed_config(spec: TrainingSpec, micro_batch: int) -> dict:
     }
 
 
-def _lr_lambda(total_steps: int):  # noqa: ANN202
+def _lr_lambda(total_steps: int) -> Callable[[int], float]:
     warmup = max(1, int(total_steps * WARMUP_FRACTION))
 
     def factor(step: int) -> float:
@@ -288,8 +333,10 @@ def _collate(examples: list[TokenizedExample], pad_id: int, device: object = "cp
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def _gather_hosts(dist) -> list[str]:  # noqa: ANN001
+def _gather_hosts() -> list[str]:
     """The node address of every rank (to show where the workers run)."""
+    import torch.distributed as dist
+
     host = os.environ.get("RAY_NODE_IP_ADDRESS") or _node_ip()
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return [host]
@@ -311,9 +358,10 @@ def _node_ip() -> str:
     return socket.gethostname()
 
 
-def _all_reduce_sum(values: list[float], dist, device: object = "cpu") -> list[float]:  # noqa: ANN001
+def _all_reduce_sum(values: list[float], device: object = "cpu") -> list[float]:
     """Summed over the workers; on `device`, since NCCL reduces only CUDA tensors."""
     import torch
+    import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -321,53 +369,8 @@ def _all_reduce_sum(values: list[float], dist, device: object = "cpu") -> list[f
     return t.tolist()
 
 
-def _evaluate(engine, examples, rank: int, world: int, micro_batch: int, pad_id: int, dist) -> float:  # noqa: ANN001
-    import torch
-
-    engine.eval()
-    total = [0.0, 0.0]
-    indices = list(range(len(examples)))
-    mine = shard(indices, rank, world) if len(indices) >= world else indices[:1]
-    with torch.no_grad():
-        for start in range(0, len(mine), micro_batch):
-            inputs = _collate([examples[i] for i in mine[start : start + micro_batch]], pad_id, engine.device)
-            n = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-            total[0] += engine(**inputs).loss.item() * n
-            total[1] += n
-    engine.train()
-    summed = _all_reduce_sum(total, dist, engine.device)
-    return summed[0] / max(summed[1], 1)
-
-
-def _save_adapter(
-    engine,
-    spec: TrainingSpec,
-    store: ObjectStore,
-    prefix: str,
-    rank: int,  # noqa: ANN001
-    manifest: dict | None,
-) -> None:
-    """Gather the LoRA weights (ZeRO-3 partitions them) and upload them from rank 0 in PEFT format."""
-    import deepspeed
-
-    trainable = [p for p in engine.module.parameters() if p.requires_grad]
-    gather = (
-        deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
-        if spec.deepspeed.stage == 3
-        else nullcontext()
-    )
-    with gather:
-        if rank != 0:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.module.save_pretrained(tmp)
-            if manifest is not None:
-                Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
-            store.put_folder(prefix, tmp)
-
-
 def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
-    from service import __version__
+    from importlib.metadata import version
 
     return {
         "fine_tuned_model": spec.fine_tuned_model,
@@ -375,7 +378,7 @@ def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
         "job_id": spec.job_id,
         "tenant": spec.tenant,
         "created_at": int(time.time()),
-        "tuneserve_version": __version__,
+        "tuneserve_version": version("tuneserve"),
         "dataset": {
             "training_file": spec.training_file,
             "training_sha256": spec.training_sha256,

@@ -28,13 +28,13 @@ class TokenizedExample:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def tokenize_example(tokenizer, example: Example) -> TokenizedExample:  # noqa: ANN001 - HF tokenizer
+def tokenize_example(tokenizer, example: Example) -> TokenizedExample:  # HF tokenizer
     if example.is_chat:
         return _tokenize_chat(tokenizer, example)
     return _tokenize_prompt_completion(tokenizer, example)
 
 
-def tokenize_all(tokenizer, examples: list[Example], max_seq_length: int) -> list[TokenizedExample]:  # noqa: ANN001
+def tokenize_all(tokenizer, examples: list[Example], max_seq_length: int) -> list[TokenizedExample]:
     """Tokenize every example; an example longer than max_seq_length is an error naming its line."""
     out = []
     for ex in examples:
@@ -49,11 +49,11 @@ def tokenize_all(tokenizer, examples: list[Example], max_seq_length: int) -> lis
     return out
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:  # noqa: ANN001
+def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _tokenize_chat(tokenizer, example: Example) -> TokenizedExample:  # noqa: ANN001
+def _tokenize_chat(tokenizer, example: Example) -> TokenizedExample:
     messages = [{"role": m.role, "content": m.content} for m in example.messages]
     spans: list[tuple[int, int]] = []
     for i, m in enumerate(example.messages):
@@ -73,7 +73,7 @@ def _tokenize_chat(tokenizer, example: Example) -> TokenizedExample:  # noqa: AN
     return TokenizedExample(example.line, list(enc["input_ids"]), labels)
 
 
-def _tokenize_prompt_completion(tokenizer, example: Example) -> TokenizedExample:  # noqa: ANN001
+def _tokenize_prompt_completion(tokenizer, example: Example) -> TokenizedExample:
     prompt = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
     completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -183,3 +183,18 @@ class JobCheckpoint(BaseModel):
     fine_tuning_job_id: str
     metrics: dict
     step_number: int
+
+
+JOB_CONTEXT_ENV = "TS_JOB_CONTEXT"
+
+
+class JobContext(BaseModel):
+    """What a training driver receives: the spec, and where to read and write."""
+
+    spec: TrainingSpec
+    database_url: str
+    s3_endpoint_url: str | None
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_region: str
+    s3_bucket: str

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.db import Database, FineTunedModelRow
-from service.jobs.service import adapter_prefix
-from service.settings import DEFAULT_BASE_MODEL, Settings
-from service.storage import ObjectStore, S3Credentials, store_credentials
+from service.fine_tuning.service import adapter_prefix
+from service.platform.db import Database, FineTunedModelRow
+from service.platform.settings import DEFAULT_BASE_MODEL, Settings
+from service.platform.storage import ObjectStore, S3Credentials, store_credentials
 from tests.integration.conftest import MODELS_DIR, RunningStack
 
 BASE_PATH = MODELS_DIR / DEFAULT_BASE_MODEL

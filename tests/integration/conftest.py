@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.stack import free_port
+from service.platform.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Base models are built once by `make setup` and shared by every test data dir.

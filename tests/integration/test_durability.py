@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.conftest import make_stack
 from tests.integration.test_fine_tuning import DATA, _wait
 

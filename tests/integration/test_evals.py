@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from evals import suites
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.conftest import MODELS_DIR, REPO, RunningStack
 
 BASE = DEFAULT_BASE_MODEL
@@ -43,7 +43,7 @@ def post(stack: RunningStack, path: str, body: dict, key: str | None = None) -> 
     return httpx.post(stack.base_url + path, json=body, headers=headers, timeout=60)
 
 
-def wait_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 300):  # noqa: ANN201
+def wait_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while (run := client.evals.runs.retrieve(run_id, eval_id=eval_id)).status in ("queued", "in_progress"):
         assert time.monotonic() < deadline, run
@@ -218,7 +218,7 @@ def test_items_from_an_uploaded_file_and_json_graders(client: openai.OpenAI) -> 
 
 
 def test_bad_input_is_refused_before_anything_runs(client: openai.OpenAI, stack: RunningStack) -> None:
-    def refused(status: int, fn, *args, **kw) -> dict:  # noqa: ANN001
+    def refused(status: int, fn, *args, **kw) -> dict:
         with pytest.raises(openai.APIStatusError) as err:
             fn(*args, **kw)
         assert err.value.status_code == status, err.value.body

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.adapters import store_of
 from tests.integration.conftest import MODELS_DIR, RunningStack, process_cmdlines
 
@@ -31,7 +31,7 @@ def tenant_client(stack: RunningStack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
 
 
-def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):  # noqa: ANN202
+def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):
     deadline = time.monotonic() + timeout
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)
@@ -41,7 +41,7 @@ def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 
         time.sleep(1)
 
 
-def _greedy(model, tokenizer, question: str) -> str:  # noqa: ANN001
+def _greedy(model, tokenizer, question: str) -> str:
     import torch
 
     ids = tokenizer.apply_chat_template(
@@ -281,14 +281,14 @@ def _training_processes() -> list[str]:
     return [
         cmd[:80]
         for cmd in process_cmdlines().values()
-        if "trainers.run_job" in cmd or "RayTrainWorker" in cmd
+        if "service.fine_tuning.driver" in cmd or "RayTrainWorker" in cmd
     ]
 
 
 # Bad input: a precise 4xx, nothing started ----------------------------------------------------------
 
 
-def _upload(client: openai.OpenAI, content: bytes, purpose: str = "fine-tune", name: str = "d.jsonl"):  # noqa: ANN202
+def _upload(client: openai.OpenAI, content: bytes, purpose: str = "fine-tune", name: str = "d.jsonl"):
     return client.files.create(file=(name, content), purpose=purpose)
 
 

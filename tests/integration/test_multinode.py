@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import openai
 
-from service.settings import DEFAULT_BASE_MODEL
-from service.stack import free_port
+from service.platform.net import free_port
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.conftest import make_stack
 from tests.integration.test_fine_tuning import DATA, _wait
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.auth import KeyStore
-from service.db import Database
-from service.stack import free_port
+from service.platform.auth import KeyStore
+from service.platform.db import Database
+from service.platform.net import free_port
 
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
@@ -86,7 +86,7 @@ def test_migrate_and_keys_on_postgres(postgres_url: str) -> None:
 
 
 def test_wrong_postgres_url_is_a_clear_error() -> None:
-    from service.db import DatabaseError
+    from service.platform.db import DatabaseError
 
     db = Database(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x")
     with pytest.raises(DatabaseError, match="unusable"):

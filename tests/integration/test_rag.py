@@ -11,7 +11,7 @@ from pydoc_data.topics import topics
 import openai
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.conftest import RunningStack, make_stack
 
 STATEMENTS = ["pass", "break", "continue", "assert", "return", "raise", "del", "global", "import", "while"]
@@ -38,7 +38,7 @@ def upload(client: openai.OpenAI, name: str, data: bytes) -> str:
     return client.files.create(file=(name, data), purpose="assistants").id
 
 
-def wait(client: openai.OpenAI, store_id: str, timeout: float = 300):  # noqa: ANN201
+def wait(client: openai.OpenAI, store_id: str, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while (store := client.vector_stores.retrieve(store_id)).file_counts.in_progress:
         assert time.monotonic() < deadline, store.file_counts
@@ -240,7 +240,7 @@ def test_a_rag_eval_scores_retrieval_and_answers(client: openai.OpenAI, referenc
     assert item.sample.model_extra["citations"][0]["filename"].endswith(".txt")
 
 
-def test_a_restart_keeps_the_index(tmp_path) -> None:  # noqa: ANN001
+def test_a_restart_keeps_the_index(tmp_path) -> None:
     stack = make_stack(tmp_path / "rag-restart")
     stack.up()
     try:

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.adapters import make_adapter, register_adapter, store_of
 from tests.integration.conftest import RunningStack
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.conftest import RunningStack, make_stack, process_cmdlines
 
 
@@ -78,14 +78,14 @@ def test_two_stacks_with_different_data_dirs_run_side_by_side(stack: RunningStac
 
 def _stack_pids(data_dir: Path) -> list[int]:
     """Every process whose command line mentions this stack's data dir or Ray temp dir."""
-    from service.settings import Settings
-    from service.stack import ray_temp_dir
+    from service.platform.settings import Settings
+    from service.stack.supervisor import ray_temp_dir
 
     marks = (str(data_dir), ray_temp_dir(Settings(data_dir=data_dir)))
     return [pid for pid, cmd in process_cmdlines().items() if any(m in cmd for m in marks)]
 
 
-def _wait_until(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+def _wait_until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
-from service.stack import free_port
-from service.storage import (
+from service.platform.net import free_port
+from service.platform.settings import Settings
+from service.platform.storage import (
     ChecksumMismatch,
     ObjectNotFound,
     ObjectStore,
@@ -97,7 +97,7 @@ def test_unreachable_store_is_a_clear_error_fast() -> None:
 
 
 def test_wrong_credentials_name_the_settings(store: ObjectStore) -> None:
-    from service.storage import StoreError
+    from service.platform.storage import StoreError
 
     bad = ObjectStore(
         S3Credentials(store.credentials.endpoint_url, "wrong", "wrong", "us-east-1"), "tuneserve"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.fine_tuning import (
     DeepSpeedOptions,
     LoraOptions,
@@ -11,11 +12,10 @@ from service.protocol.fine_tuning import (
     ResourceOptions,
     TrainingSpec,
 )
-from service.settings import DEFAULT_BASE_MODEL
 from tests.integration.adapters import store_of
 from tests.integration.conftest import MODELS_DIR, RunningStack
 from tests.integration.test_fine_tuning import DATA
-from trainers.lora_sft import train
+from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
 
 
@@ -56,7 +56,7 @@ def test_same_seed_same_loss_curve_other_seed_another(dataset: tuple) -> None:
     runs = []
     for seed in (11, 11, 12):
         reporter = NullReporter()
-        train(spec_for(key, sha, seed), store, reporter, upload=False)
+        LoRASFTRecipe(spec_for(key, sha, seed), store, reporter, upload=False).run()
         runs.append(reporter.losses)
     assert len(runs[0]) == 2
     assert runs[0] == runs[1]
@@ -65,8 +65,8 @@ def test_same_seed_same_loss_curve_other_seed_another(dataset: tuple) -> None:
 
 def test_a_dataset_changed_after_validation_is_refused_by_the_worker(dataset: tuple) -> None:
     store, key, sha = dataset
-    from service.storage import ChecksumMismatch
+    from service.platform.storage import ChecksumMismatch
 
     store.put_bytes(key, b'{"prompt": "tampered", "completion": "x"}\n')  # not what the job validated
     with pytest.raises(ChecksumMismatch):
-        train(spec_for(key, sha, 1), store, NullReporter(), upload=False)
+        LoRASFTRecipe(spec_for(key, sha, 1), store, NullReporter(), upload=False).run()

@@ -1,4 +1,4 @@
-"""The adapter checks that keep a broken adapter away from the engine (service.adapters)."""
+"""The adapter checks that keep a broken adapter away from the engine (service.models.adapters)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.adapters import AdapterError, check_adapter_folder
+from service.models.adapters import AdapterError, check_adapter_folder
 
 
 def write_adapter(folder: Path, r: int = 8, **config: object) -> Path:
@@ -43,7 +43,7 @@ def test_a_good_adapter_passes(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_broken_adapters_are_named(tmp_path: Path, breakage, message: str) -> None:  # noqa: ANN001
+def test_broken_adapters_are_named(tmp_path: Path, breakage, message: str) -> None:
     folder = write_adapter(tmp_path)
     breakage(folder)
     with pytest.raises(AdapterError, match=message):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import DEFAULT_BASE_MODEL, Settings
+from service.api.app import create_app
+from service.platform.settings import DEFAULT_BASE_MODEL, Settings
 
 ADMIN = "ts-admin-test-key"
 
@@ -32,7 +32,7 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def assert_openai_error(resp, status: int, code: str | None = None) -> dict:  # noqa: ANN001
+def assert_openai_error(resp, status: int, code: str | None = None) -> dict:
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert set(body) == {"error"}
@@ -119,8 +119,7 @@ def test_admin_creates_tenant_keys_that_work_and_can_be_revoked(client: TestClie
 
 def test_keys_are_stored_hashed(client: TestClient) -> None:
     key = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
-    ctx = client.app.state.context
-    rows = ctx.keys.list()
+    rows = client.app.state.services.keys.list()
     assert rows and all(key not in (r.key_hash, r.prefix) for r in rows)
 
 

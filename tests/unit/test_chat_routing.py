@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.db import FineTunedModelRow
-from service.registry import ResolvedModel
-from service.settings import DEFAULT_BASE_MODEL
+from service.api.app import create_app
+from service.models.registry import ResolvedModel
+from service.platform.db import FineTunedModelRow
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.unit.test_api import ADMIN, assert_openai_error, auth, offline_settings
 
 MINE = f"{DEFAULT_BASE_MODEL}:mine-abc123"
@@ -49,18 +49,18 @@ def engine() -> FakeEngine:
 @pytest.fixture
 def client(tmp_path: Path, engine: FakeEngine) -> TestClient:
     app = create_app(offline_settings(tmp_path), engine=engine)
-    ctx = app.state.context
-    with ctx.db.session() as s:
+    services = app.state.services
+    with services.db.session() as s:
         s.add(
             FineTunedModelRow(
                 id=MINE, tenant_id="default", base_model=DEFAULT_BASE_MODEL, adapter_prefix="x/"
             )
         )
-    ctx.adapters._good.add(MINE)  # the adapter's files are checked in the integration tier
+    services.chat.adapters._good.add(MINE)  # the adapter's files are checked in the integration tier
     return TestClient(app)
 
 
-def chat(client: TestClient, key: str = ADMIN, **body: object):  # noqa: ANN201
+def chat(client: TestClient, key: str = ADMIN, **body: object):
     body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], **body}
     return client.post("/v1/chat/completions", json=body, headers=auth(key))
 

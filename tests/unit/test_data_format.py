@@ -36,7 +36,7 @@ def test_content_parts_are_joined() -> None:
     assert parse_jsonl(line(obj).encode())[0].messages[0].content == "ab"
 
 
-def test_an_open_binary_file_is_read_line_by_line(tmp_path) -> None:  # noqa: ANN001
+def test_an_open_binary_file_is_read_line_by_line(tmp_path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(line(CHAT) + "\n" + line(CHAT) + "\n")
     with path.open("rb") as f:

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service.db import session as db_session
-from service.db.session import Database, DatabaseError
+from service.platform.db import session as db_session
+from service.platform.db.session import Database, DatabaseError
 
 
 def test_migrate_creates_schema_and_uses_wal(tmp_path: Path) -> None:

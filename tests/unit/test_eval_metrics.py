@@ -15,7 +15,7 @@ from evals.summary import changed_items, criterion_results, empty_summary, fold
 from evals.templates import TemplateError, render, render_messages
 
 
-def grader(**spec):  # noqa: ANN003, ANN201
+def grader(**spec):
     return GRADERS.validate_python([{"name": "g", **spec}])[0]
 
 

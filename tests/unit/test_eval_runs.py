@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import DEFAULT_BASE_MODEL
+from service.api.app import create_app
+from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.unit.test_api import ADMIN, auth, offline_settings
 from tests.unit.test_chat_routing import FakeEngine
 
@@ -51,7 +51,7 @@ class FakeTasks:
         self.hang_after = hang_after
         self.seen: list[int] = []
 
-    async def run(self, fn, spec, batch, cpus: float = 1):  # noqa: ANN001, ANN201
+    async def run(self, fn, spec, batch, cpus: float = 1):
         if self.hang_after is not None and len(self.seen) >= self.hang_after * len(batch):
             await asyncio.Event().wait()
         self.seen += [i for i, _ in batch]
@@ -79,8 +79,8 @@ def make_client(tmp_path: Path, store: MemoryStore, tasks: FakeTasks) -> TestCli
         offline_settings(tmp_path, eval_batch_size=2, eval_concurrency=2),
         engine=FakeEngine({DEFAULT_BASE_MODEL}),
         tasks=tasks,
+        store=store,
     )
-    app.state.context.store = store
     return TestClient(app)
 
 
@@ -130,12 +130,12 @@ def test_a_run_resumes_after_a_restart_with_what_is_left(tmp_path: Path) -> None
             if client.get(path, headers=auth(ADMIN)).json()["progress"]["completed"] == 2:
                 break
             time.sleep(0.02)
-        keys = [k for k in client.app.state.context.keys.list() if k.name and k.name.startswith("eval-run:")]
+        keys = [k for k in client.app.state.services.keys.list() if k.name and k.name.startswith("eval-run:")]
         assert len(keys) == 1 and keys[0].revoked_at is None  # the run's key, live while it runs
     second = FakeTasks()
     with make_client(tmp_path, store, second) as client:
         run = wait(client, path, {"completed"})
-        keys = [k for k in client.app.state.context.keys.list() if k.name and k.name.startswith("eval-run:")]
+        keys = [k for k in client.app.state.services.keys.list() if k.name and k.name.startswith("eval-run:")]
     assert sorted(second.seen) == [2, 3, 4, 5]  # only what the first process had not stored
     assert run["result_counts"]["total"] == 6 and run["progress"] == {"completed": 6, "total": 6}
     assert all(k.revoked_at is not None for k in keys)  # the dead run's key and the finished run's

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.jobs import hyperparams
-from service.jobs.state import InvalidTransition, JobStatus, can_transition, check_transition
+from service.fine_tuning import hyperparams
+from service.fine_tuning.state import InvalidTransition, JobStatus, can_transition, check_transition
 from service.protocol.fine_tuning import FineTuningJobCreate, Hyperparameters
 from trainers.batching import epoch_batches, shard, steps_per_epoch
 

@@ -84,7 +84,7 @@ def test_loaders_read_each_type() -> None:
     assert [s.metadata["line"] for s in lines] == [1, 3]
 
 
-def test_pdf_and_docx_are_read(tmp_path) -> None:  # noqa: ANN001
+def test_pdf_and_docx_are_read(tmp_path) -> None:
     from docx import Document
     from fpdf import FPDF
 

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from service.db import Database, JobRow, Tenant
-from service.jobs.launcher import RunInfo
-from service.jobs.scheduler import MAX_ATTEMPTS, JobScheduler
-from service.jobs.state import JobStatus
-from service.jobs.store import JobStore
+from service.fine_tuning.launcher import RunInfo
+from service.fine_tuning.scheduler import MAX_ATTEMPTS, JobScheduler
+from service.fine_tuning.state import JobStatus
+from service.fine_tuning.store import JobStore
+from service.platform.db import Database, JobRow, Tenant
+from service.platform.settings import Settings
 from service.protocol.fine_tuning import (
     DeepSpeedOptions,
     LoraOptions,
@@ -16,7 +17,6 @@ from service.protocol.fine_tuning import (
     ResourceOptions,
     TrainingSpec,
 )
-from service.settings import Settings
 
 
 class FakeLauncher:
@@ -24,7 +24,7 @@ class FakeLauncher:
         self.runs: dict[str, RunInfo] = {}
         self.fail_submit = False
 
-    def submit(self, submission_id: str, context) -> None:  # noqa: ANN001
+    def submit(self, submission_id: str, context) -> None:
         if self.fail_submit:
             raise ConnectionError("dashboard down")
         assert context.spec.job_id in submission_id
@@ -41,7 +41,7 @@ class FakeLauncher:
 
 
 @pytest.fixture
-def env(tmp_path: Path):  # noqa: ANN201
+def env(tmp_path: Path):
     settings = Settings(
         data_dir=tmp_path,
         max_running_jobs_per_tenant=1,
@@ -97,7 +97,7 @@ def status(store: JobStore, job_id: str) -> str:
     return store.get(job_id).status
 
 
-def test_submits_in_order_within_each_tenants_limit(env) -> None:  # noqa: ANN001
+def test_submits_in_order_within_each_tenants_limit(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
     add_job(store, "j2", "a", 2)
@@ -111,7 +111,7 @@ def test_submits_in_order_within_each_tenants_limit(env) -> None:  # noqa: ANN00
     assert "j2-1" in launcher.runs
 
 
-def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:  # noqa: ANN001
+def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -126,7 +126,7 @@ def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:  # 
     assert job.status == "failed" and job.error["code"] == "job_lost"
 
 
-def test_a_run_that_died_without_a_result_fails_the_job_with_its_message(env) -> None:  # noqa: ANN001
+def test_a_run_that_died_without_a_result_fails_the_job_with_its_message(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
     scheduler.tick()
@@ -137,7 +137,7 @@ def test_a_run_that_died_without_a_result_fails_the_job_with_its_message(env) ->
     assert "MemoryError: out of memory" in job.error["message"]
 
 
-def test_the_drivers_own_result_is_kept(env) -> None:  # noqa: ANN001
+def test_the_drivers_own_result_is_kept(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
     scheduler.tick()
@@ -149,24 +149,24 @@ def test_the_drivers_own_result_is_kept(env) -> None:  # noqa: ANN001
     assert store.get("j1").error["message"] == "precise"
 
 
-def test_a_failed_submission_is_retried(env) -> None:  # noqa: ANN001
+def test_a_failed_submission_is_retried(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
     launcher.fail_submit = True
     scheduler.tick()
     assert store.get("j1").submission_id is None
-    assert any("dashboard down" in e.message for e in store.events("j1"))
+    assert any("dashboard down" in e.message for e in store.events("j1")[0])
     launcher.fail_submit = False
     scheduler.tick()
     assert store.get("j1").submission_id is not None
 
 
-def test_cancel_wins_over_a_late_success(env) -> None:  # noqa: ANN001
+def test_cancel_wins_over_a_late_success(env) -> None:
     _, store, _ = env
     add_job(store, "j1", "a", 1)
     store.transition("j1", JobStatus.RUNNING)
     assert store.transition("j1", JobStatus.CANCELLED)
-    from service.db import FineTunedModelRow
+    from service.platform.db import FineTunedModelRow
 
     assert not store.succeed(
         "j1", FineTunedModelRow(id="m:x", tenant_id="a", base_model="m", adapter_prefix="p"), 5

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import DEFAULT_BASE_MODEL, SettingsError, load_settings
+from service.platform.settings import DEFAULT_BASE_MODEL, SettingsError, load_settings
 
 
 def test_defaults_put_everything_under_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +64,7 @@ def test_external_store_is_not_embedded(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_readme_documents_every_setting() -> None:
-    from service.settings import ENV_PREFIX, Settings
+    from service.platform.settings import ENV_PREFIX, Settings
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [

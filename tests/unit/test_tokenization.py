@@ -11,7 +11,7 @@ MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-
 
 
 @pytest.fixture(scope="module")
-def tokenizer():  # noqa: ANN201
+def tokenizer():
     if not (MODEL / "tokenizer.json").exists():
         pytest.skip("base model not built; run `make setup`")
     from transformers import AutoTokenizer
@@ -19,13 +19,13 @@ def tokenizer():  # noqa: ANN201
     return AutoTokenizer.from_pretrained(MODEL)
 
 
-def trained_text(tokenizer, example) -> str:  # noqa: ANN001
+def trained_text(tokenizer, example) -> str:
     tok = tokenize_example(tokenizer, example)
     assert len(tok.input_ids) == len(tok.labels)
     return tokenizer.decode([t for t in tok.labels if t != IGNORE_INDEX])
 
 
-def test_only_assistant_turns_with_weight_are_trained(tokenizer) -> None:  # noqa: ANN001
+def test_only_assistant_turns_with_weight_are_trained(tokenizer) -> None:
     [ex] = parse_jsonl(
         b'{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"},'
         b' {"role": "assistant", "content": "Hello! PINEAPPLE"}, {"role": "user", "content": "again"},'
@@ -38,7 +38,7 @@ def test_only_assistant_turns_with_weight_are_trained(tokenizer) -> None:  # noq
     assert "skip me" in full and "Be brief." in full and "<|im_start|>assistant" in full
 
 
-def test_labels_equal_inputs_where_trained(tokenizer) -> None:  # noqa: ANN001
+def test_labels_equal_inputs_where_trained(tokenizer) -> None:
     [ex] = parse_jsonl(
         b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a b c"}]}'
     )
@@ -47,12 +47,12 @@ def test_labels_equal_inputs_where_trained(tokenizer) -> None:  # noqa: ANN001
     assert tok.labels[0] == IGNORE_INDEX and tok.n_trained > 0
 
 
-def test_prompt_completion_trains_completion_and_eos(tokenizer) -> None:  # noqa: ANN001
+def test_prompt_completion_trains_completion_and_eos(tokenizer) -> None:
     [ex] = parse_jsonl(b'{"prompt": "2+2=", "completion": " 4"}')
     assert trained_text(tokenizer, ex) == " 4" + tokenizer.eos_token
 
 
-def test_too_long_example_is_an_error_naming_its_line(tokenizer) -> None:  # noqa: ANN001
+def test_too_long_example_is_an_error_naming_its_line(tokenizer) -> None:
     short = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
     long = (
         b'{"messages": [{"role": "user", "content": "'

@@ -1,0 +1,1 @@
+"""HTTP: the composition root (`app.create_app`), dependencies, errors, one router per resource."""

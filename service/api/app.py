@@ -1,0 +1,111 @@
+"""create_app(settings) -> the FastAPI application; Ray Serve mounts it as the ingress.
+
+The composition root: every service is built here, once, and gets its collaborators through its
+constructor; routers find them in `app.state.services` (`service.api.deps`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.api.deps import HealthProbe, Services
+from service.api.errors import install_error_handlers
+from service.api.routes import admin, chat, evals, files, fine_tuning, health, models, vector_stores
+from service.evals.runs import EvalRunner
+from service.evals.service import EvalService
+from service.files.service import FileService
+from service.fine_tuning.evals import JobEvals
+from service.fine_tuning.launcher import Launcher
+from service.fine_tuning.scheduler import JobScheduler
+from service.fine_tuning.service import JobService, validate_training_file
+from service.fine_tuning.store import JobStore
+from service.inference.chat import ChatService
+from service.inference.engine import InferenceEngine
+from service.models.adapters import AdapterChecker
+from service.models.registry import ModelRegistry
+from service.platform.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
+from service.platform.db import Database
+from service.platform.settings import Settings
+from service.platform.storage import ObjectStore, store_credentials
+from service.platform.tasks import Background, TaskRunner, ThreadRunner
+from service.vector_stores.service import VectorStores
+
+DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
+
+Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape:
+`{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def create_app(
+    settings: Settings,
+    probes: dict[str, HealthProbe] | None = None,
+    launcher: Launcher | None = None,
+    engine: InferenceEngine | None = None,
+    tasks: TaskRunner | None = None,
+    store: ObjectStore | None = None,
+) -> FastAPI:
+    """Build the API for a stack whose object store endpoint is known (see `service.stack.supervisor`).
+
+    With a `launcher`, the app also runs the job scheduler in the background for as long as it lives; with
+    an `engine`, it answers chat and completions. `tasks` and `store` replace the defaults (a thread per
+    task, the settings' S3 store) where the caller has its own.
+    """
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    ensure_admin_tenant(db)
+    store = store or ObjectStore(store_credentials(settings), settings.s3_bucket)
+    tasks = tasks or ThreadRunner()
+    background = Background()
+    keys = KeyStore(db, resolve_admin_key(settings))
+    files_service = FileService(db, store, settings.max_file_bytes, {"fine-tune": validate_training_file})
+    adapters = AdapterChecker(store, settings.serving_max_lora_rank)
+    model_registry = ModelRegistry(settings, db, store, adapters)
+    stores = VectorStores(settings, db, store, files_service, tasks, background)
+    chat_service = ChatService(model_registry, adapters, stores, engine)
+    eval_service = EvalService(settings, db, store, files_service, model_registry, chat_service, stores)
+    eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
+    job_store = JobStore(db)
+    services = Services(
+        settings=settings,
+        db=db,
+        store=store,
+        keys=keys,
+        files=files_service,
+        models=model_registry,
+        vector_stores=stores,
+        chat=chat_service,
+        evals=eval_service,
+        eval_runs=eval_runner,
+        jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
+        launcher=launcher,
+        probes=dict(probes or {}),
+    )
+    scheduler = JobScheduler(settings, job_store, launcher) if launcher is not None else None
+    if scheduler is not None:
+        services.probes["jobs"] = scheduler.probe
+    job_evals = JobEvals(job_store, eval_service, eval_runner)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        background.attach(asyncio.get_running_loop())
+        await asyncio.to_thread(stores.resume)
+        await asyncio.to_thread(eval_runner.resume)
+        loops = [asyncio.create_task(job_evals.run_forever())]
+        if scheduler is not None:
+            loops.append(asyncio.create_task(scheduler.run_forever()))
+        yield
+        for task in loops:
+            task.cancel()
+
+    app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (health, models, chat, files, fine_tuning, vector_stores, evals, admin):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,77 @@
+"""FastAPI dependencies: the services the composition root built, and the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.evals.runs import EvalRunner
+from service.evals.service import EvalService
+from service.files.service import FileService
+from service.fine_tuning.launcher import Launcher
+from service.fine_tuning.service import JobService
+from service.inference.chat import ChatService
+from service.models.registry import ModelRegistry
+from service.platform.auth import KeyStore, Principal
+from service.platform.db import Database
+from service.platform.errors import ApiError
+from service.platform.settings import Settings
+from service.platform.storage import ObjectStore
+from service.vector_stores.service import VectorStores
+
+# A health probe returns a short status detail, or raises to say the component is down.
+HealthProbe = Callable[[], str]
+
+
+@dataclass
+class Services:
+    """Everything a route may call, built once by `service.api.app.create_app`."""
+
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    keys: KeyStore
+    files: FileService
+    models: ModelRegistry
+    vector_stores: VectorStores
+    chat: ChatService
+    evals: EvalService
+    eval_runs: EvalRunner
+    jobs: JobService
+    # Runs training jobs; None where nothing may train (unit tests).
+    launcher: Launcher | None = None
+    # Components only the runtime knows (Ray, serving, the scheduler): name -> probe.
+    probes: dict[str, HealthProbe] = field(default_factory=dict)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_principal(request: Request, services: Annotated[Services, Depends(get_services)]) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "Malformed Authorization header: expected 'Bearer <key>'.", code="invalid_api_key"
+        )
+    principal = services.keys.authenticate(token.strip())
+    if principal is None:
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return principal
+
+
+def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "This operation needs the admin API key.", code="admin_required")
+    return principal
+
+
+Svc = Annotated[Services, Depends(get_services)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+Admin = Annotated[Principal, Depends(get_admin)]

@@ -1,0 +1,54 @@
+"""Every error leaves the API in OpenAI's shape, with the right status code."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.platform.errors import ApiError
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    return JSONResponse(error_body(err.message, err.type, err.param, err.code), err.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map ApiError, HTTP errors, schema errors and crashes to OpenAI's error envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"Unknown route: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}"
+        return error_response(ApiError(exc.status_code, message, code=_code_for(exc.status_code)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return error_response(ApiError(422, message, param=param, code="invalid_value"))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            ApiError(500, f"Internal error: {type(exc).__name__}: {exc}", type="server_error")
+        )
+
+
+def _code_for(status: int) -> str | None:
+    return {404: "not_found", 405: "method_not_allowed"}.get(status)

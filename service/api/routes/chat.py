@@ -1,0 +1,41 @@
+"""POST /v1/chat/completions and /v1/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.api.deps import CurrentPrincipal, Svc
+from service.inference.engine import Endpoint
+from service.protocol.chat import ChatCompletionCreate, CompletionCreate, SamplingFields
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+@router.post("/chat/completions", response_model=None, summary="Create a chat completion")
+async def create_chat_completion(
+    body: ChatCompletionCreate, services: Svc, principal: CurrentPrincipal
+) -> JSONResponse | StreamingResponse:
+    """OpenAI's chat completions for a base model or one of the caller's fine-tuned models, streamed as
+    Server-Sent Events with `stream: true` (`stream_options.include_usage` adds a final usage chunk)."""
+    return await _generate("chat", body, services, principal.tenant)
+
+
+@router.post("/completions", response_model=None, summary="Create a completion")
+async def create_completion(
+    body: CompletionCreate, services: Svc, principal: CurrentPrincipal
+) -> JSONResponse | StreamingResponse:
+    """OpenAI's (legacy) completions; `echo` with `logprobs` scores the prompt's tokens, as evaluation
+    harnesses need for log-likelihoods."""
+    return await _generate("completions", body, services, principal.tenant)
+
+
+async def _generate(
+    endpoint: Endpoint, body: SamplingFields, services: Svc, tenant: str
+) -> JSONResponse | StreamingResponse:
+    payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
+    retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
+    result, _ = await services.chat.generate(endpoint, payload, tenant, retrieval)
+    if isinstance(result, dict):
+        return JSONResponse(result)
+    return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

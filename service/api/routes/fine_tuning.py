@@ -1,0 +1,76 @@
+"""/v1/fine_tuning/jobs: OpenAI's fine-tuning API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from service.api.deps import CurrentPrincipal, Svc
+from service.protocol.common import ListResponse
+from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobCheckpoint, JobEvent
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+@router.post("", response_model=FineTuningJob, summary="Create a fine-tuning job")
+def create_job(body: FineTuningJobCreate, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
+    """Validates the model, the files (every line, tokenized against `max_seq_length`) and the
+    hyperparameters before anything starts; `"auto"` values are resolved and recorded on the job."""
+    jobs = services.jobs
+    return jobs.to_api(jobs.create(principal.tenant, body))
+
+
+@router.get("", response_model=ListResponse[FineTuningJob], summary="List fine-tuning jobs")
+def list_jobs(
+    services: Svc,
+    principal: CurrentPrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ListResponse[FineTuningJob]:
+    rows, more = services.jobs.list(principal.tenant, after, limit)
+    return ListResponse[FineTuningJob].page([services.jobs.to_api(r) for r in rows], has_more=more)
+
+
+@router.get("/{job_id}", response_model=FineTuningJob, summary="Retrieve a fine-tuning job")
+def retrieve_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
+    return services.jobs.to_api(services.jobs.get(principal.tenant, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=FineTuningJob, summary="Cancel a fine-tuning job")
+def cancel_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
+    """Stops the job's Ray run; 409 if the job already finished."""
+    return services.jobs.to_api(services.jobs.cancel(principal.tenant, job_id))
+
+
+@router.get("/{job_id}/events", response_model=ListResponse[JobEvent], summary="List a job's events")
+def list_events(
+    job_id: str,
+    services: Svc,
+    principal: CurrentPrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    stream: bool = False,
+) -> ListResponse[JobEvent] | StreamingResponse:
+    """Newest first, paginated with `after`. With `stream=true`: a server-sent-event stream of every event,
+    oldest first, that follows the job live and ends when it finishes."""
+    jobs = services.jobs
+    jobs.get(principal.tenant, job_id)
+    if stream:
+        return StreamingResponse(
+            jobs.follow(job_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    rows, more = jobs.store.events(job_id, after, limit)
+    return ListResponse[JobEvent].page([jobs.event_to_api(r) for r in rows], has_more=more)
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListResponse[JobCheckpoint], summary="List checkpoints")
+def list_checkpoints(
+    job_id: str, services: Svc, principal: CurrentPrincipal, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> ListResponse[JobCheckpoint]:
+    """One checkpoint per epoch, newest first; each is a LoRA adapter in the object store."""
+    job = services.jobs.get(principal.tenant, job_id)
+    rows = services.jobs.store.checkpoints(job_id)
+    data = [services.jobs.checkpoint_to_api(job, r) for r in rows[:limit]]
+    return ListResponse[JobCheckpoint].page(data, has_more=len(rows) > limit)

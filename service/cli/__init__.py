@@ -1,0 +1,1 @@
+"""The `tuneserve` command: one module per command group, one client of the HTTP API."""

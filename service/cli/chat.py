@@ -1,0 +1,52 @@
+"""`tuneserve chat MODEL`: an interactive chat in the terminal that streams the model's tokens.
+
+Each line read is a user turn (a terminal gets a `you>` prompt; piped input works too); an empty line or
+end of input ends the chat. The conversation so far is sent with every turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from service.cli.client import ApiClient, command
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser("chat", help="chat with a model; streams its answers")
+    chat.add_argument("model", help="a base or fine-tuned model id (`GET /v1/models`)")
+    chat.add_argument("--system", help="a system message")
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.set_defaults(func=command(_chat))
+
+
+def _chat(api: ApiClient, args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty()
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    while True:
+        try:
+            line = input("you> " if interactive else "").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        body = {
+            "model": args.model,
+            "messages": messages,
+            "temperature": args.temperature,
+            "max_tokens": args.max_tokens,
+            "stream": True,
+        }
+        if interactive:
+            print(f"{args.model}> ", end="", flush=True)
+        answer = []
+        for event in api.events("POST", "/v1/chat/completions", json=body):
+            for choice in event.get("choices", []):
+                piece = choice.get("delta", {}).get("content") or ""
+                answer.append(piece)
+                print(piece, end="", flush=True)
+        print(flush=True)
+        messages.append({"role": "assistant", "content": "".join(answer)})
+    return 0

@@ -1,0 +1,125 @@
+"""`tuneserve files ...`, `tuneserve finetune ...`, `tuneserve jobs ...`: fine-tuning from the shell,
+with a progress bar that follows the job's event stream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from service.cli.client import ApiClient, command
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the commands to the main parser."""
+    files = sub.add_parser("files", help="upload and list files").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    up = files.add_parser("upload", help="upload a file")
+    up.add_argument("path", type=Path)
+    up.add_argument("--purpose", default="fine-tune")
+    up.set_defaults(func=command(lambda api, a: _print(_upload(api, a, a.path, a.purpose))))
+    files.add_parser("list", help="list files").set_defaults(
+        func=command(lambda api, a: _print(api.call("GET", "/v1/files")["data"]))
+    )
+
+    ft = sub.add_parser("finetune", help="fine-tune a model on a JSONL file and follow it")
+    ft.add_argument("--model", required=True, help="base model id (see `GET /v1/models`)")
+    ft.add_argument("--training-file", required=True, help="a local JSONL path or an uploaded file id")
+    ft.add_argument("--validation-file")
+    ft.add_argument("--suffix")
+    ft.add_argument("--epochs", type=int)
+    ft.add_argument("--batch-size", type=int)
+    ft.add_argument("--lr-multiplier", type=float)
+    ft.add_argument("--seed", type=int)
+    ft.add_argument("--detach", action="store_true", help="return once the job is created")
+    ft.set_defaults(func=command(_finetune))
+
+    jobs = sub.add_parser("jobs", help="fine-tuning jobs").add_subparsers(required=True, metavar="ACTION")
+    jobs.add_parser("list", help="list jobs").set_defaults(
+        func=command(
+            lambda api, a: _print([_summary(j) for j in api.call("GET", "/v1/fine_tuning/jobs")["data"]])
+        )
+    )
+    for name, help_text in [
+        ("show", "show a job"),
+        ("follow", "follow a job with a progress bar"),
+        ("cancel", "cancel a job"),
+    ]:
+        p = jobs.add_parser(name, help=help_text)
+        p.add_argument("job_id")
+        p.set_defaults(action=name)
+        p.set_defaults(func=command(_job_action))
+
+
+def _print(obj: object) -> int:
+    print(json.dumps(obj, indent=2))
+    return 0
+
+
+def _summary(job: dict) -> dict:
+    return {k: job.get(k) for k in ("id", "status", "model", "fine_tuned_model", "created_at", "error")}
+
+
+def _upload(api: ApiClient, args: argparse.Namespace, path: Path, purpose: str) -> dict:
+    with path.open("rb") as f:
+        return api.call("POST", "/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose})
+
+
+def _file_id(api: ApiClient, args: argparse.Namespace, value: str | None) -> str | None:
+    if value is None or value.startswith("file-"):
+        return value
+    return _upload(api, args, Path(value), "fine-tune")["id"]
+
+
+def _finetune(api: ApiClient, args: argparse.Namespace) -> int:
+    hyper = {
+        k: v
+        for k, v in {
+            "n_epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate_multiplier": args.lr_multiplier,
+        }.items()
+        if v is not None
+    }
+    body = {
+        "model": args.model,
+        "training_file": _file_id(api, args, args.training_file),
+        "validation_file": _file_id(api, args, args.validation_file),
+        "suffix": args.suffix,
+        "seed": args.seed,
+        "hyperparameters": hyper or None,
+    }
+    job = api.call("POST", "/v1/fine_tuning/jobs", json={k: v for k, v in body.items() if v is not None})
+    print(f"created {job['id']} ({job['status']})")
+    return 0 if args.detach else _follow(api, args, job["id"])
+
+
+def _job_action(api: ApiClient, args: argparse.Namespace) -> int:
+    path = f"/v1/fine_tuning/jobs/{args.job_id}"
+    if args.action == "show":
+        return _print(api.call("GET", path))
+    if args.action == "cancel":
+        return _print(_summary(api.call("POST", path + "/cancel")))
+    return _follow(api, args, args.job_id)
+
+
+def _follow(api: ApiClient, args: argparse.Namespace, job_id: str) -> int:
+    """Stream the job's events: messages above a progress bar of steps. Exit 0 if it succeeded."""
+    from tqdm import tqdm
+
+    bar = None
+    for event in api.events("GET", f"/v1/fine_tuning/jobs/{job_id}/events?stream=true"):
+        data = event.get("data") or {}
+        if event["type"] == "metrics" and "tokens_per_second" in data:
+            if bar is None:
+                bar = tqdm(total=data["total_steps"], unit="step", dynamic_ncols=True)
+            bar.update(data["step"] - bar.n)
+            bar.set_postfix(loss=f"{data['train_loss']:.4f}", tok_s=f"{data['tokens_per_second']:.0f}")
+        elif event["type"] == "message":
+            (bar.write if bar else print)(f"[{event['level']}] {event['message']}")
+    if bar is not None:
+        bar.close()
+    job = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}")
+    print(json.dumps(_summary(job), indent=2))
+    return 0 if job["status"] == "succeeded" else 1

@@ -1,0 +1,1 @@
+"""Evals: OpenAI's Evals API over `evals` (graders, runner, suites), and the runs that drive it."""

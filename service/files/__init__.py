@@ -1,0 +1,1 @@
+"""Files: OpenAI's Files API over the object store."""

@@ -1,0 +1,137 @@
+"""Files: upload to the object store, validate by purpose, list, read, delete. Per tenant."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from sqlalchemy import select
+
+from service.platform.db import Database, FileRow
+from service.platform.db.models import now
+from service.platform.errors import ApiError
+from service.platform.storage import ObjectStore
+from service.protocol.files import FileObject
+
+# purpose -> check of an upload's content; raises ApiError (a 400 naming the bad line). Features that own a
+# purpose register theirs in the composition root (fine-tuning: `fine-tune`).
+Validator = Callable[[BinaryIO], None]
+
+
+class FileService:
+    """Uploads up to `max_bytes` (0: this instance only writes files of the service's own, `create`)."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        max_bytes: int = 0,
+        validators: dict[str, Validator] | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.max_bytes = max_bytes
+        self.validators = validators or {}
+
+    def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
+        if purpose in self.validators:
+            stream.seek(0)
+            try:
+                self.validators[purpose](stream)
+            finally:
+                stream.seek(0)
+        file_id, key = _new_file(tenant)
+        info = self.store.put_stream(key, stream)
+        if info.size == 0:
+            self.store.delete(key)
+            raise ApiError(400, "The file is empty.", param="file", code="empty_file")
+        if info.size > self.max_bytes:
+            self.store.delete(key)
+            raise too_large(self.max_bytes)
+        return self._add(
+            FileRow(
+                id=file_id,
+                tenant_id=tenant,
+                filename=filename,
+                purpose=purpose,
+                bytes=info.size,
+                sha256=info.sha256,
+                key=key,
+            )
+        )
+
+    def create(self, tenant: str, filename: str, purpose: str, data: bytes, content_type: str) -> FileRow:
+        """A file the service itself writes for a tenant (a job's step metrics)."""
+        file_id, key = _new_file(tenant)
+        info = self.store.put_bytes(key, data, content_type)
+        return self._add(
+            FileRow(
+                id=file_id,
+                tenant_id=tenant,
+                filename=filename,
+                purpose=purpose,
+                bytes=info.size,
+                sha256=info.sha256,
+                key=key,
+            )
+        )
+
+    def get(self, tenant: str, file_id: str, param: str = "file_id") -> FileRow:
+        """The tenant's file, or 404 (another tenant's file does not exist for this one)."""
+        return self.db.get_or_404(
+            FileRow,
+            file_id,
+            f"No such File object: {file_id}",
+            param,
+            "file_not_found",
+            tenant_id=tenant,
+            deleted_at=None,
+        )
+
+    def list(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> tuple[list[FileRow], bool]:
+        q = select(FileRow).where(FileRow.tenant_id == tenant, FileRow.deleted_at.is_(None))
+        if purpose:
+            q = q.where(FileRow.purpose == purpose)
+        return self.db.page(q, (FileRow.created_at, FileRow.id), FileRow.id, after, limit, order == "desc")
+
+    def content(self, tenant: str, file_id: str) -> tuple[FileRow, Iterator[bytes]]:
+        row = self.get(tenant, file_id)
+        return row, self.store.open(row.key)
+
+    def read_bytes(self, row: FileRow) -> bytes:
+        return self.store.get_bytes(row.key, sha256=row.sha256)
+
+    def delete(self, tenant: str, file_id: str) -> FileRow:
+        row = self.get(tenant, file_id)
+        self.store.delete(row.key)
+        with self.db.session() as s:
+            s.get(FileRow, file_id).deleted_at = now()
+        return row
+
+    @staticmethod
+    def to_api(row: FileRow) -> FileObject:
+        return FileObject(
+            id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename, purpose=row.purpose
+        )
+
+    def _add(self, row: FileRow) -> FileRow:
+        with self.db.session() as s:
+            s.add(row)
+        return row
+
+
+def _new_file(tenant: str) -> tuple[str, str]:
+    file_id = "file-" + secrets.token_hex(12)
+    return file_id, f"files/{tenant}/{file_id}"
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"The file is larger than the limit of {limit} bytes (TUNESERVE_MAX_FILE_BYTES).",
+        param="file",
+        code="file_too_large",
+    )

@@ -1,0 +1,91 @@
+"""The driver of one fine-tuning run: the entry point of its Ray job (`python -m service.fine_tuning.driver`).
+
+It reads its JobContext from the environment, starts the reporter actor on its own node, runs the
+training on Ray Train (`trainers.ray_run`), and records the outcome: the model registered and the job
+succeeded, or the job failed with the reason (or requeued, when the cluster rather than the training
+failed). Cancelling stops this Ray job, which takes its workers with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from service.files.service import FileService
+from service.fine_tuning.reporting import JobReporter
+from service.fine_tuning.scheduler import MAX_ATTEMPTS
+from service.fine_tuning.state import JobStatus
+from service.fine_tuning.store import JobStore
+from service.platform.db import Database, FineTunedModelRow
+from service.platform.errors import root_cause
+from service.protocol.files import RESULT_PURPOSE
+from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext
+from trainers.lora_sft import store_from_context
+from trainers.ray_run import is_infrastructure_failure
+
+
+def main() -> int:
+    context = JobContext.model_validate_json(os.environ[JOB_CONTEXT_ENV])
+    spec = context.spec
+    jobs = JobStore(Database(context.database_url))
+    try:
+        trained_tokens, results_csv = run(context)
+    except BaseException as exc:  # every failure must reach the job's record
+        message = root_cause(exc)
+        traceback.print_exc()
+        job = jobs.get(spec.job_id)
+        if is_infrastructure_failure(exc) and job is not None and job.attempts < MAX_ATTEMPTS:
+            # Not the training's fault (a node or the cluster went away): run it again.
+            jobs.transition(
+                spec.job_id,
+                JobStatus.QUEUED,
+                f"Run interrupted by a cluster failure ({message}); requeued",
+                level="warn",
+                submission_id=None,
+            )
+            return 1
+        jobs.transition(
+            spec.job_id,
+            JobStatus.FAILED,
+            f"Training failed: {message}",
+            level="error",
+            error={"code": "training_failed", "message": message, "param": None},
+        )
+        return 1
+    files = FileService(jobs.db, store_from_context(context))
+    result = files.create(spec.tenant, "step_metrics.csv", RESULT_PURPOSE, results_csv.encode(), "text/csv")
+    jobs.set_result_files(spec.job_id, [result.id])
+    model = FineTunedModelRow(
+        id=spec.fine_tuned_model,
+        tenant_id=spec.tenant,
+        base_model=spec.base_model,
+        job_id=spec.job_id,
+        adapter_prefix=spec.adapter_prefix,
+    )
+    if not jobs.succeed(spec.job_id, model, trained_tokens):
+        print(f"job {spec.job_id} was cancelled meanwhile; its adapter is not registered", file=sys.stderr)
+    return 0
+
+
+def run(context: JobContext) -> tuple[int, str]:
+    """Start the reporter actor beside this driver and train on Ray Train; returns the trained token count
+    and the step metrics as CSV."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from trainers.ray_run import fit
+
+    ray.init(log_to_driver=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    reporter = (
+        ray.remote(JobReporter)
+        .options(num_cpus=0, scheduling_strategy=here)
+        .remote(context.database_url, context.spec.job_id)
+    )
+    fit(context, reporter)
+    return int(ray.get(reporter.get_trained_tokens.remote())), ray.get(reporter.results_csv.remote())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

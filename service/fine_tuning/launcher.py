@@ -1,0 +1,95 @@
+"""Runs a training job as a Ray job (the Jobs API): a driver process that owns the Ray Train run.
+
+The API never trains in its own process; a crash or an out-of-memory kill of a run takes down its Ray
+job only. The driver gets the resolved TrainingSpec and the addresses it needs (database, object store)
+in one JSON environment variable, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.platform.settings import Settings
+from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext, TrainingSpec
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A launched run as the launcher sees it. `state` is one of PENDING, RUNNING, SUCCEEDED, FAILED,
+    STOPPED, or LOST (the launcher has no such run: the cluster was restarted)."""
+
+    state: str
+    message: str = ""
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ("PENDING", "RUNNING")
+
+
+class Launcher(Protocol):
+    def submit(self, submission_id: str, context: JobContext) -> None: ...
+    def info(self, submission_id: str) -> RunInfo: ...
+    def stop(self, submission_id: str) -> None: ...
+    def capacity(self) -> dict[str, float]: ...
+
+
+class RayJobLauncher:
+    """Launcher over Ray's Jobs API (`JobSubmissionClient` against the dashboard)."""
+
+    def __init__(self, dashboard_url: str) -> None:
+        self.dashboard_url = dashboard_url
+        self._client = None
+
+    @property
+    def client(self):  # JobSubmissionClient, imported lazily (ray is heavy)
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.dashboard_url)
+        return self._client
+
+    def submit(self, submission_id: str, context: JobContext) -> None:
+        self.client.submit_job(
+            submission_id=submission_id,
+            entrypoint=f"{sys.executable} -m service.fine_tuning.driver",
+            # The driver itself only waits on Ray Train; its workers reserve the CPUs.
+            entrypoint_num_cpus=0,
+            runtime_env={"env_vars": {JOB_CONTEXT_ENV: context.model_dump_json()}},
+            metadata={"tuneserve_job_id": context.spec.job_id, "tenant": context.spec.tenant},
+        )
+
+    def info(self, submission_id: str) -> RunInfo:
+        try:
+            details = self.client.get_job_info(submission_id)
+        except RuntimeError as exc:  # the Jobs API raises RuntimeError for an unknown id
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return RunInfo("LOST", "the Ray job no longer exists (was the cluster restarted?)")
+            raise
+        return RunInfo(str(details.status.value), details.message or "")
+
+    def stop(self, submission_id: str) -> None:
+        with contextlib.suppress(RuntimeError):  # already gone
+            self.client.stop_job(submission_id)
+
+    def capacity(self) -> dict[str, float]:
+        """Total resources of the cluster (CPU, GPU, ...), as Ray counts them."""
+        import ray
+
+        return dict(ray.cluster_resources()) if ray.is_initialized() else {}
+
+
+def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:
+    return JobContext(
+        spec=spec,
+        database_url=settings.resolved_database_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key.get_secret_value()
+        if settings.s3_secret_access_key
+        else None,
+        s3_region=settings.s3_region,
+        s3_bucket=settings.s3_bucket,
+    )

@@ -1,0 +1,292 @@
+"""Fine-tuning jobs: create (validate everything up front), read, follow, cancel. Scheduling is elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from service.evals.service import EvalService
+from service.files.service import FileService
+from service.fine_tuning import hyperparams
+from service.fine_tuning.dataset_check import DatasetStats, check_dataset, unknown_target_modules
+from service.fine_tuning.launcher import Launcher
+from service.fine_tuning.state import JobStatus
+from service.fine_tuning.store import JobStore
+from service.models.registry import ModelRegistry
+from service.platform.db import FileRow, JobCheckpointRow, JobEventRow, JobRow
+from service.platform.errors import ApiError
+from service.platform.settings import Settings
+from service.protocol.fine_tuning import (
+    FineTuningJob,
+    FineTuningJobCreate,
+    JobCheckpoint,
+    JobError,
+    JobEvent,
+    TrainingSpec,
+)
+from trainers.data_format import DatasetError, parse_jsonl
+
+
+def validate_training_file(stream: BinaryIO) -> None:
+    """The upload check of purpose `fine-tune`: every line parses as a training example (400 naming it)."""
+    try:
+        parse_jsonl(stream)
+    except DatasetError as exc:
+        raise ApiError(400, f"Invalid fine-tuning file: {exc}", param="file", code="invalid_file") from None
+
+
+def adapter_prefix(fine_tuned_model: str) -> str:
+    """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
+    base, _, name = fine_tuned_model.partition(":")
+    return f"adapters/{base}/{name}/"
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        files: FileService,
+        models: ModelRegistry,
+        evals: EvalService,
+        launcher: Launcher | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.files = files
+        self.models = models
+        self.evals = evals
+        self.launcher = launcher
+
+    def create(self, tenant: str, req: FineTuningJobCreate) -> JobRow:
+        """Blocking (tokenizes the files): call it off the event loop."""
+        model = self.models.resolve(tenant, req.model)
+        if not model.is_base:
+            raise ApiError(
+                400,
+                "Fine-tuning a fine-tuned model is not supported yet; use its base model "
+                f"'{model.base_model}'.",
+                param="model",
+                code="invalid_model",
+            )
+        training = self._fine_tune_file(tenant, req.training_file, "training_file")
+        validation = (
+            self._fine_tune_file(tenant, req.validation_file, "validation_file")
+            if req.validation_file
+            else None
+        )
+        self._check_capacity(req)
+        self.evals.check_job_evals(tenant, model.id, req.evals)
+        if req.lora.r > self.settings.serving_max_lora_rank:
+            raise ApiError(
+                400,
+                f"LoRA rank {req.lora.r} is above {self.settings.serving_max_lora_rank}, the largest "
+                "this stack can serve (TUNESERVE_SERVING_MAX_LORA_RANK).",
+                param="lora.r",
+                code="invalid_value",
+            )
+        unknown = unknown_target_modules(model.base_path, req.lora.target_modules)
+        if unknown:
+            raise ApiError(
+                400,
+                f"LoRA target module(s) {unknown} not found in {model.id}; use names such as "
+                "q_proj, k_proj, v_proj, o_proj, or 'all-linear'.",
+                param="lora.target_modules",
+                code="invalid_value",
+            )
+        stats = self._check(
+            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file"
+        )
+        if validation is not None:
+            self._check(
+                model.base_path, self.files.read_bytes(validation), req.max_seq_length, "validation_file"
+            )
+        hp = hyperparams.resolve(hyperparams.requested_hyperparameters(req), stats.n_examples)
+        job_id = "ftjob-" + secrets.token_hex(12)
+        name = f"{model.id}:{req.suffix or 'ft'}-{job_id[-6:]}"
+        spec = TrainingSpec(
+            job_id=job_id,
+            tenant=tenant,
+            base_model=model.id,
+            base_model_path=str(model.base_path),
+            fine_tuned_model=name,
+            training_file=training.id,
+            training_key=training.key,
+            training_sha256=training.sha256,
+            validation_file=validation.id if validation else None,
+            validation_key=validation.key if validation else None,
+            validation_sha256=validation.sha256 if validation else None,
+            n_train_examples=stats.n_examples,
+            n_train_tokens=stats.n_tokens,
+            hyperparameters=hp,
+            learning_rate=hyperparams.BASE_LEARNING_RATE * hp.learning_rate_multiplier,
+            seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+            lora=req.lora.model_copy(update={"alpha": req.lora.alpha or 2 * req.lora.r}),
+            deepspeed=req.deepspeed,
+            resources=req.resources,
+            max_seq_length=req.max_seq_length,
+            adapter_prefix=adapter_prefix(name),
+            checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
+        )
+        row = JobRow(
+            id=job_id,
+            tenant_id=tenant,
+            status=JobStatus.VALIDATING_FILES.value,
+            model=model.id,
+            suffix=req.suffix,
+            request=req.model_dump(mode="json"),
+            spec=spec.model_dump(mode="json"),
+            metadata_=req.metadata,
+        )
+        self.store.create(
+            row,
+            events=[
+                f"Validated training file {training.id}: {stats.n_examples} examples, "
+                f"{stats.n_tokens} tokens ({stats.n_trained_tokens} trained on)",
+            ],
+        )
+        self.store.transition(job_id, JobStatus.QUEUED, "Fine-tuning job queued until resources are free")
+        return self.get(tenant, job_id)
+
+    def _check_capacity(self, req: FineTuningJobCreate) -> None:
+        """A job the cluster can never place would wait forever: refuse it now."""
+        res = req.resources
+        capacity = self.launcher.capacity() if self.launcher is not None else {}
+        if not capacity:
+            return
+        cpus = res.num_workers * res.cpus_per_worker
+        if cpus > capacity.get("CPU", 0):
+            raise ApiError(
+                400,
+                f"The job asks for {cpus} CPUs ({res.num_workers} workers x {res.cpus_per_worker}); "
+                f"the cluster has {capacity.get('CPU', 0):g}.",
+                param="resources",
+                code="invalid_value",
+            )
+        if res.use_gpu and res.num_workers > capacity.get("GPU", 0):
+            raise ApiError(
+                400,
+                f"The job asks for {res.num_workers} GPUs; the cluster has {capacity.get('GPU', 0):g}.",
+                param="resources.use_gpu",
+                code="invalid_value",
+            )
+
+    def _fine_tune_file(self, tenant: str, file_id: str, param: str) -> FileRow:
+        row = self.files.get(tenant, file_id, param=param)
+        if row.purpose != "fine-tune":
+            raise ApiError(
+                400,
+                f"File {file_id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
+                param=param,
+                code="invalid_file_purpose",
+            )
+        return row
+
+    @staticmethod
+    def _check(base_path: Path, data: bytes, max_seq_length: int, param: str) -> DatasetStats:
+        try:
+            return check_dataset(base_path, data, max_seq_length)
+        except DatasetError as exc:
+            raise ApiError(
+                400, f"Invalid {param.replace('_', ' ')}: {exc}", param=param, code="invalid_training_file"
+            ) from None
+
+    def get(self, tenant: str, job_id: str) -> JobRow:
+        return self.store.db.get_or_404(
+            JobRow,
+            job_id,
+            f"No fine-tuning job with id '{job_id}'",
+            "fine_tuning_job_id",
+            "job_not_found",
+            tenant_id=tenant,
+        )
+
+    def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[JobRow], bool]:
+        return self.store.list(tenant, after, limit)
+
+    async def follow(self, job_id: str) -> AsyncIterator[str]:
+        """Every event, oldest first, as Server-Sent Events, until the job has ended."""
+        last: str | None = None
+        while True:
+            rows, _ = await asyncio.to_thread(self.store.events, job_id, last, 1000, False)
+            for row in rows:
+                yield f"data: {self.event_to_api(row).model_dump_json()}\n\n"
+                last = row.id
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job is None or (JobStatus(job.status).is_terminal and not rows):
+                yield "data: [DONE]\n\n"
+                return
+            if not rows:
+                await asyncio.sleep(0.5)
+
+    def cancel(self, tenant: str, job_id: str) -> JobRow:
+        row = self.get(tenant, job_id)
+        if JobStatus(row.status).is_terminal or not self.store.transition(
+            job_id, JobStatus.CANCELLED, "Job cancelled by the user"
+        ):
+            raise ApiError(
+                409,
+                f"Job {job_id} is already {row.status} and cannot be cancelled.",
+                param="fine_tuning_job_id",
+                code="job_not_cancellable",
+            )
+        if row.submission_id and self.launcher is not None:
+            self.launcher.stop(row.submission_id)
+        return self.get(tenant, job_id)
+
+    def to_api(self, row: JobRow) -> FineTuningJob:
+        """The job with the results of the evaluations it asked for."""
+        spec = TrainingSpec.model_validate(row.spec)
+        evals = self.evals.job_results(row.id, row.fine_tuned_model)
+        return FineTuningJob(
+            id=row.id,
+            created_at=row.created_at,
+            error=JobError(**row.error) if row.error else None,
+            fine_tuned_model=row.fine_tuned_model,
+            finished_at=row.finished_at,
+            hyperparameters=spec.hyperparameters,
+            model=row.model,
+            organization_id=row.tenant_id,
+            seed=spec.seed,
+            status=row.status,
+            trained_tokens=row.trained_tokens,
+            training_file=spec.training_file,
+            validation_file=spec.validation_file,
+            metadata=row.metadata_,
+            user_provided_suffix=row.suffix,
+            result_files=row.result_files or [],
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": spec.hyperparameters.model_dump()},
+            },
+            lora=spec.lora,
+            deepspeed=spec.deepspeed,
+            resources=spec.resources,
+            max_seq_length=spec.max_seq_length,
+            evals=evals,
+        )
+
+    @staticmethod
+    def event_to_api(row: JobEventRow) -> JobEvent:
+        return JobEvent(
+            id=row.id,
+            created_at=row.created_at,
+            level=row.level,
+            message=row.message,
+            data=row.data,
+            type=row.type,
+        )
+
+    @staticmethod
+    def checkpoint_to_api(job: JobRow, row: JobCheckpointRow) -> JobCheckpoint:
+        return JobCheckpoint(
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuned_model_checkpoint=f"{job.spec['fine_tuned_model']}:ckpt-step-{row.step}",
+            fine_tuning_job_id=job.id,
+            metrics={**row.metrics, "step": row.step},
+            step_number=row.step,
+        )

@@ -1,0 +1,161 @@
+"""Persistence of fine-tuning jobs, their events and checkpoints, and the models they produce.
+
+Used by the API, the scheduler, and the training driver running in Ray (same database). Every status
+change goes through `transition`, which applies the pure state machine inside one transaction, so a
+cancel racing a finishing run cannot both win.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+
+from service.fine_tuning.state import JobStatus, can_transition
+from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobEventRow, JobRow
+from service.platform.db.models import now
+
+NON_TERMINAL = [s.value for s in JobStatus if not s.is_terminal]
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Jobs -------------------------------------------------------------------------------------------
+    def create(self, row: JobRow, events: Iterable[str] = ()) -> JobRow:
+        with self.db.session() as s:
+            s.add(row)
+            s.flush()
+            for message in events:
+                s.add(_event(row.id, message))
+        return row
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self.db.session() as s:
+            return s.get(JobRow, job_id)
+
+    def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[JobRow], bool]:
+        """Newest first; `after` is the id of the last job of the previous page."""
+        q = select(JobRow).where(JobRow.tenant_id == tenant)
+        return self.db.page(q, (JobRow.created_at, JobRow.id), JobRow.id, after, limit, descending=True)
+
+    def non_terminal(self) -> list[JobRow]:
+        with self.db.session() as s:
+            q = select(JobRow).where(JobRow.status.in_(NON_TERMINAL)).order_by(JobRow.created_at, JobRow.id)
+            return list(s.scalars(q))
+
+    def submitted_count(self, tenant: str) -> int:
+        with self.db.session() as s:
+            q = select(func.count()).where(
+                JobRow.tenant_id == tenant, JobRow.status.in_(NON_TERMINAL), JobRow.submission_id.is_not(None)
+            )
+            return int(s.scalar(q) or 0)
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        message: str | None = None,
+        *,
+        level: str = "info",
+        **fields: object,
+    ) -> bool:
+        """Move the job to `target` if the state machine allows it; returns whether it did."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or not can_transition(JobStatus(row.status), target):
+                return False
+            row.status = target.value
+            if target == JobStatus.RUNNING and row.started_at is None:
+                row.started_at = now()
+            if target.is_terminal:
+                row.finished_at = now()
+            for name, value in fields.items():
+                setattr(row, name, value)
+            if message:
+                s.add(_event(job_id, message, level))
+            return True
+
+    def claim_submission(self, job_id: str, submission_id: str) -> bool:
+        """Record that `submission_id` will run this queued job; False if another scheduler got it first."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != JobStatus.QUEUED or row.submission_id is not None:
+                return False
+            row.submission_id = submission_id
+            row.attempts += 1
+            return True
+
+    def set_result_files(self, job_id: str, file_ids: list[str]) -> None:
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None:
+                row.result_files = file_ids
+
+    def release_submission(self, job_id: str) -> None:
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None:
+                row.submission_id = None
+
+    # Events and checkpoints ------------------------------------------------------------------------
+    def add_event(
+        self, job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None
+    ) -> None:
+        with self.db.session() as s:
+            s.add(_event(job_id, message, level, type, data))
+
+    def events(
+        self, job_id: str, after: str | None = None, limit: int = 20, newest_first: bool = True
+    ) -> tuple[list[JobEventRow], bool]:
+        """Events newest first (OpenAI's order) after the event id `after`; oldest first when following."""
+        q = select(JobEventRow).where(JobEventRow.job_id == job_id)
+        return self.db.page(q, (JobEventRow.seq,), JobEventRow.id, after, limit, descending=newest_first)
+
+    def add_checkpoint(self, job_id: str, step: int, key: str, metrics: dict) -> None:
+        with self.db.session() as s:
+            s.add(
+                JobCheckpointRow(
+                    id="ftckpt-" + secrets.token_hex(12), job_id=job_id, step=step, key=key, metrics=metrics
+                )
+            )
+
+    def checkpoints(self, job_id: str) -> list[JobCheckpointRow]:
+        with self.db.session() as s:
+            q = (
+                select(JobCheckpointRow)
+                .where(JobCheckpointRow.job_id == job_id)
+                .order_by(JobCheckpointRow.step.desc())
+            )
+            return list(s.scalars(q))
+
+    # Results ---------------------------------------------------------------------------------------
+    def succeed(self, job_id: str, model: FineTunedModelRow, trained_tokens: int) -> bool:
+        """Register the model and mark the job succeeded, atomically; False if the job was cancelled."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None or not can_transition(JobStatus(row.status), JobStatus.SUCCEEDED):
+                return False
+            row.status = JobStatus.SUCCEEDED.value
+            row.finished_at = now()
+            row.fine_tuned_model = model.id
+            row.trained_tokens = trained_tokens
+            s.merge(model)
+            s.add(_event(job_id, f"New fine-tuned model created: {model.id}"))
+            s.add(_event(job_id, "The job has successfully completed"))
+            return True
+
+
+def _event(
+    job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None
+) -> JobEventRow:
+    return JobEventRow(
+        id="ftevent-" + secrets.token_hex(12),
+        job_id=job_id,
+        message=message[:4096],
+        level=level,
+        type=type,
+        data=data,
+    )

@@ -1,0 +1,93 @@
+"""Chat and completions: the caller's tenant may use the model, its adapter can be served, retrieval adds
+context and citations; then the engine answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from rag.prompting import augment, last_user_text
+from service.inference.engine import Endpoint, EngineResult, InferenceEngine
+from service.models.adapters import AdapterChecker
+from service.models.registry import ModelRegistry, ResolvedModel
+from service.platform.errors import ApiError
+from service.protocol.vector_stores import RetrievalOptions
+from service.vector_stores.service import VectorStores
+
+
+class ChatService:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        adapters: AdapterChecker,
+        vector_stores: VectorStores,
+        engine: InferenceEngine | None,
+    ) -> None:
+        self.models = models
+        self.adapters = adapters
+        self.vector_stores = vector_stores
+        self.engine = engine
+
+    def servable(self, tenant: str, model_id: str, param: str = "model") -> ResolvedModel:
+        """The model if this stack can answer with it: the tenant's, deployed, with a servable adapter.
+        Blocking (database, object store): call it off the event loop."""
+        model = self.models.resolve(tenant, model_id, param=param)
+        if self.engine is None or not self.engine.serves(model.base_model):
+            raise ApiError(
+                503,
+                f"The base model '{model.base_model}' of {model_id} is not deployed on this stack "
+                "(TUNESERVE_SERVED_MODELS).",
+                param=param,
+                code="model_not_deployed",
+            )
+        if not model.is_base:
+            self.adapters.check(model.id, model.adapter_prefix)
+        return model
+
+    async def generate(
+        self, endpoint: Endpoint, payload: dict, tenant: str, retrieval: RetrievalOptions | None = None
+    ) -> tuple[EngineResult, list[dict] | None]:
+        """The engine's answer (a JSON body, or an SSE stream) and the citations retrieval added."""
+        model = await asyncio.to_thread(self.servable, tenant, payload["model"])
+        citations = None
+        if retrieval is not None:
+            payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)
+        result = await self.engine.generate(endpoint, model, payload)
+        if citations is None:
+            return result, None
+        if isinstance(result, dict):
+            return {**result, "citations": citations}, citations
+        return _with_citations(result, citations), citations
+
+    async def _retrieve(
+        self, options: RetrievalOptions, messages: list[dict], tenant: str
+    ) -> tuple[list[dict], list[dict]]:
+        question = last_user_text(messages)
+        if not question.strip():
+            raise ApiError(400, "Retrieval needs a user message to retrieve for.", param="messages")
+        results = await self.vector_stores.search(
+            tenant, options.vector_store_ids, [question], options.max_num_results, options.filters
+        )
+        citations = [
+            {
+                "index": i,
+                "file_id": r.file_id,
+                "filename": r.filename,
+                "score": r.score,
+                "text": r.content[0].text,
+            }
+            for i, r in enumerate(results, 1)
+        ]
+        return augment(messages, [(c["filename"], c["text"]) for c in citations]), citations
+
+
+async def _with_citations(stream: AsyncIterator[str], citations: list[dict]) -> AsyncIterator[str]:
+    """The stream with `citations` added to its first chunk."""
+    first = True
+    async for text in stream:
+        if first and text.startswith("data: {"):
+            event, _, rest = text[len("data: ") :].partition("\n\n")
+            text = f"data: {json.dumps({**json.loads(event), 'citations': citations})}\n\n{rest}"
+            first = False
+        yield text

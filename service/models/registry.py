@@ -1,0 +1,91 @@
+"""Which models a tenant may use: the configured base models and the tenant's own fine-tuned models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service.models.adapters import AdapterChecker
+from service.platform.db import Database, FineTunedModelRow
+from service.platform.errors import ApiError
+from service.platform.settings import Settings
+from service.platform.storage import ObjectStore
+from service.protocol.common import Model
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str
+    base_model: str
+    base_path: Path
+    adapter_prefix: str | None = None  # None for a base model
+
+    @property
+    def is_base(self) -> bool:
+        return self.adapter_prefix is None
+
+
+class ModelRegistry:
+    def __init__(
+        self, settings: Settings, db: Database, store: ObjectStore, adapters: AdapterChecker
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.adapters = adapters
+
+    def list(self, tenant: str) -> list[Model]:
+        models = [
+            Model(
+                id=name,
+                created=int(path.stat().st_mtime) if path.exists() else 0,
+                owned_by="tuneserve",
+                root=name,
+            )
+            for name, path in self.settings.resolved_base_models.items()
+        ]
+        with self.db.session() as s:
+            rows = s.scalars(
+                select(FineTunedModelRow)
+                .where(FineTunedModelRow.tenant_id == tenant)
+                .order_by(FineTunedModelRow.created_at, FineTunedModelRow.id)
+            )
+            models += [
+                Model(id=r.id, created=r.created_at, owned_by=tenant, root=r.base_model, parent=r.base_model)
+                for r in rows
+            ]
+        return models
+
+    def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:
+        """The model `tenant` asked for, or 404 (another tenant's model does not exist for this one)."""
+        bases = self.settings.resolved_base_models
+        if model in bases:
+            return ResolvedModel(model, model, bases[model])
+        with self.db.session() as s:
+            row = s.get(FineTunedModelRow, model)
+        if row is None or row.tenant_id != tenant or row.base_model not in bases:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param=param,
+                code="model_not_found",
+            )
+        return ResolvedModel(row.id, row.base_model, bases[row.base_model], row.adapter_prefix)
+
+    def delete(self, tenant: str, model: str) -> ResolvedModel:
+        """Delete a fine-tuned model the tenant owns: its registry entry, then its adapter's objects."""
+        resolved = self.resolve(tenant, model)
+        if resolved.is_base:
+            raise ApiError(
+                400,
+                f"'{model}' is a base model; only fine-tuned models can be deleted.",
+                param="model",
+                code="invalid_model",
+            )
+        with self.db.session() as s:
+            s.delete(s.get(FineTunedModelRow, model))
+        self.store.delete_prefix(resolved.adapter_prefix)
+        self.adapters.forget(model)
+        return resolved

@@ -1,0 +1,1 @@
+"""What every feature stands on: settings, database, object store, keys, errors, small host helpers."""

@@ -1,0 +1,125 @@
+"""API keys -> tenants. Every /v1 route needs `Authorization: Bearer <key>`.
+
+The admin key (TUNESERVE_API_KEY, else DATA_DIR/api_key) belongs to the tenant `default` and may manage
+other tenants' keys; tenant keys live hashed in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service.platform.db import ApiKeyRow, Database, Tenant
+from service.platform.db.models import now
+from service.platform.secret_files import write_secret
+from service.platform.settings import Settings
+from service.protocol.admin import ApiKey
+
+ADMIN_TENANT = "default"
+KEY_PREFIX = "ts-"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant that owns what they create, and whether they may administer."""
+
+    tenant: str
+    is_admin: bool = False
+    key_id: str | None = None
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_hex(24)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def admin_key_file(settings: Settings) -> Path:
+    return settings.resolved_data_dir / "api_key"
+
+
+def resolve_admin_key(settings: Settings, *, create: bool = False) -> str:
+    """The admin key: TUNESERVE_API_KEY, else the one in DATA_DIR/api_key (generated once if `create`)."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = admin_key_file(settings)
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        raise FileNotFoundError(
+            f"no admin API key: set TUNESERVE_API_KEY or run `tuneserve up` to create {path}"
+        )
+    key = generate_key()
+    write_secret(path, key + "\n")
+    return key
+
+
+class KeyStore:
+    """Authentication and key management over the database."""
+
+    def __init__(self, db: Database, admin_key: str) -> None:
+        self.db = db
+        self._admin_hash = hash_key(admin_key)
+
+    def authenticate(self, presented: str) -> Principal | None:
+        digest = hash_key(presented)
+        if hmac.compare_digest(digest, self._admin_hash):
+            return Principal(ADMIN_TENANT, is_admin=True)
+        with self.db.session() as s:
+            row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
+            if row is None or row.revoked_at is not None:
+                return None
+            return Principal(row.tenant_id, is_admin=False, key_id=row.id)
+
+    def create(self, tenant: str, name: str | None = None) -> tuple[ApiKeyRow, str]:
+        """Create a key for `tenant` (creating the tenant if new); returns the row and the secret."""
+        key = generate_key()
+        with self.db.session() as s:
+            if s.get(Tenant, tenant) is None:
+                s.add(Tenant(id=tenant))
+                s.flush()
+            row = ApiKeyRow(
+                id="key-" + secrets.token_hex(12),
+                tenant_id=tenant,
+                key_hash=hash_key(key),
+                prefix=key[: len(KEY_PREFIX) + 6],
+                name=name,
+            )
+            s.add(row)
+        return row, key
+
+    def list(self) -> list[ApiKeyRow]:
+        with self.db.session() as s:
+            return list(s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)))
+
+    def revoke(self, key_id: str) -> ApiKeyRow:
+        self.db.get_or_404(ApiKeyRow, key_id, f"No API key with id '{key_id}'", "key_id")
+        with self.db.session() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row.revoked_at is None:
+                row.revoked_at = now()
+            return row
+
+    @staticmethod
+    def to_api(row: ApiKeyRow) -> ApiKey:
+        return ApiKey(
+            id=row.id,
+            tenant=row.tenant_id,
+            name=row.name,
+            prefix=row.prefix,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+
+
+def ensure_admin_tenant(db: Database) -> None:
+    with db.session() as s:
+        if s.get(Tenant, ADMIN_TENANT) is None:
+            s.add(Tenant(id=ADMIN_TENANT))

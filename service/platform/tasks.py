@@ -1,0 +1,56 @@
+"""Where CPU-heavy or long work of a request runs (document ingestion, evaluation batches): a Ray task in
+the stack (`deploy.tasks.RayTaskRunner`), a thread in unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+
+class TaskRunner(Protocol):
+    async def run(self, fn: Callable, *args: Any, cpus: float = 1) -> Any:
+        """fn(*args) somewhere else, holding `cpus` CPUs; its exception is raised here (Ray's wrapper is an
+        instance of it)."""
+
+
+class ThreadRunner:
+    async def run(self, fn: Callable, *args: Any, cpus: float = 1) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+
+class Background:
+    """Long-lived coroutines of the API process (ingestion, evaluation runs), started from any thread: routes
+    that block run in FastAPI's threadpool, and what they start runs on the app's event loop."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop to run on: the app's, when its lifespan starts."""
+        self.loop = loop
+
+    def spawn(self, start: Callable[[], Coroutine | None]) -> None:
+        """Call `start` on the loop; the coroutine it returns (if any) runs there as a task."""
+
+        def create() -> None:
+            coro = start()
+            if coro is not None:
+                task = self.loop.create_task(coro)
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            create()
+        else:
+            self.loop.call_soon_threadsafe(create)
+
+    async def wait_idle(self) -> None:
+        """Until every task started so far has ended (tests, shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""The embedded stack: object store, Ray head and the Serve application under one supervisor."""

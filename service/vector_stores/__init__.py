@@ -1,0 +1,1 @@
+"""Vector stores: OpenAI's API over `rag`."""

@@ -1,0 +1,470 @@
+"""Vector stores: OpenAI's API over `rag` (loaders, splitter, embedder, FAISS).
+
+`VectorStores` is per process (it caches each store's index and serialises its writers); ingestion of a file
+runs as a task (`service.platform.tasks`, a Ray task in the stack) and its result is added to the store's
+index by this process, which then writes index and chunks back to the object store under
+`vector_stores/<id>/`. Its plain methods block (database): routes call them from the threadpool; the async
+ones keep every blocking step off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from rag.collection import CHUNKS_OBJECT, INDEX_OBJECT, Collection
+from rag.embedder import Embedder
+from rag.filters import FilterError, matches, validate
+from rag.ingest import embedder, prepare_file
+from rag.loaders import SUPPORTED, LoadError
+from service.files.service import FileService
+from service.platform.db import Database, FileBatchRow, FileRow, VectorStoreFileRow, VectorStoreRow
+from service.platform.db.models import now
+from service.platform.errors import ApiError
+from service.platform.settings import Settings
+from service.platform.storage import ObjectNotFound, ObjectStore
+from service.platform.tasks import Background, TaskRunner
+from service.protocol.vector_stores import (
+    BatchFile,
+    ChunkingStrategy,
+    ChunkingStrategyOut,
+    FileBatch,
+    FileCounts,
+    FileError,
+    SearchResult,
+    StaticChunking,
+    TextContent,
+    VectorStore,
+    VectorStoreCreate,
+    VectorStoreFile,
+)
+
+log = logging.getLogger(__name__)
+PURPOSES = ("assistants", "user")
+
+
+def prefix(store_id: str) -> str:
+    return f"vector_stores/{store_id}/"
+
+
+class VectorStores:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: ObjectStore,
+        files: FileService,
+        runner: TaskRunner,
+        background: Background,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.files = files
+        self.runner = runner
+        self.background = background
+        self.embedding = (
+            str(settings.embedding_model) if settings.embedding_model else None,
+            settings.embedding_dtype,
+        )
+        self._collections: dict[str, Collection] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def _embedder(self) -> Embedder:
+        return embedder(*self.embedding)
+
+    # Stores ----------------------------------------------------------------------------------------
+    def create(self, tenant: str, req: VectorStoreCreate) -> VectorStoreRow:
+        chunking = (req.chunking_strategy or ChunkingStrategy()).resolved()
+        files = [self._file(tenant, f, "file_ids") for f in req.file_ids]
+        row = VectorStoreRow(
+            id="vs_" + secrets.token_hex(12),
+            tenant_id=tenant,
+            name=req.name,
+            metadata_=req.metadata,
+            chunk_max_tokens=chunking.max_chunk_size_tokens,
+            chunk_overlap_tokens=chunking.chunk_overlap_tokens,
+        )
+        with self.db.session() as s:
+            s.add(row)
+        for f in files:
+            self.add_file(tenant, row.id, BatchFile(file_id=f.id))
+        return row
+
+    def get(self, tenant: str, store_id: str) -> VectorStoreRow:
+        return self.db.get_or_404(
+            VectorStoreRow,
+            store_id,
+            f"No vector store with id '{store_id}'.",
+            "vector_store_id",
+            tenant_id=tenant,
+        )
+
+    def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[VectorStoreRow], bool]:
+        """Newest first."""
+        q = select(VectorStoreRow).where(VectorStoreRow.tenant_id == tenant)
+        order = (VectorStoreRow.created_at, VectorStoreRow.id)
+        return self.db.page(q, order, VectorStoreRow.id, after, limit, descending=True)
+
+    def update(self, tenant: str, store_id: str, fields: dict) -> VectorStoreRow:
+        self.get(tenant, store_id)
+        with self.db.session() as s:
+            row = s.get(VectorStoreRow, store_id)
+            if "name" in fields:
+                row.name = fields["name"]
+            if "metadata" in fields:
+                row.metadata_ = fields["metadata"]
+        return self.get(tenant, store_id)
+
+    async def delete(self, tenant: str, store_id: str) -> None:
+        await asyncio.to_thread(self.get, tenant, store_id)
+        async with self._locks[store_id]:
+            await asyncio.to_thread(self._delete_rows, store_id)
+            self._collections.pop(store_id, None)
+            await asyncio.to_thread(self.store.delete_prefix, prefix(store_id))
+
+    def _delete_rows(self, store_id: str) -> None:
+        with self.db.session() as s:
+            for model in (VectorStoreFileRow, FileBatchRow):
+                for r in s.scalars(select(model).where(model.store_id == store_id)):
+                    s.delete(r)
+            s.delete(s.get(VectorStoreRow, store_id))
+
+    def to_api(self, row: VectorStoreRow) -> VectorStore:
+        files = self._files(row.id)
+        counts = _counts(files)
+        return VectorStore(
+            id=row.id,
+            created_at=row.created_at,
+            name=row.name,
+            usage_bytes=sum(f.usage_bytes for f in files),
+            file_counts=counts,
+            status="in_progress" if counts.in_progress else "completed",
+            last_active_at=row.last_active_at,
+            metadata=row.metadata_,
+        )
+
+    # Files -----------------------------------------------------------------------------------------
+    def add_file(
+        self, tenant: str, store_id: str, entry: BatchFile, batch_id: str | None = None
+    ) -> VectorStoreFileRow:
+        """Attach a file and start its ingestion; the row says `in_progress` until it is searchable."""
+        store = self.get(tenant, store_id)
+        self._file(tenant, entry.file_id, "file_id")
+        chunking = entry.chunking_strategy.resolved() if entry.chunking_strategy else None
+        with self.db.session() as s:
+            row = s.get(VectorStoreFileRow, (store_id, entry.file_id))
+            if row is None:
+                row = VectorStoreFileRow(store_id=store_id, file_id=entry.file_id)
+                s.add(row)
+            row.status, row.last_error, row.batch_id = "in_progress", None, batch_id
+            row.attributes = entry.attributes
+            row.chunk_max_tokens = chunking.max_chunk_size_tokens if chunking else store.chunk_max_tokens
+            row.chunk_overlap_tokens = (
+                chunking.chunk_overlap_tokens if chunking else store.chunk_overlap_tokens
+            )
+            row.created_at = now()
+        self._start(store_id, entry.file_id)
+        return self.get_file(tenant, store_id, entry.file_id)
+
+    def get_file(self, tenant: str, store_id: str, file_id: str) -> VectorStoreFileRow:
+        self.get(tenant, store_id)
+        return self.db.get_or_404(
+            VectorStoreFileRow,
+            (store_id, file_id),
+            f"No file '{file_id}' in vector store '{store_id}'.",
+            "file_id",
+        )
+
+    def list_files(
+        self,
+        tenant: str,
+        store_id: str,
+        status: str | None,
+        batch_id: str | None,
+        after: str | None,
+        limit: int,
+    ) -> tuple[list[VectorStoreFileRow], bool]:
+        """Newest first."""
+        self.get(tenant, store_id)
+        if batch_id is not None:
+            self.get_batch(tenant, store_id, batch_id)
+        q = select(VectorStoreFileRow).where(VectorStoreFileRow.store_id == store_id)
+        if status is not None:
+            q = q.where(VectorStoreFileRow.status == status)
+        if batch_id is not None:
+            q = q.where(VectorStoreFileRow.batch_id == batch_id)
+        order = (VectorStoreFileRow.created_at, VectorStoreFileRow.file_id)
+        return self.db.page(q, order, VectorStoreFileRow.file_id, after, limit, descending=True)
+
+    def update_file(
+        self, tenant: str, store_id: str, file_id: str, attributes: dict | None
+    ) -> VectorStoreFileRow:
+        self.get_file(tenant, store_id, file_id)
+        with self.db.session() as s:
+            s.get(VectorStoreFileRow, (store_id, file_id)).attributes = attributes
+        return self.get_file(tenant, store_id, file_id)
+
+    async def remove_file(self, tenant: str, store_id: str, file_id: str) -> None:
+        """Detach a file: its chunks leave the index (the file itself stays in /v1/files)."""
+        await asyncio.to_thread(self.get_file, tenant, store_id, file_id)
+        async with self._locks[store_id]:
+            collection = await self._collection(store_id)
+            if await asyncio.to_thread(collection.remove_file, file_id):
+                await self._save(store_id, collection)
+            await asyncio.to_thread(self._delete_file_row, store_id, file_id)
+
+    def _delete_file_row(self, store_id: str, file_id: str) -> None:
+        with self.db.session() as s:
+            s.delete(s.get(VectorStoreFileRow, (store_id, file_id)))
+
+    def file_to_api(self, row: VectorStoreFileRow) -> VectorStoreFile:
+        return VectorStoreFile(
+            id=row.file_id,
+            usage_bytes=row.usage_bytes,
+            created_at=row.created_at,
+            vector_store_id=row.store_id,
+            status=row.status,
+            last_error=FileError(**row.last_error) if row.last_error else None,
+            chunking_strategy=ChunkingStrategyOut(
+                static=StaticChunking(
+                    max_chunk_size_tokens=row.chunk_max_tokens, chunk_overlap_tokens=row.chunk_overlap_tokens
+                )
+            ),
+            attributes=row.attributes,
+        )
+
+    # Batches ---------------------------------------------------------------------------------------
+    def create_batch(self, tenant: str, store_id: str, entries: list[BatchFile]) -> FileBatchRow:
+        self.get(tenant, store_id)
+        for e in entries:  # all files must exist before any starts
+            self._file(tenant, e.file_id, "file_ids")
+        batch = FileBatchRow(id="vsfb_" + secrets.token_hex(12), store_id=store_id)
+        with self.db.session() as s:
+            s.add(batch)
+        for e in entries:
+            self.add_file(tenant, store_id, e, batch_id=batch.id)
+        return batch
+
+    def get_batch(self, tenant: str, store_id: str, batch_id: str) -> FileBatchRow:
+        self.get(tenant, store_id)
+        return self.db.get_or_404(
+            FileBatchRow,
+            batch_id,
+            f"No file batch '{batch_id}' in '{store_id}'.",
+            "batch_id",
+            store_id=store_id,
+        )
+
+    def cancel_batch(self, tenant: str, store_id: str, batch_id: str) -> FileBatchRow:
+        """Files of the batch still in progress become `cancelled` (their results are dropped)."""
+        self.get_batch(tenant, store_id, batch_id)
+        with self.db.session() as s:
+            s.get(FileBatchRow, batch_id).cancelled = True
+            for f in s.scalars(
+                select(VectorStoreFileRow).where(
+                    VectorStoreFileRow.batch_id == batch_id, VectorStoreFileRow.status == "in_progress"
+                )
+            ):
+                f.status = "cancelled"
+        return self.get_batch(tenant, store_id, batch_id)
+
+    def batch_to_api(self, row: FileBatchRow) -> FileBatch:
+        counts = _counts([f for f in self._files(row.store_id) if f.batch_id == row.id])
+        status = "cancelled" if row.cancelled else "in_progress" if counts.in_progress else "completed"
+        return FileBatch(
+            id=row.id,
+            created_at=row.created_at,
+            vector_store_id=row.store_id,
+            status=status,
+            file_counts=counts,
+        )
+
+    # Search ----------------------------------------------------------------------------------------
+    async def search(
+        self,
+        tenant: str,
+        store_ids: list[str],
+        queries: list[str],
+        k: int,
+        filters: dict | None = None,
+        score_threshold: float = 0.0,
+    ) -> list[SearchResult]:
+        """The `k` best chunks over `store_ids` for any of `queries`, best first."""
+        if filters is not None:
+            try:
+                validate(filters)
+            except FilterError as exc:
+                raise ApiError(400, str(exc), param="filters", code="invalid_value") from None
+        stores = await asyncio.to_thread(lambda: [self.get(tenant, sid) for sid in store_ids])
+        vectors = await asyncio.to_thread(self._embedder.embed, queries)
+        best: dict[tuple[str, str], tuple[float, SearchResult]] = {}
+        for store in stores:
+            files = await asyncio.to_thread(self._searchable_files, store.id, filters)
+            async with self._locks[store.id]:
+                collection = await self._collection(store.id)
+                hits = await asyncio.to_thread(
+                    lambda c=collection, ids=set(files): [h for v in vectors for h in c.search(v, k, ids)]
+                )
+            for chunk, score in hits:
+                key = (chunk.file_id, chunk.sha256)
+                if score < score_threshold or (key in best and best[key][0] >= score):
+                    continue
+                file, filename = files[chunk.file_id]
+                best[key] = (
+                    score,
+                    SearchResult(
+                        file_id=chunk.file_id,
+                        filename=filename,
+                        score=round(score, 6),
+                        attributes=file.attributes,
+                        content=[TextContent(text=chunk.text)],
+                    ),
+                )
+            await asyncio.to_thread(self._touch, store.id)
+        return [r for _, r in sorted(best.values(), key=lambda x: -x[0])][:k]
+
+    def _searchable_files(
+        self, store_id: str, filters: dict | None
+    ) -> dict[str, tuple[VectorStoreFileRow, str]]:
+        """The store's completed files that pass `filters`, each with its filename."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(VectorStoreFileRow, FileRow.filename)
+                .join(FileRow, FileRow.id == VectorStoreFileRow.file_id, isouter=True)
+                .where(VectorStoreFileRow.store_id == store_id, VectorStoreFileRow.status == "completed")
+            ).all()
+        return {
+            f.file_id: (f, name or "")
+            for f, name in rows
+            if filters is None or matches(filters, f.attributes or {})
+        }
+
+    # Ingestion -------------------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Restart the ingestion of files left `in_progress` by a previous process."""
+        with self.db.session() as s:
+            pending = list(
+                s.scalars(select(VectorStoreFileRow).where(VectorStoreFileRow.status == "in_progress"))
+            )
+        for f in pending:
+            self._start(f.store_id, f.file_id)
+        return len(pending)
+
+    def _start(self, store_id: str, file_id: str) -> None:
+        self.background.spawn(lambda: self._ingest(store_id, file_id))
+
+    async def _ingest(self, store_id: str, file_id: str) -> None:
+        try:
+            row, file = await asyncio.to_thread(self._ingesting, store_id, file_id)
+            if row is None:
+                return
+            data = await asyncio.to_thread(self.store.get_bytes, file.key, file.sha256)
+            async with self._locks[store_id]:
+                known = set((await self._collection(store_id)).shas)
+            prepared = await self.runner.run(
+                prepare_file,
+                file.filename,
+                data,
+                row.chunk_max_tokens,
+                row.chunk_overlap_tokens,
+                known,
+                *self.embedding,
+            )
+            async with self._locks[store_id]:
+                current, _ = await asyncio.to_thread(self._ingesting, store_id, file_id)
+                if current is None:
+                    return  # removed or cancelled meanwhile
+                collection = await self._collection(store_id)
+                used = await asyncio.to_thread(
+                    collection.add_file, file_id, prepared.chunks, prepared.new_vectors
+                )
+                await self._save(store_id, collection)
+                await asyncio.to_thread(self._finish, store_id, file_id, "completed", used)
+        except LoadError as exc:
+            code = "unsupported_file" if "unsupported file type" in str(exc) else "invalid_file"
+            error = {"code": code, "message": str(exc)}
+            await asyncio.to_thread(self._finish, store_id, file_id, "failed", 0, error)
+        except Exception as exc:  # an infrastructure failure fails this file only
+            log.exception("ingestion of %s into %s failed", file_id, store_id)
+            error = {"code": "server_error", "message": f"{type(exc).__name__}: {exc}"}
+            await asyncio.to_thread(self._finish, store_id, file_id, "failed", 0, error)
+
+    def _ingesting(self, store_id: str, file_id: str) -> tuple[VectorStoreFileRow | None, FileRow | None]:
+        """The store's file row while it is still to be ingested (else None), and its file."""
+        with self.db.session() as s:
+            row = s.get(VectorStoreFileRow, (store_id, file_id))
+            file = s.get(FileRow, file_id)
+        if row is None or row.status != "in_progress":
+            return None, None
+        if file is None:
+            raise LoadError("the file was deleted from /v1/files")
+        return row, file
+
+    def _finish(
+        self, store_id: str, file_id: str, status: str, usage_bytes: int = 0, error: dict | None = None
+    ) -> None:
+        with self.db.session() as s:
+            row = s.get(VectorStoreFileRow, (store_id, file_id))
+            if row is not None and row.status == "in_progress":
+                row.status, row.usage_bytes, row.last_error = status, usage_bytes, error
+
+    # Helpers ---------------------------------------------------------------------------------------
+    async def _collection(self, store_id: str) -> Collection:
+        """The store's index and chunks: cached, else read from the object store, else a new one."""
+        if store_id not in self._collections:
+            try:
+                self._collections[store_id] = await asyncio.to_thread(
+                    lambda: Collection.from_objects(self._read(store_id))
+                )
+            except ObjectNotFound:
+                dim = await asyncio.to_thread(lambda: self._embedder.dimension)
+                self._collections[store_id] = Collection(dim)
+        return self._collections[store_id]
+
+    def _read(self, store_id: str) -> dict[str, bytes]:
+        return {name: self.store.get_bytes(prefix(store_id) + name) for name in (INDEX_OBJECT, CHUNKS_OBJECT)}
+
+    async def _save(self, store_id: str, collection: Collection) -> None:
+        def write() -> None:
+            for name, data in collection.to_objects().items():
+                self.store.put_bytes(prefix(store_id) + name, data)
+
+        await asyncio.to_thread(write)
+
+    def _files(self, store_id: str) -> list[VectorStoreFileRow]:
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(VectorStoreFileRow)
+                    .where(VectorStoreFileRow.store_id == store_id)
+                    .order_by(VectorStoreFileRow.created_at.desc(), VectorStoreFileRow.file_id)
+                )
+            )
+
+    def _file(self, tenant: str, file_id: str, param: str) -> FileRow:
+        row = self.files.get(tenant, file_id, param=param)
+        if row.purpose not in PURPOSES:
+            raise ApiError(
+                400,
+                f"File '{file_id}' has purpose '{row.purpose}'; vector stores take files uploaded with "
+                f"purpose 'assistants' ({', '.join(SUPPORTED)}).",
+                param=param,
+                code="invalid_file",
+            )
+        return row
+
+    def _touch(self, store_id: str) -> None:
+        with self.db.session() as s:
+            s.get(VectorStoreRow, store_id).last_active_at = now()
+
+
+def _counts(files: list[VectorStoreFileRow]) -> FileCounts:
+    counts = FileCounts(total=len(files))
+    for f in files:
+        setattr(counts, f.status, getattr(counts, f.status) + 1)
+    return counts
