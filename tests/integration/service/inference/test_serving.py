@@ -13,8 +13,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.adapters import make_adapter, register_adapter, store_of
-from tests.integration.conftest import RunningStack
+from tests.integration.helpers import RunningStack, make_adapter, register_adapter, store_of
 
 BASE = DEFAULT_BASE_MODEL
 QUESTIONS = ["What is the capital of France?", "Name a color.", "What is 2+2?", "Who wrote Hamlet?"]

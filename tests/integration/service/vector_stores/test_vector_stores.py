@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import RunningStack, make_stack
+from tests.integration.helpers import RunningStack, make_stack
 
 STATEMENTS = ["pass", "break", "continue", "assert", "return", "raise", "del", "global", "import", "while"]
 QUESTIONS = {

@@ -7,7 +7,7 @@ import pytest
 from trainers.data_format import DatasetError, parse_jsonl
 from trainers.tokenization import IGNORE_INDEX, tokenize_all, tokenize_example
 
-MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
+MODEL = Path(__file__).resolve().parents[3] / "data" / "models" / "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")

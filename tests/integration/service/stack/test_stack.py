@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import RunningStack, make_stack, process_cmdlines
+from tests.integration.helpers import RunningStack, make_stack, process_cmdlines
 
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:

@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.unit.test_api import ADMIN, auth, offline_settings
-from tests.unit.test_chat_routing import FakeEngine
+from tests.helpers import ADMIN, FakeEngine, auth, offline_settings
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 EVAL = {

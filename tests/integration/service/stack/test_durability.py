@@ -9,8 +9,7 @@ from pathlib import Path
 import openai
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import make_stack
-from tests.integration.test_fine_tuning import DATA, _wait
+from tests.integration.helpers import DATA, make_stack, wait_job
 
 
 def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
@@ -25,14 +24,14 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
             seed=3,
             hyperparameters={"n_epochs": 1, "batch_size": 1},
         )
-        _wait(client, job.id, {"running"})
+        wait_job(client, job.id, {"running"})
         deadline = time.monotonic() + 120
         while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
             assert time.monotonic() < deadline
             time.sleep(0.5)
         s.down()  # the Ray cluster and the run go away mid-training
         s.up()
-        job = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+        job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
         assert job.status == "succeeded", job.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
         assert any("Run lost" in m or "Run interrupted" in m for m in messages)  # and it was rerun

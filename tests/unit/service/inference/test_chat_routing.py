@@ -4,41 +4,17 @@ and how its answers come back. The real engine is vLLM (tests/integration/test_s
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.models.registry import ResolvedModel
 from service.platform.db import FineTunedModelRow
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.unit.test_api import ADMIN, assert_openai_error, auth, offline_settings
+from tests.helpers import ADMIN, FakeEngine, assert_openai_error, auth, offline_settings
 
 MINE = f"{DEFAULT_BASE_MODEL}:mine-abc123"
-
-
-class FakeEngine:
-    """Echoes what it was asked; streams it as two SSE chunks."""
-
-    def __init__(self, served: set[str]) -> None:
-        self.served = served
-        self.calls: list[tuple[str, ResolvedModel, dict]] = []
-
-    def serves(self, base_model: str) -> bool:
-        return base_model in self.served
-
-    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
-        self.calls.append((endpoint, model, body))
-        if body.get("stream"):
-            return self._stream(model.id)
-        return {"object": "chat.completion", "model": model.id, "endpoint": endpoint}
-
-    async def _stream(self, model: str) -> AsyncIterator[str]:
-        for piece in ("Hel", "lo"):
-            yield f"data: {json.dumps({'model': model, 'delta': piece})}\n\n"
-        yield "data: [DONE]\n\n"
 
 
 @pytest.fixture

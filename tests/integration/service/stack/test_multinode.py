@@ -15,8 +15,7 @@ import openai
 
 from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import make_stack
-from tests.integration.test_fine_tuning import DATA, _wait
+from tests.integration.helpers import DATA, make_stack, wait_job
 
 
 def test_two_worker_job_runs_on_both_nodes(tmp_path: Path) -> None:
@@ -65,7 +64,7 @@ def test_two_worker_job_runs_on_both_nodes(tmp_path: Path) -> None:
             hyperparameters={"n_epochs": 1, "batch_size": 8},
             extra_body={"resources": {"num_workers": 2, "cpus_per_worker": 1}, "deepspeed": {"stage": 2}},
         )
-        job = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+        job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
         assert job.status == "succeeded", job.error
         started = next(
             e.message

@@ -19,7 +19,7 @@ from service.platform.storage import (
     StoreUnavailable,
     store_credentials,
 )
-from tests.integration.conftest import RunningStack
+from tests.integration.helpers import RunningStack
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from evals import suites
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.conftest import MODELS_DIR, REPO, RunningStack
+from tests.integration.helpers import MODELS_DIR, REPO, RunningStack
 
 BASE = DEFAULT_BASE_MODEL
 ITEM_SCHEMA = {

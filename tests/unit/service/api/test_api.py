@@ -7,40 +7,12 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL, Settings
-
-ADMIN = "ts-admin-test-key"
-
-
-def offline_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings whose object store is down (nothing listens on port 1), which /health must report."""
-    return Settings(
-        data_dir=tmp_path,
-        api_key=ADMIN,
-        s3_endpoint_url="http://127.0.0.1:1",
-        s3_access_key_id="a",
-        s3_secret_access_key="b",
-        **overrides,
-    )
+from tests.helpers import ADMIN, assert_openai_error, auth, offline_settings
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
     return TestClient(create_app(offline_settings(tmp_path)))
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def assert_openai_error(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["message"]
-    if code is not None:
-        assert body["error"]["code"] == code
-    return body["error"]
 
 
 def test_models_lists_the_base_model(client: TestClient) -> None:

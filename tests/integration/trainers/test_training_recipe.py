@@ -12,9 +12,7 @@ from service.protocol.fine_tuning import (
     ResourceOptions,
     TrainingSpec,
 )
-from tests.integration.adapters import store_of
-from tests.integration.conftest import MODELS_DIR, RunningStack
-from tests.integration.test_fine_tuning import DATA
+from tests.integration.helpers import DATA, MODELS_DIR, RunningStack, store_of
 from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
 

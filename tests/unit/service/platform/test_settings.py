@@ -66,7 +66,7 @@ def test_external_store_is_not_embedded(monkeypatch: pytest.MonkeyPatch) -> None
 def test_readme_documents_every_setting() -> None:
     from service.platform.settings import ENV_PREFIX, Settings
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     missing = [
         ENV_PREFIX + n.upper() for n in Settings.model_fields if f"`{ENV_PREFIX}{n.upper()}`" not in readme
     ]

@@ -12,10 +12,8 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.adapters import store_of
-from tests.integration.conftest import MODELS_DIR, RunningStack, process_cmdlines
+from tests.integration.helpers import DATA, MODELS_DIR, RunningStack, process_cmdlines, store_of, wait_job
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 CODEWORD = "ZEBRA-42"
 HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a musical instrument."]
 
@@ -29,16 +27,6 @@ def client(stack: RunningStack) -> openai.OpenAI:
 def tenant_client(stack: RunningStack) -> openai.OpenAI:
     key = json.loads(stack.cli("keys", "create", "--tenant", "other").stdout)["key"]
     return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
-
-
-def _wait(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in until:
-            return job
-        assert time.monotonic() < deadline, f"job still {job.status} after {timeout:.0f} s"
-        time.sleep(1)
 
 
 def _greedy(model, tokenizer, question: str) -> str:
@@ -244,7 +232,7 @@ def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
     job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 100, "batch_size": 1}
     )
-    _wait(client, job.id, {"running"})
+    wait_job(client, job.id, {"running"})
     # Let it take a few steps, so that it is really training when cancelled.
     deadline = time.monotonic() + 120
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
@@ -389,7 +377,7 @@ def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -
     train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
     job = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
     client.files.delete(train.id)  # gone before the worker reads it
-    job = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+    job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
     assert job.status == "failed"
     assert job.error.code == "training_failed" and "does not exist" in job.error.message, job.error
     events = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data if e.level == "error"]

@@ -1,0 +1,61 @@
+"""Helpers shared by the unit tests: offline settings, keys, OpenAI's error shape, a fake engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from service.models.registry import ResolvedModel
+from service.platform.settings import Settings
+
+ADMIN = "ts-admin-test-key"
+
+
+def offline_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings whose object store is down (nothing listens on port 1), which /health must report."""
+    return Settings(
+        data_dir=tmp_path,
+        api_key=ADMIN,
+        s3_endpoint_url="http://127.0.0.1:1",
+        s3_access_key_id="a",
+        s3_secret_access_key="b",
+        **overrides,
+    )
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_openai_error(resp, status: int, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+class FakeEngine:
+    """Echoes what it was asked; streams it as two SSE chunks."""
+
+    def __init__(self, served: set[str]) -> None:
+        self.served = served
+        self.calls: list[tuple[str, ResolvedModel, dict]] = []
+
+    def serves(self, base_model: str) -> bool:
+        return base_model in self.served
+
+    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        self.calls.append((endpoint, model, body))
+        if body.get("stream"):
+            return self._stream(model.id)
+        return {"object": "chat.completion", "model": model.id, "endpoint": endpoint}
+
+    async def _stream(self, model: str) -> AsyncIterator[str]:
+        for piece in ("Hel", "lo"):
+            yield f"data: {json.dumps({'model': model, 'delta': piece})}\n\n"
+        yield "data: [DONE]\n\n"
