@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -32,26 +33,17 @@ KEY_NAME = "eval-run:"
 MANIFEST = "manifest.json"
 
 
+@dataclass
 class EvalRunner:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        store: ObjectStore,
-        keys: KeyStore,
-        models: ModelRegistry,
-        tasks: TaskRunner,
-        background: Background,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.store = store
-        self.keys = keys
-        self.models = models
-        self.tasks = tasks
-        self.background = background
-        self._running: set[str] = set()
-        self._manifest_lock = asyncio.Lock()
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    keys: KeyStore
+    models: ModelRegistry
+    tasks: TaskRunner
+    background: Background
+    _running: set[str] = field(default_factory=set)
+    _manifest_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def start(self, run_id: str) -> None:
         """Drive the run in the background (from any thread); a run already driven is left alone."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -58,24 +59,15 @@ def items_key(run_id: str) -> str:
     return f"evals/runs/{run_id}/items.jsonl"
 
 
+@dataclass
 class EvalService:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        store: ObjectStore,
-        files: FileService,
-        models: ModelRegistry,
-        chat: ChatService,
-        vector_stores: VectorStores,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.store = store
-        self.files = files
-        self.models = models
-        self.chat = chat
-        self.vector_stores = vector_stores
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    files: FileService
+    models: ModelRegistry
+    chat: ChatService
+    vector_stores: VectorStores
 
     # Evals -----------------------------------------------------------------------------------------
     def create(self, tenant: str, req: EvalCreate) -> EvalRow:
@@ -132,9 +124,7 @@ class EvalService:
         return graders
 
     def get(self, tenant: str, eval_id: str) -> EvalRow:
-        return self.db.get_or_404(
-            EvalRow, eval_id, f"No eval with id '{eval_id}'.", "eval_id", tenant_id=tenant
-        )
+        return self.db.get_or_404(EvalRow, eval_id, "eval_id", tenant_id=tenant)
 
     def list(self, tenant: str, after: str | None, limit: int, order: str) -> tuple[list[EvalRow], bool]:
         q = select(EvalRow).where(EvalRow.tenant_id == tenant)
@@ -229,9 +219,7 @@ class EvalService:
 
     def get_run(self, tenant: str, eval_id: str, run_id: str) -> EvalRunRow:
         self.get(tenant, eval_id)
-        return self.db.get_or_404(
-            EvalRunRow, run_id, f"No run with id '{run_id}' in eval {eval_id}.", "run_id", eval_id=eval_id
-        )
+        return self.db.get_or_404(EvalRunRow, run_id, "run_id", eval_id=eval_id)
 
     def runs(
         self,
@@ -331,13 +319,7 @@ class EvalService:
 
     def output_item(self, tenant: str, eval_id: str, run_id: str, item_id: str) -> EvalOutputItemRow:
         self.get_run(tenant, eval_id, run_id)
-        return self.db.get_or_404(
-            EvalOutputItemRow,
-            item_id,
-            f"No output item '{item_id}' in run {run_id}.",
-            "output_item_id",
-            run_id=run_id,
-        )
+        return self.db.get_or_404(EvalOutputItemRow, item_id, "output_item_id", run_id=run_id)
 
     def run_to_api(self, row: EvalRunRow) -> Run:
         summary = row.summary

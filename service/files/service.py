@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from service.platform.db import Database, FileRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
-from service.platform.storage import ObjectStore
+from service.platform.storage import ObjectInfo, ObjectStore
 from service.protocol.files import FileObject
 
 # purpose -> check of an upload's content; raises ApiError (a 400 naming the bad line). Features that own a
@@ -19,20 +20,14 @@ from service.protocol.files import FileObject
 Validator = Callable[[BinaryIO], None]
 
 
+@dataclass
 class FileService:
     """Uploads up to `max_bytes` (0: this instance only writes files of the service's own, `create`)."""
 
-    def __init__(
-        self,
-        db: Database,
-        store: ObjectStore,
-        max_bytes: int = 0,
-        validators: dict[str, Validator] | None = None,
-    ) -> None:
-        self.db = db
-        self.store = store
-        self.max_bytes = max_bytes
-        self.validators = validators or {}
+    db: Database
+    store: ObjectStore
+    max_bytes: int = 0
+    validators: dict[str, Validator] = field(default_factory=dict)
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
         if purpose in self.validators:
@@ -49,45 +44,18 @@ class FileService:
         if info.size > self.max_bytes:
             self.store.delete(key)
             raise too_large(self.max_bytes)
-        return self._add(
-            FileRow(
-                id=file_id,
-                tenant_id=tenant,
-                filename=filename,
-                purpose=purpose,
-                bytes=info.size,
-                sha256=info.sha256,
-                key=key,
-            )
-        )
+        return self._add(tenant, filename, purpose, file_id, key, info)
 
     def create(self, tenant: str, filename: str, purpose: str, data: bytes, content_type: str) -> FileRow:
         """A file the service itself writes for a tenant (a job's step metrics)."""
         file_id, key = _new_file(tenant)
-        info = self.store.put_bytes(key, data, content_type)
         return self._add(
-            FileRow(
-                id=file_id,
-                tenant_id=tenant,
-                filename=filename,
-                purpose=purpose,
-                bytes=info.size,
-                sha256=info.sha256,
-                key=key,
-            )
+            tenant, filename, purpose, file_id, key, self.store.put_bytes(key, data, content_type)
         )
 
     def get(self, tenant: str, file_id: str, param: str = "file_id") -> FileRow:
         """The tenant's file, or 404 (another tenant's file does not exist for this one)."""
-        return self.db.get_or_404(
-            FileRow,
-            file_id,
-            f"No such File object: {file_id}",
-            param,
-            "file_not_found",
-            tenant_id=tenant,
-            deleted_at=None,
-        )
+        return self.db.get_or_404(FileRow, file_id, param, tenant_id=tenant, deleted_at=None)
 
     def list(
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str
@@ -117,7 +85,18 @@ class FileService:
             id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename, purpose=row.purpose
         )
 
-    def _add(self, row: FileRow) -> FileRow:
+    def _add(
+        self, tenant: str, filename: str, purpose: str, file_id: str, key: str, info: ObjectInfo
+    ) -> FileRow:
+        row = FileRow(
+            id=file_id,
+            tenant_id=tenant,
+            filename=filename,
+            purpose=purpose,
+            bytes=info.size,
+            sha256=info.sha256,
+            key=key,
+        )
         with self.db.session() as s:
             s.add(row)
         return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -20,12 +21,12 @@ from service.protocol.evals import CompletionsDataSource, RunCreate
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class JobEvals:
-    def __init__(self, jobs: JobStore, evals: EvalService, runner: EvalRunner) -> None:
-        self.jobs = jobs
-        self.evals = evals
-        self.runner = runner
-        self._jobs_seen: set[str] = set()
+    jobs: JobStore
+    evals: EvalService
+    runner: EvalRunner
+    _jobs_seen: set[str] = field(default_factory=set)
 
     async def run_forever(self, interval_s: float = 2.0) -> None:
         while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from service.fine_tuning.launcher import Launcher, job_context
 from service.fine_tuning.state import JobStatus
@@ -18,13 +19,13 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 
 
+@dataclass
 class JobScheduler:
-    def __init__(self, settings: Settings, store: JobStore, launcher: Launcher) -> None:
-        self.settings = settings
-        self.store = store
-        self.launcher = launcher
-        self.ticks = 0
-        self.last_error: str | None = None
+    settings: Settings
+    store: JobStore
+    launcher: Launcher
+    ticks: int = 0
+    last_error: str | None = None
 
     def probe(self) -> str:
         """Health: raises while the last pass failed."""

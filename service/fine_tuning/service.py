@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,22 +45,14 @@ def adapter_prefix(fine_tuned_model: str) -> str:
     return f"adapters/{base}/{name}/"
 
 
+@dataclass
 class JobService:
-    def __init__(
-        self,
-        settings: Settings,
-        store: JobStore,
-        files: FileService,
-        models: ModelRegistry,
-        evals: EvalService,
-        launcher: Launcher | None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.files = files
-        self.models = models
-        self.evals = evals
-        self.launcher = launcher
+    settings: Settings
+    store: JobStore
+    files: FileService
+    models: ModelRegistry
+    evals: EvalService
+    launcher: Launcher | None
 
     def create(self, tenant: str, req: FineTuningJobCreate) -> JobRow:
         """Blocking (tokenizes the files): call it off the event loop."""
@@ -195,14 +188,7 @@ class JobService:
             ) from None
 
     def get(self, tenant: str, job_id: str) -> JobRow:
-        return self.store.db.get_or_404(
-            JobRow,
-            job_id,
-            f"No fine-tuning job with id '{job_id}'",
-            "fine_tuning_job_id",
-            "job_not_found",
-            tenant_id=tenant,
-        )
+        return self.store.db.get_or_404(JobRow, job_id, "fine_tuning_job_id", tenant_id=tenant)
 
     def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[JobRow], bool]:
         return self.store.list(tenant, after, limit)

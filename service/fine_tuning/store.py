@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
@@ -19,9 +20,9 @@ from service.platform.db.models import now
 NON_TERMINAL = [s.value for s in JobStatus if not s.is_terminal]
 
 
+@dataclass
 class JobStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    db: Database
 
     # Jobs -------------------------------------------------------------------------------------------
     def create(self, row: JobRow, events: Iterable[str] = ()) -> JobRow:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from rag.prompting import augment, last_user_text
 from service.inference.engine import Endpoint, EngineResult, InferenceEngine
@@ -16,18 +17,12 @@ from service.protocol.vector_stores import RetrievalOptions
 from service.vector_stores.service import VectorStores
 
 
+@dataclass
 class ChatService:
-    def __init__(
-        self,
-        models: ModelRegistry,
-        adapters: AdapterChecker,
-        vector_stores: VectorStores,
-        engine: InferenceEngine | None,
-    ) -> None:
-        self.models = models
-        self.adapters = adapters
-        self.vector_stores = vector_stores
-        self.engine = engine
+    models: ModelRegistry
+    adapters: AdapterChecker
+    vector_stores: VectorStores
+    engine: InferenceEngine | None
 
     def servable(self, tenant: str, model_id: str, param: str = "model") -> ResolvedModel:
         """The model if this stack can answer with it: the tenant's, deployed, with a servable adapter.

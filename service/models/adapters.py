@@ -12,6 +12,7 @@ import json
 import struct
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.platform.errors import ApiError
@@ -70,14 +71,14 @@ def _check_safetensors(path: Path) -> None:
         raise AdapterError(f"its {path.name} is corrupt (tensor data does not match the header)")
 
 
+@dataclass
 class AdapterChecker:
     """Checks each adapter once per process; remembers the good ones (adapters are immutable)."""
 
-    def __init__(self, store: ObjectStore, max_rank: int) -> None:
-        self.store = store
-        self.max_rank = max_rank
-        self._good: set[str] = set()
-        self._lock = threading.Lock()
+    store: ObjectStore
+    max_rank: int
+    _good: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check(self, model_id: str, prefix: str) -> None:
         """Raise an ApiError naming `model_id` unless the adapter under `prefix` can be served."""

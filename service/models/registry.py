@@ -27,14 +27,12 @@ class ResolvedModel:
         return self.adapter_prefix is None
 
 
+@dataclass
 class ModelRegistry:
-    def __init__(
-        self, settings: Settings, db: Database, store: ObjectStore, adapters: AdapterChecker
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.store = store
-        self.adapters = adapters
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    adapters: AdapterChecker
 
     def list(self, tenant: str) -> list[Model]:
         models = [

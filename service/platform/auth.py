@@ -100,7 +100,7 @@ class KeyStore:
             return list(s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)))
 
     def revoke(self, key_id: str) -> ApiKeyRow:
-        self.db.get_or_404(ApiKeyRow, key_id, f"No API key with id '{key_id}'", "key_id")
+        self.db.get_or_404(ApiKeyRow, key_id, "key_id")
         with self.db.session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row.revoked_at is None:

@@ -49,8 +49,3 @@ class Background:
             create()
         else:
             self.loop.call_soon_threadsafe(create)
-
-    async def wait_idle(self) -> None:
-        """Until every task started so far has ended (tests, shutdown)."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)

@@ -39,13 +39,6 @@ class ListResponse(BaseModel, Generic[T]):
             last_id=data[-1].id if data else None,
         )  # type: ignore[attr-defined]
 
-    @classmethod
-    def after(cls, items: list[T], after: str | None, limit: int) -> ListResponse[T]:
-        """The page of `limit` items that follows the item with id `after` (from the start without one)."""
-        ids = [i.id for i in items]  # type: ignore[attr-defined]
-        start = ids.index(after) + 1 if after in ids else 0
-        return cls.page(items[start : start + limit], has_more=len(items) > start + limit)
-
 
 class Model(BaseModel):
     """An entry of GET /v1/models."""

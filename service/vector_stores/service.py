@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -51,27 +52,22 @@ def prefix(store_id: str) -> str:
     return f"vector_stores/{store_id}/"
 
 
+@dataclass
 class VectorStores:
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        store: ObjectStore,
-        files: FileService,
-        runner: TaskRunner,
-        background: Background,
-    ) -> None:
-        self.db = db
-        self.store = store
-        self.files = files
-        self.runner = runner
-        self.background = background
-        self.embedding = (
-            str(settings.embedding_model) if settings.embedding_model else None,
-            settings.embedding_dtype,
-        )
-        self._collections: dict[str, Collection] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    settings: Settings
+    db: Database
+    store: ObjectStore
+    files: FileService
+    runner: TaskRunner
+    background: Background
+    _collections: dict[str, Collection] = field(default_factory=dict)
+    _locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    @property
+    def embedding(self) -> tuple[str | None, str]:
+        """The embedding model's folder (None: the packaged default) and dtype."""
+        s = self.settings
+        return (str(s.embedding_model) if s.embedding_model else None, s.embedding_dtype)
 
     @property
     def _embedder(self) -> Embedder:
@@ -96,13 +92,7 @@ class VectorStores:
         return row
 
     def get(self, tenant: str, store_id: str) -> VectorStoreRow:
-        return self.db.get_or_404(
-            VectorStoreRow,
-            store_id,
-            f"No vector store with id '{store_id}'.",
-            "vector_store_id",
-            tenant_id=tenant,
-        )
+        return self.db.get_or_404(VectorStoreRow, store_id, "vector_store_id", tenant_id=tenant)
 
     def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[VectorStoreRow], bool]:
         """Newest first."""
@@ -173,12 +163,7 @@ class VectorStores:
 
     def get_file(self, tenant: str, store_id: str, file_id: str) -> VectorStoreFileRow:
         self.get(tenant, store_id)
-        return self.db.get_or_404(
-            VectorStoreFileRow,
-            (store_id, file_id),
-            f"No file '{file_id}' in vector store '{store_id}'.",
-            "file_id",
-        )
+        return self.db.get_or_404(VectorStoreFileRow, (store_id, file_id), "file_id")
 
     def list_files(
         self,
@@ -252,13 +237,7 @@ class VectorStores:
 
     def get_batch(self, tenant: str, store_id: str, batch_id: str) -> FileBatchRow:
         self.get(tenant, store_id)
-        return self.db.get_or_404(
-            FileBatchRow,
-            batch_id,
-            f"No file batch '{batch_id}' in '{store_id}'.",
-            "batch_id",
-            store_id=store_id,
-        )
+        return self.db.get_or_404(FileBatchRow, batch_id, "batch_id", store_id=store_id)
 
     def cancel_batch(self, tenant: str, store_id: str, batch_id: str) -> FileBatchRow:
         """Files of the batch still in progress become `cancelled` (their results are dropped)."""

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.integration.helpers import RunningStack, make_stack
@@ -17,6 +18,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def client(stack: RunningStack) -> openai.OpenAI:
+    """The official client of the shared stack, with the admin key."""
+    return stack.client()
 
 
 @pytest.fixture(scope="session")

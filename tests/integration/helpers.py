@@ -44,6 +44,14 @@ class RunningStack:
     def state(self) -> dict:
         return json.loads((self.data_dir / "run" / "stack.json").read_text())
 
+    def client(self, key: str | None = None) -> openai.OpenAI:
+        """The official client, with the admin key unless told."""
+        return openai.OpenAI(base_url=self.base_url + "/v1", api_key=key or self.admin_key, max_retries=0)
+
+    def tenant_key(self, tenant: str) -> str:
+        """A new API key of `tenant`, made through the CLI."""
+        return json.loads(self.cli("keys", "create", "--tenant", tenant).stdout)["key"]
+
     def cli(
         self, *args: str, timeout: float = 300, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ from service.platform.db.models import Base, now
 
 class EvalRow(Base):
     __tablename__ = "evals"
+    noun = "eval"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(256))
@@ -25,6 +26,7 @@ class EvalRow(Base):
 
 class EvalRunRow(Base):
     __tablename__ = "eval_runs"
+    noun = "run"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     eval_id: Mapped[str] = mapped_column(ForeignKey("evals.id"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
@@ -46,6 +48,7 @@ class EvalRunRow(Base):
 
 class EvalOutputItemRow(Base):
     __tablename__ = "eval_output_items"
+    noun = "output item"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -13,7 +14,9 @@ def now() -> int:
 
 
 class Base(DeclarativeBase):
-    pass
+    # What a 404 calls a missing row ("No {noun} with id '...'"), and its error code.
+    noun: ClassVar[str] = "object"
+    not_found_code: ClassVar[str] = "not_found"
 
 
 class SchemaVersion(Base):
@@ -112,6 +115,11 @@ class FineTunedModelRow(Base):
     """A model a job produced: a LoRA adapter over `base_model`, stored under `adapter_prefix`."""
 
     __tablename__ = "fine_tuned_models"
+    noun = "fine-tuning job"
+    not_found_code = "job_not_found"
+    noun = "file"
+    not_found_code = "file_not_found"
+    noun = "API key"
     id: Mapped[str] = mapped_column(String(256), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     base_model: Mapped[str] = mapped_column(String(256))

@@ -90,20 +90,13 @@ class Database:
             return None
         return row
 
-    def get_or_404(
-        self,
-        model: type[T],
-        key: object,
-        message: str,
-        param: str,
-        code: str = "not_found",
-        **expected: object,
-    ) -> T:
-        """`get_where`, or the 404 that says what is missing (another tenant's row does not exist for this
+    def get_or_404(self, model: type[T], key: object, param: str, **expected: object) -> T:
+        """`get_where`, or the 404 that names what is missing (another tenant's row does not exist for this
         one)."""
         row = self.get_where(model, key, **expected)
         if row is None:
-            raise ApiError(404, message, param=param, code=code)
+            shown = key[-1] if isinstance(key, tuple) else key  # (store, file): the file
+            raise ApiError(404, f"No {model.noun} with id '{shown}'.", param=param, code=model.not_found_code)
         return row
 
     def page(

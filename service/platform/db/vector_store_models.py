@@ -11,6 +11,7 @@ from service.platform.db.models import Base, now
 
 class VectorStoreRow(Base):
     __tablename__ = "vector_stores"
+    noun = "vector store"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str | None] = mapped_column(String(256), nullable=True)
@@ -23,6 +24,7 @@ class VectorStoreRow(Base):
 
 class VectorStoreFileRow(Base):
     __tablename__ = "vector_store_files"
+    noun = "vector store file"
     store_id: Mapped[str] = mapped_column(ForeignKey("vector_stores.id"), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
@@ -37,6 +39,7 @@ class VectorStoreFileRow(Base):
 
 class FileBatchRow(Base):
     __tablename__ = "vector_store_file_batches"
+    noun = "file batch"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     store_id: Mapped[str] = mapped_column(ForeignKey("vector_stores.id"), index=True)
     cancelled: Mapped[bool] = mapped_column(default=False)

@@ -33,11 +33,6 @@ ITEMS = [
 TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}
 
 
-@pytest.fixture(scope="module")
-def client(stack: RunningStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key, max_retries=0)
-
-
 def post(stack: RunningStack, path: str, body: dict, key: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or stack.admin_key}"}
     return httpx.post(stack.base_url + path, json=body, headers=headers, timeout=60)
@@ -325,7 +320,7 @@ def test_bad_input_is_refused_before_anything_runs(client: openai.OpenAI, stack:
 
     # Another tenant's eval does not exist for this one.
     key = json.loads(stack.cli("keys", "create", "--tenant", "evals-other").stdout)["key"]
-    other = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
+    other = stack.client(key)
     refused(404, other.evals.retrieve, ev.id)
     refused(404, other.evals.runs.create, ev.id, data_source=good)
     assert ev.id not in [e.id for e in other.evals.list().data]

@@ -19,14 +19,8 @@ HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a
 
 
 @pytest.fixture(scope="module")
-def client(stack: RunningStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key, max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def tenant_client(stack: RunningStack) -> openai.OpenAI:
-    key = json.loads(stack.cli("keys", "create", "--tenant", "other").stdout)["key"]
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
+    return stack.client(stack.tenant_key("other"))
 
 
 def _greedy(model, tokenizer, question: str) -> str:

@@ -20,14 +20,8 @@ QUESTIONS = ["What is the capital of France?", "Name a color.", "What is 2+2?", 
 
 
 @pytest.fixture(scope="module")
-def client(stack: RunningStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key, max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def other_client(stack: RunningStack) -> openai.OpenAI:
-    key = json.loads(stack.cli("keys", "create", "--tenant", "serving-other").stdout)["key"]
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0)
+    return stack.client(stack.tenant_key("serving-other"))
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import openai
-
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import DATA, make_stack, wait_job
 
@@ -16,7 +14,7 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
     s = make_stack(tmp_path / "durable")
     s.up()
     try:
-        client = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.admin_key, max_retries=0)
+        client = s.client()
         train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL,

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import openai
 
 from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL
@@ -56,7 +55,7 @@ def test_two_worker_job_runs_on_both_nodes(tmp_path: Path) -> None:
             assert node.poll() is None and time.monotonic() < deadline, "the second node did not join"
             time.sleep(1)
 
-        client = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.admin_key, max_retries=0)
+        client = s.client()
         train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL,

@@ -4,7 +4,6 @@ questions whose answer is known retrieve the right passage, filters, deletion, r
 
 from __future__ import annotations
 
-import json
 import time
 from pydoc_data.topics import topics
 
@@ -23,15 +22,6 @@ QUESTIONS = {
     "How does a function leave and give a value back to its caller?": "return",
     "How do I delete a name binding?": "del",
 }
-
-
-def client_for(stack: RunningStack, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key or stack.admin_key, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def client(stack: RunningStack) -> openai.OpenAI:
-    return client_for(stack)
 
 
 def upload(client: openai.OpenAI, name: str, data: bytes) -> str:
@@ -152,8 +142,7 @@ def test_another_tenants_store_does_not_exist(
     client: openai.OpenAI, stack: RunningStack, reference: tuple
 ) -> None:
     store_id, files = reference
-    key = json.loads(stack.cli("keys", "create", "--tenant", "rag-other").stdout)["key"]
-    other = client_for(stack, key)
+    other = stack.client(stack.tenant_key("rag-other"))
     for call in (
         lambda: other.vector_stores.retrieve(store_id),
         lambda: other.vector_stores.search(store_id, query="pass"),
@@ -244,7 +233,7 @@ def test_a_restart_keeps_the_index(tmp_path) -> None:
     stack = make_stack(tmp_path / "rag-restart")
     stack.up()
     try:
-        client = client_for(stack)
+        client = stack.client()
         store = client.vector_stores.create(name="durable")
         for name in ("pass", "break", "assert"):
             client.vector_stores.files.create(
@@ -254,7 +243,7 @@ def test_a_restart_keeps_the_index(tmp_path) -> None:
         before = [(r.filename, r.score) for r in search(client, store.id, "debugging assertions")]
         stack.down()
         stack.up()
-        client = client_for(stack)
+        client = stack.client()
         assert [(r.filename, r.score) for r in search(client, store.id, "debugging assertions")] == before
         assert before[0][0] == "assert.txt"
     finally:
