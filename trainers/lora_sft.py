@@ -38,7 +38,6 @@ class RunResult:
     steps: int = 0
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     valid_losses: list[tuple[int, float]] = field(default_factory=list)
-    tokens_per_second: float = 0.0
 
 
 class LoRASFTRecipe:
@@ -138,7 +137,6 @@ class LoRASFTRecipe:
                 train_loss = totals[0] / max(totals[1], 1)
                 result.trained_tokens += int(totals[2])
                 result.loss_curve.append((step, train_loss))
-                result.tokens_per_second = totals[2] / elapsed
                 self._report(
                     step,
                     epoch,

@@ -128,7 +128,7 @@ class EvalService:
 
     def list(self, tenant: str, after: str | None, limit: int, order: str) -> tuple[list[EvalRow], bool]:
         q = select(EvalRow).where(EvalRow.tenant_id == tenant)
-        return self.db.page(q, (EvalRow.created_at, EvalRow.id), EvalRow.id, after, limit, order == "desc")
+        return self.db.page(q, after, limit, order == "desc")
 
     def update(self, tenant: str, eval_id: str, req: EvalUpdate) -> EvalRow:
         self.get(tenant, eval_id)
@@ -234,18 +234,10 @@ class EvalService:
         q = select(EvalRunRow).where(EvalRunRow.eval_id == eval_id)
         if status:
             q = q.where(EvalRunRow.status == status)
-        return self.db.page(
-            q, (EvalRunRow.created_at, EvalRunRow.id), EvalRunRow.id, after, limit, order == "desc"
-        )
+        return self.db.page(q, after, limit, order == "desc")
 
     def job_runs(self, job_id: str) -> list[EvalRunRow]:
-        with self.db.session() as s:
-            q = (
-                select(EvalRunRow)
-                .where(EvalRunRow.job_id == job_id)
-                .order_by(EvalRunRow.created_at, EvalRunRow.id)
-            )
-            return list(s.scalars(q))
+        return self.db.page(select(EvalRunRow).where(EvalRunRow.job_id == job_id))[0]
 
     def job_results(self, job_id: str, fine_tuned_model: str | None) -> list[dict]:
         """The evaluation runs a job asked for, each with its results (on the job and its manifest)."""
@@ -313,9 +305,7 @@ class EvalService:
         q = select(EvalOutputItemRow).where(EvalOutputItemRow.run_id == run_id)
         if status:
             q = q.where(EvalOutputItemRow.status == status)
-        return self.db.page(
-            q, (EvalOutputItemRow.index,), EvalOutputItemRow.id, after, limit, order == "desc"
-        )
+        return self.db.page(q, after, limit, order == "desc")
 
     def output_item(self, tenant: str, eval_id: str, run_id: str, item_id: str) -> EvalOutputItemRow:
         self.get_run(tenant, eval_id, run_id)

@@ -63,7 +63,7 @@ class FileService:
         q = select(FileRow).where(FileRow.tenant_id == tenant, FileRow.deleted_at.is_(None))
         if purpose:
             q = q.where(FileRow.purpose == purpose)
-        return self.db.page(q, (FileRow.created_at, FileRow.id), FileRow.id, after, limit, order == "desc")
+        return self.db.page(q, after, limit, order == "desc")
 
     def content(self, tenant: str, file_id: str) -> tuple[FileRow, Iterator[bytes]]:
         row = self.get(tenant, file_id)

@@ -40,12 +40,10 @@ class JobStore:
     def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[JobRow], bool]:
         """Newest first; `after` is the id of the last job of the previous page."""
         q = select(JobRow).where(JobRow.tenant_id == tenant)
-        return self.db.page(q, (JobRow.created_at, JobRow.id), JobRow.id, after, limit, descending=True)
+        return self.db.page(q, after, limit, descending=True)
 
     def non_terminal(self) -> list[JobRow]:
-        with self.db.session() as s:
-            q = select(JobRow).where(JobRow.status.in_(NON_TERMINAL)).order_by(JobRow.created_at, JobRow.id)
-            return list(s.scalars(q))
+        return self.db.page(select(JobRow).where(JobRow.status.in_(NON_TERMINAL)))[0]
 
     def submitted_count(self, tenant: str) -> int:
         with self.db.session() as s:
@@ -113,7 +111,7 @@ class JobStore:
     ) -> tuple[list[JobEventRow], bool]:
         """Events newest first (OpenAI's order) after the event id `after`; oldest first when following."""
         q = select(JobEventRow).where(JobEventRow.job_id == job_id)
-        return self.db.page(q, (JobEventRow.seq,), JobEventRow.id, after, limit, descending=newest_first)
+        return self.db.page(q, after, limit, descending=newest_first)
 
     def add_checkpoint(self, job_id: str, step: int, key: str, metrics: dict) -> None:
         with self.db.session() as s:

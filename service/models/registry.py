@@ -44,17 +44,11 @@ class ModelRegistry:
             )
             for name, path in self.settings.resolved_base_models.items()
         ]
-        with self.db.session() as s:
-            rows = s.scalars(
-                select(FineTunedModelRow)
-                .where(FineTunedModelRow.tenant_id == tenant)
-                .order_by(FineTunedModelRow.created_at, FineTunedModelRow.id)
-            )
-            models += [
-                Model(id=r.id, created=r.created_at, owned_by=tenant, root=r.base_model, parent=r.base_model)
-                for r in rows
-            ]
-        return models
+        rows, _ = self.db.page(select(FineTunedModelRow).where(FineTunedModelRow.tenant_id == tenant))
+        return models + [
+            Model(id=r.id, created=r.created_at, owned_by=tenant, root=r.base_model, parent=r.base_model)
+            for r in rows
+        ]
 
     def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:
         """The model `tenant` asked for, or 404 (another tenant's model does not exist for this one)."""

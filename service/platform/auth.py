@@ -96,8 +96,7 @@ class KeyStore:
         return row, key
 
     def list(self) -> list[ApiKeyRow]:
-        with self.db.session() as s:
-            return list(s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)))
+        return self.db.page(select(ApiKeyRow))[0]
 
     def revoke(self, key_id: str) -> ApiKeyRow:
         self.db.get_or_404(ApiKeyRow, key_id, "key_id")

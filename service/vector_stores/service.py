@@ -97,8 +97,7 @@ class VectorStores:
     def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[VectorStoreRow], bool]:
         """Newest first."""
         q = select(VectorStoreRow).where(VectorStoreRow.tenant_id == tenant)
-        order = (VectorStoreRow.created_at, VectorStoreRow.id)
-        return self.db.page(q, order, VectorStoreRow.id, after, limit, descending=True)
+        return self.db.page(q, after, limit, descending=True)
 
     def update(self, tenant: str, store_id: str, fields: dict) -> VectorStoreRow:
         self.get(tenant, store_id)
@@ -183,8 +182,7 @@ class VectorStores:
             q = q.where(VectorStoreFileRow.status == status)
         if batch_id is not None:
             q = q.where(VectorStoreFileRow.batch_id == batch_id)
-        order = (VectorStoreFileRow.created_at, VectorStoreFileRow.file_id)
-        return self.db.page(q, order, VectorStoreFileRow.file_id, after, limit, descending=True)
+        return self.db.page(q, after, limit, descending=True)
 
     def update_file(
         self, tenant: str, store_id: str, file_id: str, attributes: dict | None
@@ -416,14 +414,7 @@ class VectorStores:
         await asyncio.to_thread(write)
 
     def _files(self, store_id: str) -> list[VectorStoreFileRow]:
-        with self.db.session() as s:
-            return list(
-                s.scalars(
-                    select(VectorStoreFileRow)
-                    .where(VectorStoreFileRow.store_id == store_id)
-                    .order_by(VectorStoreFileRow.created_at.desc(), VectorStoreFileRow.file_id)
-                )
-            )
+        return self.db.page(select(VectorStoreFileRow).where(VectorStoreFileRow.store_id == store_id))[0]
 
     def _file(self, tenant: str, file_id: str, param: str) -> FileRow:
         row = self.files.get(tenant, file_id, param=param)

@@ -49,6 +49,7 @@ class EvalRunRow(Base):
 class EvalOutputItemRow(Base):
     __tablename__ = "eval_output_items"
     noun = "output item"
+    page_order = ("index",)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id"), index=True)
     index: Mapped[int] = mapped_column(Integer)

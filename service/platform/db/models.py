@@ -17,6 +17,9 @@ class Base(DeclarativeBase):
     # What a 404 calls a missing row ("No {noun} with id '...'"), and its error code.
     noun: ClassVar[str] = "object"
     not_found_code: ClassVar[str] = "not_found"
+    # How `Database.page` orders the rows (the last column unique) and which column a cursor names.
+    page_order: ClassVar[tuple[str, ...]] = ("created_at", "id")
+    page_cursor: ClassVar[str] = "id"
 
 
 class SchemaVersion(Base):
@@ -91,6 +94,7 @@ class JobRow(Base):
 
 class JobEventRow(Base):
     __tablename__ = "fine_tuning_job_events"
+    page_order = ("seq",)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)

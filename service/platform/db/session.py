@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Select, create_engine, event, select, text, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
@@ -100,17 +100,14 @@ class Database:
         return row
 
     def page(
-        self,
-        query: Select,
-        order: tuple[InstrumentedAttribute, ...],
-        cursor: InstrumentedAttribute,
-        after: str | None,
-        limit: int | None,
-        descending: bool = False,
+        self, query: Select, after: str | None = None, limit: int | None = None, descending: bool = False
     ) -> tuple[list, bool]:
-        """One page of `query`'s rows in `order` (its last column unique), after the row whose `cursor` is
-        `after` (from the start for an unknown one), of `limit` rows (all without one): keyset pagination in
-        SQL. Returns (rows, has_more)."""
+        """One page of `query`'s rows after the row whose cursor is `after` (from the start for an unknown
+        one), of `limit` rows (all without one): keyset pagination in SQL. The rows' model says its order and
+        cursor (`page_order`, `page_cursor`; by default creation time and id). Returns (rows, has_more)."""
+        model = query.column_descriptions[0]["entity"]
+        order = [getattr(model, c) for c in model.page_order]
+        cursor = getattr(model, model.page_cursor)
         with self.session() as s:
             if after is not None:
                 anchor = s.execute(query.with_only_columns(*order).where(cursor == after)).first()

@@ -25,6 +25,8 @@ class VectorStoreRow(Base):
 class VectorStoreFileRow(Base):
     __tablename__ = "vector_store_files"
     noun = "vector store file"
+    page_order = ("created_at", "file_id")
+    page_cursor = "file_id"
     store_id: Mapped[str] = mapped_column(ForeignKey("vector_stores.id"), primary_key=True)
     file_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)

@@ -61,3 +61,56 @@ def test_a_version_1_database_gains_the_result_files_column(tmp_path: Path) -> N
     with db.engine.connect() as conn:
         columns = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
     assert "result_files" in columns
+
+
+CHUNKING = {"chunk_max_tokens": 256, "chunk_overlap_tokens": 64}
+
+
+def test_pages_follow_their_cursor_in_either_order_across_equal_timestamps(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from service.platform.db import Tenant, VectorStoreRow
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    db.migrate()
+    with db.session() as s:
+        s.add_all([Tenant(id="t"), Tenant(id="u")])
+        s.flush()
+        # Two share a creation second: the id breaks the tie, so no row is skipped or repeated.
+        for i, created in enumerate([5, 7, 7, 9]):
+            s.add(VectorStoreRow(id=f"vs_{i}", tenant_id="t", name=str(i), created_at=created, **CHUNKING))
+        s.add(VectorStoreRow(id="vs_other", tenant_id="u", name="x", created_at=6, **CHUNKING))
+    q = select(VectorStoreRow).where(VectorStoreRow.tenant_id == "t")
+
+    def walk(descending: bool) -> list[list[str]]:
+        pages, after, more = [], None, True
+        while more:
+            rows, more = db.page(q, after, 2 if pages else 1, descending)
+            pages.append([r.id for r in rows])
+            after = rows[-1].id
+        return pages
+
+    assert walk(False) == [["vs_0"], ["vs_1", "vs_2"], ["vs_3"]]
+    assert walk(True) == [["vs_3"], ["vs_2", "vs_1"], ["vs_0"]]
+    assert [r.id for r in db.page(q, "vs-unknown")[0]] == ["vs_0", "vs_1", "vs_2", "vs_3"]
+    assert db.page(q, "vs_3") == ([], False)
+
+
+def test_a_row_of_another_owner_is_a_404_naming_what_is_missing(tmp_path: Path) -> None:
+    from service.platform.db import Tenant, VectorStoreRow
+    from service.platform.errors import ApiError
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    db.migrate()
+    with db.session() as s:
+        s.add(Tenant(id="t"))
+        s.flush()
+        s.add(VectorStoreRow(id="vs_1", tenant_id="t", name="x", **CHUNKING))
+    assert db.get_or_404(VectorStoreRow, "vs_1", "vector_store_id", tenant_id="t").name == "x"
+    with pytest.raises(ApiError) as err:
+        db.get_or_404(VectorStoreRow, "vs_1", "vector_store_id", tenant_id="u")
+    assert (err.value.status, err.value.param, err.value.message) == (
+        404,
+        "vector_store_id",
+        "No vector store with id 'vs_1'.",
+    )
