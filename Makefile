@@ -33,11 +33,13 @@ run: setup
 
 test: setup test-unit test-integration
 
+# The unit tier records which API operations its tests call; the integration tier adds its own and fails
+# if an operation of the OpenAPI document was called by no test (tests/route_coverage.py).
 test-unit:
-	$(BIN)/pytest tests/unit -q
+	TUNESERVE_ROUTE_COVERAGE=record $(BIN)/pytest tests/unit -q
 
 test-integration:
-	$(BIN)/pytest tests/integration -q -m integration --durations=12
+	TUNESERVE_ROUTE_COVERAGE=check $(BIN)/pytest tests/integration -q -m integration --durations=12
 
 # ruff, then the import rules of pyproject.toml's [tool.importlinter] (layers, no cycles, light contracts).
 lint: $(VENV)/.installed-$(ACCEL)

@@ -127,8 +127,9 @@ def recall_at_k(retrieved: Sequence[str], gold: Sequence[str], k: int) -> float:
 
 
 def parse_score(text: str, low: float, high: float) -> float | None:
-    """The judge's score: the last number in its answer within [low, high], or None."""
-    for match in reversed(re.findall(r"-?\d+(?:\.\d+)?", text)):
+    """The judge's score: the last number in its answer within [low, high], or None. The scale of a fraction
+    is not a score: "7/10" and "7 out of 10" are 7."""
+    for match in reversed(re.findall(r"(?<![\d.])(?<!/)(?<!/ )(?<!out of )-?\d+(?:\.\d+)?", text)):
         value = float(match)
         if low <= value <= high:
             return value

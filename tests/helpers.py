@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from service.models.registry import ResolvedModel
 from service.platform.settings import Settings
+from service.platform.storage import ObjectInfo, ObjectNotFound
 
 ADMIN = "ts-admin-test-key"
 
@@ -59,3 +62,25 @@ class FakeEngine:
         for piece in ("Hel", "lo"):
             yield f"data: {json.dumps({'model': model, 'delta': piece})}\n\n"
         yield "data: [DONE]\n\n"
+
+
+class MemoryStore:
+    """The object store's interface over a dict (what the unit tests need of it)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> ObjectInfo:
+        self.objects[key] = data
+        return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), "")
+
+    def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:
+        return self.put_bytes(key, stream.read())
+
+    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
+        if key not in self.objects:
+            raise ObjectNotFound(key)
+        return self.objects[key]
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)

@@ -86,7 +86,9 @@ def test_choice_loss_and_retrieval_metrics() -> None:
 
 
 def test_judge_answers_are_parsed() -> None:
-    assert metrics.parse_score("Score: 7/10 because...", 0, 10) == 10  # the last number in range
+    assert metrics.parse_score("Score: 7/10 because...", 0, 10) == 7  # the scale of a fraction is no score
+    assert metrics.parse_score("I'd say 3 out of 5, maybe 4 / 5", 1, 5) == 4
+    assert metrics.parse_score("Step 2: it earns 9", 0, 10) == 9  # the last number in range
     assert metrics.parse_score("I give it 0.8", 0, 1) == 0.8
     assert metrics.parse_score("no idea", 0, 1) is None
     assert metrics.parse_label("This is incorrect.", ["correct", "incorrect"]) == "incorrect"

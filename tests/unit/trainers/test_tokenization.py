@@ -12,8 +12,7 @@ MODEL = Path(__file__).resolve().parents[3] / "data" / "models" / "SmolLM2-135M-
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    if not (MODEL / "tokenizer.json").exists():
-        pytest.skip("base model not built; run `make setup`")
+    assert (MODEL / "tokenizer.json").exists(), f"no base model at {MODEL}: run `make setup` (it builds it)"
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(MODEL)

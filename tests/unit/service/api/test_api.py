@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL, Settings
-from tests.helpers import ADMIN, assert_openai_error, auth, offline_settings
+from tests.helpers import ADMIN, MemoryStore, assert_openai_error, auth, offline_settings
 
 
 @pytest.fixture
@@ -144,16 +144,21 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
             assert op.get("summary"), f"{path} has no summary"
 
 
-def test_oversized_upload_is_413_before_anything_is_stored(tmp_path: Path) -> None:
-    client = TestClient(create_app(offline_settings(tmp_path, max_file_bytes=1000)))
+@pytest.mark.parametrize("size", [200_000, 20_000])  # refused by its Content-Length / once read
+def test_oversized_upload_is_413_and_nothing_is_stored(tmp_path: Path, size: int) -> None:
+    store = MemoryStore()
+    client = TestClient(create_app(offline_settings(tmp_path, max_file_bytes=1000), store=store))
+    line = b'{"prompt": "p", "completion": "c"}\n'
     resp = client.post(
         "/v1/files",
         headers=auth(ADMIN),
         data={"purpose": "fine-tune"},
-        files={"file": ("big.jsonl", b"x" * 200_000)},
+        files={"file": ("big.jsonl", line * (size // len(line)))},
     )
     err = assert_openai_error(resp, 413, "file_too_large")
     assert "TUNESERVE_MAX_FILE_BYTES" in err["message"]
+    assert store.objects == {}
+    assert client.get("/v1/files", headers=auth(ADMIN)).json()["data"] == []
 
 
 def test_upload_with_unknown_purpose_is_400(client: TestClient) -> None:

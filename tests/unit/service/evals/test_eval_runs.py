@@ -4,7 +4,9 @@ and a run that resumes after a restart with only the items it had not finished."
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.helpers import ADMIN, FakeEngine, auth, offline_settings
+from tests.helpers import ADMIN, FakeEngine, MemoryStore, auth, offline_settings
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 EVAL = {
@@ -29,31 +31,23 @@ EVAL = {
 }
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.objects[key] = data
-
-    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
-        return self.objects[key]
-
-    def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
-
-
 class FakeTasks:
-    """Grades an item `pass` when its n is even; after `hang_after` batches, never answers again."""
+    """Grades an item `pass` when its n is even; after `hang_after` batches, never answers again. With a
+    `gate`, each batch says it started (`started`) and waits for the gate to open."""
 
-    def __init__(self, hang_after: int | None = None) -> None:
+    def __init__(self, hang_after: int | None = None, gate: threading.Event | None = None) -> None:
         self.hang_after = hang_after
+        self.gate = gate
+        self.started = threading.Event()
         self.seen: list[int] = []
 
     async def run(self, fn, spec, batch, cpus: float = 1):
         if self.hang_after is not None and len(self.seen) >= self.hang_after * len(batch):
             await asyncio.Event().wait()
         self.seen += [i for i, _ in batch]
+        if self.gate is not None:
+            self.started.set()
+            await asyncio.to_thread(self.gate.wait)
         return [
             {
                 "datasource_item_id": i,
@@ -96,13 +90,13 @@ def run_body(n: int) -> dict:
     }
 
 
-def wait(client: TestClient, path: str, until: set[str]) -> dict:
-    for _ in range(200):
-        run = client.get(path, headers=auth(ADMIN)).json()
-        if run["status"] in until:
-            return run
+def wait(client: TestClient, path: str, until: Callable[[dict], bool], timeout: float = 30) -> dict:
+    """The run once `until(run)` holds; fails when it does not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not until(run := client.get(path, headers=auth(ADMIN)).json()):
+        assert time.monotonic() < deadline, f"still {run}"
         time.sleep(0.02)
-    raise AssertionError(run)
+    return run
 
 
 def test_a_run_grades_every_item_in_batches(tmp_path: Path) -> None:
@@ -111,7 +105,13 @@ def test_a_run_grades_every_item_in_batches(tmp_path: Path) -> None:
         ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
         run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(7), headers=auth(ADMIN)).json()
         assert run["status"] == "queued" and run["progress"] == {"completed": 0, "total": 7}
-        run = wait(client, f"/v1/evals/{ev['id']}/runs/{run['id']}", {"completed"})
+        path = f"/v1/evals/{ev['id']}/runs/{run['id']}"
+        run = wait(client, path, lambda r: r["status"] == "completed")
+        items = client.get(path + "/output_items", params={"limit": 100}, headers=auth(ADMIN)).json()["data"]
+        one = client.get(f"{path}/output_items/{items[3]['id']}", headers=auth(ADMIN)).json()
+        missing = client.get(f"{path}/output_items/outputitem_nope", headers=auth(ADMIN))
+    assert one == items[3] and one["datasource_item"] == {"n": 3} and one["status"] == "fail"
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "output_item_id"
     assert sorted(tasks.seen) == list(range(7))
     assert run["result_counts"] == {"total": 7, "passed": 4, "failed": 3, "errored": 0}
     assert run["per_testing_criteria_results"][0]["mean_score"] == 1.0
@@ -125,15 +125,12 @@ def test_a_run_resumes_after_a_restart_with_what_is_left(tmp_path: Path) -> None
         ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
         run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=auth(ADMIN)).json()
         path = f"/v1/evals/{ev['id']}/runs/{run['id']}"
-        for _ in range(200):
-            if client.get(path, headers=auth(ADMIN)).json()["progress"]["completed"] == 2:
-                break
-            time.sleep(0.02)
+        wait(client, path, lambda r: r["progress"]["completed"] == 2)
         keys = [k for k in client.app.state.services.keys.list() if k.name and k.name.startswith("eval-run:")]
         assert len(keys) == 1 and keys[0].revoked_at is None  # the run's key, live while it runs
     second = FakeTasks()
     with make_client(tmp_path, store, second) as client:
-        run = wait(client, path, {"completed"})
+        run = wait(client, path, lambda r: r["status"] == "completed")
         keys = [k for k in client.app.state.services.keys.list() if k.name and k.name.startswith("eval-run:")]
     assert sorted(second.seen) == [2, 3, 4, 5]  # only what the first process had not stored
     assert run["result_counts"]["total"] == 6 and run["progress"] == {"completed": 6, "total": 6}
@@ -141,11 +138,26 @@ def test_a_run_resumes_after_a_restart_with_what_is_left(tmp_path: Path) -> None
 
 
 def test_cancel_stops_at_the_next_batch(tmp_path: Path) -> None:
-    with make_client(tmp_path, MemoryStore(), FakeTasks(hang_after=1)) as client:
+    gate = threading.Event()
+    tasks = FakeTasks(gate=gate)  # batches of 2, one at a time
+    with make_client(tmp_path, MemoryStore(), tasks) as client:
         ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
         run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=auth(ADMIN)).json()
         path = f"/v1/evals/{ev['id']}/runs/{run['id']}"
+        assert tasks.started.wait(10)  # the first batch is being evaluated
         assert client.post(path, headers=auth(ADMIN)).json()["status"] == "canceled"
+        gate.set()
+        # The batch in flight finishes, its items are dropped; no other batch starts, and the run's driver ends.
+        runner = client.app.state.services.eval_runs
+        deadline = time.monotonic() + 10
+        while runner._running:
+            assert time.monotonic() < deadline, "the canceled run is still being driven"
+            time.sleep(0.02)
+        stopped = client.get(path, headers=auth(ADMIN)).json()
+        assert tasks.seen == [0, 1] and stopped["status"] == "canceled"
+        assert stopped["progress"]["completed"] == 0
+        items = client.get(path + "/output_items", headers=auth(ADMIN)).json()["data"]
+        assert items == []
         again = client.post(path + "/cancel", headers=auth(ADMIN))
         assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_cancellable"
         assert client.delete(path, headers=auth(ADMIN)).json() == {
@@ -165,3 +177,11 @@ def test_unknown_models_are_404_before_anything_is_queued(tmp_path: Path, model:
         resp = client.post(f"/v1/evals/{ev['id']}/runs", json=body, headers=auth(ADMIN))
         assert resp.status_code == 404 and resp.json()["error"]["param"] == "data_source.model"
         assert client.get(f"/v1/evals/{ev['id']}/runs", headers=auth(ADMIN)).json()["data"] == []
+
+
+def test_the_built_in_suites_are_listed_with_their_licences(tmp_path: Path) -> None:
+    with make_client(tmp_path, MemoryStore(), FakeTasks()) as client:
+        suites = client.get("/v1/evals/suites", headers=auth(ADMIN)).json()["data"]
+    by_name = {s["name"]: s for s in suites}
+    assert "world-capitals" in by_name
+    assert all(s["license"] and s["source"] and s["items"] > 0 and s["testing_criteria"] for s in suites)

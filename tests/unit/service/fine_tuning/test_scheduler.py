@@ -172,3 +172,6 @@ def test_cancel_wins_over_a_late_success(env) -> None:
         "j1", FineTunedModelRow(id="m:x", tenant_id="a", base_model="m", adapter_prefix="p"), 5
     )
     assert status(store, "j1") == "cancelled"
+    with store.db.session() as s:
+        assert s.get(FineTunedModelRow, "m:x") is None  # no model registered for the cancelled job
+        assert s.get(JobRow, "j1").fine_tuned_model is None

@@ -1,0 +1,89 @@
+"""Vector stores in the API process with the real loaders, splitter and embedder, and an in-memory object
+store (no servers): what ingestion computes. Search quality is in the integration tier."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.platform.tasks import ThreadRunner
+from tests.helpers import ADMIN, MemoryStore, auth, offline_settings
+
+
+class RecordingRunner(ThreadRunner):
+    """Runs tasks in a thread and keeps what each returned; with a `gate`, each task waits for it first."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.results: list = []
+
+    async def run(self, fn, *args, cpus: float = 1):
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.wait)
+        result = await super().run(fn, *args, cpus=cpus)
+        self.results.append(result)
+        return result
+
+
+def upload(client: TestClient, name: str, text: bytes) -> str:
+    return client.post("/v1/files", data={"purpose": "assistants"}, files={"file": (name, text)}).json()["id"]
+
+
+def test_identical_content_is_embedded_once(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    app = create_app(offline_settings(tmp_path), tasks=runner, store=MemoryStore())
+    text = b"The same words stand in two files, and the store embeds them only once. " * 30
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        store = client.post("/v1/vector_stores", json={"name": "dedup"}).json()
+        for name in ("a.txt", "b.txt"):
+            file = client.post(
+                "/v1/files", data={"purpose": "assistants"}, files={"file": (name, text)}
+            ).json()
+            path = f"/v1/vector_stores/{store['id']}/files/{file['id']}"
+            client.post(f"/v1/vector_stores/{store['id']}/files", json={"file_id": file["id"]})
+            deadline = time.monotonic() + 120
+            while (status := client.get(path).json()["status"]) == "in_progress":
+                assert time.monotonic() < deadline, "ingestion did not finish"
+                time.sleep(0.05)
+            assert status == "completed"
+    first, second = runner.results
+    shas = [c.sha256 for c in first.chunks]
+    assert len(first.new_vectors) == len(set(shas)) > 0  # the first file's texts were embedded
+    assert [c.sha256 for c in second.chunks] == shas and second.new_vectors == {}  # the second's were not
+
+
+def test_a_store_and_its_files_change_and_a_cancelled_batch_stops(tmp_path: Path) -> None:
+    gate = threading.Event()  # ingestion waits: the batch is still in progress when it is cancelled
+    app = create_app(offline_settings(tmp_path), tasks=RecordingRunner(gate), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        store = client.post("/v1/vector_stores", json={"name": "docs", "metadata": {"team": "a"}}).json()
+        base = f"/v1/vector_stores/{store['id']}"
+        changed = client.post(base, json={"name": "handbook", "metadata": {"team": "b"}}).json()
+        assert (changed["name"], changed["metadata"]) == ("handbook", {"team": "b"})
+        assert client.get(base).json()["name"] == "handbook"
+
+        single = upload(client, "single.txt", b"one")
+        client.post(f"{base}/files", json={"file_id": single, "attributes": {"year": 2020}})
+        updated = client.post(f"{base}/files/{single}", json={"attributes": {"year": 2024, "lang": "en"}})
+        assert updated.json()["attributes"] == {"year": 2024, "lang": "en"}
+        assert client.get(f"{base}/files/{single}").json()["attributes"] == {"year": 2024, "lang": "en"}
+
+        ids = [upload(client, f"{n}.txt", b"text") for n in ("a", "b")]
+        batch = client.post(f"{base}/file_batches", json={"file_ids": ids}).json()
+        assert batch["status"] == "in_progress" and batch["file_counts"]["in_progress"] == 2
+        listed = client.get(f"{base}/file_batches/{batch['id']}/files").json()["data"]
+        assert sorted(f["id"] for f in listed) == sorted(ids)  # the batch's files, not the single one
+        cancelled = client.post(f"{base}/file_batches/{batch['id']}/cancel").json()
+        assert cancelled["status"] == "cancelled" and cancelled["file_counts"]["cancelled"] == 2
+        filtered = client.get(f"{base}/file_batches/{batch['id']}/files", params={"filter": "cancelled"})
+        assert sorted(f["id"] for f in filtered.json()["data"]) == sorted(ids)
+        assert client.delete(f"{base}/files/{single}").json()["deleted"]  # nothing is left to ingest
+        gate.set()
+        assert client.get(f"{base}/files/{ids[0]}").json()["status"] == "cancelled"
+        unknown = client.get(f"{base}/file_batches/vsfb_nope/files")
+        assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "batch_id"
