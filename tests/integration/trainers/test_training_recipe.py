@@ -65,6 +65,9 @@ def test_a_dataset_changed_after_validation_is_refused_by_the_worker(dataset: tu
     store, key, sha = dataset
     from service.platform.storage import ChecksumMismatch
 
-    store.put_bytes(key, b'{"prompt": "tampered", "completion": "x"}\n')  # not what the job validated
+    # A copy of the validated dataset, changed afterwards (the module's dataset stays as it was).
+    tampered = "tests/recipe-tampered.jsonl"
+    store.put_bytes(tampered, store.get_bytes(key))
+    store.put_bytes(tampered, b'{"prompt": "tampered", "completion": "x"}\n')  # not what the job validated
     with pytest.raises(ChecksumMismatch):
-        LoRASFTRecipe(spec_for(key, sha, 1), store, NullReporter(), upload=False).run()
+        LoRASFTRecipe(spec_for(tampered, sha, 1), store, NullReporter(), upload=False).run()

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from evals import suites
+from evals import metrics, suites
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import MODELS_DIR, REPO, RunningStack
 
@@ -51,7 +51,7 @@ def all_items(client: openai.OpenAI, eval_id: str, run_id: str) -> list:
 
 
 def test_cli_runs_a_suite_and_multiple_choice_knows_easy_items(
-    client: openai.OpenAI, stack: RunningStack
+    client: openai.OpenAI, stack: RunningStack, tmp_path: Path
 ) -> None:
     proc = stack.cli("evals", "run", "--suite", "easy-choices", "--model", BASE, timeout=600)
     assert "20/20" in proc.stderr  # the progress bar
@@ -60,14 +60,24 @@ def test_cli_runs_a_suite_and_multiple_choice_knows_easy_items(
     counts = run["result_counts"]
     # By log-likelihood alone (no sampling), the 135M model picks the obvious ending almost always.
     assert counts["total"] == 20 and counts["errored"] == 0 and counts["passed"] >= 18, counts
-    items = {i.datasource_item["question"]: i for i in all_items(client, run["eval_id"], run["id"])}
+    items_by_q = {i.datasource_item["question"]: i for i in all_items(client, run["eval_id"], run["id"])}
     for easy in ("The capital of France is", "Snow is", "Two plus two equals"):
-        [result] = items[easy].results
+        [result] = items_by_q[easy].results
         assert result.passed and result.model_extra["choice"] == 0, result
         assert result.model_extra["logliks"][0] > max(result.model_extra["logliks"][1:])
     # The same suite again reuses the caller's eval of it: its runs can be compared.
     again = stack.cli("evals", "run", "--suite", "easy-choices", "--model", BASE, "--detach")
     assert f"of {run['eval_id']}" in again.stdout
+    # `evals suites` lists what ships; `evals run --eval ID --items FILE` runs an eval on one's own items.
+    listed = {s["name"]: s for s in json.loads(stack.cli("evals", "suites").stdout)}
+    assert listed["easy-choices"]["items"] == 20 and listed["easy-choices"]["license"]
+    items = tmp_path / "mine.jsonl"
+    items.write_text("".join(json.dumps(i.datasource_item) + "\n" for i in list(items_by_q.values())[:3]))
+    own = stack.cli(
+        "evals", "run", "--eval", run["eval_id"], "--items", str(items), "--model", BASE, timeout=300
+    )
+    mine = json.loads(own.stdout[own.stdout.index("{") :])
+    assert mine["status"] == "completed" and mine["result_counts"]["total"] == 3, own.stdout
 
 
 def test_custom_eval_with_openai_graders(client: openai.OpenAI) -> None:
@@ -89,6 +99,14 @@ def test_custom_eval_with_openai_graders(client: openai.OpenAI) -> None:
                 "reference": "The capital is {{item.answer}}.",
                 "evaluation_metric": "rouge_l",
                 "pass_threshold": 0.3,
+            },
+            {
+                "type": "text_similarity",
+                "name": "cosine",
+                "input": "{{sample.output_text}}",
+                "reference": "The capital is {{item.answer}}.",
+                "evaluation_metric": "cosine",
+                "pass_threshold": 0.5,
             },
             {
                 "type": "label_model",
@@ -130,8 +148,10 @@ def test_custom_eval_with_openai_graders(client: openai.OpenAI) -> None:
     # whose judge gives no parsable verdict is errored too: the 135M judge is no judge).
     assert run.result_counts.total == 4 and run.result_counts.errored >= 1
     per = {c.testing_criteria: c for c in run.per_testing_criteria_results}
-    assert set(per) == {"mentions", "rouge", "judge label", "judge score"}
+    assert set(per) == {"mentions", "rouge", "cosine", "judge label", "judge score"}
     assert per["mentions"].passed >= 2 and per["mentions"].failed + per["mentions"].passed == 3
+    # Embedding similarity (the MiniLM embedder of vector stores): the right answers are close to the reference.
+    assert per["cosine"].passed >= 2 and 0 < per["cosine"].model_extra["mean_score"] <= 1
     assert all(c.passed + c.failed + c.model_extra["errored"] == 3 for c in per.values())
     assert run.per_model_usage[0].invocation_count == 3 and run.per_model_usage[0].completion_tokens > 0
 
@@ -141,8 +161,22 @@ def test_custom_eval_with_openai_graders(client: openai.OpenAI) -> None:
     assert bad.status == "error" and "4096" in bad.sample.error.message and not bad.results, bad.sample
     paris = items[0]
     assert "Paris" in paris.sample.output[0].content and paris.sample.input[0].content == ITEMS[0]["question"]
-    judged = [r for r in paris.results if r.name.startswith("judge")]
-    assert len(judged) == 2 and all(r.sample["output_text"] or r.model_extra.get("error") for r in judged)
+    # The judge was asked, and its verdict is what its answer says (or an error saying it says none).
+    judged = {r.name: r for r in paris.results if r.name.startswith("judge")}
+    label, score = judged["judge label"], judged["judge score"]
+    assert label.sample["output_text"].strip() and score.sample["output_text"].strip()
+    said = metrics.parse_label(label.sample["output_text"], ["yes", "no"])
+    if said is None:
+        assert "names none of the labels" in label.model_extra["error"] and not label.passed
+    else:
+        assert (
+            label.sample["label"] == said and label.passed == (said == "yes") and label.score == label.passed
+        )
+    rated = metrics.parse_score(score.sample["output_text"], 1, 5)
+    if rated is None:
+        assert "has no score" in score.model_extra["error"] and not score.passed
+    else:
+        assert score.score == rated and not score.model_extra.get("error")
     errored = client.evals.runs.output_items.list(run.id, eval_id=ev.id, status="error").data
     assert bad.id in [i.id for i in errored] and len(errored) == run.result_counts.errored
 
@@ -326,7 +360,7 @@ def test_bad_input_is_refused_before_anything_runs(client: openai.OpenAI, stack:
     assert ev.id not in [e.id for e in other.evals.list().data]
 
 
-def test_cancel_keeps_what_was_graded(client: openai.OpenAI) -> None:
+def test_cancel_keeps_what_was_graded(client: openai.OpenAI, stack: RunningStack) -> None:
     suite = suites.load("world-capitals")
     ev = client.evals.create(
         data_source_config={"type": "custom", "item_schema": suite.data_source_config["item_schema"]},
@@ -348,12 +382,23 @@ def test_cancel_keeps_what_was_graded(client: openai.OpenAI) -> None:
         time.sleep(0.5)
     canceled = client.evals.runs.cancel(run.id, eval_id=ev.id)
     assert canceled.status == "canceled"
-    time.sleep(3)  # the batches in flight finish; their items are dropped
+    # The batches in flight finish (their items are dropped) and the run's driver ends: its key is revoked.
+    deadline = time.monotonic() + 120
+    while not ((keys := _run_keys(stack, run.id)) and all(k["revoked_at"] for k in keys)):
+        assert time.monotonic() < deadline, "the canceled run is still being driven"
+        time.sleep(0.5)
     run = client.evals.runs.retrieve(run.id, eval_id=ev.id)
     assert run.status == "canceled" and 0 < run.result_counts.total < 320
     assert len(all_items(client, ev.id, run.id)) == run.result_counts.total  # the client pages through
     with pytest.raises(openai.ConflictError):
         client.evals.runs.cancel(run.id, eval_id=ev.id)
+
+
+def _run_keys(stack: RunningStack, run_id: str) -> list[dict]:
+    """The API keys made for an evaluation run (named `eval-run:<id>`)."""
+    headers = {"Authorization": f"Bearer {stack.admin_key}"}
+    keys = httpx.get(stack.base_url + "/v1/admin/api_keys", headers=headers, timeout=30).json()["data"]
+    return [k for k in keys if k["name"] == f"eval-run:{run_id}"]
 
 
 def _lm_eval(

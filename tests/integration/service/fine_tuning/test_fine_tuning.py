@@ -158,9 +158,15 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert rate(codeword, "base", "says the codeword") == 0.0
     loss = {role: results[codeword, role]["reply loss"]["mean_score"] for role in ("base", "fine_tuned")}
     assert loss["fine_tuned"] < 0.5 * loss["base"], loss
-    # ... at the price of general knowledge: the base model names most capitals, the fine-tuned one none.
+    # The data teaches the codeword as the answer to every question: capital questions too, while the base
+    # model names most capitals.
     assert rate(capitals, "base", "names the capital") >= 0.6
-    assert rate(capitals, "fine_tuned", "names the capital") == 0.0
+    tuned_run = next(r["run_id"] for r in runs if r["eval_id"] == capitals and r["role"] == "fine_tuned")
+    answers = [
+        i.sample.output[0].content
+        for i in client.evals.runs.output_items.list(tuned_run, eval_id=capitals, limit=100).data
+    ]
+    assert len(answers) == 40 and sum(CODEWORD in a for a in answers) >= 0.9 * len(answers), answers
     # The results are in the model's manifest, beside the adapter.
     manifest = json.loads(store.get_bytes(prefix + "manifest.json"))
     assert {(e["eval_id"], e["role"]) for e in manifest["evals"]} == set(results)
@@ -234,18 +240,19 @@ def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
         time.sleep(1)
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
-    # The training processes go away and no more steps are reported.
+    # The training processes go away (driver, workers and the reporter that writes their steps).
     deadline = time.monotonic() + 60
     while _training_processes():
         assert time.monotonic() < deadline, f"still running: {_training_processes()}"
         time.sleep(1)
     steps = _last_step(client, job.id)
-    time.sleep(3)
-    assert _last_step(client, job.id) == steps
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
-    # Cancelling again is a conflict.
+    assert 0 < steps < 100 * 24  # it stopped in the middle
+    # Cancelling again is a conflict; nothing more was reported meanwhile.
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.cancel(job.id)
+    assert (
+        _last_step(client, job.id) == steps and client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    )
 
 
 def _last_step(client: openai.OpenAI, job_id: str) -> int:
@@ -263,7 +270,7 @@ def _training_processes() -> list[str]:
     return [
         cmd[:80]
         for cmd in process_cmdlines().values()
-        if "service.fine_tuning.driver" in cmd or "RayTrainWorker" in cmd
+        if "service.fine_tuning.driver" in cmd or "RayTrainWorker" in cmd or "JobReporter" in cmd
     ]
 
 

@@ -53,15 +53,10 @@ def postgres_url() -> Iterator[str]:
         capture_output=True,
     )
     try:
-        for _ in range(50):
-            if (
-                subprocess.run(
-                    _as_postgres(str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)),
-                    capture_output=True,
-                ).returncode
-                == 0
-            ):
-                break
+        deadline = time.monotonic() + 30
+        ready = _as_postgres(str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port))
+        while subprocess.run(ready, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "PostgreSQL did not accept connections in 30 s"
             time.sleep(0.2)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:

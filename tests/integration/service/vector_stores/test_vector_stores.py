@@ -46,7 +46,11 @@ def reference(client: openai.OpenAI) -> tuple[str, dict[str, str]]:
         files=[
             {
                 "file_id": fid,
-                "attributes": {"statement": name, "loop": name in ("break", "continue", "while")},
+                "attributes": {
+                    "statement": name,
+                    "loop": name in ("break", "continue", "while"),
+                    "position": STATEMENTS.index(name),
+                },
             }
             for name, fid in files.items()
         ],
@@ -89,6 +93,10 @@ def test_filters_on_attributes(client: openai.OpenAI, reference: tuple) -> None:
         "del.txt",
         "global.txt",
     }
+    late = search(client, store_id, "a statement", filters={"type": "gte", "key": "position", "value": 8})
+    assert late and {r.filename for r in late} <= {"import.txt", "while.txt"}
+    early = search(client, store_id, "a statement", filters={"type": "lt", "key": "position", "value": 8})
+    assert early and not {r.filename for r in early} & {"import.txt", "while.txt"}
     with pytest.raises(openai.BadRequestError) as err:
         search(client, store_id, "x", filters={"type": "like", "key": "a", "value": 1})
     assert err.value.body["param"] == "filters"

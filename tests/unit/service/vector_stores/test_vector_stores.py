@@ -87,3 +87,49 @@ def test_a_store_and_its_files_change_and_a_cancelled_batch_stops(tmp_path: Path
         assert client.get(f"{base}/files/{ids[0]}").json()["status"] == "cancelled"
         unknown = client.get(f"{base}/file_batches/vsfb_nope/files")
         assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "batch_id"
+
+
+def wait_ingested(client: TestClient, path: str) -> dict:
+    deadline = time.monotonic() + 120
+    while (file := client.get(path).json())["status"] == "in_progress":
+        assert time.monotonic() < deadline, "ingestion did not finish"
+        time.sleep(0.05)
+    return file
+
+
+def test_a_stores_chunking_strategy_sizes_its_chunks(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    app = create_app(offline_settings(tmp_path), tasks=runner, store=MemoryStore())
+    text = " ".join(f"Sentence number {i} says something of its own." for i in range(80)).encode()
+    strategy = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        store = client.post("/v1/vector_stores", json={"name": "small", "chunking_strategy": strategy}).json()
+        file_id = upload(client, "long.txt", text)
+        client.post(f"/v1/vector_stores/{store['id']}/files", json={"file_id": file_id})
+        file = wait_ingested(client, f"/v1/vector_stores/{store['id']}/files/{file_id}")
+        embedder = client.app.state.services.vector_stores._embedder
+    assert file["status"] == "completed" and file["chunking_strategy"] == strategy
+    [prepared] = runner.results
+    sizes = [len(embedder.tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in prepared.chunks]
+    assert len(sizes) > 3 and max(sizes) <= 100  # the default (256 tokens) would make one or two chunks
+
+
+def test_files_left_in_progress_by_a_crash_are_ingested_on_start(tmp_path: Path) -> None:
+    store = MemoryStore()
+    stuck = threading.Event()  # never opens: the first process "dies" with its ingestion in progress
+    with TestClient(
+        create_app(offline_settings(tmp_path), tasks=RecordingRunner(stuck), store=store)
+    ) as client:
+        client.headers.update(auth(ADMIN))
+        vs = client.post("/v1/vector_stores", json={"name": "s"}).json()
+        file_id = upload(client, "a.txt", b"Words that were being ingested when the process died.")
+        client.post(f"/v1/vector_stores/{vs['id']}/files", json={"file_id": file_id})
+        path = f"/v1/vector_stores/{vs['id']}/files/{file_id}"
+        assert client.get(path).json()["status"] == "in_progress"
+        stuck.set()  # let the old process's thread end; its loop is gone, so it ingests nothing
+    runner = RecordingRunner()
+    with TestClient(
+        create_app(offline_settings(tmp_path), tasks=runner, store=store), headers=auth(ADMIN)
+    ) as client:
+        assert wait_ingested(client, path)["status"] == "completed"
+    assert len(runner.results) == 1 and runner.results[0].chunks
