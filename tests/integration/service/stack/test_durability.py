@@ -21,6 +21,7 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
             training_file=train.id,
             seed=3,
             hyperparameters={"n_epochs": 1, "batch_size": 1},
+            extra_body={"deepspeed": {"stage": 0}},  # plain data parallel, no ZeRO partitioning
         )
         wait_job(client, job.id, {"running"})
         deadline = time.monotonic() + 120
@@ -33,6 +34,7 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
         assert job.status == "succeeded", job.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
         assert any("Run lost" in m or "Run interrupted" in m for m in messages)  # and it was rerun
+        assert any("ZeRO stage 0" in m for m in messages)
         assert job.fine_tuned_model in [m.id for m in client.models.list()]
     finally:
         s.down()
