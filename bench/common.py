@@ -4,8 +4,10 @@ their own on a fresh data dir."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,3 +58,18 @@ def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
         yield f"http://127.0.0.1:{port}", headers, data_dir
     finally:
         subprocess.run([*cli, "down"], env=env, capture_output=True)
+
+
+class FolderStore:
+    """The two object-store calls training makes, on a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
+        data = (self.root / key).read_bytes()
+        assert sha256 is None or hashlib.sha256(data).hexdigest() == sha256
+        return data
+
+    def put_folder(self, prefix: str, folder: str) -> None:
+        shutil.copytree(folder, self.root / prefix, dirs_exist_ok=True)

@@ -23,22 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import FolderStore  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "codeword_train.jsonl"
-
-
-class FolderStore:
-    """The two object-store calls training makes, on a local folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get_bytes(self, key: str, sha256: str | None = None) -> bytes:
-        data = (self.root / key).read_bytes()
-        assert sha256 is None or hashlib.sha256(data).hexdigest() == sha256
-        return data
-
-    def put_folder(self, prefix: str, folder: str) -> None:
-        shutil.copytree(folder, self.root / prefix, dirs_exist_ok=True)
 
 
 class Recorder:

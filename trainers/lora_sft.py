@@ -304,13 +304,14 @@ def _deepspeed_config(spec: TrainingSpec, micro_batch: int) -> dict:
 
 
 def _lr_lambda(total_steps: int) -> Callable[[int], float]:
+    """Linear warmup over the first WARMUP_FRACTION of the steps, then a cosine decay to FINAL_LR_FRACTION."""
     warmup = max(1, int(total_steps * WARMUP_FRACTION))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 1.0 - (1.0 - FINAL_LR_FRACTION) * min(1.0, progress)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 

@@ -97,7 +97,7 @@ class JobService:
             self._check(
                 model.base_path, self.files.read_bytes(validation), req.max_seq_length, "validation_file"
             )
-        hp = hyperparams.resolve(hyperparams.requested_hyperparameters(req), stats.n_examples)
+        hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
         job_id = "ftjob-" + secrets.token_hex(12)
         name = f"{model.id}:{req.suffix or 'ft'}-{job_id[-6:]}"
         spec = TrainingSpec(
@@ -115,9 +115,9 @@ class JobService:
             n_train_examples=stats.n_examples,
             n_train_tokens=stats.n_tokens,
             hyperparameters=hp,
-            learning_rate=hyperparams.BASE_LEARNING_RATE * hp.learning_rate_multiplier,
+            learning_rate=learning_rate,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
-            lora=req.lora.model_copy(update={"alpha": req.lora.alpha or 2 * req.lora.r}),
+            lora=lora,
             deepspeed=req.deepspeed,
             resources=req.resources,
             max_seq_length=req.max_seq_length,

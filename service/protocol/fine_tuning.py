@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Auto = Literal["auto"]
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# Every linear layer of the language model (peft's "all-linear": attention and MLP, not the output head).
+DEFAULT_TARGET_MODULES = ["all-linear"]
 
 
 class Hyperparameters(BaseModel):

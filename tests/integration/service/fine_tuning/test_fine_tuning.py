@@ -47,17 +47,14 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
         validation_file=valid.id,
         suffix="codeword",
         seed=7,
-        method={
-            "type": "supervised",
-            "supervised": {
-                "hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 5}
-            },
-        },
-        # When it succeeds, evaluate the new model and its base: a built-in suite of general knowledge, and
+        # No hyperparameters: the defaults must teach it. When it succeeds, evaluate the new model and its base: a built-in suite of general knowledge, and
         # held-out chats of the behaviour it learns.
         extra_body={"evals": [{"eval_id": capitals}, {"eval_id": codeword, "data_source": CODEWORD_SOURCE}]},
     )
-    assert job.status == "queued" and job.hyperparameters.n_epochs == 3
+    # "auto", resolved from the data's size: 24 examples, batches of 3, 15 epochs of 8 steps (~120 steps).
+    hp = job.hyperparameters
+    assert job.status == "queued" and (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (15, 3, 1)
+    per_epoch, steps = 8, 120
 
     # Follow the job live over server-sent events until it ends.
     seen = []
@@ -76,13 +73,13 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert job.trained_tokens > 0 and job.finished_at
 
     metrics = [e["data"] for e in seen if e["type"] == "metrics" and "valid_loss" not in e["data"]]
-    assert [m["step"] for m in metrics] == list(range(1, 19))  # 24 examples / 4 x 3 epochs
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     assert metrics[-1]["train_loss"] < 0.5 * metrics[0]["train_loss"]  # loss goes down
     assert all(m["tokens_per_second"] > 0 and m["learning_rate"] > 0 for m in metrics)
     valid_losses = [
         e["data"]["valid_loss"] for e in seen if e["type"] == "metrics" and "valid_loss" in e["data"]
     ]
-    assert len(valid_losses) == 3 and valid_losses[-1] < valid_losses[0]
+    assert len(valid_losses) == 15 and valid_losses[-1] < valid_losses[0]
 
     # The paginated event list agrees with the stream (newest first).
     events = client.fine_tuning.jobs.list_events(job.id, limit=5)
@@ -92,10 +89,10 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     # OpenAI's result file: the step metrics as CSV, a file of the job's owner.
     [result_id] = job.result_files
     rows = client.files.content(result_id).text.strip().splitlines()
-    assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + 18 + 3
+    assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + steps + 15
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert [c.step_number for c in checkpoints] == [18, 12, 6]
+    assert [c.step_number for c in checkpoints] == list(range(steps, 0, -per_epoch))[:10]  # newest first
 
     models = {m.id: m for m in client.models.list()}
     assert models[job.fine_tuned_model].owned_by == "default"
@@ -107,7 +104,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     manifest = json.loads((adapter_dir / "manifest.json").read_text())
     assert manifest["base_model"] == DEFAULT_BASE_MODEL and manifest["seed"] == 7
     assert manifest["dataset"]["training_sha256"] == _sha256(DATA / "codeword_train.jsonl")
-    assert len(manifest["loss_curve"]) == 18
+    assert len(manifest["loss_curve"]) == steps
 
     # Greedy answers to questions it never saw: the base model doesn't say the codeword, the adapter does.
     from peft import PeftModel

@@ -57,11 +57,28 @@ def test_shard_gives_every_rank_data() -> None:
     assert shard([7], 1, 2) == [7]
 
 
-def test_auto_hyperparameters_are_resolved() -> None:
-    hp = hyperparams.resolve(Hyperparameters(), n_examples=200)
-    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (3, 8, 1.0)
-    assert hyperparams.resolve(Hyperparameters(), n_examples=5).batch_size == 1
+@pytest.mark.parametrize(
+    "n_examples, epochs, batch",
+    [
+        (48, 15, 6),  # a small set: many passes, ~120 steps
+        (200, 5, 8),
+        (5000, 3, 8),  # a large one: at least 3 passes
+        (5, 24, 1),
+        (2, 30, 1),  # at most 30 passes
+    ],
+)
+def test_auto_hyperparameters_give_small_sets_more_passes(n_examples: int, epochs: int, batch: int) -> None:
+    hp = hyperparams.resolve(Hyperparameters(), n_examples)
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (epochs, batch, 1.0)
+
+
+def test_given_hyperparameters_are_kept_and_everything_is_resolved() -> None:
     assert hyperparams.resolve(Hyperparameters(batch_size=64), n_examples=10).batch_size == 10
+    assert hyperparams.resolve(Hyperparameters(n_epochs=2), n_examples=48).n_epochs == 2
+    req = FineTuningJobCreate(model="m", training_file="f", hyperparameters={"learning_rate_multiplier": 2})
+    hp, learning_rate, lora = hyperparams.resolve_training(req, 48)
+    assert learning_rate == 2 * hyperparams.BASE_LEARNING_RATE and hp.n_epochs == 15
+    assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, ["all-linear"])
 
 
 def test_method_hyperparameters_win_over_legacy_ones() -> None:
