@@ -39,6 +39,11 @@ def validate_training_file(stream: BinaryIO) -> None:
         raise ApiError(400, f"Invalid fine-tuning file: {exc}", param="file", code="invalid_file") from None
 
 
+def estimate_finish(started_at: int, at: int, step: int, total_steps: int) -> int:
+    """When a run that started at `started_at`, at `step` of `total_steps` at time `at`, ends at its pace."""
+    return at + round((at - started_at) / max(step, 1) * (total_steps - step))
+
+
 def adapter_prefix(fine_tuned_model: str) -> str:
     """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
     base, _, name = fine_tuned_model.partition(":")
@@ -253,7 +258,15 @@ class JobService:
             resources=spec.resources,
             max_seq_length=spec.max_seq_length,
             evals=evals,
+            estimated_finish=self._estimated_finish(row),
         )
+
+    def _estimated_finish(self, row: JobRow) -> int | None:
+        """For a running job: when it should end, from the pace of its steps so far."""
+        last = self.store.last_step(row.id) if row.status == JobStatus.RUNNING and row.started_at else None
+        if last is None:
+            return None
+        return estimate_finish(row.started_at, last.created_at, last.data["step"], last.data["total_steps"])
 
     @staticmethod
     def event_to_api(row: JobEventRow) -> JobEvent:

@@ -113,6 +113,15 @@ class JobStore:
         q = select(JobEventRow).where(JobEventRow.job_id == job_id)
         return self.db.page(q, after, limit, descending=newest_first)
 
+    def last_step(self, job_id: str) -> JobEventRow | None:
+        """The newest training-step event (step metrics with a throughput), if any."""
+        with self.db.session() as s:
+            q = select(JobEventRow).where(JobEventRow.job_id == job_id, JobEventRow.type == "metrics")
+            for row in s.scalars(q.order_by(JobEventRow.seq.desc()).limit(5)):
+                if "tokens_per_second" in (row.data or {}):
+                    return row
+        return None
+
     def add_checkpoint(self, job_id: str, step: int, key: str, metrics: dict) -> None:
         with self.db.session() as s:
             s.add(

@@ -235,6 +235,8 @@ def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
         assert time.monotonic() < deadline
         time.sleep(1)
+    running = client.fine_tuning.jobs.retrieve(job.id)
+    assert running.estimated_finish > running.created_at  # from the pace of its steps so far
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
     # The training processes go away (driver, workers and the reporter that writes their steps).

@@ -89,3 +89,10 @@ def test_method_hyperparameters_win_over_legacy_ones() -> None:
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5}}},
     )
     assert hyperparams.requested_hyperparameters(req).n_epochs == 5
+
+
+def test_the_finish_is_estimated_from_the_pace_so_far() -> None:
+    from service.fine_tuning.service import estimate_finish
+
+    assert estimate_finish(started_at=1000, at=1060, step=20, total_steps=120) == 1060 + 300  # 3 s a step
+    assert estimate_finish(started_at=1000, at=1000, step=0, total_steps=10) == 1000
