@@ -44,6 +44,7 @@ class ApiKeyRow(Base):
     hash is enough (no dictionary to attack) and lets us look a key up by its hash."""
 
     __tablename__ = "api_keys"
+    noun = "API key"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -58,6 +59,8 @@ class FileRow(Base):
     """An uploaded file; its bytes live in the object store under `key`."""
 
     __tablename__ = "files"
+    noun = "file"
+    not_found_code = "file_not_found"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     filename: Mapped[str] = mapped_column(String(512))
@@ -73,6 +76,8 @@ class JobRow(Base):
     """A fine-tuning job. `spec` is the resolved TrainingSpec (JSON), handed unchanged to Ray."""
 
     __tablename__ = "fine_tuning_jobs"
+    noun = "fine-tuning job"
+    not_found_code = "job_not_found"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
@@ -94,6 +99,7 @@ class JobRow(Base):
 
 class JobEventRow(Base):
     __tablename__ = "fine_tuning_job_events"
+    noun = "event"
     page_order = ("seq",)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
@@ -107,6 +113,7 @@ class JobEventRow(Base):
 
 class JobCheckpointRow(Base):
     __tablename__ = "fine_tuning_job_checkpoints"
+    noun = "checkpoint"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
     step: Mapped[int] = mapped_column(Integer)
@@ -119,11 +126,7 @@ class FineTunedModelRow(Base):
     """A model a job produced: a LoRA adapter over `base_model`, stored under `adapter_prefix`."""
 
     __tablename__ = "fine_tuned_models"
-    noun = "fine-tuning job"
-    not_found_code = "job_not_found"
-    noun = "file"
-    not_found_code = "file_not_found"
-    noun = "API key"
+    noun = "fine-tuned model"
     id: Mapped[str] = mapped_column(String(256), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     base_model: Mapped[str] = mapped_column(String(256))

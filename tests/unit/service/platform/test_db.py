@@ -114,3 +114,16 @@ def test_a_row_of_another_owner_is_a_404_naming_what_is_missing(tmp_path: Path) 
         "vector_store_id",
         "No vector store with id 'vs_1'.",
     )
+
+
+def test_every_model_names_itself_in_a_404() -> None:
+    from service.platform.db import Base
+
+    models = [
+        m.class_ for m in Base.registry.mappers if m.class_.__tablename__ not in ("schema_version", "tenants")
+    ]
+    nouns = [m.noun for m in models]
+    assert "object" not in nouns and len(set(nouns)) == len(nouns), nouns
+    from service.platform.db import FileRow, JobRow
+
+    assert (FileRow.not_found_code, JobRow.not_found_code) == ("file_not_found", "job_not_found")
