@@ -94,7 +94,7 @@ class LoRASFTRecipe:
             else []
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        model = _load_lora_model(spec)
+        model = _load_lora_model(spec, self.store)
         hp = spec.hyperparameters
         self.micro_batch = max(1, math.ceil(hp.batch_size / self.world))
         self.total_steps = steps_per_epoch(len(self.train_set), hp.batch_size) * hp.n_epochs
@@ -269,14 +269,19 @@ def _load_examples(
     return tokenize_all(tokenizer, parse_jsonl(store.get_bytes(key, sha256=sha256)), max_seq_length)
 
 
-def _load_lora_model(spec: TrainingSpec):  # a PeftModel
+def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
+    """The base model with a new LoRA adapter, or with the adapter of the model training continues from."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if use_bf16() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(spec.base_model_path, dtype=dtype)
     model.config.use_cache = False
+    if spec.parent_adapter_prefix:
+        with tempfile.TemporaryDirectory() as tmp:
+            store.get_folder(spec.parent_adapter_prefix, tmp)
+            return PeftModel.from_pretrained(model, tmp, is_trainable=True)
     lora = LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
@@ -374,6 +379,7 @@ def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
     return {
         "fine_tuned_model": spec.fine_tuned_model,
         "base_model": spec.base_model,
+        "parent_model": spec.parent_model,
         "job_id": spec.job_id,
         "tenant": spec.tenant,
         "created_at": int(time.time()),

@@ -62,6 +62,7 @@ def main() -> int:
         base_model=spec.base_model,
         job_id=spec.job_id,
         adapter_prefix=spec.adapter_prefix,
+        parent=spec.parent_model,
     )
     if not jobs.succeed(spec.job_id, model, trained_tokens):
         print(f"job {spec.job_id} was cancelled meanwhile; its adapter is not registered", file=sys.stderr)

@@ -61,15 +61,12 @@ class JobService:
 
     def create(self, tenant: str, req: FineTuningJobCreate) -> JobRow:
         """Blocking (tokenizes the files): call it off the event loop."""
-        model = self.models.resolve(tenant, req.model)
-        if not model.is_base:
-            raise ApiError(
-                400,
-                "Fine-tuning a fine-tuned model is not supported yet; use its base model "
-                f"'{model.base_model}'.",
-                param="model",
-                code="invalid_model",
-            )
+        requested = self.models.resolve(tenant, req.model)
+        # Continuing from a fine-tuned model: its base model, and its adapter (and LoRA shape) to start from.
+        parent = None if requested.is_base else requested
+        model = self.models.resolve(tenant, requested.base_model) if parent else requested
+        if parent is not None:
+            req = req.model_copy(update={"lora": self.models.lora_options(parent)})
         training = self._fine_tune_file(tenant, req.training_file, "training_file")
         validation = (
             self._fine_tune_file(tenant, req.validation_file, "validation_file")
@@ -123,6 +120,8 @@ class JobService:
             learning_rate=learning_rate,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
             lora=lora,
+            parent_model=parent.id if parent else None,
+            parent_adapter_prefix=parent.adapter_prefix if parent else None,
             deepspeed=req.deepspeed,
             resources=req.resources,
             max_seq_length=req.max_seq_length,
@@ -133,7 +132,7 @@ class JobService:
             id=job_id,
             tenant_id=tenant,
             status=JobStatus.VALIDATING_FILES.value,
-            model=model.id,
+            model=requested.id,
             suffix=req.suffix,
             request=req.model_dump(mode="json"),
             spec=spec.model_dump(mode="json"),

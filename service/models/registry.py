@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 
+from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker
 from service.platform.db import Database, FineTunedModelRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
-from service.platform.storage import ObjectStore
+from service.platform.storage import ObjectNotFound, ObjectStore
 from service.protocol.common import Model
+from service.protocol.fine_tuning import LoraOptions
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,13 @@ class ModelRegistry:
         ]
         rows, _ = self.db.page(select(FineTunedModelRow).where(FineTunedModelRow.tenant_id == tenant))
         return models + [
-            Model(id=r.id, created=r.created_at, owned_by=tenant, root=r.base_model, parent=r.base_model)
+            Model(
+                id=r.id,
+                created=r.created_at,
+                owned_by=tenant,
+                root=r.base_model,
+                parent=r.parent or r.base_model,
+            )
             for r in rows
         ]
 
@@ -65,6 +74,25 @@ class ModelRegistry:
                 code="model_not_found",
             )
         return ResolvedModel(row.id, row.base_model, bases[row.base_model], row.adapter_prefix)
+
+    def lora_options(self, model: ResolvedModel) -> LoraOptions:
+        """The LoRA shape of a fine-tuned model's adapter (what training continued from it keeps)."""
+        try:
+            config = json.loads(self.store.get_bytes(model.adapter_prefix + ADAPTER_CONFIG))
+        except ObjectNotFound:
+            raise ApiError(
+                400,
+                f"The model '{model.id}' has no adapter to continue from.",
+                param="model",
+                code="invalid_model",
+            ) from None
+        targets = config["target_modules"]
+        return LoraOptions(
+            r=config["r"],
+            alpha=config.get("lora_alpha"),
+            dropout=config.get("lora_dropout", 0.0),
+            target_modules=sorted(targets) if isinstance(targets, list) else [targets],
+        )
 
     def delete(self, tenant: str, model: str) -> ResolvedModel:
         """Delete a fine-tuned model the tenant owns: its registry entry, then its adapter's objects."""

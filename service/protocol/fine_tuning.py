@@ -120,6 +120,9 @@ class TrainingSpec(BaseModel):
     learning_rate: float
     seed: int
     lora: LoraOptions
+    # Continued training: the fine-tuned model it starts from, and where that model's adapter is.
+    parent_model: str | None = None
+    parent_adapter_prefix: str | None = None
     deepspeed: DeepSpeedOptions
     resources: ResourceOptions
     max_seq_length: int

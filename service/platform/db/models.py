@@ -132,4 +132,6 @@ class FineTunedModelRow(Base):
     base_model: Mapped[str] = mapped_column(String(256))
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     adapter_prefix: Mapped[str] = mapped_column(String(1024))
+    # The fine-tuned model it was trained from (None: from its base model): lineage is a chain.
+    parent: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)

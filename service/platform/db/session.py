@@ -20,15 +20,19 @@ from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _add_result_files(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuning_jobs ADD COLUMN result_files JSON"))
 
 
+def _add_model_parent(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE fine_tuned_models ADD COLUMN parent VARCHAR(256)"))
+
+
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_result_files}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_result_files, 3: _add_model_parent}
 
 
 class DatabaseError(RuntimeError):

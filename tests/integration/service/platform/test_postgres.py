@@ -110,14 +110,15 @@ def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: RunningStack) -> None:
     """Two jobs of one tenant with a limit of one running job: the second waits in the queue until the
-    first has finished. The first trains with ZeRO stage 3 (the LoRA weights partitioned and gathered)."""
+    first has finished. The first trains with ZeRO stage 3 (the LoRA weights partitioned and gathered); a
+    third continues from its model. Events and checkpoints page through the database."""
     client = pg_stack.client()
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]
     train = client.files.create(file=("train.jsonl", b"\n".join(lines)), purpose="fine-tune")
-    hyper = {"n_epochs": 1, "batch_size": 4}
+    hyper = {"n_epochs": 2, "batch_size": 4}  # 4 steps, the same batches for every job (one seed)
     job, second = (
         client.fine_tuning.jobs.create(
-            model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters=hyper, extra_body=extra
+            model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters=hyper, seed=5, extra_body=extra
         )
         for extra in ({"deepspeed": {"stage": 3}}, {})
     )
@@ -134,11 +135,32 @@ def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: Running
         if e.message.startswith("Submitted to Ray")
     ]
     assert queued_until and min(queued_until) >= job.finished_at  # submitted once the first had ended
+
+    # Training continues from the first job's model: it starts where that one ended (a lower first loss), and
+    # the new model's parent is the first one.
+    child = client.fine_tuning.jobs.create(
+        model=job.fine_tuned_model, training_file=train.id, hyperparameters=hyper, seed=5
+    )
+    child = wait_job(client, child.id, {"succeeded", "failed"})
+    assert child.status == "succeeded", child.error
+
+    def first_loss(job_id: str) -> float:
+        steps = [
+            e for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data if e.type == "metrics"
+        ]
+        return min(steps, key=lambda e: e.data["step"]).data["train_loss"]
+
+    assert first_loss(child.id) < first_loss(job.id)
+    parents = {m.id: m.model_extra["parent"] for m in client.models.list()}
+    assert (
+        parents[child.fine_tuned_model] == job.fine_tuned_model
+        and parents[job.fine_tuned_model] == DEFAULT_BASE_MODEL
+    )
     events = client.fine_tuning.jobs.list_events(job.id, limit=3)
     older = client.fine_tuning.jobs.list_events(job.id, limit=100, after=events.data[-1].id)
     every = [e.id for e in events.data] + [e.id for e in older.data]
     assert len(every) == len(set(every)) > 5 and any(e.type == "metrics" for e in older.data)
-    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [2]
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [4, 2]
     assert job.fine_tuned_model in {m.id for m in client.models.list()}
 
 

@@ -1,0 +1,63 @@
+"""Creating fine-tuning jobs through the API (no Ray: nothing is launched), with the real base model's
+tokenizer: what the job records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.platform.db import FineTunedModelRow, JobRow
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.helpers import ADMIN, MemoryStore, auth, offline_settings
+
+MODELS = Path(__file__).resolve().parents[4] / "data" / "models"
+PARENT = f"{DEFAULT_BASE_MODEL}:parent-abc123"
+DATA = Path(__file__).resolve().parents[3] / "data" / "codeword_train.jsonl"
+
+
+def test_a_job_continues_from_a_fine_tuned_model_with_its_adapter(tmp_path: Path) -> None:
+    store = MemoryStore()
+    prefix = f"adapters/{DEFAULT_BASE_MODEL}/parent-abc123/"
+    config = {
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "target_modules": ["v_proj", "q_proj"],
+    }
+    store.put_bytes(prefix + "adapter_config.json", json.dumps(config).encode())
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=store)
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        services = client.app.state.services
+        with services.db.session() as s:
+            s.add(
+                FineTunedModelRow(
+                    id=PARENT, tenant_id="default", base_model=DEFAULT_BASE_MODEL, adapter_prefix=prefix
+                )
+            )
+        train = client.post(
+            "/v1/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", DATA.read_bytes())}
+        )
+        job = client.post(
+            "/v1/fine_tuning/jobs", json={"model": PARENT, "training_file": train.json()["id"]}
+        ).json()
+        assert job["model"] == PARENT and job["status"] == "queued", job
+        assert job["lora"] == {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+        with services.db.session() as s:
+            spec = s.get(JobRow, job["id"]).spec
+        assert (spec["parent_model"], spec["parent_adapter_prefix"], spec["base_model"]) == (
+            PARENT,
+            prefix,
+            DEFAULT_BASE_MODEL,
+        )
+        assert spec["fine_tuned_model"].startswith(f"{DEFAULT_BASE_MODEL}:ft-")  # named under its base
+        other = client.post("/v1/admin/api_keys", json={"tenant": "other"}).json()["key"]
+        theirs = client.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": PARENT, "training_file": train.json()["id"]},
+            headers=auth(other),
+        )
+        assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "model_not_found"
