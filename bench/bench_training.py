@@ -1,7 +1,7 @@
 """Training throughput: the service's fine-tuning jobs against a plain HF Trainer + peft script.
 
 Every configuration trains the same model (SmolLM2-135M), data (64 synthetic chats of ~110 tokens),
-LoRA (r=8 on q/k/v/o), batch (8) and dtype (bf16 where the CPU has it), back to back, each in its own
+LoRA (r=8 on every linear layer: the default), batch (8) and dtype (bf16 where the CPU has it), back to back, each in its own
 process. Prints steady-state tokens/s (median over steps after the first) and the ratio to the
 baseline, plus the service's fixed cost: time from POST /v1/fine_tuning/jobs to the first step.
 
@@ -69,7 +69,7 @@ def run_hf_trainer() -> dict:
             lora_alpha=16,
             lora_dropout=0.05,
             task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            target_modules="all-linear",  # the service's default
         ),
     )
     step_times: list[float] = []
