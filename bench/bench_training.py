@@ -1,8 +1,8 @@
 """Training throughput: the service's fine-tuning jobs against a plain HF Trainer + peft script.
 
 Every configuration trains the same model (SmolLM2-135M), data (64 synthetic chats of ~110 tokens),
-LoRA (r=8 on every linear layer: the default), batch (8) and dtype (bf16 where the CPU has it), back to back, each in its own
-process. Prints steady-state tokens/s (median over steps after the first) and the ratio to the
+LoRA (r=8 on every linear layer: the default), batch (8) and dtype (bf16 where the CPU has it), back to
+back, each in its own process. Prints steady-state tokens/s (median over steps after the first) and the ratio to the
 baseline, plus the service's fixed cost: time from POST /v1/fine_tuning/jobs to the first step.
 
     .venv/bin/python bench/bench_training.py            # everything (~10 min on 2 cores)
