@@ -2,8 +2,8 @@
 
 Every configuration trains the same model (SmolLM2-135M), data (64 synthetic chats of ~110 tokens),
 LoRA (r=8 on every linear layer: the default), batch (8) and dtype (bf16 where the CPU has it), back to
-back, each in its own process. Prints steady-state tokens/s (median over steps after the first) and the ratio to the
-baseline, plus the service's fixed cost: time from POST /v1/fine_tuning/jobs to the first step.
+back, each in its own process. Prints steady-state tokens/s (median over steps after the first) and the
+ratio to the baseline, plus the service's fixed cost: time from POST /v1/fine_tuning/jobs to the first step.
 
     .venv/bin/python bench/bench_training.py            # everything (~10 min on 2 cores)
     .venv/bin/python bench/bench_training.py --quick    # baseline, recipe ZeRO-2, one service job
