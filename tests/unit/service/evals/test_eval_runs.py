@@ -185,3 +185,28 @@ def test_the_built_in_suites_are_listed_with_their_licences(tmp_path: Path) -> N
     by_name = {s["name"]: s for s in suites}
     assert "world-capitals" in by_name
     assert all(s["license"] and s["source"] and s["items"] > 0 and s["testing_criteria"] for s in suites)
+
+
+def test_two_runs_are_compared_item_by_item(tmp_path: Path) -> None:
+    with make_client(tmp_path, MemoryStore(), FakeTasks()) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        runs = []
+        for shift in (0, 1):  # the second run's items are n+1: every item's result flips
+            body = run_body(4)
+            body["data_source"]["source"]["content"] = [{"item": {"n": i + shift}} for i in range(4)]
+            run = client.post(f"/v1/evals/{ev['id']}/runs", json=body, headers=auth(ADMIN)).json()
+            runs.append(
+                wait(client, f"/v1/evals/{ev['id']}/runs/{run['id']}", lambda r: r["status"] == "completed")
+            )
+        params = {"run_ids": [r["id"] for r in runs]}
+        cmp = client.get(f"/v1/evals/{ev['id']}/compare", params=params, headers=auth(ADMIN)).json()
+        one = client.get(
+            f"/v1/evals/{ev['id']}/compare", params={"run_ids": runs[0]["id"]}, headers=auth(ADMIN)
+        )
+    assert [r["id"] for r in cmp["runs"]] == params["run_ids"]
+    assert cmp["criteria"] == [
+        {"testing_criteria": "even", "pass_rate": [0.5, 0.5], "mean_score": [1.0, 1.0]}
+    ]
+    assert [c["datasource_item_id"] for c in cmp["changed_items"]] == [0, 1, 2, 3]
+    assert cmp["changed_items"][0]["status"] == ["pass", "fail"]
+    assert one.status_code == 400 and one.json()["error"]["param"] == "run_ids"
