@@ -282,11 +282,13 @@ def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
         with tempfile.TemporaryDirectory() as tmp:
             store.get_folder(spec.parent_adapter_prefix, tmp)
             return PeftModel.from_pretrained(model, tmp, is_trainable=True)
+    targets = spec.lora.target_modules
     lora = LoraConfig(
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
-        target_modules=spec.lora.target_modules,
+        # peft knows "all-linear" as the whole value only, not as a name in a list
+        target_modules="all-linear" if "all-linear" in targets else targets,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
