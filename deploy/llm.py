@@ -7,7 +7,8 @@ has already checked the caller's tenant and the adapter's files (`service.models
 
 Ray Serve LLM's own OpenAI ingress is not used: ours does authentication and tenancy, and calls the
 `LLMServer` handles the way that ingress does (`ray.llm._internal.serve.core.ingress.ingress`; internal
-modules, so Ray is pinned and `tests/integration/test_serving.py` exercises the composition).
+modules, so Ray is pinned and tests/integration/service/inference/test_serving.py exercises the
+composition).
 """
 
 from __future__ import annotations
