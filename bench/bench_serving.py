@@ -40,7 +40,7 @@ def questions() -> list[str]:
 
 
 def adapters(tmp: Path) -> list[Path]:
-    from tests.integration.adapters import make_adapter
+    from tests.integration.helpers import make_adapter
 
     return [make_adapter(tmp / f"adapter{i}", seed=i) for i in range(N_ADAPTERS)]
 
@@ -152,8 +152,7 @@ def run_service() -> list[dict]:
     """The full service on a fresh data dir: base, then the adapter mix, over HTTP."""
     import httpx
 
-    from tests.integration.adapters import register_adapter
-    from tests.integration.conftest import RunningStack
+    from tests.integration.helpers import RunningStack, register_adapter
 
     with stack() as (url, headers, data_dir):
         running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
