@@ -42,18 +42,18 @@ class ChatService:
 
     async def generate(
         self, endpoint: Endpoint, payload: dict, tenant: str, retrieval: RetrievalOptions | None = None
-    ) -> tuple[EngineResult, list[dict] | None]:
-        """The engine's answer (a JSON body, or an SSE stream) and the citations retrieval added."""
+    ) -> EngineResult:
+        """The engine's answer (a JSON body, or an SSE stream), with the citations retrieval added."""
         model = await asyncio.to_thread(self.servable, tenant, payload["model"])
         citations = None
         if retrieval is not None:
             payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)
         result = await self.engine.generate(endpoint, model, payload)
         if citations is None:
-            return result, None
+            return result
         if isinstance(result, dict):
-            return {**result, "citations": citations}, citations
-        return _with_citations(result, citations), citations
+            return {**result, "citations": citations}
+        return _with_citations(result, citations)
 
     async def _retrieve(
         self, options: RetrievalOptions, messages: list[dict], tenant: str

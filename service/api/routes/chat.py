@@ -35,7 +35,7 @@ async def _generate(
 ) -> JSONResponse | StreamingResponse:
     payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
     retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
-    result, _ = await services.chat.generate(endpoint, payload, tenant, retrieval)
+    result = await services.chat.generate(endpoint, payload, tenant, retrieval)
     if isinstance(result, dict):
         return JSONResponse(result)
     return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

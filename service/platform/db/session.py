@@ -85,20 +85,13 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def get_where(self, model: type[T], key: str, **expected: object) -> T | None:
+    def get_or_404(self, model: type[T], key: object, param: str, **expected: object) -> T:
         """The row with primary key `key` if its attributes have the `expected` values (its tenant, its
-        parent), else None."""
+        parent), else the 404 that names what is missing (another tenant's row does not exist for this
+        one)."""
         with self.session() as s:
             row = s.get(model, key)
         if row is None or any(getattr(row, k) != v for k, v in expected.items()):
-            return None
-        return row
-
-    def get_or_404(self, model: type[T], key: object, param: str, **expected: object) -> T:
-        """`get_where`, or the 404 that names what is missing (another tenant's row does not exist for this
-        one)."""
-        row = self.get_where(model, key, **expected)
-        if row is None:
             shown = key[-1] if isinstance(key, tuple) else key  # (store, file): the file
             raise ApiError(404, f"No {model.noun} with id '{shown}'.", param=param, code=model.not_found_code)
         return row
