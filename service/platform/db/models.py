@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -78,6 +78,9 @@ class JobRow(Base):
     __tablename__ = "fine_tuning_jobs"
     noun = "fine-tuning job"
     not_found_code = "job_not_found"
+    # Jobs run first come, first served: `created_at` is whole seconds (OpenAI's shape), so two jobs of one
+    # second would otherwise be ordered by their random ids.
+    page_order = ("created_at", "created_ns", "id")
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
@@ -93,6 +96,7 @@ class JobRow(Base):
     result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=time.time_ns)
     started_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

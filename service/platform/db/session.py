@@ -20,7 +20,7 @@ from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
 
 T = TypeVar("T")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _add_result_files(conn: Connection) -> None:
@@ -31,8 +31,17 @@ def _add_model_parent(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuned_models ADD COLUMN parent VARCHAR(256)"))
 
 
+def _add_job_created_ns(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE fine_tuning_jobs ADD COLUMN created_ns BIGINT"))
+    conn.execute(text("UPDATE fine_tuning_jobs SET created_ns = created_at * 1000000000"))
+
+
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_result_files, 3: _add_model_parent}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_result_files,
+    3: _add_model_parent,
+    4: _add_job_created_ns,
+}
 
 
 class DatabaseError(RuntimeError):

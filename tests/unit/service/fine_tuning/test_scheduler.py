@@ -111,6 +111,14 @@ def test_submits_in_order_within_each_tenants_limit(env) -> None:
     assert "j2-1" in launcher.runs
 
 
+def test_jobs_of_the_same_second_run_in_the_order_they_were_created(env) -> None:
+    scheduler, store, launcher = env
+    add_job(store, "jz", "a", 7)  # ids are random: the later one may sort first
+    add_job(store, "ja", "a", 7)
+    scheduler.tick()
+    assert set(launcher.runs) == {"jz-1"}
+
+
 def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:
     scheduler, store, launcher = env
     add_job(store, "j1", "a", 1)
