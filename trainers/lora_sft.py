@@ -23,6 +23,14 @@ from service.platform.net import free_port
 from service.platform.storage import ObjectStore, S3Credentials
 from service.protocol.fine_tuning import JobContext, TrainingSpec
 from trainers.batching import epoch_batches, shard, steps_per_epoch
+from trainers.checkpointing import (
+    Progress,
+    adapter_key,
+    checkpoint_steps,
+    latest_progress,
+    load_state,
+    save_state,
+)
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
@@ -66,9 +74,7 @@ class LoRASFTRecipe:
         self.setup()
         self.train()
         if self.upload:
-            self.save_checkpoint(
-                self.spec.adapter_prefix, manifest=_manifest(self.spec, self.result, self.world)
-            )
+            self.publish()
         return self.result
 
     def setup(self) -> None:
@@ -97,7 +103,9 @@ class LoRASFTRecipe:
         model = _load_lora_model(spec, self.store)
         hp = spec.hyperparameters
         self.micro_batch = max(1, math.ceil(hp.batch_size / self.world))
-        self.total_steps = steps_per_epoch(len(self.train_set), hp.batch_size) * hp.n_epochs
+        self.per_epoch = steps_per_epoch(len(self.train_set), hp.batch_size)
+        self.total_steps = self.per_epoch * hp.n_epochs
+        self.checkpoint_steps = set(checkpoint_steps(self.per_epoch, hp.n_epochs))
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate, weight_decay=0.0
         )
@@ -115,47 +123,114 @@ class LoRASFTRecipe:
                 f"steps, {self.world} worker(s) on {', '.join(sorted(set(nodes)))}, ZeRO stage "
                 f"{spec.deepspeed.stage}, {_dtype_name(model)}"
             )
+        self.start_step = self._resume() if self.upload else 0
 
     def train(self) -> None:
         spec, engine, result = self.spec, self.engine, self.result
+        hp = spec.hyperparameters
         lengths = [len(t.input_ids) for t in self.train_set]
-        step = 0
-        for epoch in range(spec.hyperparameters.n_epochs):
+        per_epoch = self.per_epoch
+        step = self.start_step
+        for epoch in range(step // per_epoch, hp.n_epochs):
             engine.train()
-            for batch in epoch_batches(lengths, spec.hyperparameters.batch_size, spec.seed, epoch):
-                t0 = time.perf_counter()
-                examples = [self.train_set[i] for i in shard(batch, self.rank, self.world)]
-                inputs = _collate(examples, self.pad_id, engine.device)
-                loss = engine(**inputs).loss
-                engine.backward(loss)
-                engine.step()
+            batches = epoch_batches(lengths, hp.batch_size, spec.seed, epoch)
+            for batch in batches[step - epoch * per_epoch :]:
                 step += 1
-                n_tokens = int(inputs["attention_mask"].sum())
-                n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-                totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], engine.device)
-                elapsed = time.perf_counter() - t0
-                train_loss = totals[0] / max(totals[1], 1)
-                result.trained_tokens += int(totals[2])
-                result.loss_curve.append((step, train_loss))
-                self._report(
-                    step,
-                    epoch,
-                    train_loss=train_loss,
-                    learning_rate=self.scheduler.get_last_lr()[0],
-                    tokens_per_second=round(totals[2] / elapsed, 1),
-                )
+                self._train_step(step, epoch, batch)
             epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
             if self.valid_set:
                 valid_loss = self.evaluate()
                 result.valid_losses.append((step, valid_loss))
                 epoch_metrics["valid_loss"] = valid_loss
                 self._report(step, epoch, train_loss=epoch_metrics["train_loss"], valid_loss=valid_loss)
-            if self.upload:
-                key = f"{spec.checkpoint_prefix}step-{step}/"
-                self.save_checkpoint(key)
-                if self.rank == 0:
-                    self.reporter.checkpoint(step, key, epoch_metrics)
+            if self.upload and step in self.checkpoint_steps:
+                self._checkpoint(step, epoch_metrics)
         result.steps = step
+
+    def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:
+        import torch
+
+        engine, result = self.engine, self.result
+        t0 = time.perf_counter()
+        # Dropout draws from a generator seeded by the step: a resumed run draws what the first would have.
+        torch.manual_seed(hash((self.spec.seed, step, self.rank)) % 2**63)
+        examples = [self.train_set[i] for i in shard(batch, self.rank, self.world)]
+        inputs = _collate(examples, self.pad_id, engine.device)
+        loss = engine(**inputs).loss
+        engine.backward(loss)
+        engine.step()
+        n_tokens = int(inputs["attention_mask"].sum())
+        n_trained = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+        totals = _all_reduce_sum([loss.item() * n_trained, n_trained, n_tokens], engine.device)
+        elapsed = time.perf_counter() - t0
+        train_loss = totals[0] / max(totals[1], 1)
+        result.trained_tokens += int(totals[2])
+        result.loss_curve.append((step, train_loss))
+        self._report(
+            step,
+            epoch,
+            train_loss=train_loss,
+            learning_rate=self.scheduler.get_last_lr()[0],
+            tokens_per_second=round(totals[2] / elapsed, 1),
+        )
+
+    def _checkpoint(self, step: int, metrics: dict) -> None:
+        """The adapter as a model of its own, then the state that resumes the run from here."""
+        key = adapter_key(self.spec.checkpoint_prefix, step)
+        self.save_checkpoint(key)
+        if self.rank == 0:
+            self.reporter.checkpoint(step, key, metrics)
+        progress = Progress(
+            step=step,
+            world=self.world,
+            trained_tokens=self.result.trained_tokens,
+            loss_curve=[list(p) for p in self.result.loss_curve],
+            valid_losses=[list(p) for p in self.result.valid_losses],
+        )
+        save_state(self.engine, self.store, self.spec.checkpoint_prefix, progress, self.rank)
+
+    def _resume(self) -> int:
+        """Continue from the job's newest complete training state, if an earlier run left one; the step to
+        start after."""
+        progress = latest_progress(self.store, self.spec.checkpoint_prefix)
+        if progress is None:
+            return 0
+        if progress.world != self.world:
+            if self.rank == 0:
+                self.reporter.message(
+                    f"Not resuming from step {progress.step}: it was saved by {progress.world} worker(s), "
+                    f"this run has {self.world}; starting over",
+                    level="warn",
+                )
+            return 0
+        load_state(self.engine, self.store, self.spec.checkpoint_prefix, progress)
+        self.result.trained_tokens = progress.trained_tokens
+        self.result.loss_curve = [(int(s), v) for s, v in progress.loss_curve]
+        self.result.valid_losses = [(int(s), v) for s, v in progress.valid_losses]
+        if self.rank == 0:
+            self.reporter.message(f"Resumed from the checkpoint of step {progress.step}")
+        return progress.step
+
+    def publish(self) -> None:
+        """Upload the model: the final adapter, or with a validation file the checkpoint of the lowest
+        validation loss (checkpoint retention always keeps that one)."""
+        manifest = _manifest(self.spec, self.result, self.world)
+        saved = [p for p in self.result.valid_losses if p[0] in self.checkpoint_steps]
+        best = min(saved, key=lambda p: p[1], default=None)
+        if best is None or best[0] == self.result.steps:
+            self.save_checkpoint(self.spec.adapter_prefix, manifest=manifest)
+            return
+        if self.rank != 0:
+            return
+        step, loss = best
+        manifest["selected_checkpoint"] = {"step": step, "valid_loss": loss}
+        with tempfile.TemporaryDirectory() as tmp:
+            self.store.get_folder(adapter_key(self.spec.checkpoint_prefix, step), tmp)
+            Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
+            self.store.put_folder(self.spec.adapter_prefix, tmp)
+        self.reporter.message(
+            f"Published the checkpoint of step {step}: the lowest validation loss ({loss:.4f})"
+        )
 
     def evaluate(self) -> float:
         """Mean token loss over the validation set, summed over the workers."""

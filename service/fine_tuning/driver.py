@@ -42,6 +42,7 @@ def main() -> int:
                 JobStatus.QUEUED,
                 f"Run interrupted by a cluster failure ({message}); requeued",
                 level="warn",
+                only_from=frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),  # not a job paused meanwhile
                 submission_id=None,
             )
             return 1
@@ -79,11 +80,7 @@ def run(context: JobContext) -> tuple[int, str]:
 
     ray.init(log_to_driver=True)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    reporter = (
-        ray.remote(JobReporter)
-        .options(num_cpus=0, scheduling_strategy=here)
-        .remote(context.database_url, context.spec.job_id)
-    )
+    reporter = ray.remote(JobReporter).options(num_cpus=0, scheduling_strategy=here).remote(context)
     fit(context, reporter)
     return int(ray.get(reporter.get_trained_tokens.remote())), ray.get(reporter.results_csv.remote())
 

@@ -1,5 +1,6 @@
 """`JobReporter`: what a training run reports (trainers.reporter.Reporter) written to the job's record:
-status, step metrics as events, checkpoints; and the step metrics as OpenAI's result CSV."""
+status, step metrics as events, checkpoints (the newest few kept); and the step metrics as OpenAI's
+result CSV."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import io
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import Database
+from service.protocol.fine_tuning import JobContext
+from trainers.lora_sft import store_from_context
+
+KEEP_CHECKPOINTS = 3
+RESULT_COLUMNS = ["step", "epoch", "train_loss", "valid_loss", "learning_rate", "tokens_per_second"]
 
 
 class JobReporter:
-    def __init__(self, database_url: str, job_id: str) -> None:
-        self.job_id = job_id
-        self.store = JobStore(Database(database_url))
+    def __init__(self, context: JobContext) -> None:
+        self.job_id = context.spec.job_id
+        self.store = JobStore(Database(context.database_url))
+        self.objects = store_from_context(context)
         self.trained_tokens = 0
-        self.rows: list[dict] = []
 
     def started(self, message: str) -> None:
         self.store.transition(self.job_id, JobStatus.RUNNING, message)
@@ -26,24 +32,31 @@ class JobReporter:
 
     def metrics(self, data: dict) -> None:
         self.trained_tokens = data.get("trained_tokens", self.trained_tokens)
-        self.rows.append(data)
         text = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
         if "valid_loss" in data:
             text += f", validation loss={data['valid_loss']:.4f}"
         self.store.add_event(self.job_id, text, type="metrics", data=data)
 
     def checkpoint(self, step: int, key: str, metrics: dict) -> None:
+        """Record the checkpoint, then forget the ones past the newest KEEP_CHECKPOINTS (the one of the lowest
+        validation loss stays: it may become the job's model): rows first, so that no model id outlives
+        its objects."""
         self.store.add_checkpoint(self.job_id, step, key, metrics)
+        for row in self.store.prune_checkpoints(self.job_id, KEEP_CHECKPOINTS):
+            self.objects.delete_prefix(row.key)
         self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
 
     def get_trained_tokens(self) -> int:
         return self.trained_tokens
 
     def results_csv(self) -> str:
-        """OpenAI's result file: one line per step (and per validation), as CSV."""
+        """OpenAI's result file: one line per step (and per validation), as CSV. Read from the job's events,
+        so that the steps of an interrupted run count too (a step trained again counts once)."""
+        rows: dict[tuple[int, bool], dict] = {}
+        for event in self.store.metric_events(self.job_id):
+            rows[(event.data["step"], "valid_loss" in event.data)] = event.data
         out = io.StringIO()
-        columns = ["step", "epoch", "train_loss", "valid_loss", "learning_rate", "tokens_per_second"]
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer = csv.DictWriter(out, RESULT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(rows[k] for k in sorted(rows))
         return out.getvalue()

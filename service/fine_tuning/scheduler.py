@@ -76,6 +76,9 @@ class JobScheduler:
         current = self.store.get(job.id)
         if current is None or JobStatus(current.status).is_terminal:
             return  # the driver (or a cancel) already finished it
+        if current.status == JobStatus.PAUSED:
+            self.store.release_submission(job.id)  # the paused run has stopped: the job may be resumed
+            return
         if info.state == "LOST" and current.attempts < MAX_ATTEMPTS:
             # The run vanished with its cluster: schedule it again from the start.
             if current.status == JobStatus.RUNNING:

@@ -1,4 +1,5 @@
-"""Fine-tuning jobs: create (validate everything up front), read, follow, cancel. Scheduling is elsewhere."""
+"""Fine-tuning jobs: create (validate everything up front), read, follow, cancel, pause and resume.
+Scheduling is elsewhere."""
 
 from __future__ import annotations
 
@@ -227,6 +228,46 @@ class JobService:
             self.launcher.stop(row.submission_id)
         return self.get(tenant, job_id)
 
+    def pause(self, tenant: str, job_id: str) -> JobRow:
+        """Stop the job's run; its last checkpoint is where `resume` continues. The scheduler lets go of the
+        run once it has stopped."""
+        row = self.get(tenant, job_id)
+        if not self.store.transition(job_id, JobStatus.PAUSED, "Job paused by the user"):
+            raise ApiError(
+                400,
+                f"Job {job_id} is {row.status}; only a queued or running job can be paused.",
+                param="fine_tuning_job_id",
+                code="job_not_pausable",
+            )
+        if row.submission_id and self.launcher is not None:
+            self.launcher.stop(row.submission_id)
+        return self.get(tenant, job_id)
+
+    def resume(self, tenant: str, job_id: str) -> JobRow:
+        """Queue a paused job again; its run continues from the job's last checkpoint."""
+        row = self.get(tenant, job_id)
+        if row.status != JobStatus.PAUSED:
+            raise ApiError(
+                400,
+                f"Job {job_id} is {row.status}; only a paused job can be resumed.",
+                param="fine_tuning_job_id",
+                code="job_not_paused",
+            )
+        if row.submission_id:
+            raise ApiError(
+                409,
+                f"Job {job_id} is still stopping its run; resume it in a few seconds.",
+                param="fine_tuning_job_id",
+                code="job_still_pausing",
+            )
+        checkpoints = self.store.checkpoints(job_id)
+        where = f"from the checkpoint of step {checkpoints[0].step}" if checkpoints else "from the start"
+        # A resumed job gets a fresh allowance of attempts for runs lost to the cluster.
+        self.store.transition(
+            job_id, JobStatus.QUEUED, f"Job resumed by the user; it continues {where}", attempts=0
+        )
+        return self.get(tenant, job_id)
+
     def to_api(self, row: JobRow) -> FineTuningJob:
         """The job with the results of the evaluations it asked for."""
         spec = TrainingSpec.model_validate(row.spec)
@@ -283,7 +324,7 @@ class JobService:
         return JobCheckpoint(
             id=row.id,
             created_at=row.created_at,
-            fine_tuned_model_checkpoint=f"{job.spec['fine_tuned_model']}:ckpt-step-{row.step}",
+            fine_tuned_model_checkpoint=row.model,
             fine_tuning_job_id=job.id,
             metrics={**row.metrics, "step": row.step},
             step_number=row.step,

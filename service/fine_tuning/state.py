@@ -1,7 +1,8 @@
 """The fine-tuning job state machine. Pure: no I/O.
 
 validating_files -> queued -> running -> succeeded | failed | cancelled
-(any non-terminal state may go to failed or cancelled)
+queued | running -> paused -> queued (resumed: the run continues from its last checkpoint)
+(any non-terminal state may be cancelled, and fail unless paused: nothing runs then)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ class JobStatus(StrEnum):
     VALIDATING_FILES = "validating_files"
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -26,9 +28,10 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 _FORWARD = {
     JobStatus.VALIDATING_FILES: {JobStatus.QUEUED},
-    JobStatus.QUEUED: {JobStatus.RUNNING},
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.PAUSED},
     # RUNNING -> QUEUED: the run was lost (node or cluster gone) and is scheduled again.
-    JobStatus.RUNNING: {JobStatus.SUCCEEDED, JobStatus.QUEUED},
+    JobStatus.RUNNING: {JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.PAUSED},
+    JobStatus.PAUSED: {JobStatus.QUEUED},
 }
 
 
@@ -41,8 +44,10 @@ class InvalidTransition(ValueError):
 def can_transition(current: JobStatus, target: JobStatus) -> bool:
     if current.is_terminal:
         return False
-    if target in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if target == JobStatus.CANCELLED:
         return True
+    if target == JobStatus.FAILED:
+        return current != JobStatus.PAUSED
     return target in _FORWARD.get(current, set())
 
 

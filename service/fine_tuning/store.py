@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from service.fine_tuning.state import JobStatus, can_transition
 from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobEventRow, JobRow
@@ -59,12 +59,16 @@ class JobStore:
         message: str | None = None,
         *,
         level: str = "info",
+        only_from: frozenset[JobStatus] | None = None,
         **fields: object,
     ) -> bool:
-        """Move the job to `target` if the state machine allows it; returns whether it did."""
+        """Move the job to `target` if the state machine allows it (and it is in one of `only_from`, when
+        given); returns whether it did."""
         with self.db.session() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or not can_transition(JobStatus(row.status), target):
+                return False
+            if only_from is not None and row.status not in only_from:
                 return False
             row.status = target.value
             if target == JobStatus.RUNNING and row.started_at is None:
@@ -122,15 +126,25 @@ class JobStore:
                     return row
         return None
 
+    def metric_events(self, job_id: str) -> list[JobEventRow]:
+        """Every step-metrics event of the job, oldest first."""
+        q = select(JobEventRow).where(JobEventRow.job_id == job_id, JobEventRow.type == "metrics")
+        return self.db.page(q)[0]
+
     def add_checkpoint(self, job_id: str, step: int, key: str, metrics: dict) -> None:
+        """Record a checkpoint (a run resumed before its step records it again: one row per step)."""
         with self.db.session() as s:
-            s.add(
-                JobCheckpointRow(
-                    id="ftckpt-" + secrets.token_hex(12), job_id=job_id, step=step, key=key, metrics=metrics
-                )
-            )
+            job = s.get(JobRow, job_id)
+            model = f"{job.spec['fine_tuned_model']}:ckpt-step-{step}"
+            same_step = (JobCheckpointRow.job_id == job_id) & (JobCheckpointRow.step == step)
+            row = s.scalars(select(JobCheckpointRow).where(same_step)).first()
+            if row is None:
+                row = JobCheckpointRow(id="ftckpt-" + secrets.token_hex(12), job_id=job_id)
+            row.step, row.model, row.key, row.metrics = step, model, key, metrics
+            s.add(row)
 
     def checkpoints(self, job_id: str) -> list[JobCheckpointRow]:
+        """Newest first."""
         with self.db.session() as s:
             q = (
                 select(JobCheckpointRow)
@@ -138,6 +152,18 @@ class JobStore:
                 .order_by(JobCheckpointRow.step.desc())
             )
             return list(s.scalars(q))
+
+    def prune_checkpoints(self, job_id: str, keep: int) -> list[JobCheckpointRow]:
+        """Delete the rows of all but the newest `keep` checkpoints and the one of the lowest validation
+        loss; returns the deleted rows (their objects are the caller's to delete)."""
+        rows = self.checkpoints(job_id)
+        validated = [r for r in rows if "valid_loss" in r.metrics]
+        best = min(validated, key=lambda r: r.metrics["valid_loss"]) if validated else None
+        doomed = [r for r in rows[keep:] if r is not best]
+        if doomed:
+            with self.db.session() as s:
+                s.execute(delete(JobCheckpointRow).where(JobCheckpointRow.id.in_([r.id for r in doomed])))
+        return doomed
 
     # Results ---------------------------------------------------------------------------------------
     def succeed(self, job_id: str, model: FineTunedModelRow, trained_tokens: int) -> bool:

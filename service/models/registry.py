@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker
-from service.platform.db import Database, FineTunedModelRow
+from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
@@ -59,6 +59,22 @@ class ModelRegistry:
             for r in rows
         ]
 
+    def get(self, tenant: str, model: str) -> Model:
+        """One model the tenant may use (404 otherwise); checkpoints too, which `list` leaves out."""
+        resolved = self.resolve(tenant, model)
+        listed = next((m for m in self.list(tenant) if m.id == model), None)
+        if listed is not None:
+            return listed
+        with self.db.session() as s:
+            created = s.scalar(select(JobCheckpointRow.created_at).where(JobCheckpointRow.model == model))
+        return Model(
+            id=model,
+            created=created or 0,
+            owned_by=tenant,
+            root=resolved.base_model,
+            parent=model.rpartition(":ckpt-step-")[0],
+        )
+
     def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:
         """The model `tenant` asked for, or 404 (another tenant's model does not exist for this one)."""
         bases = self.settings.resolved_base_models
@@ -66,14 +82,21 @@ class ModelRegistry:
             return ResolvedModel(model, model, bases[model])
         with self.db.session() as s:
             row = s.get(FineTunedModelRow, model)
-        if row is None or row.tenant_id != tenant or row.base_model not in bases:
+            if row is not None:
+                found = (row.tenant_id, row.base_model, row.adapter_prefix)
+            else:  # a checkpoint of a job: "<fine-tuned model>:ckpt-step-<step>"
+                q = select(JobRow.tenant_id, JobRow.spec, JobCheckpointRow.key).join(JobCheckpointRow)
+                checkpoint = s.execute(q.where(JobCheckpointRow.model == model)).first()
+                found = (checkpoint[0], checkpoint[1]["base_model"], checkpoint[2]) if checkpoint else None
+        if found is None or found[0] != tenant or found[1] not in bases:
             raise ApiError(
                 404,
                 f"The model '{model}' does not exist or you do not have access to it.",
                 param=param,
                 code="model_not_found",
             )
-        return ResolvedModel(row.id, row.base_model, bases[row.base_model], row.adapter_prefix)
+        _, base, adapter_prefix = found
+        return ResolvedModel(model, base, bases[base], adapter_prefix)
 
     def lora_options(self, model: ResolvedModel) -> LoraOptions:
         """The LoRA shape of a fine-tuned model's adapter (what training continued from it keeps)."""
@@ -95,7 +118,8 @@ class ModelRegistry:
         )
 
     def delete(self, tenant: str, model: str) -> ResolvedModel:
-        """Delete a fine-tuned model the tenant owns: its registry entry, then its adapter's objects."""
+        """Delete a fine-tuned model (or a job's checkpoint) the tenant owns: its registry entry, then its
+        adapter's objects."""
         resolved = self.resolve(tenant, model)
         if resolved.is_base:
             raise ApiError(
@@ -105,7 +129,8 @@ class ModelRegistry:
                 code="invalid_model",
             )
         with self.db.session() as s:
-            s.delete(s.get(FineTunedModelRow, model))
+            s.execute(delete(FineTunedModelRow).where(FineTunedModelRow.id == model))
+            s.execute(delete(JobCheckpointRow).where(JobCheckpointRow.model == model))
         self.store.delete_prefix(resolved.adapter_prefix)
         self.adapters.forget(model)
         return resolved

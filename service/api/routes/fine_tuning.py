@@ -44,6 +44,20 @@ def cancel_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineT
     return services.jobs.to_api(services.jobs.cancel(principal.tenant, job_id))
 
 
+@router.post("/{job_id}/pause", response_model=FineTuningJob, summary="Pause a fine-tuning job")
+def pause_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
+    """Stops the job's run and marks it `paused`; 400 unless it is queued or running. Its checkpoints stay
+    usable as models meanwhile."""
+    return services.jobs.to_api(services.jobs.pause(principal.tenant, job_id))
+
+
+@router.post("/{job_id}/resume", response_model=FineTuningJob, summary="Resume a paused fine-tuning job")
+def resume_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
+    """Queues a paused job again; the run continues from its last checkpoint (optimizer state included),
+    not from the start. 400 unless the job is paused; 409 while its run is still stopping."""
+    return services.jobs.to_api(services.jobs.resume(principal.tenant, job_id))
+
+
 @router.get("/{job_id}/events", response_model=ListResponse[JobEvent], summary="List a job's events")
 def list_events(
     job_id: str,
@@ -69,7 +83,8 @@ def list_events(
 def list_checkpoints(
     job_id: str, services: Svc, principal: CurrentPrincipal, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> ListResponse[JobCheckpoint]:
-    """One checkpoint per epoch, newest first; each is a LoRA adapter in the object store."""
+    """The newest checkpoints of the job (the last three, and the one of the lowest validation loss),
+    newest first. Each `fine_tuned_model_checkpoint` is a model: chat, evals and new jobs accept it."""
     job = services.jobs.get(principal.tenant, job_id)
     rows = services.jobs.store.checkpoints(job_id)
     data = [services.jobs.checkpoint_to_api(job, r) for r in rows[:limit]]

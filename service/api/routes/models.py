@@ -18,8 +18,8 @@ def list_models(services: Svc, principal: CurrentPrincipal) -> ListResponse[Mode
 
 @router.get("/models/{model:path}", response_model=Model, summary="Retrieve a model")
 def retrieve_model(model: str, services: Svc, principal: CurrentPrincipal) -> Model:
-    services.models.resolve(principal.tenant, model)
-    return next(m for m in services.models.list(principal.tenant) if m.id == model)
+    """A base model, a fine-tuned model, or a job checkpoint (`...:ckpt-step-N`; parent: its job model)."""
+    return services.models.get(principal.tenant, model)
 
 
 @router.delete("/models/{model:path}", response_model=ModelDeleted, summary="Delete a fine-tuned model")

@@ -121,6 +121,8 @@ class JobCheckpointRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
     step: Mapped[int] = mapped_column(Integer)
+    # The checkpoint as a model: "<fine-tuned model>:ckpt-step-<step>", accepted wherever a model is.
+    model: Mapped[str | None] = mapped_column(String(300), nullable=True, index=True)
     key: Mapped[str] = mapped_column(String(1024))
     metrics: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(Integer, default=now)

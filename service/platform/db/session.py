@@ -31,16 +31,20 @@ def _add_model_parent(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuned_models ADD COLUMN parent VARCHAR(256)"))
 
 
-def _add_job_created_ns(conn: Connection) -> None:
+def _add_job_order_and_checkpoint_models(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuning_jobs ADD COLUMN created_ns BIGINT"))
     conn.execute(text("UPDATE fine_tuning_jobs SET created_ns = created_at * 1000000000"))
+    conn.execute(text("ALTER TABLE fine_tuning_job_checkpoints ADD COLUMN model VARCHAR(300)"))
+    conn.execute(
+        text("CREATE INDEX ix_fine_tuning_job_checkpoints_model ON fine_tuning_job_checkpoints (model)")
+    )
 
 
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_result_files,
     3: _add_model_parent,
-    4: _add_job_created_ns,
+    4: _add_job_order_and_checkpoint_models,
 }
 
 

@@ -6,6 +6,7 @@ from service.fine_tuning import hyperparams
 from service.fine_tuning.state import InvalidTransition, JobStatus, can_transition, check_transition
 from service.protocol.fine_tuning import FineTuningJobCreate, Hyperparameters
 from trainers.batching import epoch_batches, shard, steps_per_epoch
+from trainers.checkpointing import checkpoint_steps
 
 S = JobStatus
 
@@ -24,6 +25,15 @@ S = JobStatus
         (S.SUCCEEDED, S.CANCELLED, False),
         (S.CANCELLED, S.RUNNING, False),
         (S.FAILED, S.QUEUED, False),
+        (S.RUNNING, S.PAUSED, True),
+        (S.QUEUED, S.PAUSED, True),
+        (S.PAUSED, S.QUEUED, True),
+        (S.PAUSED, S.CANCELLED, True),
+        (S.PAUSED, S.FAILED, False),  # nothing runs while paused: a stopped run's failure is not the job's
+        (S.PAUSED, S.RUNNING, False),
+        (S.PAUSED, S.SUCCEEDED, False),
+        (S.VALIDATING_FILES, S.PAUSED, False),
+        (S.SUCCEEDED, S.PAUSED, False),
     ],
 )
 def test_transitions(current: JobStatus, target: JobStatus, ok: bool) -> None:
@@ -50,6 +60,19 @@ def test_length_grouping_reduces_padding() -> None:
     batches = epoch_batches(lengths, 4, seed=0, epoch=0)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     assert padded == sum(lengths)  # short and long examples never share a batch
+
+
+@pytest.mark.parametrize(
+    "per_epoch, epochs, expected",
+    [
+        (2, 3, [2, 4, 6]),  # every epoch
+        (100, 1, [100]),  # one epoch: its end
+        (4, 30, [12, 24, 36, 48, 60, 72, 84, 96, 108, 120]),  # many short epochs: ten spread over the run
+        (3, 4, [3, 6, 9, 12]),
+    ],
+)
+def test_checkpoints_at_epoch_ends_at_most_ten(per_epoch: int, epochs: int, expected: list[int]) -> None:
+    assert checkpoint_steps(per_epoch, epochs) == expected
 
 
 def test_shard_gives_every_rank_data() -> None:

@@ -57,13 +57,16 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
     with db.engine.begin() as conn:  # make it look like a database from schema version 1
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN result_files"))
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN created_ns"))
+        conn.execute(text("DROP INDEX ix_fine_tuning_job_checkpoints_model"))
+        conn.execute(text("ALTER TABLE fine_tuning_job_checkpoints DROP COLUMN model"))
         conn.execute(text("ALTER TABLE fine_tuned_models DROP COLUMN parent"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
     assert db.migrate() == 4
     with db.engine.connect() as conn:
         jobs = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
-    assert {"result_files", "created_ns"} <= jobs and "parent" in models
+        checkpoints = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_job_checkpoints)"))}
+    assert {"result_files", "created_ns"} <= jobs and "parent" in models and "model" in checkpoints
 
 
 CHUNKING = {"chunk_max_tokens": 256, "chunk_overlap_tokens": 64}

@@ -1,0 +1,98 @@
+"""Resumable training: when checkpoints are taken, and the training state that lets a run continue.
+
+A job's checkpoint prefix in the object store holds:
+
+    step-{N}/                          the adapter at step N (PEFT format): a model chat and evals accept
+    state/step-{N}/rank-{r}/           DeepSpeed's checkpoint of rank r: optimizer, LR scheduler and the
+                                       trainable weights (frozen base weights are not written)
+    state/step-{N}/progress.json       written last, by rank 0, once every rank has uploaded
+
+A state counts only once its progress file exists, so a run interrupted while saving resumes from the
+state before. Only the newest complete state is kept. The data order (`trainers.batching`) and the
+dropout masks (seeded per step) are functions of the seed and the step, so a resumed run continues with
+the same batches and the same randomness as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from service.platform.storage import ObjectStore
+
+PROGRESS_FILE = "progress.json"
+DEEPSPEED_TAG = "state"
+MAX_CHECKPOINTS = 10
+
+
+@dataclass
+class Progress:
+    """Where a run stands at a checkpoint; enough, with DeepSpeed's state, to continue it."""
+
+    step: int
+    world: int
+    trained_tokens: int = 0
+    loss_curve: list[list[float]] = field(default_factory=list)  # [step, training loss]
+    valid_losses: list[list[float]] = field(default_factory=list)  # [step, validation loss]
+
+
+def checkpoint_steps(steps_per_epoch: int, n_epochs: int, limit: int = MAX_CHECKPOINTS) -> list[int]:
+    """The steps at which a run saves a checkpoint: at the end of an epoch, at most `limit` of them spread
+    over the run (many short epochs would otherwise spend more time saving than training), always the last."""
+    ends = [steps_per_epoch * (e + 1) for e in range(n_epochs)]
+    gap = ends[-1] / limit
+    chosen: list[int] = []
+    for end in ends[:-1]:
+        if end - (chosen[-1] if chosen else 0) >= gap:
+            chosen.append(end)
+    return chosen + [ends[-1]]
+
+
+def adapter_key(checkpoint_prefix: str, step: int) -> str:
+    return f"{checkpoint_prefix}step-{step}/"
+
+
+def _state_key(checkpoint_prefix: str, step: int) -> str:
+    return f"{checkpoint_prefix}state/step-{step}/"
+
+
+def latest_progress(store: ObjectStore, checkpoint_prefix: str) -> Progress | None:
+    """The newest complete training state of a job, if any."""
+    steps = [
+        int(o.key.removeprefix(f"{checkpoint_prefix}state/step-").split("/")[0])
+        for o in store.list(f"{checkpoint_prefix}state/")
+        if o.key.endswith("/" + PROGRESS_FILE)
+    ]
+    if not steps:
+        return None
+    data = json.loads(store.get_bytes(_state_key(checkpoint_prefix, max(steps)) + PROGRESS_FILE))
+    return Progress(**data)
+
+
+def save_state(engine, store: ObjectStore, checkpoint_prefix: str, progress: Progress, rank: int) -> None:
+    """Every rank writes its part of DeepSpeed's checkpoint; rank 0 then marks the state complete and
+    deletes the older ones. Collective: every rank calls it."""
+    import torch.distributed as dist
+
+    key = _state_key(checkpoint_prefix, progress.step)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=DEEPSPEED_TAG, exclude_frozen_parameters=True, save_latest=False)
+        store.put_folder(f"{key}rank-{rank}/", Path(tmp) / DEEPSPEED_TAG)
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        store.put_bytes(key + PROGRESS_FILE, json.dumps(asdict(progress)).encode(), "application/json")
+        older = {o.key.split("/state/")[1].split("/")[0] for o in store.list(f"{checkpoint_prefix}state/")}
+        for name in older - {f"step-{progress.step}"}:
+            store.delete_prefix(f"{checkpoint_prefix}state/{name}/")
+
+
+def load_state(engine, store: ObjectStore, checkpoint_prefix: str, progress: Progress) -> None:
+    """Restore DeepSpeed's checkpoint (every rank's files: ZeRO may read its peers' partitions)."""
+    key = _state_key(checkpoint_prefix, progress.step)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rank in range(progress.world):
+            store.get_folder(f"{key}rank-{rank}/", Path(tmp) / DEEPSPEED_TAG)
+        engine.load_checkpoint(tmp, tag=DEEPSPEED_TAG, load_module_strict=False)
