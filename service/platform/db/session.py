@@ -20,7 +20,7 @@ from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
 
 T = TypeVar("T")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _add_result_files(conn: Connection) -> None:
@@ -31,9 +31,12 @@ def _add_model_parent(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuned_models ADD COLUMN parent VARCHAR(256)"))
 
 
-def _add_job_order_and_checkpoint_models(conn: Connection) -> None:
+def _add_job_created_ns(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuning_jobs ADD COLUMN created_ns BIGINT"))
     conn.execute(text("UPDATE fine_tuning_jobs SET created_ns = created_at * 1000000000"))
+
+
+def _add_checkpoint_model(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE fine_tuning_job_checkpoints ADD COLUMN model VARCHAR(300)"))
     conn.execute(
         text("CREATE INDEX ix_fine_tuning_job_checkpoints_model ON fine_tuning_job_checkpoints (model)")
@@ -44,7 +47,8 @@ def _add_job_order_and_checkpoint_models(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_result_files,
     3: _add_model_parent,
-    4: _add_job_order_and_checkpoint_models,
+    4: _add_job_created_ns,
+    5: _add_checkpoint_model,
 }
 
 

@@ -61,7 +61,7 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         conn.execute(text("ALTER TABLE fine_tuning_job_checkpoints DROP COLUMN model"))
         conn.execute(text("ALTER TABLE fine_tuned_models DROP COLUMN parent"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
-    assert db.migrate() == 4
+    assert db.migrate() == 5
     with db.engine.connect() as conn:
         jobs = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
