@@ -7,6 +7,7 @@ A database newer than the code is refused instead of being silently damaged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -41,6 +42,18 @@ def _add_checkpoint_model(conn: Connection) -> None:
     conn.execute(
         text("CREATE INDEX ix_fine_tuning_job_checkpoints_model ON fine_tuning_job_checkpoints (model)")
     )
+    rows = conn.execute(
+        text(
+            "SELECT c.id, c.step, j.spec FROM fine_tuning_job_checkpoints c "
+            "JOIN fine_tuning_jobs j ON j.id = c.job_id"
+        )
+    )
+    for checkpoint_id, step, spec in list(rows):
+        spec = json.loads(spec) if isinstance(spec, str) else spec
+        conn.execute(
+            text("UPDATE fine_tuning_job_checkpoints SET model = :m WHERE id = :id"),
+            {"m": f"{spec['fine_tuned_model']}:ckpt-step-{step}", "id": checkpoint_id},
+        )
 
 
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.

@@ -52,8 +52,25 @@ def test_unreachable_database_is_a_clear_error() -> None:
 
 
 def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
+    from service.platform.db import JobCheckpointRow, JobRow, Tenant
+
     db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     db.migrate()
+    with db.session() as s:  # a job with a checkpoint from before checkpoints were models
+        s.add(Tenant(id="t"))
+        s.flush()
+        s.add(
+            JobRow(
+                id="j",
+                tenant_id="t",
+                status="running",
+                model="m",
+                request={},
+                spec={"fine_tuned_model": "m:x"},
+            )
+        )
+        s.flush()
+        s.add(JobCheckpointRow(id="c", job_id="j", step=4, key="k/", metrics={}))
     with db.engine.begin() as conn:  # make it look like a database from schema version 1
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN result_files"))
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN created_ns"))
@@ -66,7 +83,9 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         jobs = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
         checkpoints = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_job_checkpoints)"))}
+        named = conn.execute(text("SELECT model FROM fine_tuning_job_checkpoints")).scalar()
     assert {"result_files", "created_ns"} <= jobs and "parent" in models and "model" in checkpoints
+    assert named == "m:x:ckpt-step-4"
 
 
 CHUNKING = {"chunk_max_tokens": 256, "chunk_overlap_tokens": 64}
