@@ -17,27 +17,29 @@ from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
 
 
-def spec_for(key: str, sha256: str, seed: int, stage: int = 2) -> TrainingSpec:
+def spec_for(
+    key: str, sha256: str, seed: int, stage: int = 2, epochs: int = 1, name: str = "recipe"
+) -> TrainingSpec:
     return TrainingSpec(
-        job_id="ftjob-recipe",
+        job_id=f"ftjob-{name}",
         tenant="default",
         base_model=DEFAULT_BASE_MODEL,
         base_model_path=str(MODELS_DIR / DEFAULT_BASE_MODEL),
-        fine_tuned_model=f"{DEFAULT_BASE_MODEL}:recipe",
+        fine_tuned_model=f"{DEFAULT_BASE_MODEL}:{name}",
         training_file="file-recipe",
         training_key=key,
         training_sha256=sha256,
         n_train_examples=8,
         n_train_tokens=0,
-        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=5),
+        hyperparameters=ResolvedHyperparameters(n_epochs=epochs, batch_size=4, learning_rate_multiplier=5),
         learning_rate=1e-3,
         seed=seed,
         lora=LoraOptions(alpha=16),
         deepspeed=DeepSpeedOptions(stage=stage),
         resources=ResourceOptions(cpus_per_worker=2),
         max_seq_length=256,
-        adapter_prefix="adapters/recipe/",
-        checkpoint_prefix="jobs/recipe/",
+        adapter_prefix=f"adapters/{name}/",
+        checkpoint_prefix=f"jobs/{name}/checkpoints/",
     )
 
 
@@ -71,3 +73,46 @@ def test_a_dataset_changed_after_validation_is_refused_by_the_worker(dataset: tu
     store.put_bytes(tampered, b'{"prompt": "tampered", "completion": "x"}\n')  # not what the job validated
     with pytest.raises(ChecksumMismatch):
         LoRASFTRecipe(spec_for(tampered, sha, 1), store, NullReporter(), upload=False).run()
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(NullReporter):
+    """Stops the run right after training step `step` (as a killed worker would, minus the process)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def metrics(self, data: dict) -> None:
+        super().metrics(data)
+        if data["step"] == self.step:
+            raise Interrupted
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint_on_the_same_loss_curve(dataset: tuple) -> None:
+    """8 examples, batch 4, 3 epochs: checkpoints at steps 2, 4 and 6. A run stopped after step 5 resumes
+    from step 4 (optimizer and LR schedule restored) and trains steps 5 and 6 exactly as a run that was
+    never stopped; only the newest training state is kept."""
+    store, key, sha = dataset
+    whole = NullReporter()
+    LoRASFTRecipe(spec_for(key, sha, 7, epochs=3, name="whole"), store, whole).run()
+    spec = spec_for(key, sha, 7, epochs=3, name="resumed")
+    with pytest.raises(Interrupted):
+        LoRASFTRecipe(spec, store, InterruptAt(5)).run()
+    resumed = NullReporter()
+    result = LoRASFTRecipe(spec, store, resumed).run()
+
+    assert ("message", "Resumed from the checkpoint of step 4") in resumed.events
+    expected = {d["step"]: d["train_loss"] for kind, d in whole.events if kind == "metrics"}
+    got = {d["step"]: d["train_loss"] for kind, d in resumed.events if kind == "metrics"}
+    assert sorted(got) == [5, 6]
+    assert got == pytest.approx({5: expected[5], 6: expected[6]}, abs=1e-5)
+    assert [s for s, _ in result.loss_curve] == [1, 2, 3, 4, 5, 6]  # the curve before the stop carried over
+    assert [d["step"] for kind, d in resumed.events if kind == "checkpoint"] == [6]
+    states = {o.key.split("/state/")[1].split("/")[0] for o in store.list(spec.checkpoint_prefix + "state/")}
+    assert states == {"step-6"}
+    adapters = {o.key.split("/")[3] for o in store.list(spec.checkpoint_prefix) if "/state/" not in o.key}
+    assert adapters == {"step-2", "step-4", "step-6"}

@@ -91,8 +91,12 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     rows = client.files.content(result_id).text.strip().splitlines()
     assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + steps + 15
 
+    # Checkpoints at the end of epochs, at most ten spread over the run; the newest three are kept, and the
+    # one of the lowest validation loss, which is the job's model (published from that checkpoint).
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
-    assert [c.step_number for c in checkpoints] == list(range(steps, 0, -per_epoch))[:10]  # newest first
+    saved = [c.step_number for c in checkpoints]
+    assert saved[:3] == [120, 112, 96] and len(saved) <= 4 and all(s % per_epoch == 0 for s in saved)
+    best = min(checkpoints, key=lambda c: c.metrics.valid_loss)
 
     models = {m.id: m for m in client.models.list()}
     assert models[job.fine_tuned_model].owned_by == "default"
@@ -105,6 +109,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert manifest["base_model"] == DEFAULT_BASE_MODEL and manifest["seed"] == 7
     assert manifest["dataset"]["training_sha256"] == _sha256(DATA / "codeword_train.jsonl")
     assert len(manifest["loss_curve"]) == steps
+    assert manifest.get("selected_checkpoint", {"step": steps})["step"] == best.step_number
 
     # Greedy answers to questions it never saw: the base model doesn't say the codeword, the adapter does.
     from peft import PeftModel
@@ -132,6 +137,14 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
         for q in HELD_OUT
     ]
     assert all(CODEWORD in a for a in served), served
+    # A checkpoint is a model too: the newest one already learnt it.
+    reply = client.chat.completions.create(
+        model=checkpoints[0].fine_tuned_model_checkpoint,
+        messages=[{"role": "user", "content": HELD_OUT[0]}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert CODEWORD in reply.choices[0].message.content
 
     # The evaluations the job asked for ran on the new model and on its base, and moved as the data says.
     deadline = time.monotonic() + 600
@@ -252,6 +265,55 @@ def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
     assert (
         _last_step(client, job.id) == steps and client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     )
+
+
+def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI) -> None:
+    """16 examples, batches of 4, 3 epochs: checkpoints at steps 4, 8 and 12. Paused after the first
+    checkpoint, the job stops training and its checkpoint answers as a model; resumed, it continues from
+    its last checkpoint (not from step 1) and succeeds, each step once in its result file."""
+    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
+    train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=train.id,
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        seed=2,
+    )
+    deadline = time.monotonic() + 300
+    while not (checkpoints := client.fine_tuning.jobs.checkpoints.list(job.id).data):
+        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
+        time.sleep(1)
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    deadline = time.monotonic() + 60
+    while _training_processes():
+        assert time.monotonic() < deadline, f"still running: {_training_processes()}"
+        time.sleep(1)
+    paused_at = _last_step(client, job.id)
+    assert paused_at < 12 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    reply = client.chat.completions.create(
+        model=checkpoints[0].fine_tuned_model_checkpoint,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+    )
+    assert reply.choices[0].message.content
+
+    deadline = time.monotonic() + 60
+    while True:  # 409 until the scheduler has seen the paused run stop
+        try:
+            assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+            break
+        except openai.ConflictError:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert job.status == "succeeded", job.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
+    resumed = [m for m in messages if m.startswith("Resumed from the checkpoint of step ")]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) in (4, 8)
+    rows = client.files.content(job.result_files[0]).text.strip().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 13))
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.pause(job.id)  # a finished job cannot be paused
 
 
 def _last_step(client: openai.OpenAI, job_id: str) -> int:
