@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("show", "show a job"),
         ("follow", "follow a job with a progress bar"),
         ("cancel", "cancel a job"),
+        ("pause", "pause a job (it keeps its checkpoints)"),
+        ("resume", "resume a paused job from its last checkpoint"),
     ]:
         p = jobs.add_parser(name, help=help_text)
         p.add_argument("job_id")
@@ -99,8 +101,8 @@ def _job_action(api: ApiClient, args: argparse.Namespace) -> int:
     path = f"/v1/fine_tuning/jobs/{args.job_id}"
     if args.action == "show":
         return _print(api.call("GET", path))
-    if args.action == "cancel":
-        return _print(_summary(api.call("POST", path + "/cancel")))
+    if args.action in ("cancel", "pause", "resume"):
+        return _print(_summary(api.call("POST", f"{path}/{args.action}")))
     return _follow(api, args, args.job_id)
 
 
