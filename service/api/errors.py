@@ -37,11 +37,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # 400 as OpenAI answers a malformed request, naming the first field at fault.
         first = exc.errors()[0]
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough.
+        loc = [p for i, p in enumerate(loc) if i == 0 or p != loc[i - 1]]
         param = ".".join(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        return error_response(ApiError(422, message, param=param, code="invalid_value"))
+        return error_response(ApiError(400, message, param=param, code="invalid_value"))
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:

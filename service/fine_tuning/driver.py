@@ -8,6 +8,7 @@ failed). Cancelling stops this Ray job, which takes its workers with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -81,7 +82,13 @@ def run(context: JobContext) -> tuple[int, str]:
     ray.init(log_to_driver=True)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     reporter = ray.remote(JobReporter).options(num_cpus=0, scheduling_strategy=here).remote(context)
-    fit(context, reporter)
+    try:
+        fit(context, reporter)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the reporter may have gone down with the run
+            ray.get(reporter.finish.remote("failed"))
+        raise
+    ray.get(reporter.finish.remote("succeeded"))
     return int(ray.get(reporter.get_trained_tokens.remote())), ray.get(reporter.results_csv.remote())
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.platform.settings import Settings
-from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext, TrainingSpec
+from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext, TrackingSettings, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -92,4 +92,9 @@ def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:
         else None,
         s3_region=settings.s3_region,
         s3_bucket=settings.s3_bucket,
+        tracking=TrackingSettings(
+            wandb_mode=settings.wandb_mode,
+            wandb_dir=str(settings.resolved_data_dir / "tracking"),
+            mlflow_tracking_uri=settings.resolved_mlflow_tracking_uri,
+        ),
     )

@@ -1,6 +1,6 @@
 """`JobReporter`: what a training run reports (trainers.reporter.Reporter) written to the job's record:
-status, step metrics as events, checkpoints (the newest few kept); and the step metrics as OpenAI's
-result CSV."""
+status, step metrics as events, checkpoints (the newest few kept); the step metrics as OpenAI's result
+CSV; and all of it to the job's tracking integrations (W&B, MLflow)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
+from service.fine_tuning.tracking import Tracking, run_config, tracker_for
 from service.platform.db import Database
 from service.protocol.fine_tuning import JobContext
 from trainers.lora_sft import store_from_context
@@ -19,13 +20,17 @@ RESULT_COLUMNS = ["step", "epoch", "train_loss", "valid_loss", "learning_rate", 
 
 class JobReporter:
     def __init__(self, context: JobContext) -> None:
+        self.spec = context.spec
         self.job_id = context.spec.job_id
         self.store = JobStore(Database(context.database_url))
         self.objects = store_from_context(context)
         self.trained_tokens = 0
+        trackers = [tracker_for(i, context.tracking, self.job_id) for i in self.spec.integrations]
+        self.tracking = Tracking(trackers, lambda text: self.message(text, level="warn"))
 
     def started(self, message: str) -> None:
         self.store.transition(self.job_id, JobStatus.RUNNING, message)
+        self.tracking.start(run_config(self.spec))
 
     def message(self, message: str, level: str = "info") -> None:
         self.store.add_event(self.job_id, message, level=level)
@@ -36,6 +41,7 @@ class JobReporter:
         if "valid_loss" in data:
             text += f", validation loss={data['valid_loss']:.4f}"
         self.store.add_event(self.job_id, text, type="metrics", data=data)
+        self.tracking.log(data, data["step"])
 
     def checkpoint(self, step: int, key: str, metrics: dict) -> None:
         """Record the checkpoint, then forget the ones past the newest KEEP_CHECKPOINTS (the one of the lowest
@@ -45,6 +51,16 @@ class JobReporter:
         for row in self.store.prune_checkpoints(self.job_id, KEEP_CHECKPOINTS):
             self.objects.delete_prefix(row.key)
         self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
+
+    def finish(self, status: str) -> None:
+        """The run's end, for the tracking integrations: the model and where its adapter is."""
+        summary = {"status": status, "trained_tokens": self.trained_tokens}
+        if status == "succeeded":
+            summary |= {
+                "fine_tuned_model": self.spec.fine_tuned_model,
+                "adapter": self.objects.url(self.spec.adapter_prefix),
+            }
+        self.tracking.finish(summary, status)
 
     def get_trained_tokens(self) -> int:
         return self.trained_tokens

@@ -128,6 +128,7 @@ class JobService:
             max_seq_length=req.max_seq_length,
             adapter_prefix=adapter_prefix(name),
             checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
+            integrations=req.integrations,
         )
         row = JobRow(
             id=job_id,
@@ -289,6 +290,7 @@ class JobService:
             metadata=row.metadata_,
             user_provided_suffix=row.suffix,
             result_files=row.result_files or [],
+            integrations=spec.integrations,
             method={
                 "type": "supervised",
                 "supervised": {"hyperparameters": spec.hyperparameters.model_dump()},

@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     embedding_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Embedder precision: `auto` = bfloat16 on CPUs with AVX512-BF16."
     )
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="Weights & Biases integrations of jobs: `offline` writes runs under "
+        "DATA_DIR/tracking/wandb (sync them later with `wandb sync`); `online` sends them (needs "
+        "WANDB_API_KEY in the stack's env).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow integrations of jobs log here. Default: SQLite in DATA_DIR/tracking/mlflow.db.",
+    )
     eval_batch_size: int = Field(8, ge=1, le=256, description="Items one evaluation task (a Ray task) takes.")
     eval_concurrency: int = Field(
         16, ge=1, description="Requests one evaluation run has in flight at most (all its tasks together)."
@@ -136,6 +146,10 @@ class Settings(BaseSettings):
         return value
 
     # Derived locations -------------------------------------------------------------------------------
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.resolved_data_dir / 'tracking' / 'mlflow.db'}"
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

@@ -68,6 +68,43 @@ class JobEval(BaseModel):
     )
 
 
+class WandbOptions(BaseModel):
+    """OpenAI's Weights & Biases integration: where the job's run goes."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=128, description="The run's display name; default: the job id.")
+    entity: str | None = Field(None, max_length=128)
+    tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
+
+
+class WandbIntegration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["wandb"]
+    wandb: WandbOptions
+
+
+class MlflowOptions(BaseModel):
+    """Extension: an MLflow run in the stack's tracking server (TUNESERVE_MLFLOW_TRACKING_URI; by default a
+    file store under the data dir). The tracking URI is the operator's choice, not the job's."""
+
+    model_config = ConfigDict(extra="forbid")
+    experiment: str = Field("tuneserve", min_length=1, max_length=128)
+    run_name: str | None = Field(None, max_length=128, description="Default: the job id.")
+    tags: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=50
+    )
+
+
+class MlflowIntegration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["mlflow"]
+    mlflow: MlflowOptions
+
+
+Integration = Annotated[WandbIntegration | MlflowIntegration, Field(discriminator="type")]
+
+
 class FineTuningJobCreate(BaseModel):
     """POST /v1/fine_tuning/jobs."""
 
@@ -80,7 +117,12 @@ class FineTuningJobCreate(BaseModel):
     metadata: dict[str, str] | None = Field(None, max_length=16)
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
-    integrations: list[dict] | None = Field(None, max_length=0, description="Not supported; must be empty.")
+    integrations: list[Integration] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Experiment tracking: `wandb` (offline under the data dir unless the stack is set "
+        "online) and, as an extension, `mlflow`: hyperparameters, step metrics and the adapter's location.",
+    )
     # Extensions of this product.
     lora: LoraOptions = Field(default_factory=LoraOptions)
     deepspeed: DeepSpeedOptions = Field(default_factory=DeepSpeedOptions)
@@ -128,6 +170,7 @@ class TrainingSpec(BaseModel):
     max_seq_length: int
     adapter_prefix: str
     checkpoint_prefix: str
+    integrations: list[Integration] = Field(default_factory=list)
 
 
 class JobError(BaseModel):
@@ -155,7 +198,7 @@ class FineTuningJob(BaseModel):
     training_file: str
     validation_file: str | None = None
     estimated_finish: int | None = None
-    integrations: list[dict] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=list)
     metadata: dict[str, str] | None = None
     method: dict
     user_provided_suffix: str | None = None
@@ -192,6 +235,14 @@ class JobCheckpoint(BaseModel):
 JOB_CONTEXT_ENV = "TS_JOB_CONTEXT"
 
 
+class TrackingSettings(BaseModel):
+    """Where the experiment-tracking integrations write (the stack's settings)."""
+
+    wandb_mode: Literal["offline", "online"] = "offline"
+    wandb_dir: str
+    mlflow_tracking_uri: str
+
+
 class JobContext(BaseModel):
     """What a training driver receives: the spec, and where to read and write."""
 
@@ -202,3 +253,4 @@ class JobContext(BaseModel):
     s3_secret_access_key: str | None
     s3_region: str
     s3_bucket: str
+    tracking: TrackingSettings

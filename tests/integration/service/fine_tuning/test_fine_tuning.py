@@ -267,10 +267,11 @@ def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
     )
 
 
-def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI) -> None:
+def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: RunningStack) -> None:
     """16 examples, batches of 4, 3 epochs: checkpoints at steps 4, 8 and 12. Paused after the first
     checkpoint, the job stops training and its checkpoint answers as a model; resumed, it continues from
-    its last checkpoint (not from step 1) and succeeds, each step once in its result file."""
+    its last checkpoint (not from step 1) and succeeds, each step once in its result file. Its MLflow
+    integration follows it through: one run with every step, finished, naming the adapter."""
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
     train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
@@ -278,6 +279,7 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI) -> None
         training_file=train.id,
         hyperparameters={"n_epochs": 3, "batch_size": 4},
         seed=2,
+        integrations=[{"type": "mlflow", "mlflow": {"experiment": "pause-test"}}],
     )
     deadline = time.monotonic() + 300
     while not (checkpoints := client.fine_tuning.jobs.checkpoints.list(job.id).data):
@@ -314,6 +316,14 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI) -> None
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 13))
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.pause(job.id)  # a finished job cannot be paused
+
+    from mlflow import MlflowClient
+
+    tracking = MlflowClient(tracking_uri=f"sqlite:///{stack.data_dir / 'tracking' / 'mlflow.db'}")
+    [run] = tracking.search_runs([tracking.get_experiment_by_name("pause-test").experiment_id])
+    assert run.info.run_name == job.id and run.info.status == "FINISHED"
+    assert run.data.tags["tuneserve.fine_tuned_model"] == job.fine_tuned_model
+    assert {m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")} == set(range(1, 13))
 
 
 def _last_step(client: openai.OpenAI, job_id: str) -> int:

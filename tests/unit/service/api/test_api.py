@@ -95,9 +95,9 @@ def test_keys_are_stored_hashed(client: TestClient) -> None:
     assert rows and all(key not in (r.key_hash, r.prefix) for r in rows)
 
 
-def test_schema_errors_are_422_naming_the_field(client: TestClient) -> None:
+def test_schema_errors_are_400_naming_the_field(client: TestClient) -> None:
     err = assert_openai_error(
-        client.post("/v1/admin/api_keys", json={"tenant": "Bad Name!"}, headers=auth(ADMIN)), 422
+        client.post("/v1/admin/api_keys", json={"tenant": "Bad Name!"}, headers=auth(ADMIN)), 400
     )
     assert err["param"] == "tenant" and "tenant" in err["message"]
     err = assert_openai_error(
@@ -106,7 +106,7 @@ def test_schema_errors_are_422_naming_the_field(client: TestClient) -> None:
             content=b"{not json",
             headers={**auth(ADMIN), "content-type": "application/json"},
         ),
-        422,
+        400,
     )
 
 

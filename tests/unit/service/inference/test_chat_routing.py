@@ -84,8 +84,8 @@ def test_a_base_model_that_is_not_deployed_is_a_503(client: TestClient, engine: 
 
 
 def test_missing_essentials_are_refused_before_the_engine(client: TestClient, engine: FakeEngine) -> None:
-    assert_openai_error(chat(client, messages=[]), 422)
-    assert_openai_error(client.post("/v1/chat/completions", json={"messages": []}, headers=auth(ADMIN)), 422)
+    assert_openai_error(chat(client, messages=[]), 400)
+    assert_openai_error(client.post("/v1/chat/completions", json={"messages": []}, headers=auth(ADMIN)), 400)
     assert not engine.calls
 
 
