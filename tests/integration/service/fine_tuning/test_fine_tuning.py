@@ -4,6 +4,8 @@ the real SmolLM2, and the adapter checked for the behaviour its data teaches."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -324,6 +326,39 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: 
     assert run.info.run_name == job.id and run.info.status == "FINISHED"
     assert run.data.tags["tuneserve.fine_tuned_model"] == job.fine_tuned_model
     assert {m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")} == set(range(1, 13))
+
+
+def test_a_killed_training_worker_costs_only_the_steps_since_the_last_checkpoint(
+    client: openai.OpenAI,
+) -> None:
+    """The training worker is killed (SIGKILL) after the first checkpoint: the run is requeued as a cluster
+    failure, continues from the checkpoint, and succeeds; the steps before it were trained once."""
+    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
+    train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=train.id,
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        seed=4,
+    )
+    deadline = time.monotonic() + 300
+    while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
+        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
+        time.sleep(0.5)
+    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert job.status == "succeeded", job.error
+    events = client.fine_tuning.jobs.list_events(job.id, limit=500).data
+    messages = [e.message for e in events]
+    assert any("Run interrupted" in m or "Run lost" in m for m in messages), messages
+    [resumed] = [m for m in messages if m.startswith("Resumed from the checkpoint of step ")]
+    at = int(resumed.rsplit(" ", 1)[1])
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert sorted(s for s in steps if s <= at) == list(range(1, at + 1))  # none trained twice
+    assert set(steps) == set(range(1, 13))
 
 
 def _last_step(client: openai.OpenAI, job_id: str) -> int:
