@@ -1,8 +1,12 @@
 """Resumable training: when checkpoints are taken, and the training state that lets a run continue.
 
-A job's checkpoint prefix in the object store holds:
+The adapter of the checkpoint at step N lies beside the job's model, as the model
+`<fine-tuned model>:ckpt-step-N` (PEFT format, where the serving side loads `base:name` models from):
 
-    step-{N}/                          the adapter at step N (PEFT format): a model chat and evals accept
+    adapters/<base>/<name>:ckpt-step-{N}/
+
+and the job's checkpoint prefix holds the state that resumes the run:
+
     state/step-{N}/rank-{r}/           DeepSpeed's checkpoint of rank r: optimizer, LR scheduler and the
                                        trainable weights (frozen base weights are not written)
     state/step-{N}/progress.json       written last, by rank 0, once every rank has uploaded
@@ -50,8 +54,11 @@ def checkpoint_steps(steps_per_epoch: int, n_epochs: int, limit: int = MAX_CHECK
     return chosen + [ends[-1]]
 
 
-def adapter_key(checkpoint_prefix: str, step: int) -> str:
-    return f"{checkpoint_prefix}step-{step}/"
+def adapter_key(adapter_prefix: str, step: int) -> str:
+    """Where a checkpoint's adapter goes: beside the job's model (`adapters/b/m/` ->
+    `adapters/b/m:ckpt-step-N/`), so that the model id `b:m:ckpt-step-N` is served from it like any
+    `base:adapter` id."""
+    return f"{adapter_prefix.rstrip('/')}:ckpt-step-{step}/"
 
 
 def _state_key(checkpoint_prefix: str, step: int) -> str:

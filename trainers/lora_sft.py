@@ -176,7 +176,7 @@ class LoRASFTRecipe:
 
     def _checkpoint(self, step: int, metrics: dict) -> None:
         """The adapter as a model of its own, then the state that resumes the run from here."""
-        key = adapter_key(self.spec.checkpoint_prefix, step)
+        key = adapter_key(self.spec.adapter_prefix, step)
         self.save_checkpoint(key)
         if self.rank == 0:
             self.reporter.checkpoint(step, key, metrics)
@@ -225,7 +225,7 @@ class LoRASFTRecipe:
         step, loss = best
         manifest["selected_checkpoint"] = {"step": step, "valid_loss": loss}
         with tempfile.TemporaryDirectory() as tmp:
-            self.store.get_folder(adapter_key(self.spec.checkpoint_prefix, step), tmp)
+            self.store.get_folder(adapter_key(self.spec.adapter_prefix, step), tmp)
             Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
             self.store.put_folder(self.spec.adapter_prefix, tmp)
         self.reporter.message(

@@ -114,5 +114,5 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint_on_the_same_loss_cu
     assert [d["step"] for kind, d in resumed.events if kind == "checkpoint"] == [6]
     states = {o.key.split("/state/")[1].split("/")[0] for o in store.list(spec.checkpoint_prefix + "state/")}
     assert states == {"step-6"}
-    adapters = {o.key.split("/")[3] for o in store.list(spec.checkpoint_prefix) if "/state/" not in o.key}
-    assert adapters == {"step-2", "step-4", "step-6"}
+    adapters = {o.key.split("/")[1] for o in store.list("adapters/resumed:")}
+    assert adapters == {"resumed:ckpt-step-2", "resumed:ckpt-step-4", "resumed:ckpt-step-6"}
