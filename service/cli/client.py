@@ -70,10 +70,12 @@ def command(handler: Handler) -> Callable[[Settings, argparse.Namespace], int]:
     return lambda settings, args: handler(ApiClient(settings, args.api_key), args)
 
 
-def health(base_url: str, require_ok: bool = True) -> dict | None:
-    """The stack's /health body; None if it does not answer (or, with `require_ok`, is not healthy)."""
+def health(base_url: str, require_ok: bool = True, admin_key: str | None = None) -> dict | None:
+    """The stack's /health body (with each component's, given the admin key); None if it does not answer
+    (or, with `require_ok`, is not healthy)."""
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     try:
-        resp = httpx.get(base_url + "/health", timeout=5)
+        resp = httpx.get(base_url + "/health", headers=headers, timeout=5)
     except httpx.TransportError:
         return None
     if require_ok and resp.status_code != 200:

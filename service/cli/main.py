@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from service.cli import chat, evals, jobs
 from service.cli.client import ApiClient, CliError, health
+from service.platform.auth import resolve_admin_key
 from service.platform.settings import Settings, SettingsError, load_settings
 
 
@@ -143,7 +144,11 @@ def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
     if state is None:
         print(f"not running (data dir {settings.resolved_data_dir})")
         return 3
-    components = health(state.base_url, require_ok=False)
+    try:
+        admin_key = resolve_admin_key(settings)
+    except FileNotFoundError:
+        admin_key = None  # then only up or down
+    components = health(state.base_url, require_ok=False, admin_key=admin_key)
     print(
         json.dumps(
             {

@@ -1,20 +1,23 @@
-"""GET /health: no auth; the state of each component."""
+"""GET /health: a liveness probe for anyone; the state of each component for the admin key."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from service.api.deps import HealthProbe, Services, Svc
+from service.api.deps import HealthProbe, Services, Svc, get_principal
+from service.platform.errors import ApiError
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Health of each component (no auth)")
-async def health(services: Svc) -> JSONResponse:
-    """`status` is `ok` when every component is; the HTTP status is 503 otherwise."""
+@router.get("/health", summary="Liveness (no auth); each component's health (admin key)")
+async def health(request: Request, services: Svc) -> JSONResponse:
+    """`status` is `ok` when every component is; the HTTP status is 503 otherwise. Only a request with the
+    admin key also gets `components` (each one's status and detail: addresses, sizes, load), which are
+    nobody else's business."""
     probes: dict[str, HealthProbe] = {
         "db": lambda: _db(services),
         "object_store": lambda: _store(services),
@@ -23,7 +26,19 @@ async def health(services: Svc) -> JSONResponse:
     results = await asyncio.gather(*(asyncio.to_thread(_run, p) for p in probes.values()))
     components = dict(zip(probes, results, strict=True))
     ok = all(c["status"] == "ok" for c in components.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", "components": components}, 200 if ok else 503)
+    body: dict = {"status": "ok" if ok else "degraded"}
+    if _is_admin(request, services):
+        body["components"] = components
+    return JSONResponse(body, 200 if ok else 503)
+
+
+def _is_admin(request: Request, services: Services) -> bool:
+    if "authorization" not in request.headers:
+        return False
+    try:
+        return get_principal(request, services).is_admin
+    except ApiError:
+        return False
 
 
 def _run(probe: HealthProbe) -> dict:

@@ -283,7 +283,7 @@ def test_a_disconnected_stream_frees_its_slot(stack: RunningStack) -> None:
 
 
 def _engines(stack: RunningStack) -> str:
-    return httpx.get(stack.base_url + "/health", timeout=30).json()["components"]["engines"]["detail"]
+    return stack.get("/health").json()["components"]["engines"]["detail"]
 
 
 def test_a_deleted_model_is_no_longer_served(

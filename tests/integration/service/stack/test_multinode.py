@@ -10,8 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import DATA, make_stack, wait_job
@@ -48,10 +46,7 @@ def test_two_worker_job_runs_on_both_nodes(tmp_path: Path) -> None:
             start_new_session=True,
         )
         deadline = time.monotonic() + 90
-        while (
-            "2 node(s)"
-            not in httpx.get(s.base_url + "/health", timeout=30).json()["components"]["ray"]["detail"]
-        ):
+        while "2 node(s)" not in s.get("/health").json()["components"]["ray"]["detail"]:
             assert node.poll() is None and time.monotonic() < deadline, "the second node did not join"
             time.sleep(1)
 

@@ -32,7 +32,7 @@ def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:
 
 
 def test_health_reports_every_component_ok(stack: RunningStack) -> None:
-    body = httpx.get(stack.base_url + "/health", timeout=30).json()
+    body = stack.get("/health").json()
     assert body["status"] == "ok", body
     assert set(body["components"]) == {"db", "object_store", "ray", "serving", "engines", "jobs"}
     assert "1 node(s)" in body["components"]["ray"]["detail"]

@@ -116,9 +116,13 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert_openai_error(client.put("/v1/models", headers=auth(ADMIN)), 405)
 
 
-def test_health_reports_each_component_without_auth(client: TestClient) -> None:
-    resp = client.get("/health")
-    assert resp.status_code == 503  # the object store is down in this fixture
+def test_health_says_up_or_down_to_anyone_and_each_component_to_the_admin(client: TestClient) -> None:
+    tenant = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+    for headers in ({}, auth(tenant), auth("ts-wrong")):
+        resp = client.get("/health", headers=headers)
+        assert resp.status_code == 503 and resp.json() == {"status": "degraded"}  # the store is down here
+    resp = client.get("/health", headers=auth(ADMIN))
+    assert resp.status_code == 503
     body = resp.json()
     assert body["status"] == "degraded"
     assert body["components"]["db"]["status"] == "ok"
