@@ -28,11 +28,14 @@ class Suite:
         ]
 
 
-@cache
 def load(name: str) -> Suite | None:
+    """The built-in suite called `name`; None for any other string (never a path: `../x` is no suite)."""
+    return _load(name) if name in names() else None
+
+
+@cache
+def _load(name: str) -> Suite:
     folder = SUITES_DIR / name
-    if not (folder / "suite.json").is_file():
-        return None
     spec = json.loads((folder / "suite.json").read_text())
     return Suite(
         name=spec["name"],
@@ -47,5 +50,6 @@ def load(name: str) -> Suite | None:
     )
 
 
-def names() -> list[str]:
-    return sorted(p.parent.name for p in SUITES_DIR.glob("*/suite.json"))
+@cache
+def names() -> tuple[str, ...]:
+    return tuple(sorted(p.parent.name for p in SUITES_DIR.glob("*/suite.json")))

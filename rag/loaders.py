@@ -3,10 +3,11 @@ otherwise. Every failure is a LoadError whose message is fit for a vector store 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from service.platform.json_input import JsonInputError, parse_json
 
 SUPPORTED = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".json", ".jsonl", ".docx")
 
@@ -81,9 +82,9 @@ def _docx(data: bytes) -> list[Section]:
 
 def _json(data: bytes) -> list[Section]:
     try:
-        value = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LoadError(f"invalid JSON: {exc}") from None
+        value = parse_json(data)
+    except JsonInputError as exc:
+        raise LoadError(str(exc)) from None
     return [Section("\n".join(_leaves(value)))]
 
 
@@ -93,22 +94,27 @@ def _jsonl(data: bytes) -> list[Section]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LoadError(f"line {n} is not valid JSON: {exc}") from None
+            value = parse_json(line)
+        except JsonInputError as exc:
+            raise LoadError(f"line {n}: {exc}") from None
         sections.append(Section("\n".join(_leaves(value)), {"line": n}))
     return sections
 
 
-def _leaves(value: object, path: str = "") -> list[str]:
-    """`path: text` for every string, number or boolean in a JSON value."""
-    if isinstance(value, dict):
-        return [line for k, v in value.items() for line in _leaves(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [line for i, v in enumerate(value) for line in _leaves(v, f"{path}[{i}]")]
-    if value is None:
-        return []
-    return [f"{path}: {value}" if path else str(value)]
+def _leaves(value: object) -> list[str]:
+    """`path: text` for every string, number or boolean in a JSON value, in document order. Iterative: a
+    value nested as deep as the JSON parser allows must not exhaust the stack here."""
+    lines: list[str] = []
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack += reversed([(f"{path}.{k}" if path else str(k), v) for k, v in node.items()])
+        elif isinstance(node, list):
+            stack += reversed([(f"{path}[{i}]", v) for i, v in enumerate(node)])
+        elif node is not None:
+            lines.append(f"{path}: {node}" if path else str(node))
+    return lines
 
 
 def _plain(metadata: dict) -> dict:

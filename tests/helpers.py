@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,6 +81,9 @@ class MemoryStore:
         if key not in self.objects:
             raise ObjectNotFound(key)
         return self.objects[key]
+
+    def open(self, key: str) -> Iterator[bytes]:
+        yield self.get_bytes(key)
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)

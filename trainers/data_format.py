@@ -9,9 +9,10 @@ allowed on assistant messages. Loss is computed on assistant messages (or the co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from service.platform.json_input import JsonInputError, parse_json
 
 ROLES = ("system", "user", "assistant")
 
@@ -66,9 +67,9 @@ def parse_jsonl(data: bytes | Iterable[bytes], *, require_trainable: bool = True
 
 def parse_line(raw: str, number: int, *, require_trainable: bool = True) -> Example:
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        obj = parse_json(raw)
+    except JsonInputError as exc:
+        raise DatasetError(number, str(exc)) from None
     if not isinstance(obj, dict):
         raise DatasetError(number, f"expected a JSON object, got {type(obj).__name__}")
     if "messages" in obj:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.platform.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -47,10 +52,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(400, message, param=param, code="invalid_value"))
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(
-            ApiError(500, f"Internal error: {type(exc).__name__}: {exc}", type="server_error")
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        # The exception's text may hold SQL, paths or addresses: it goes to the log under an opaque id,
+        # and the caller gets the id to quote.
+        request_id = "req_" + secrets.token_hex(12)
+        log.error("request %s %s %s failed", request_id, request.method, request.url.path, exc_info=exc)
+        response = error_response(
+            ApiError(
+                500,
+                f"The server had an error while processing your request (request id {request_id}).",
+                type="server_error",
+            )
         )
+        response.headers["x-request-id"] = request_id
+        return response
 
 
 def _code_for(status: int) -> str | None:

@@ -11,6 +11,7 @@ from evals import suites
 from evals.templates import references
 from service.files.service import FileService
 from service.platform.errors import ApiError
+from service.platform.json_input import JsonInputError, parse_json
 
 SAMPLING_PARAMS = {
     "temperature",
@@ -47,12 +48,10 @@ def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | No
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
+            value = parse_json(line)
+        except JsonInputError as exc:
             raise ApiError(
-                400,
-                f"Invalid eval file: line {n}: invalid JSON ({exc.msg})",
-                param="data_source.source.id",
+                400, f"Invalid eval file: line {n}: {exc}", param="data_source.source.id"
             ) from None
         rows.append(_row(value, f"line {n}", param="data_source.source.id"))
     if not rows:

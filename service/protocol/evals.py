@@ -36,6 +36,7 @@ class EvalCreate(BaseModel):
     metadata: dict[str, str] | None = None
     suite: str | None = Field(
         None,
+        max_length=64,
         description="Extension: make the eval from a built-in suite (`GET /v1/evals/suites`); runs may then "
         "leave out `source` and `input_messages`.",
     )
@@ -48,7 +49,8 @@ class EvalCreate(BaseModel):
 
 
 class EvalUpdate(BaseModel):
-    name: str | None = Field(None, max_length=256)
+    # Left out: unchanged; null is refused (an eval always has a name).
+    name: str = Field(None, min_length=1, max_length=256)
     metadata: dict[str, str] | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
@@ -66,7 +67,7 @@ def file_content(file_id: str, services: Svc, principal: CurrentPrincipal) -> St
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{row.filename}"'},
+        headers={"Content-Disposition": content_disposition(row.filename)},
     )
 
 
@@ -74,3 +75,9 @@ def file_content(file_id: str, services: Svc, principal: CurrentPrincipal) -> St
 def delete_file(file_id: str, services: Svc, principal: CurrentPrincipal) -> FileDeleted:
     row = services.files.delete(principal.tenant, file_id)
     return FileDeleted(id=row.id)
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header for any file name: an ASCII fallback, and the name itself (RFC 6266/5987)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

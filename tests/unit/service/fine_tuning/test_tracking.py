@@ -4,6 +4,7 @@ back from what each wrote; a failing tracker becomes a warning; bad integration 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,11 @@ def test_wandb_offline_run_holds_config_and_step_metrics(tmp_path: Path) -> None
     context = context_for(tmp_path, [WANDB])
     run_steps(JobReporter(context), [2.0, 1.5, 1.0])
     [log] = (tmp_path / "tracking" / "wandb").glob("offline-run-*-ftjob-track/run-ftjob-track.wandb")
+    # wandb-core writes the log behind `finish()`: read it once the run's exit record is in.
+    deadline = time.monotonic() + 30
+    while "exit" not in (kinds := [r.WhichOneof("record_type") for r in _wandb_records(log)]):
+        assert time.monotonic() < deadline, kinds
+        time.sleep(0.2)
     records = list(_wandb_records(log))
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert (run.project, run.display_name, list(run.tags)) == ("tuneserve-tests", "codeword", ["unit"])

@@ -1,0 +1,86 @@
+"""Regression tests for the probes of a hostile user (issue #14's table): each one got a 500 carrying
+internals, a read outside the service's folders, or more than its share; each must get a precise 4xx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.helpers import ADMIN, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
+
+MODELS = Path(__file__).resolve().parents[4] / "data" / "models"
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    settings = offline_settings(tmp_path_factory.mktemp("hostile"), models_dir=MODELS)
+    app = create_app(settings, store=MemoryStore(), engine=FakeEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app, headers=auth(ADMIN), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_suite_name_is_never_a_path(client: TestClient) -> None:
+    for name in ("../suites/world-capitals", "world-capitals/../world-capitals", "/etc", "."):
+        err = assert_openai_error(client.post("/v1/evals", json={"suite": name}), 404, "not_found")
+        assert "world-capitals" in err["message"]  # the list of real suites
+    assert_openai_error(client.post("/v1/evals", json={"suite": "x" * 300}), 400, "invalid_value")
+    assert client.post("/v1/evals", json={"suite": "world-capitals"}).status_code == 200
+
+
+def test_an_eval_name_cannot_be_null(client: TestClient) -> None:
+    ev = client.post("/v1/evals", json={"suite": "world-capitals"}).json()
+    err = assert_openai_error(client.post(f"/v1/evals/{ev['id']}", json={"name": None}), 400, "invalid_value")
+    assert err["param"] == "name"
+    renamed = client.post(f"/v1/evals/{ev['id']}", json={"name": "capitals", "metadata": None}).json()
+    assert renamed["name"] == "capitals"
+
+
+def test_a_file_with_any_name_downloads(client: TestClient) -> None:
+    for name in ("файл.jsonl", "back\\slash.jsonl", "名前 with spaces.txt"):
+        up = client.post("/v1/files", data={"purpose": "evals"}, files={"file": (name, b'{"a": 1}\n')}).json()
+        resp = client.get(f"/v1/files/{up['id']}/content")
+        assert resp.status_code == 200 and resp.content == b'{"a": 1}\n'
+        assert client.get(f"/v1/files/{up['id']}").json()["filename"] == name
+
+
+@pytest.mark.parametrize("purpose", ["fine-tune", "evals"])
+def test_deeply_nested_json_lines_are_refused_naming_the_line(client: TestClient, purpose: str) -> None:
+    good = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    body = good + b"\n" + b"[" * 100_000 + b"\n"
+    resp = client.post("/v1/files", data={"purpose": purpose}, files={"file": ("deep.jsonl", body)})
+    if purpose == "evals":  # an evals file is read when a run uses it
+        file_id = resp.json()["id"]
+        ev = client.post("/v1/evals", json={"suite": "world-capitals"}).json()
+        source = {"type": "file_id", "id": file_id}
+        resp = client.post(
+            f"/v1/evals/{ev['id']}/runs",
+            json={"data_source": {"type": "completions", "model": "SmolLM2-135M-Instruct", "source": source}},
+        )
+    err = assert_openai_error(resp, 400)
+    assert "line 2" in err["message"] and "nested too deeply" in err["message"], err
+
+
+def test_a_deeply_nested_request_body_is_a_400(client: TestClient) -> None:
+    resp = client.post(
+        "/v1/chat/completions",
+        content=b"[" * 100_000,
+        headers={**auth(ADMIN), "content-type": "application/json"},
+    )
+    assert_openai_error(resp, 400)
+
+
+def test_a_500_carries_a_request_id_and_no_internals(client: TestClient, monkeypatch) -> None:
+    services = client.app.state.services
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("SELECT secret FROM /var/lib/tuneserve/tuneserve.db")
+
+    monkeypatch.setattr(services.models, "list", broken)
+    resp = client.get("/v1/models")
+    err = assert_openai_error(resp, 500)
+    assert "SELECT" not in err["message"] and "/var/lib" not in err["message"]
+    assert resp.headers["x-request-id"] in err["message"]
