@@ -55,15 +55,21 @@ class Collection:
     # Changes ---------------------------------------------------------------------------------------
     def add_file(self, file_id: str, chunks: list[Chunk], new_vectors: dict[str, np.ndarray]) -> int:
         """Add a file's chunks; `new_vectors` holds the vectors of texts not in the store yet (by SHA-256).
-        Returns the bytes used (text + vectors)."""
-        self.remove_file(file_id)
+        Returns the bytes used (text + vectors). Adding a file again replaces its chunks; nothing changes
+        when a vector is missing (a chunk it would share was removed meanwhile): KeyError naming it."""
         known = self.shas
+        reused = {
+            sha: self.index.vectors(np.array([known[sha]]))[0]
+            for sha in {c.sha256 for c in chunks} - new_vectors.keys()
+            if sha in known  # taken before the file's old chunks (which may hold them) are removed
+        }
+        missing = {c.sha256 for c in chunks} - new_vectors.keys() - reused.keys()
+        if missing:
+            raise KeyError(f"no vector for {len(missing)} chunk(s) of {file_id}: the store changed meanwhile")
+        self.remove_file(file_id)
         ids, vectors, used = [], [], 0
         for chunk in chunks:
-            if chunk.sha256 in new_vectors:
-                vector = new_vectors[chunk.sha256]
-            else:
-                vector = self.index.vectors(np.array([known[chunk.sha256]]))[0]
+            vector = new_vectors[chunk.sha256] if chunk.sha256 in new_vectors else reused[chunk.sha256]
             ids.append(self.next_id)
             vectors.append(vector)
             self.chunks[self.next_id] = StoredChunk(file_id, chunk.text, chunk.sha256, chunk.metadata)

@@ -193,6 +193,24 @@ def test_collection_reuses_vectors_of_identical_chunks_and_persists() -> None:
     assert restored.next_id == 2
 
 
+def test_adding_a_file_again_keeps_it_searchable() -> None:
+    """A file added a second time: its chunks' vectors are all known (from its first time), and must be
+    taken before its old chunks go. It once failed with a KeyError and its chunks vanished from search."""
+    collection = Collection(embedder(None, "auto").dimension)
+    first = prepare_file("a.txt", b"Owls hunt at night.", 64, 0, set())
+    collection.add_file("file-a", first.chunks, first.new_vectors)
+    again = prepare_file("a.txt", b"Owls hunt at night.", 64, 0, set(collection.shas))
+    assert again.new_vectors == {}
+    collection.add_file("file-a", again.chunks, again.new_vectors)
+    query = embedder(None, "auto").embed(["When do owls hunt?"])[0]
+    assert [c.file_id for c, _ in collection.search(query, 5)] == ["file-a"]
+    # A vector that went missing meanwhile: refused, and the file's chunks stay as they were.
+    other = prepare_file("b.txt", b"Bats sleep by day.", 64, 0, {again.chunks[0].sha256, "x"})
+    with pytest.raises(KeyError, match="store changed meanwhile"):
+        collection.add_file("file-b", other.chunks, {})
+    assert [c.file_id for c, _ in collection.search(query, 5)] == ["file-a"]
+
+
 def test_retrieval_prompt() -> None:
     msgs = [
         {"role": "system", "content": "Be brief."},
