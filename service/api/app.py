@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.deps import HealthProbe, Services
 from service.api.errors import install_error_handlers
+from service.api.guard import RequestGuard
 from service.api.routes import admin, chat, evals, files, fine_tuning, health, models, vector_stores
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
@@ -106,6 +107,11 @@ def create_app(
     app = FastAPI(title="tuneserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     install_error_handlers(app)
+    app.add_middleware(
+        RequestGuard,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_file_bytes,
+    )
     for module in (health, models, chat, files, fine_tuning, vector_stores, evals, admin):
         app.include_router(module.router)
     return app

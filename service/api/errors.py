@@ -69,4 +69,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _code_for(status: int) -> str | None:
-    return {404: "not_found", 405: "method_not_allowed"}.get(status)
+    return {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(status)

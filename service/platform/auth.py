@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from service.platform.db import ApiKeyRow, Database, Tenant
 from service.platform.db.models import now
+from service.platform.errors import ApiError
 from service.platform.secret_files import write_secret
 from service.platform.settings import Settings
 from service.protocol.admin import ApiKey
@@ -122,3 +123,18 @@ def ensure_admin_tenant(db: Database) -> None:
     with db.session() as s:
         if s.get(Tenant, ADMIN_TENANT) is None:
             s.add(Tenant(id=ADMIN_TENANT))
+
+
+def authenticate_header(keys: KeyStore, header: str) -> Principal:
+    """The principal of an `Authorization: Bearer <key>` header, or a 401 that says what is wrong."""
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise ApiError(401, "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "Malformed Authorization header: expected 'Bearer <key>'.", code="invalid_api_key"
+        )
+    principal = keys.authenticate(token.strip())
+    if principal is None:
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return principal

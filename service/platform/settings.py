@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         None, description="Ray dashboard / Jobs API URL. Default: the local head's, or RAY_ADDRESS host:8265."
     )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Largest accepted upload, in bytes.")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest request body other than an upload, in bytes."
+    )
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
     startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
     served_models: Annotated[list[str] | None, NoDecode] = Field(

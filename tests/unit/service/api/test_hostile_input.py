@@ -84,3 +84,69 @@ def test_a_500_carries_a_request_id_and_no_internals(client: TestClient, monkeyp
     err = assert_openai_error(resp, 500)
     assert "SELECT" not in err["message"] and "/var/lib" not in err["message"]
     assert resp.headers["x-request-id"] in err["message"]
+
+
+# Authentication before the body; bodies bounded while they stream in ----------------------------------
+
+
+async def _call(app, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, int, dict]:
+    """Drive the ASGI app with a POST /v1/chat/completions whose body arrives in `chunks`; returns the
+    status, how many chunks the app read, and the response body."""
+    import json
+
+    pending = list(chunks)
+    read = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal read
+        read += 1
+        body = pending.pop(0) if pending else b""
+        return {"type": "http.request", "body": body, "more_body": bool(pending)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, read, json.loads(body)
+
+
+def test_no_key_no_body_read_and_bodies_stop_at_the_limit(client: TestClient) -> None:
+    import asyncio
+
+    app = client.app
+    limit = app.state.services.settings.max_request_bytes
+    megabyte = b" " * (1024 * 1024)
+    anonymous = asyncio.run(_call(app, {"content-type": "application/json"}, [megabyte] * 300))
+    assert anonymous[0] == 401 and anonymous[1] == 0  # refused before a byte of the 300 MB was read
+    assert anonymous[2]["error"]["code"] == "missing_api_key"
+
+    declared = {**auth(ADMIN), "content-type": "application/json", "content-length": str(limit + 1)}
+    status, read, body = asyncio.run(_call(app, declared, [megabyte] * 300))
+    assert (status, read, body["error"]["code"]) == (413, 0, "request_too_large")
+    assert "TUNESERVE_MAX_REQUEST_BYTES" in body["error"]["message"]
+
+    # A body that declares no length (chunked) is cut off once it passes the limit.
+    chunked = {**auth(ADMIN), "content-type": "application/json"}
+    n = limit // len(megabyte) + 50
+    status, read, body = asyncio.run(_call(app, chunked, [megabyte] * n))
+    assert (
+        status == 413
+        and read <= limit // len(megabyte) + 1 < n
+        and body["error"]["code"] == "request_too_large"
+    )
