@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from evals import metrics
+from evals import metrics, user_patterns
 from evals.templates import NAMESPACES, references, render, render_messages
 
 SAMPLE_FIELDS = ("output_text", "output_json", "choices", "citations")
@@ -78,12 +78,10 @@ class StringCheck(_Grader):
     @model_validator(mode="after")
     def _pattern_compiles(self) -> StringCheck:
         if self.operation == "regex" and not references(self.reference):
-            import re
-
             try:
-                re.compile(self.reference)
-            except re.error as exc:
-                raise ValueError(f"reference is not a valid regular expression: {exc}") from None
+                user_patterns.compile_pattern(self.reference)
+            except user_patterns.PatternError as exc:
+                raise ValueError(f"reference: {exc}") from None
         return self
 
     def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:
@@ -214,9 +212,11 @@ class JsonCheck(_Grader):
             import jsonschema
 
             try:
-                jsonschema.Draft202012Validator.check_schema(self.json_schema)
+                user_patterns.check_schema(self.json_schema)
             except jsonschema.SchemaError as exc:
                 raise ValueError(f"schema is not a valid JSON schema: {exc.message}") from None
+            except user_patterns.PatternError as exc:
+                raise ValueError(f"schema: {exc}") from None
         return self
 
     def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:

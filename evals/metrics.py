@@ -13,6 +13,8 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
+from evals import user_patterns
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -38,7 +40,7 @@ def contains(output: str, reference: str, case_sensitive: bool = True) -> bool:
 
 
 def regex_match(output: str, pattern: str) -> bool:
-    return re.search(pattern, output) is not None
+    return user_patterns.search(pattern, output)
 
 
 def fuzzy_match(output: str, reference: str) -> float:
@@ -86,9 +88,7 @@ def parse_json(text: str) -> tuple[Any, str | None]:
 
 def schema_violation(value: Any, schema: dict) -> str | None:
     """None when `value` conforms to the JSON schema, else the first violation with its path."""
-    import jsonschema
-
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    errors = sorted(user_patterns.schema_validator(schema).iter_errors(value), key=lambda e: list(e.path))
     if not errors:
         return None
     where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evals import suites
+from evals import suites, user_patterns
 from evals.templates import references
 from service.files.service import FileService
 from service.platform.errors import ApiError
@@ -61,9 +61,7 @@ def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | No
 
 def check_items(rows: list[dict], item_schema: dict, ds: Any) -> None:
     """Every item matches the eval's schema (and brings a sample where the source must): else a 400."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(item_schema)
+    validator = user_patterns.schema_validator(item_schema)
     for i, row in enumerate(rows):
         error = next(iter(sorted(validator.iter_errors(row["item"]), key=lambda e: list(e.path))), None)
         where = "/".join(str(p) for p in error.absolute_path) if error else ""

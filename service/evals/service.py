@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from evals import suites
+from evals import suites, user_patterns
 from evals.graders import GRADER_TYPES, GRADERS, template_problems
 from evals.summary import changed_items, criterion_results, empty_summary, pass_rate
 from service.evals.inputs import check_input_messages, check_items, item_fields, read_rows, sampling_params
@@ -421,10 +421,14 @@ def _check_schema(schema: dict) -> None:
     import jsonschema
 
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        user_patterns.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ApiError(
             400,
             f"data_source_config.item_schema is not a valid JSON schema: {exc.message}",
             param="data_source_config.item_schema",
+        ) from None
+    except user_patterns.PatternError as exc:
+        raise ApiError(
+            400, f"data_source_config.item_schema: {exc}", param="data_source_config.item_schema"
         ) from None
