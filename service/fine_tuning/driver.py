@@ -66,7 +66,18 @@ def main() -> int:
         adapter_prefix=spec.adapter_prefix,
         parent=spec.parent_model,
     )
-    if not jobs.succeed(spec.job_id, model, trained_tokens):
+    try:
+        registered = jobs.succeed(spec.job_id, model, trained_tokens)
+    except ValueError as exc:  # the model id is taken: fail this job rather than touch the other model
+        jobs.transition(
+            spec.job_id,
+            JobStatus.FAILED,
+            f"Could not register the model: {exc}",
+            level="error",
+            error={"code": "model_id_taken", "message": str(exc), "param": None},
+        )
+        return 1
+    if not registered:
         print(f"job {spec.job_id} was cancelled meanwhile; its adapter is not registered", file=sys.stderr)
     return 0
 

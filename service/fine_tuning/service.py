@@ -102,7 +102,9 @@ class JobService:
             )
         hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
         job_id = "ftjob-" + secrets.token_hex(12)
-        name = f"{model.id}:{req.suffix or 'ft'}-{job_id[-6:]}"
+        # Unique by construction: the job id is the jobs table's key (a short random tail was not, and a
+        # collision would have handed one tenant's model id to another).
+        name = f"{model.id}:{req.suffix or 'ft'}-{job_id.removeprefix('ftjob-')}"
         spec = TrainingSpec(
             job_id=job_id,
             tenant=tenant,

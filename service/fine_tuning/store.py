@@ -172,6 +172,9 @@ class JobStore:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or not can_transition(JobStatus(row.status), JobStatus.SUCCEEDED):
                 return False
+            existing = s.get(FineTunedModelRow, model.id)
+            if existing is not None and existing.job_id != job_id:  # never take over another job's model
+                raise ValueError(f"the model id {model.id} already belongs to job {existing.job_id}")
             row.status = JobStatus.SUCCEEDED.value
             row.finished_at = now()
             row.fine_tuned_model = model.id

@@ -71,7 +71,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
                 seen.append(json.loads(line[6:]))
     job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded", (job.error, [e["message"] for e in seen][-5:])
-    assert job.fine_tuned_model == f"{DEFAULT_BASE_MODEL}:codeword-{job.id[-6:]}"
+    assert job.fine_tuned_model == f"{DEFAULT_BASE_MODEL}:codeword-{job.id.removeprefix('ftjob-')}"
     assert job.trained_tokens > 0 and job.finished_at
 
     metrics = [e["data"] for e in seen if e["type"] == "metrics" and "valid_loss" not in e["data"]]
@@ -105,7 +105,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
 
     # The adapter and its manifest are in the object store.
     store = store_of(stack)
-    prefix = f"adapters/{DEFAULT_BASE_MODEL}/codeword-{job.id[-6:]}/"
+    prefix = f"adapters/{DEFAULT_BASE_MODEL}/codeword-{job.id.removeprefix('ftjob-')}/"
     adapter_dir = store.get_folder(prefix, tmp_path / "adapter")
     manifest = json.loads((adapter_dir / "manifest.json").read_text())
     assert manifest["base_model"] == DEFAULT_BASE_MODEL and manifest["seed"] == 7
@@ -514,7 +514,9 @@ def test_cli_finetune_follows_with_a_progress_bar(stack: RunningStack) -> None:
     assert "Training started" in proc.stdout and "The job has successfully completed" in proc.stdout
     assert "3/3" in proc.stderr  # tqdm draws its bar on stderr
     summary = json.loads(proc.stdout[proc.stdout.rindex("{") :])
-    assert summary["status"] == "succeeded" and summary["fine_tuned_model"].endswith(summary["id"][-6:])
+    assert summary["status"] == "succeeded" and summary["fine_tuned_model"].endswith(
+        summary["id"].removeprefix("ftjob-")
+    )
     listed = json.loads(stack.cli("jobs", "list").stdout)
     assert summary["id"] in [j["id"] for j in listed]
     bad = stack.cli("jobs", "cancel", summary["id"], check=False)

@@ -183,3 +183,25 @@ def test_cancel_wins_over_a_late_success(env) -> None:
     with store.db.session() as s:
         assert s.get(FineTunedModelRow, "m:x") is None  # no model registered for the cancelled job
         assert s.get(JobRow, "j1").fine_tuned_model is None
+
+
+def test_a_taken_model_id_is_never_handed_to_another_job(env) -> None:
+    from service.platform.db import FineTunedModelRow
+
+    _, store, _ = env
+    add_job(store, "j1", "a", 1)
+    add_job(store, "j2", "b", 2)
+    for job_id in ("j1", "j2"):
+        store.transition(job_id, JobStatus.RUNNING)
+
+    def model(job_id: str, tenant: str) -> FineTunedModelRow:
+        return FineTunedModelRow(
+            id="m:x", tenant_id=tenant, base_model="m", job_id=job_id, adapter_prefix="p/"
+        )
+
+    assert store.succeed("j1", model("j1", "a"), 10)
+    with pytest.raises(ValueError, match="already belongs to job j1"):
+        store.succeed("j2", model("j2", "b"), 10)
+    with store.db.session() as s:
+        assert s.get(FineTunedModelRow, "m:x").tenant_id == "a"
+    assert status(store, "j2") == "running"
