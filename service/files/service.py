@@ -73,10 +73,12 @@ class FileService:
         return self.store.get_bytes(row.key, sha256=row.sha256)
 
     def delete(self, tenant: str, file_id: str) -> FileRow:
+        """The row is marked deleted first, then the object goes: a crash between leaves an object no row
+        points to (harmless), never a row whose object is gone."""
         row = self.get(tenant, file_id)
-        self.store.delete(row.key)
         with self.db.session() as s:
             s.get(FileRow, file_id).deleted_at = now()
+        self.store.delete(row.key)
         return row
 
     @staticmethod

@@ -201,6 +201,21 @@ class VectorStores:
                 await self._save(store_id, collection)
             await asyncio.to_thread(self._delete_file_row, store_id, file_id)
 
+    async def forget_file(self, tenant: str, file_id: str) -> None:
+        """Remove a file from every vector store of `tenant` (the file is being deleted)."""
+
+        def stores_with_file() -> list[str]:
+            with self.db.session() as s:
+                q = (
+                    select(VectorStoreFileRow.store_id)
+                    .join(VectorStoreRow, VectorStoreRow.id == VectorStoreFileRow.store_id)
+                    .where(VectorStoreFileRow.file_id == file_id, VectorStoreRow.tenant_id == tenant)
+                )
+                return list(s.scalars(q))
+
+        for store_id in await asyncio.to_thread(stores_with_file):
+            await self.remove_file(tenant, store_id, file_id)
+
     def _delete_file_row(self, store_id: str, file_id: str) -> None:
         with self.db.session() as s:
             s.delete(s.get(VectorStoreFileRow, (store_id, file_id)))

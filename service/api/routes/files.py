@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -72,8 +73,11 @@ def file_content(file_id: str, services: Svc, principal: CurrentPrincipal) -> St
 
 
 @router.delete("/{file_id}", response_model=FileDeleted, summary="Delete a file")
-def delete_file(file_id: str, services: Svc, principal: CurrentPrincipal) -> FileDeleted:
-    row = services.files.delete(principal.tenant, file_id)
+async def delete_file(file_id: str, services: Svc, principal: CurrentPrincipal) -> FileDeleted:
+    """The file leaves every vector store of its owner first (its text is no longer found), then goes."""
+    await asyncio.to_thread(services.files.get, principal.tenant, file_id)
+    await services.vector_stores.forget_file(principal.tenant, file_id)
+    row = await asyncio.to_thread(services.files.delete, principal.tenant, file_id)
     return FileDeleted(id=row.id)
 
 

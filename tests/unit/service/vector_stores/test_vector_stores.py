@@ -133,3 +133,36 @@ def test_files_left_in_progress_by_a_crash_are_ingested_on_start(tmp_path: Path)
     ) as client:
         assert wait_ingested(client, path)["status"] == "completed"
     assert len(runner.results) == 1 and runner.results[0].chunks
+
+
+def _ingest(client: TestClient, store_id: str, file_id: str) -> str:
+    client.post(f"/v1/vector_stores/{store_id}/files", json={"file_id": file_id})
+    deadline = time.monotonic() + 120
+    while (
+        status := client.get(f"/v1/vector_stores/{store_id}/files/{file_id}").json()["status"]
+    ) == "in_progress":
+        assert time.monotonic() < deadline, "ingestion did not finish"
+        time.sleep(0.05)
+    return status
+
+
+def test_a_file_added_again_stays_searchable_and_a_deleted_file_leaves_every_store(tmp_path: Path) -> None:
+    app = create_app(offline_settings(tmp_path), tasks=ThreadRunner(), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        owls = upload(client, "owls.txt", b"Owls hunt at night and sleep by day.")
+        bats = upload(client, "bats.txt", b"Bats eat insects.")
+        stores = [client.post("/v1/vector_stores", json={"name": n}).json()["id"] for n in ("one", "two")]
+        for store_id in stores:
+            assert _ingest(client, store_id, owls) == "completed"
+        assert _ingest(client, stores[0], owls) == "completed"  # again: it once failed and lost its chunks
+        assert _ingest(client, stores[0], bats) == "completed"
+
+        def found(store_id: str) -> set[str]:
+            hits = client.post(f"/v1/vector_stores/{store_id}/search", json={"query": "When do owls hunt?"})
+            return {h["file_id"] for h in hits.json()["data"]}
+
+        assert found(stores[0]) == {owls, bats} and found(stores[1]) == {owls}
+        assert client.delete(f"/v1/files/{owls}").json()["deleted"] is True
+        assert found(stores[0]) == {bats} and found(stores[1]) == set()  # its text is found nowhere
+        listed = client.get(f"/v1/vector_stores/{stores[1]}/files").json()["data"]
+        assert listed == []
