@@ -135,7 +135,9 @@ class JobService:
         row = JobRow(
             id=job_id,
             tenant_id=tenant,
-            status=JobStatus.VALIDATING_FILES.value,
+            # Validated above: the job is created queued, with its events, in one transaction (two left a
+            # job in validating_files forever when the process died between them).
+            status=JobStatus.QUEUED.value,
             model=requested.id,
             suffix=req.suffix,
             request=req.model_dump(mode="json"),
@@ -147,9 +149,9 @@ class JobService:
             events=[
                 f"Validated training file {training.id}: {stats.n_examples} examples, "
                 f"{stats.n_tokens} tokens ({stats.n_trained_tokens} trained on)",
+                "Fine-tuning job queued until resources are free",
             ],
         )
-        self.store.transition(job_id, JobStatus.QUEUED, "Fine-tuning job queued until resources are free")
         return self.get(tenant, job_id)
 
     def _check_capacity(self, req: FineTuningJobCreate) -> None:
