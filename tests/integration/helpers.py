@@ -172,10 +172,15 @@ def adapter_config(folder: Path) -> dict:
 
 
 def wait_job(client: openai.OpenAI, job_id: str, until: set[str], timeout: float = 600):
+    """The job once its status is one of `until`; fails at once, with its error and last events, if it
+    ends otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)
         if job.status in until:
             return job
+        if job.status in ("succeeded", "failed", "cancelled"):
+            events = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=8).data]
+            raise AssertionError(f"job {job.status} (waiting for {until}): {job.error}; last events: {events}")
         assert time.monotonic() < deadline, f"job still {job.status} after {timeout:.0f} s"
         time.sleep(1)
