@@ -27,7 +27,12 @@ class SamplingFields(BaseModel):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = None
+    n: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Choices per request: at most 16 here (each is a sequence in the engine's batch).",
+    )
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool | None = False

@@ -181,6 +181,8 @@ def wait_job(client: openai.OpenAI, job_id: str, until: set[str], timeout: float
             return job
         if job.status in ("succeeded", "failed", "cancelled"):
             events = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=8).data]
-            raise AssertionError(f"job {job.status} (waiting for {until}): {job.error}; last events: {events}")
+            raise AssertionError(
+                f"job {job.status} (waiting for {until}): {job.error}; last events: {events}"
+            )
         assert time.monotonic() < deadline, f"job still {job.status} after {timeout:.0f} s"
         time.sleep(1)

@@ -198,3 +198,10 @@ def test_user_patterns_run_in_linear_time_or_are_refused(client: TestClient) -> 
         400,
     )
     assert "RE2" in err["message"] and err["param"] == "data_source_config.item_schema"
+
+
+def test_n_is_bounded(client: TestClient) -> None:
+    body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 128}
+    err = assert_openai_error(client.post("/v1/chat/completions", json=body), 400, "invalid_value")
+    assert err["param"] == "n"
+    assert client.post("/v1/chat/completions", json={**body, "n": 2}).status_code == 200
