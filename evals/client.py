@@ -3,6 +3,7 @@ completions with echo + logprobs for log-likelihoods, sentence embeddings for co
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import Any
 
@@ -36,12 +37,21 @@ class ApiScorer:
             timeout=timeout,
         )
         self.model, self.tokenizer_path, self.embedding = model, tokenizer_path, embedding
+        self.timeout = timeout
 
     def post(self, path: str, body: dict) -> dict:
-        try:
-            resp = self.http.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise ModelCallError(503, f"the API did not answer: {exc}", "api_unreachable") from None
+        """The API's answer; over the tenant's rate limit (429), waits as `Retry-After` says and tries again
+        (a run goes at the pace its tenant may go) until the client's timeout has passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                resp = self.http.post(path, json=body)
+            except httpx.HTTPError as exc:
+                raise ModelCallError(503, f"the API did not answer: {exc}", "api_unreachable") from None
+            wait = float(resp.headers.get("retry-after", "1") or 1)
+            if resp.status_code != 429 or time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]

@@ -31,6 +31,7 @@ from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
 from service.platform.db import Database
+from service.platform.limits import TenantLimits
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore, store_credentials
 from service.platform.tasks import Background, TaskRunner, ThreadRunner
@@ -84,6 +85,9 @@ def create_app(
         evals=eval_service,
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
+        limits=TenantLimits(
+            settings.rate_limit_requests_per_minute, settings.max_concurrent_streams_per_tenant
+        ),
         launcher=launcher,
         probes=dict(probes or {}),
     )

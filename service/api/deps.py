@@ -18,6 +18,7 @@ from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
 from service.platform.errors import ApiError
+from service.platform.limits import TenantLimits
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.vector_stores.service import VectorStores
@@ -41,6 +42,7 @@ class Services:
     evals: EvalService
     eval_runs: EvalRunner
     jobs: JobService
+    limits: TenantLimits
     # Runs training jobs; None where nothing may train (unit tests).
     launcher: Launcher | None = None
     # Components only the runtime knows (Ray, serving, the scheduler): name -> probe.

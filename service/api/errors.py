@@ -20,7 +20,7 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 
 def error_response(err: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    headers = {**err.headers, **({"WWW-Authenticate": "Bearer"} if err.status == 401 else {})}
     return JSONResponse(error_body(err.message, err.type, err.param, err.code), err.status, headers=headers)
 
 

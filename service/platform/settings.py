@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     embedding_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Embedder precision: `auto` = bfloat16 on CPUs with AVX512-BF16."
     )
+    rate_limit_requests_per_minute: int = Field(
+        1200,
+        ge=1,
+        description="Chat and completion requests per minute per tenant (the admin key is exempt).",
+    )
+    max_concurrent_streams_per_tenant: int = Field(
+        32, ge=1, description="Streamed chats and completions a tenant may have open at once."
+    )
     wandb_mode: Literal["offline", "online"] = Field(
         "offline",
         description="Weights & Biases integrations of jobs: `offline` writes runs under "

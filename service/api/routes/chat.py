@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
 from service.inference.engine import Endpoint
+from service.platform.auth import Principal
 from service.protocol.chat import ChatCompletionCreate, CompletionCreate, SamplingFields
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -18,7 +21,7 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     """OpenAI's chat completions for a base model or one of the caller's fine-tuned models, streamed as
     Server-Sent Events with `stream: true` (`stream_options.include_usage` adds a final usage chunk)."""
-    return await _generate("chat", body, services, principal.tenant)
+    return await _generate("chat", body, services, principal)
 
 
 @router.post("/completions", response_model=None, summary="Create a completion")
@@ -27,15 +30,35 @@ async def create_completion(
 ) -> JSONResponse | StreamingResponse:
     """OpenAI's (legacy) completions; `echo` with `logprobs` scores the prompt's tokens, as evaluation
     harnesses need for log-likelihoods."""
-    return await _generate("completions", body, services, principal.tenant)
+    return await _generate("completions", body, services, principal)
 
 
 async def _generate(
-    endpoint: Endpoint, body: SamplingFields, services: Svc, tenant: str
+    endpoint: Endpoint, body: SamplingFields, services: Svc, principal: Principal
 ) -> JSONResponse | StreamingResponse:
+    """Within the tenant's limits (requests per minute, open streams; 429 past them), the engine's answer."""
+    tenant = principal.tenant
     payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
     retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
-    result = await services.chat.generate(endpoint, payload, tenant, retrieval)
+    admission = services.limits.admit(tenant, stream=bool(body.stream), exempt=principal.is_admin)
+    try:
+        result = await services.chat.generate(endpoint, payload, tenant, retrieval)
+    except BaseException:
+        admission.release()
+        raise
     if isinstance(result, dict):
-        return JSONResponse(result)
-    return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return JSONResponse(result, headers=admission.headers)
+    return StreamingResponse(
+        _released_at_end(result, admission.release),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", **admission.headers},
+    )
+
+
+async def _released_at_end(stream: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    """The stream, giving its slot back however it ends (finished, failed, or the client went away)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        release()

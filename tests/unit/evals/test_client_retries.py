@@ -1,0 +1,42 @@
+"""The evaluation client goes at its tenant's pace: a 429 is waited out as `Retry-After` says."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from evals.client import ApiScorer, ModelCallError
+
+
+def scorer_with(responses: list[httpx.Response], timeout: float = 60) -> tuple[ApiScorer, list]:
+    calls: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return responses.pop(0)
+
+    scorer = ApiScorer("http://api", "key", "m", "/nowhere", timeout=timeout)
+    scorer.http = httpx.Client(base_url="http://api/v1", transport=httpx.MockTransport(handler))
+    return scorer, calls
+
+
+def limited() -> httpx.Response:
+    body = {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
+    return httpx.Response(429, json=body, headers={"Retry-After": "0"})
+
+
+def test_a_429_is_retried_after_the_wait() -> None:
+    scorer, calls = scorer_with([limited(), limited(), httpx.Response(200, json={"ok": True})])
+    assert scorer.post("/chat/completions", {}) == {"ok": True} and len(calls) == 3
+
+
+def test_past_the_timeout_the_429_is_the_answer() -> None:
+    slow = httpx.Response(
+        429,
+        json={"error": {"message": "wait", "code": "rate_limit_exceeded"}},
+        headers={"Retry-After": "120"},
+    )
+    scorer, calls = scorer_with([slow], timeout=5)
+    with pytest.raises(ModelCallError) as err:
+        scorer.post("/chat/completions", {})
+    assert err.value.status == 429 and err.value.code == "rate_limit_exceeded" and len(calls) == 1
