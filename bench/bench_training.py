@@ -7,6 +7,7 @@ ratio to the baseline, plus the service's fixed cost: time from POST /v1/fine_tu
 
     .venv/bin/python bench/bench_training.py            # everything (~10 min on 2 cores)
     .venv/bin/python bench/bench_training.py --quick    # baseline, recipe ZeRO-2, one service job
+    .venv/bin/python bench/bench_training.py --checkpoints   # what checkpoints cost (~8 min)
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def run_hf_trainer() -> dict:
     return {"tokens_per_second": tokens_per_step / statistics.median(step_times[1:])}
 
 
-def run_recipe(stage: int) -> dict:
-    """The service's recipe (DeepSpeed) in one process, without Ray or HTTP."""
+def run_recipe(stage: int, epochs: int = EPOCHS, checkpoints: bool = False) -> dict:
+    """The service's recipe (DeepSpeed) in one process, without Ray or HTTP. With `checkpoints`, it saves
+    its checkpoints (adapter + training state, at the default interval) to the S3 server and publishes, as
+    a job does; `wall_tokens_per_second` then counts the time they take."""
     from service.platform.net import free_port
     from service.platform.settings import Settings
     from service.platform.storage import ObjectStore, S3Credentials, start_embedded_s3, wait_for_store
@@ -147,7 +150,7 @@ def run_recipe(stage: int) -> dict:
             n_train_examples=N_EXAMPLES,
             n_train_tokens=0,
             hyperparameters=ResolvedHyperparameters(
-                n_epochs=EPOCHS, batch_size=BATCH, learning_rate_multiplier=1
+                n_epochs=epochs, batch_size=BATCH, learning_rate_multiplier=1
             ),
             learning_rate=2e-4,
             seed=0,
@@ -159,9 +162,20 @@ def run_recipe(stage: int) -> dict:
             checkpoint_prefix="c/",
         )
         reporter = NullReporter()
-        LoRASFTRecipe(spec, store, reporter, upload=False).run()
+        recipe = LoRASFTRecipe(spec, store, reporter, upload=checkpoints)
+        recipe.setup()
+        started = time.perf_counter()
+        recipe.train()
+        if checkpoints:
+            recipe.publish()
+        wall = time.perf_counter() - started
         tps = [d["tokens_per_second"] for kind, d in reporter.events if kind == "metrics"]
-        return {"tokens_per_second": statistics.median(tps[1:])}
+        saved = sum(kind == "checkpoint" for kind, _ in reporter.events)
+        return {
+            "tokens_per_second": statistics.median(tps[1:]),
+            "wall_tokens_per_second": recipe.result.trained_tokens / wall,
+            "checkpoints": saved,
+        }
     finally:
         rclone.terminate()
 
@@ -223,6 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--one", nargs="+")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--checkpoints", action="store_true", help="only the cost of checkpoints: 120 steps with and without"
+    )
     args = parser.parse_args()
     if args.one:
         name, *rest = args.one
@@ -230,8 +247,26 @@ def main() -> None:
             print(json.dumps(run_hf_trainer()))
         elif name == "recipe":
             print(json.dumps(run_recipe(int(rest[0]))))
+        elif name == "checkpoints":
+            print(json.dumps(run_recipe(2, epochs=15, checkpoints=rest[0] == "on")))
         elif name == "service":
             print(json.dumps(run_service(json.loads(rest[0]))))
+        return
+
+    if args.checkpoints:
+        # The default job on this data: 15 epochs of 8 steps, checkpoints at ten epoch ends.
+        off, on = run("checkpoints", "off"), run("checkpoints", "on")
+        print(
+            f"\n{'120 steps, ZeRO-2, in-process':<44} {'tokens/s (wall)':>16} {'ratio':>6} {'checkpoints':>12}"
+        )
+        for label, res in (
+            ("without checkpoints (baseline)", off),
+            ("with checkpoints + training state", on),
+        ):
+            ratio = res["wall_tokens_per_second"] / off["wall_tokens_per_second"]
+            print(
+                f"{label:<44} {res['wall_tokens_per_second']:>16.0f} {ratio:>6.3f} {res['checkpoints']:>12}"
+            )
         return
 
     rows = [("plain HF Trainer + peft (baseline), 1 process x 2 threads", run("hf"))]
