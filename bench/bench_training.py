@@ -256,9 +256,7 @@ def main() -> None:
     if args.checkpoints:
         # The default job on this data: 15 epochs of 8 steps, checkpoints at ten epoch ends.
         off, on = run("checkpoints", "off"), run("checkpoints", "on")
-        print(
-            f"\n{'120 steps, ZeRO-2, in-process':<44} {'tokens/s (wall)':>16} {'ratio':>6} {'checkpoints':>12}"
-        )
+        print(f"\n{'120 steps, ZeRO-2, in-process':<44} {'tokens/s (wall)':>16} {'ratio':>6} {'saved':>6}")
         for label, res in (
             ("without checkpoints (baseline)", off),
             ("with checkpoints + training state", on),
