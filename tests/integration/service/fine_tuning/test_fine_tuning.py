@@ -443,15 +443,23 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
             model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"max_seq_length": 16}
         )
     assert "line 1" in err.value.message and "max_seq_length=16" in err.value.message
-    with pytest.raises(openai.UnprocessableEntityError) as err:
+    with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 0}
         )
-    assert "n_epochs" in err.value.message
-    with pytest.raises(openai.UnprocessableEntityError):
+    assert "n_epochs" in err.value.message and err.value.body["param"] == "hyperparameters.n_epochs"
+    with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"deepspeed": {"stage": 1}}
         )
+    assert err.value.body["param"] == "deepspeed.stage"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL,
+            training_file=train.id,
+            integrations=[{"type": "wandb", "wandb": {"project": "p", "colour": "red"}}],
+        )
+    assert err.value.body["param"] == "integrations.0.wandb.colour"
     with pytest.raises(openai.BadRequestError) as err:
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL,
