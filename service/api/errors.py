@@ -45,8 +45,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # 400 as OpenAI answers a malformed request, naming the first field at fault.
         first = exc.errors()[0]
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough.
-        loc = [p for i, p in enumerate(loc) if i == 0 or p != loc[i - 1]]
+        # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
+        # a plain union names the member it tried (n_epochs.constrained-int): not a field.
+        loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
         param = ".".join(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
         return error_response(ApiError(400, message, param=param, code="invalid_value"))
@@ -66,6 +67,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         response.headers["x-request-id"] = request_id
         return response
+
+
+def _union_member(part: str) -> bool:
+    """Whether a location part is pydantic's name for a union member (`int`, `constrained-int`,
+    `literal['auto']`, `list[str]`) rather than a field name or an index."""
+    return "[" in part or "-" in part or part in ("int", "float", "str", "bool", "none", "list", "dict")
 
 
 def _code_for(status: int) -> str | None:

@@ -100,6 +100,9 @@ def test_schema_errors_are_400_naming_the_field(client: TestClient) -> None:
         client.post("/v1/admin/api_keys", json={"tenant": "Bad Name!"}, headers=auth(ADMIN)), 400
     )
     assert err["param"] == "tenant" and "tenant" in err["message"]
+    body = {"model": "m", "training_file": "f", "hyperparameters": {"n_epochs": 0}}  # an int or "auto"
+    err = assert_openai_error(client.post("/v1/fine_tuning/jobs", json=body, headers=auth(ADMIN)), 400)
+    assert err["param"] == "hyperparameters.n_epochs"  # not the union member pydantic tried
     err = assert_openai_error(
         client.post(
             "/v1/admin/api_keys",
