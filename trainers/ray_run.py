@@ -56,15 +56,31 @@ _INFRASTRUCTURE_ERRORS = {
     "ObjectLostError",
     "OwnerDiedError",
     "LocalRayletDiedError",
+    # Ray Train's health checks of its workers: a worker process that died or hangs.
+    "WorkerHealthCheckFailedError",
+    "WorkerHealthCheckTimeoutError",
 }
 
 
 def is_infrastructure_failure(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it wraps, says a worker, actor or node went away. Ray Train keeps the
+    workers' errors in `worker_failures` (and a health check's in `health_check_failure`), not in the
+    exception chain, so those are looked into too."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         if type(current).__name__ in _INFRASTRUCTURE_ERRORS or "node has crashed" in str(current):
             return True
-        current = current.__cause__ or current.__context__
+        wrapped = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "health_check_failure", None),
+            getattr(current, "controller_failure", None),
+            *(getattr(current, "worker_failures", None) or {}).values(),
+        ]
+        pending += [e for e in wrapped if isinstance(e, BaseException)]
     return False
