@@ -87,3 +87,48 @@ class MemoryStore:
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+
+def add_job(store, job_id: str, tenant: str, created: int) -> None:
+    """A queued job of `tenant` in a JobStore, with a small valid spec."""
+    from service.platform.db import JobRow
+    from service.protocol.fine_tuning import (
+        DeepSpeedOptions,
+        LoraOptions,
+        ResolvedHyperparameters,
+        ResourceOptions,
+        TrainingSpec,
+    )
+
+    spec = TrainingSpec(
+        job_id=job_id,
+        tenant=tenant,
+        base_model="m",
+        base_model_path="/m",
+        fine_tuned_model="m:x",
+        training_file="f",
+        training_key="k",
+        training_sha256="0",
+        n_train_examples=1,
+        n_train_tokens=1,
+        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
+        learning_rate=1e-4,
+        seed=0,
+        lora=LoraOptions(alpha=16),
+        deepspeed=DeepSpeedOptions(),
+        resources=ResourceOptions(),
+        max_seq_length=64,
+        adapter_prefix="adapters/m/x/",
+        checkpoint_prefix="jobs/x/",
+    )
+    store.create(
+        JobRow(
+            id=job_id,
+            tenant_id=tenant,
+            status="queued",
+            model="m",
+            request={},
+            spec=spec.model_dump(mode="json"),
+            created_at=created,
+        )
+    )

@@ -10,13 +10,7 @@ from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import Database, JobRow, Tenant
 from service.platform.settings import Settings
-from service.protocol.fine_tuning import (
-    DeepSpeedOptions,
-    LoraOptions,
-    ResolvedHyperparameters,
-    ResourceOptions,
-    TrainingSpec,
-)
+from tests.helpers import add_job
 
 
 class FakeLauncher:
@@ -56,41 +50,6 @@ def env(tmp_path: Path):
     store = JobStore(db)
     launcher = FakeLauncher()
     return JobScheduler(settings, store, launcher), store, launcher
-
-
-def add_job(store: JobStore, job_id: str, tenant: str, created: int) -> None:
-    spec = TrainingSpec(
-        job_id=job_id,
-        tenant=tenant,
-        base_model="m",
-        base_model_path="/m",
-        fine_tuned_model="m:x",
-        training_file="f",
-        training_key="k",
-        training_sha256="0",
-        n_train_examples=1,
-        n_train_tokens=1,
-        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1),
-        learning_rate=1e-4,
-        seed=0,
-        lora=LoraOptions(alpha=16),
-        deepspeed=DeepSpeedOptions(),
-        resources=ResourceOptions(),
-        max_seq_length=64,
-        adapter_prefix="adapters/m/x/",
-        checkpoint_prefix="jobs/x/",
-    )
-    store.create(
-        JobRow(
-            id=job_id,
-            tenant_id=tenant,
-            status="queued",
-            model="m",
-            request={},
-            spec=spec.model_dump(mode="json"),
-            created_at=created,
-        )
-    )
 
 
 def status(store: JobStore, job_id: str) -> str:

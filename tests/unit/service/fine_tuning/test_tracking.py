@@ -13,7 +13,7 @@ from service.fine_tuning.reporting import JobReporter
 from service.fine_tuning.tracking import Tracking
 from service.platform.db import Database, JobRow, Tenant
 from service.protocol.fine_tuning import JobContext, TrackingSettings
-from tests.unit.service.fine_tuning.test_scheduler import add_job
+from tests.helpers import add_job
 
 WANDB = {"type": "wandb", "wandb": {"project": "tuneserve-tests", "name": "codeword", "tags": ["unit"]}}
 MLFLOW = {"type": "mlflow", "mlflow": {"experiment": "codeword", "tags": {"team": "ml"}}}
