@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -219,31 +219,43 @@ class JobService:
                 await asyncio.sleep(0.5)
 
     def cancel(self, tenant: str, job_id: str) -> JobRow:
-        row = self.get(tenant, job_id)
-        if JobStatus(row.status).is_terminal or not self.store.transition(
-            job_id, JobStatus.CANCELLED, "Job cancelled by the user"
-        ):
-            raise ApiError(
+        """Stop the job for good; 409 once it has finished."""
+        return self._stop(
+            tenant,
+            job_id,
+            JobStatus.CANCELLED,
+            "Job cancelled by the user",
+            lambda row: ApiError(
                 409,
                 f"Job {job_id} is already {row.status} and cannot be cancelled.",
                 param="fine_tuning_job_id",
                 code="job_not_cancellable",
-            )
-        if row.submission_id and self.launcher is not None:
-            self.launcher.stop(row.submission_id)
-        return self.get(tenant, job_id)
+            ),
+        )
 
     def pause(self, tenant: str, job_id: str) -> JobRow:
         """Stop the job's run; its last checkpoint is where `resume` continues. The scheduler lets go of the
         run once it has stopped."""
-        row = self.get(tenant, job_id)
-        if not self.store.transition(job_id, JobStatus.PAUSED, "Job paused by the user"):
-            raise ApiError(
+        return self._stop(
+            tenant,
+            job_id,
+            JobStatus.PAUSED,
+            "Job paused by the user",
+            lambda row: ApiError(
                 400,
                 f"Job {job_id} is {row.status}; only a queued or running job can be paused.",
                 param="fine_tuning_job_id",
                 code="job_not_pausable",
-            )
+            ),
+        )
+
+    def _stop(
+        self, tenant: str, job_id: str, target: JobStatus, message: str, refused: Callable[[JobRow], ApiError]
+    ) -> JobRow:
+        """Move the job to `target` (else the error `refused` makes of it) and stop its Ray run, if any."""
+        row = self.get(tenant, job_id)
+        if not self.store.transition(job_id, target, message):
+            raise refused(row)
         if row.submission_id and self.launcher is not None:
             self.launcher.stop(row.submission_id)
         return self.get(tenant, job_id)
