@@ -175,11 +175,10 @@ class LoRASFTRecipe:
         )
 
     def _checkpoint(self, step: int, metrics: dict) -> None:
-        """The adapter as a model of its own, then the state that resumes the run from here."""
+        """The adapter as a model of its own and the state that resumes the run from here; reported once
+        both are written, so that a listed checkpoint is one the job can continue from."""
         key = adapter_key(self.spec.adapter_prefix, step)
         self.save_checkpoint(key)
-        if self.rank == 0:
-            self.reporter.checkpoint(step, key, metrics)
         progress = Progress(
             step=step,
             world=self.world,
@@ -188,6 +187,8 @@ class LoRASFTRecipe:
             valid_losses=[list(p) for p in self.result.valid_losses],
         )
         save_state(self.engine, self.store, self.spec.checkpoint_prefix, progress, self.rank)
+        if self.rank == 0:
+            self.reporter.checkpoint(step, key, metrics)
 
     def _resume(self) -> int:
         """Continue from the job's newest complete training state, if an earlier run left one; the step to
