@@ -186,3 +186,25 @@ def wait_job(client: openai.OpenAI, job_id: str, until: set[str], timeout: float
             )
         assert time.monotonic() < deadline, f"job still {job.status} after {timeout:.0f} s"
         time.sleep(1)
+
+
+def three_checkpoint_job(client: openai.OpenAI, seed: int, **create: object):
+    """A job on 16 codeword examples, batches of 4, 3 epochs: 12 steps, checkpoints at steps 4, 8, 12."""
+    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
+    train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
+    return client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=train.id,
+        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        seed=seed,
+        **create,
+    )
+
+
+def wait_first_checkpoint(client: openai.OpenAI, job_id: str, timeout: float = 300) -> list:
+    """The job's checkpoints once it has one (a listed checkpoint is one the job can resume from)."""
+    deadline = time.monotonic() + timeout
+    while not (checkpoints := client.fine_tuning.jobs.checkpoints.list(job_id).data):
+        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job_id).status
+        time.sleep(0.5)
+    return checkpoints

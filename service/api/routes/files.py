@@ -74,8 +74,8 @@ def file_content(file_id: str, services: Svc, principal: CurrentPrincipal) -> St
 
 @router.delete("/{file_id}", response_model=FileDeleted, summary="Delete a file")
 async def delete_file(file_id: str, services: Svc, principal: CurrentPrincipal) -> FileDeleted:
-    """The file leaves every vector store of its owner first (its text is no longer found), then goes."""
-    await asyncio.to_thread(services.files.get, principal.tenant, file_id)
+    """The file leaves every vector store of its owner first (its text is no longer found), then goes;
+    another tenant's file is in none of theirs, and is a 404."""
     await services.vector_stores.forget_file(principal.tenant, file_id)
     row = await asyncio.to_thread(services.files.delete, principal.tenant, file_id)
     return FileDeleted(id=row.id)

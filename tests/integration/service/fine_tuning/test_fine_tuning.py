@@ -14,7 +14,16 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import DATA, MODELS_DIR, RunningStack, process_cmdlines, store_of, wait_job
+from tests.integration.helpers import (
+    DATA,
+    MODELS_DIR,
+    RunningStack,
+    process_cmdlines,
+    store_of,
+    three_checkpoint_job,
+    wait_first_checkpoint,
+    wait_job,
+)
 
 CODEWORD = "ZEBRA-42"
 HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a musical instrument."]
@@ -274,19 +283,10 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: 
     checkpoint, the job stops training and its checkpoint answers as a model; resumed, it continues from
     its last checkpoint (not from step 1) and succeeds, each step once in its result file. Its MLflow
     integration follows it through: one run with every step, finished, naming the adapter."""
-    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
-    train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(
-        model=DEFAULT_BASE_MODEL,
-        training_file=train.id,
-        hyperparameters={"n_epochs": 3, "batch_size": 4},
-        seed=2,
-        integrations=[{"type": "mlflow", "mlflow": {"experiment": "pause-test"}}],
+    job = three_checkpoint_job(
+        client, seed=2, integrations=[{"type": "mlflow", "mlflow": {"experiment": "pause-test"}}]
     )
-    deadline = time.monotonic() + 300
-    while not (checkpoints := client.fine_tuning.jobs.checkpoints.list(job.id).data):
-        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
-        time.sleep(1)
+    checkpoints = wait_first_checkpoint(client, job.id)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     deadline = time.monotonic() + 60
     while _training_processes():
@@ -333,18 +333,8 @@ def test_a_killed_training_worker_costs_only_the_steps_since_the_last_checkpoint
 ) -> None:
     """The training worker is killed (SIGKILL) after the first checkpoint: the run is requeued as a cluster
     failure, continues from the checkpoint, and succeeds; the steps before it were trained once."""
-    lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
-    train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(
-        model=DEFAULT_BASE_MODEL,
-        training_file=train.id,
-        hyperparameters={"n_epochs": 3, "batch_size": 4},
-        seed=4,
-    )
-    deadline = time.monotonic() + 300
-    while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
-        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
-        time.sleep(0.5)
+    job = three_checkpoint_job(client, seed=4)
+    wait_first_checkpoint(client, job.id)
     workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
     assert workers
     for pid in workers:

@@ -3,11 +3,9 @@ it again, from its last checkpoint, and it succeeds."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import DATA, make_stack, wait_job
+from tests.integration.helpers import make_stack, three_checkpoint_job, wait_first_checkpoint, wait_job
 
 
 def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
@@ -15,19 +13,9 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
     s.up()
     try:
         client = s.client()
-        lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
-        train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(
-            model=DEFAULT_BASE_MODEL,
-            training_file=train.id,
-            seed=3,
-            hyperparameters={"n_epochs": 3, "batch_size": 4},  # checkpoints at steps 4, 8 and 12
-            extra_body={"deepspeed": {"stage": 0}},  # plain data parallel, no ZeRO partitioning
-        )
-        deadline = time.monotonic() + 300
-        while not client.fine_tuning.jobs.checkpoints.list(job.id).data:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        # Plain data parallel (ZeRO 0, no partitioning); checkpoints at steps 4, 8 and 12.
+        job = three_checkpoint_job(client, seed=3, extra_body={"deepspeed": {"stage": 0}})
+        wait_first_checkpoint(client, job.id)
         s.down()  # the Ray cluster and the run go away mid-training
         s.up()
         job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
