@@ -34,6 +34,7 @@ class Launcher(Protocol):
     def info(self, submission_id: str) -> RunInfo: ...
     def stop(self, submission_id: str) -> None: ...
     def capacity(self) -> dict[str, float]: ...
+    def free(self) -> dict[str, float]: ...
 
 
 class RayJobLauncher:
@@ -80,6 +81,12 @@ class RayJobLauncher:
 
         return dict(ray.cluster_resources()) if ray.is_initialized() else {}
 
+    def free(self) -> dict[str, float]:
+        """Resources no task, actor or placement group holds right now (empty: unknown)."""
+        import ray
+
+        return dict(ray.available_resources()) if ray.is_initialized() else {}
+
 
 def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:
     return JobContext(
@@ -97,4 +104,5 @@ def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:
             wandb_dir=str(settings.resolved_data_dir / "tracking"),
             mlflow_tracking_uri=settings.resolved_mlflow_tracking_uri,
         ),
+        capacity_wait_s=settings.training_capacity_wait_s,
     )

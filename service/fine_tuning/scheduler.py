@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.fine_tuning.launcher import Launcher, job_context
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import JobRow
 from service.platform.settings import Settings
-from service.protocol.fine_tuning import TrainingSpec
+from service.protocol.fine_tuning import ResourceOptions, TrainingSpec
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -26,6 +26,7 @@ class JobScheduler:
     launcher: Launcher
     ticks: int = 0
     last_error: str | None = None
+    _waiting_told: dict[str, str] = field(default_factory=dict)  # job id -> the wait last put in its events
 
     def probe(self) -> str:
         """Health: raises while the last pass failed."""
@@ -34,13 +35,21 @@ class JobScheduler:
         return f"{self.ticks} passes"
 
     def tick(self) -> None:
-        """One pass: reconcile submitted jobs, then submit what may run."""
+        """One pass: reconcile submitted jobs, then submit, oldest first, what may run and fits in what
+        the cluster has free (a job whose resources were free when it was submitted only waits for them
+        when the cluster shrinks meanwhile: its run fails after `training_capacity_wait_s`)."""
         for job in self.store.non_terminal():
             if job.submission_id:
                 self._reconcile(job)
-        for job in self.store.non_terminal():
+        jobs = self.store.non_terminal()
+        free = self.launcher.free()
+        # Submitted runs that have not started yet hold nothing yet: count them as taken.
+        for job in jobs:
+            if job.status == JobStatus.QUEUED and job.submission_id:
+                free = subtract(free, demand(_spec(job).resources))
+        for job in jobs:
             if job.status == JobStatus.QUEUED and not job.submission_id:
-                self._maybe_submit(job)
+                free = self._maybe_submit(job, free)
 
     async def run_forever(self, interval_s: float = 1.0) -> None:
         while True:
@@ -53,21 +62,33 @@ class JobScheduler:
                 log.exception("scheduler tick failed")
             await asyncio.sleep(interval_s)
 
-    def _maybe_submit(self, job: JobRow) -> None:
+    def _maybe_submit(self, job: JobRow, free: dict[str, float]) -> dict[str, float]:
+        """Submit `job` if its tenant may run another and `free` holds its resources; what stays free."""
         if self.store.submitted_count(job.tenant_id) >= self.settings.max_running_jobs_per_tenant:
-            return
+            return free
+        spec = _spec(job)
+        needed = demand(spec.resources)
+        if not fits(needed, free):
+            wait = (
+                f"Waiting for free resources: needs {_describe(needed)}, "
+                f"the cluster has {_describe(free)} free"
+            )
+            if self._waiting_told.get(job.id) != wait:
+                self._waiting_told[job.id] = wait
+                self.store.add_event(job.id, wait)
+            return free
         submission_id = f"{job.id}-{job.attempts + 1}"
         if not self.store.claim_submission(job.id, submission_id):
-            return
+            return free
         try:
-            self.launcher.submit(
-                submission_id, job_context(self.settings, TrainingSpec.model_validate(job.spec))
-            )
+            self.launcher.submit(submission_id, job_context(self.settings, spec))
         except Exception as exc:
             self.store.release_submission(job.id)
             self.store.add_event(job.id, f"Could not submit to Ray, will retry: {exc}", level="warn")
-            return
+            return free
+        self._waiting_told.pop(job.id, None)
         self.store.add_event(job.id, f"Submitted to Ray as job {submission_id}")
+        return subtract(free, needed)
 
     def _reconcile(self, job: JobRow) -> None:
         info = self.launcher.info(job.submission_id)
@@ -113,3 +134,31 @@ class JobScheduler:
                 "param": None,
             }
         self.store.transition(job.id, JobStatus.FAILED, error["message"], level="error", error=error)
+
+
+def demand(resources: ResourceOptions) -> dict[str, float]:
+    """What a run's workers reserve, in Ray's resource names."""
+    needed = {"CPU": float(resources.num_workers * resources.cpus_per_worker)}
+    if resources.use_gpu:
+        needed["GPU"] = float(resources.num_workers)
+    return needed
+
+
+def fits(needed: dict[str, float], free: dict[str, float]) -> bool:
+    """Whether `free` covers `needed`; an empty `free` means the launcher cannot tell: assume it fits."""
+    return not free or all(free.get(name, 0.0) >= amount for name, amount in needed.items())
+
+
+def subtract(free: dict[str, float], taken: dict[str, float]) -> dict[str, float]:
+    if not free:
+        return free
+    return {**free, **{name: free.get(name, 0.0) - amount for name, amount in taken.items()}}
+
+
+def _describe(resources: dict[str, float]) -> str:
+    shown = {name: amount for name, amount in resources.items() if name in ("CPU", "GPU")}
+    return ", ".join(f"{max(amount, 0):g} {name}" for name, amount in sorted(shown.items())) or "nothing"
+
+
+def _spec(job: JobRow) -> TrainingSpec:
+    return TrainingSpec.model_validate(job.spec)

@@ -17,6 +17,7 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.runs: dict[str, RunInfo] = {}
         self.fail_submit = False
+        self.free_resources: dict[str, float] = {}  # unknown: every job fits
 
     def submit(self, submission_id: str, context) -> None:
         if self.fail_submit:
@@ -32,6 +33,9 @@ class FakeLauncher:
 
     def capacity(self) -> dict[str, float]:
         return {"CPU": 4.0}
+
+    def free(self) -> dict[str, float]:
+        return self.free_resources
 
 
 @pytest.fixture
@@ -68,6 +72,34 @@ def test_submits_in_order_within_each_tenants_limit(env) -> None:
     store.transition("j1", JobStatus.SUCCEEDED)
     scheduler.tick()
     assert "j2-1" in launcher.runs
+
+
+def test_a_job_waits_for_free_resources_and_says_so_once(env) -> None:
+    scheduler, store, launcher = env
+    launcher.free_resources = {"CPU": 1.0, "memory": 1e9}
+    add_job(store, "j1", "a", 1)  # needs 2 CPUs
+    scheduler.tick()
+    scheduler.tick()
+    assert launcher.runs == {}
+    waits = [e.message for e in store.events("j1")[0] if e.message.startswith("Waiting for free resources")]
+    assert waits == ["Waiting for free resources: needs 2 CPU, the cluster has 1 CPU free"]
+    launcher.free_resources = {"CPU": 2.0}
+    scheduler.tick()
+    assert set(launcher.runs) == {"j1-1"}
+
+
+def test_submitted_runs_that_have_not_started_count_as_taken(env) -> None:
+    scheduler, store, launcher = env
+    launcher.free_resources = {"CPU": 3.0}
+    add_job(store, "j1", "a", 1)
+    add_job(store, "j2", "b", 2)
+    scheduler.tick()
+    assert set(launcher.runs) == {"j1-1"}  # 2 of the 3 CPUs; j2 would need 2 more
+    scheduler.tick()  # j1 is still queued in Ray: its CPUs do not show as taken yet, but are
+    assert set(launcher.runs) == {"j1-1"}
+    launcher.free_resources = {"CPU": 4.0}
+    scheduler.tick()
+    assert set(launcher.runs) == {"j1-1", "j2-1"}
 
 
 def test_jobs_of_the_same_second_run_in_the_order_they_were_created(env) -> None:
