@@ -156,13 +156,14 @@ def run_recipe(stage: int, epochs: int = EPOCHS, checkpoints: bool = False) -> d
             seed=0,
             lora=LoraOptions(alpha=16),
             deepspeed=DeepSpeedOptions(stage=stage),
-            resources=ResourceOptions(cpus_per_worker=CORES),
+            resources=ResourceOptions(num_workers=1, cpus_per_worker=CORES),
             max_seq_length=1024,
             adapter_prefix="a/",
             checkpoint_prefix="c/",
         )
         reporter = NullReporter()
         recipe = LoRASFTRecipe(spec, store, reporter, upload=checkpoints)
+        saving = _timed(recipe, "_checkpoint")
         recipe.setup()
         started = time.perf_counter()
         recipe.train()
@@ -175,9 +176,27 @@ def run_recipe(stage: int, epochs: int = EPOCHS, checkpoints: bool = False) -> d
             "tokens_per_second": statistics.median(tps[1:]),
             "wall_tokens_per_second": recipe.result.trained_tokens / wall,
             "checkpoints": saved,
+            "checkpoint_s": sum(saving),
+            "wall_s": wall,
         }
     finally:
         rclone.terminate()
+
+
+def _timed(obj, method: str) -> list[float]:
+    """Wrap obj.method to record how long each call takes; the durations, filled as calls happen."""
+    durations: list[float] = []
+    original = getattr(obj, method)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            durations.append(time.perf_counter() - started)
+
+    setattr(obj, method, timed)
+    return durations
 
 
 def run_service(configs: list[dict]) -> list[dict]:
@@ -222,8 +241,34 @@ def run_service(configs: list[dict]) -> list[dict]:
             first_step = steps[0]["created_at"] - posted  # event times have 1 s resolution
             assert status == "succeeded", status
             tps = [e["data"]["tokens_per_second"] for e in steps]
-            results.append({"tokens_per_second": statistics.median(tps[1:]), "first_step_s": first_step})
+            results.append(
+                {
+                    "tokens_per_second": statistics.median(tps[1:]),
+                    "first_step_s": first_step,
+                    "timeline": _timeline(posted, events, steps[0]),
+                }
+            )
     return results
+
+
+def _timeline(posted: float, events: list[dict], first_step: dict) -> list[tuple[str, float, str]]:
+    """Where the time from POST to the first step goes: (phase, seconds, detail), from the job's events."""
+
+    def at(prefix: str) -> dict:
+        return next(e for e in events if e["message"].startswith(prefix))
+
+    marks = [
+        ("POST -> submitted to Ray (scheduler)", at("Submitted to Ray")),
+        ("-> driver up (Ray job start, imports, ray.init)", at("Run started on Ray")),
+        ("-> workers set up (worker start, setup)", at("Training started")),
+        ("-> first step done", first_step),
+    ]
+    rows, last = [], posted
+    for label, event in marks:
+        detail = event["message"].split("set up in ", 1)[1] if "set up in " in event["message"] else ""
+        rows.append((label, event["created_at"] - last, detail))
+        last = event["created_at"]
+    return rows
 
 
 # The table --------------------------------------------------------------------------------------------
@@ -265,13 +310,20 @@ def main() -> None:
             print(
                 f"{label:<44} {res['wall_tokens_per_second']:>16.0f} {ratio:>6.3f} {res['checkpoints']:>12}"
             )
+        # The direct measure, immune to the machine's noise between the two runs: the share of the
+        # checkpointed run's wall clock spent inside its checkpoints.
+        share = on["checkpoint_s"] / on["wall_s"]
+        print(
+            f"time inside checkpoints: {on['checkpoint_s']:.1f} s of {on['wall_s']:.0f} s "
+            f"({share:.1%}; {on['checkpoint_s'] / max(on['checkpoints'], 1):.2f} s each)"
+        )
         return
 
     rows = [("plain HF Trainer + peft (baseline), 1 process x 2 threads", run("hf"))]
     stages = [2] if args.quick else [0, 2, 3]
     rows += [(f"recipe in-process, DeepSpeed ZeRO-{s}, 1 x 2 threads", run("recipe", str(s))) for s in stages]
     service_cfgs = (
-        [{"stage": 2, "workers": 1}]
+        [{"stage": 2, "workers": 2}]
         if args.quick
         else [
             {"stage": 0, "workers": 1},
@@ -282,7 +334,8 @@ def main() -> None:
     )
     for cfg, res in zip(service_cfgs, run("service", json.dumps(service_cfgs)), strict=True):
         threads = CORES // cfg["workers"]
-        label = f"service job, ZeRO-{cfg['stage']}, {cfg['workers']} worker(s) x {threads} threads"
+        default = " (default)" if cfg == {"stage": 2, "workers": 2} else ""
+        label = f"service job, ZeRO-{cfg['stage']}, {cfg['workers']} worker(s) x {threads} threads{default}"
         rows.append((label, res))
     base = rows[0][1]["tokens_per_second"]
     print(f"\n{'configuration':<64} {'tokens/s':>9} {'ratio':>6} {'POST->1st step':>15}")
@@ -290,6 +343,11 @@ def main() -> None:
         first = f"{res['first_step_s']:.1f} s" if res.get("first_step_s") else ""
         tps = res["tokens_per_second"]
         print(f"{label:<64} {tps:>9.0f} {tps / base:>6.2f} {first:>15}")
+    for label, res in rows:
+        if res.get("timeline"):
+            print(f"\nwhere the fixed cost goes, {label} (event times: 1 s resolution)")
+            for phase, seconds, detail in res["timeline"]:
+                print(f"  {phase:<52} {seconds:>5.0f} s  {detail}")
 
 
 if __name__ == "__main__":

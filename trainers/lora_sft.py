@@ -78,16 +78,21 @@ class LoRASFTRecipe:
         return self.result
 
     def setup(self) -> None:
+        started = time.perf_counter()
         import deepspeed
         import torch
 
+        phases: dict[str, float] = {"imports": time.perf_counter() - started}
         spec = self.spec
         threads = spec.resources.cpus_per_worker
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         _seed_everything(spec.seed)
+        mark = time.perf_counter()
         _ensure_process_group()
+        phases["process group"] = time.perf_counter() - mark
 
+        mark = time.perf_counter()
         tokenizer = _load_tokenizer(spec.base_model_path)
         self.train_set = _load_examples(
             self.store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length
@@ -100,7 +105,11 @@ class LoRASFTRecipe:
             else []
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        phases["data"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         model = _load_lora_model(spec, self.store)
+        phases["model"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         hp = spec.hyperparameters
         self.micro_batch = max(1, math.ceil(hp.batch_size / self.world))
         self.per_epoch = steps_per_epoch(len(self.train_set), hp.batch_size)
@@ -116,12 +125,15 @@ class LoRASFTRecipe:
             lr_scheduler=scheduler,
             config=_deepspeed_config(spec, self.micro_batch),
         )
+        phases["DeepSpeed"] = time.perf_counter() - mark
         nodes = _gather_hosts()
         if self.rank == 0:
+            ready = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
             self.reporter.started(
                 f"Training started: {len(self.train_set)} examples, {hp.n_epochs} epochs, {self.total_steps} "
                 f"steps, {self.world} worker(s) on {', '.join(sorted(set(nodes)))}, ZeRO stage "
-                f"{spec.deepspeed.stage}, {_dtype_name(model)}"
+                f"{spec.deepspeed.stage}, {_dtype_name(model)}; set up in "
+                f"{time.perf_counter() - started:.1f} s ({ready})"
             )
         self.start_step = self._resume() if self.upload else 0
 

@@ -3,21 +3,33 @@ Reporter actor that the caller (the job's driver, `service.fine_tuning.driver`) 
 
 from __future__ import annotations
 
+import math
+import os
 import tempfile
 
 from service.protocol.fine_tuning import JobContext
 
 
 def fit(context: JobContext, reporter) -> None:  # a Ray actor handle of a trainers.reporter.Reporter
-    """Run the training to its end on the connected Ray cluster; raises what the workers raised."""
+    """Run the training to its end on the connected Ray cluster; raises what the workers raised.
+
+    Failures are not retried here: a run interrupted by the cluster is requeued by the service and resumes
+    from its last checkpoint. What Ray Train does retry is starting the workers: each try waits up to
+    `START_TIMEOUT_S` for their resources, and the tries are bounded by the job's `capacity_wait_s`
+    (each wait shows in the job's events); past it the run fails with WorkerGroupStartupTimeoutError.
+    """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from trainers.capacity_wait import CapacityWaitEvents
     from trainers.lora_sft import train_loop_per_worker
 
     spec = context.spec
     resources = spec.resources
     cpus = resources.cpus_per_worker
+    start_timeout_s, start_tries = start_tries_within(context.capacity_wait_s)
+    # Read by Ray Train's controller, which the trainer starts with this process's environment.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{start_timeout_s:g}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"context": context.model_dump(mode="json"), "reporter": reporter},
@@ -32,7 +44,8 @@ def fit(context: JobContext, reporter) -> None:  # a Ray actor handle of a train
         run_config=RunConfig(
             name=spec.job_id,
             storage_path=tempfile.mkdtemp(prefix="tuneserve-train-"),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=start_tries - 1),
+            callbacks=[CapacityWaitEvents(reporter, resources, start_timeout_s, context.capacity_wait_s)],
             # Each worker owns `cpus` cores: one thread per core, never more (oversubscription is
             # catastrophic on small machines).
             worker_runtime_env={
@@ -46,41 +59,11 @@ def fit(context: JobContext, reporter) -> None:  # a Ray actor handle of a train
     trainer.fit()
 
 
-# Ray's errors for a lost worker, actor or node: the run was interrupted, the training did not fail.
-_INFRASTRUCTURE_ERRORS = {
-    "ActorDiedError",
-    "NodeDiedError",
-    "WorkerCrashedError",
-    "RaySystemError",
-    "ActorUnavailableError",
-    "ObjectLostError",
-    "OwnerDiedError",
-    "LocalRayletDiedError",
-    # Ray Train's health checks of its workers: a worker process that died or hangs.
-    "WorkerHealthCheckFailedError",
-    "WorkerHealthCheckTimeoutError",
-}
+START_TIMEOUT_S = 60.0  # the longest try at starting the workers (Ray Train's default)
 
 
-def is_infrastructure_failure(exc: BaseException) -> bool:
-    """Whether `exc`, or an error it wraps, says a worker, actor or node went away. Ray Train keeps the
-    workers' errors in `worker_failures` (and a health check's in `health_check_failure`), not in the
-    exception chain, so those are looked into too."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if type(current).__name__ in _INFRASTRUCTURE_ERRORS or "node has crashed" in str(current):
-            return True
-        wrapped = [
-            current.__cause__,
-            current.__context__,
-            getattr(current, "health_check_failure", None),
-            getattr(current, "controller_failure", None),
-            *(getattr(current, "worker_failures", None) or {}).values(),
-        ]
-        pending += [e for e in wrapped if isinstance(e, BaseException)]
-    return False
+def start_tries_within(capacity_wait_s: float) -> tuple[float, int]:
+    """How long each try at starting the workers waits, and how many tries fill `capacity_wait_s`: at
+    least three (each failed one is an event: the job says it is still waiting), of at most a minute."""
+    timeout = min(START_TIMEOUT_S, capacity_wait_s / 3)
+    return timeout, math.ceil(capacity_wait_s / timeout - 1e-9)

@@ -58,6 +58,10 @@ class NullReporter:
     def checkpoint(self, step: int, key: str, metrics: dict) -> None:
         self.events.append(("checkpoint", {"step": step, "key": key, **metrics}))
 
+    def recorded(self) -> list[tuple[str, object]]:
+        """The events (for a NullReporter run as a Ray actor, whose attributes cannot be read)."""
+        return self.events
+
     @property
     def losses(self) -> list[float]:
         return [d["train_loss"] for kind, d in self.events if kind == "metrics"]

@@ -22,8 +22,8 @@ from service.platform.db import Database, FineTunedModelRow
 from service.platform.errors import root_cause
 from service.protocol.files import RESULT_PURPOSE
 from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext
+from trainers.failures import is_capacity_timeout, is_infrastructure_failure
 from trainers.lora_sft import store_from_context
-from trainers.ray_run import is_infrastructure_failure
 
 
 def main() -> int:
@@ -47,12 +47,21 @@ def main() -> int:
                 submission_id=None,
             )
             return 1
+        code = "training_failed"
+        if is_capacity_timeout(exc):
+            code = "insufficient_capacity"
+            res = spec.resources
+            message = (
+                f"The cluster had no room for {res.num_workers} worker(s) x {res.cpus_per_worker} CPU(s) "
+                f"for {context.capacity_wait_s:g} s (TUNESERVE_TRAINING_CAPACITY_WAIT_S). The job's "
+                "checkpoints are kept: continue from the newest one with a new job once there is room."
+            )
         jobs.transition(
             spec.job_id,
             JobStatus.FAILED,
             f"Training failed: {message}",
             level="error",
-            error={"code": "training_failed", "message": message, "param": None},
+            error={"code": code, "message": message, "param": None},
         )
         return 1
     files = FileService(jobs.db, store_from_context(context))
@@ -93,6 +102,10 @@ def run(context: JobContext) -> tuple[int, str]:
     ray.init(log_to_driver=True)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     reporter = ray.remote(JobReporter).options(num_cpus=0, scheduling_strategy=here).remote(context)
+    res = context.spec.resources
+    reporter.message.remote(
+        f"Run started on Ray: starting {res.num_workers} training worker(s) x {res.cpus_per_worker} CPU(s)"
+    )
     try:
         fit(context, reporter)
     except BaseException:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Largest request body other than an upload, in bytes."
     )
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
+    training_capacity_wait_s: float = Field(
+        300,
+        gt=0,
+        description="How long a submitted run waits for its workers' resources (after a lost node, say) "
+        "before its job fails with `insufficient_capacity`; its checkpoints are kept.",
+    )
     startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
     served_models: Annotated[list[str] | None, NoDecode] = Field(
         None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Auto = Literal["auto"]
 # Every linear layer of the language model (peft's "all-linear": attention and MLP, not the output head).
@@ -48,12 +48,23 @@ class DeepSpeedOptions(BaseModel):
 
 
 class ResourceOptions(BaseModel):
-    """Extension: how many Ray Train workers, and CPUs (threads) each owns."""
+    """Extension: how many Ray Train workers, and CPUs (threads) each owns.
+
+    The default layout on CPU is two workers of one thread each: with one OpenMP thread per process no
+    thread waits at another's barrier, which trains faster than one worker of two threads at equal cores
+    (bench/RESULTS.md). With `use_gpu`, one worker (one GPU) with two CPUs."""
 
     model_config = ConfigDict(extra="forbid")
-    num_workers: int = Field(1, ge=1, le=256)
-    cpus_per_worker: int = Field(2, ge=1, le=256)
+    num_workers: int = Field(2, ge=1, le=256, description="Default: 2 on CPU, 1 with use_gpu.")
+    cpus_per_worker: int = Field(1, ge=1, le=256, description="Default: 1 on CPU, 2 with use_gpu.")
     use_gpu: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_layout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("use_gpu"):
+            data = {"num_workers": 1, "cpus_per_worker": 2, **data}
+        return data
 
 
 class JobEval(BaseModel):
@@ -254,3 +265,4 @@ class JobContext(BaseModel):
     s3_region: str
     s3_bucket: str
     tracking: TrackingSettings
+    capacity_wait_s: float = 300.0  # how long the run waits for its workers' resources before failing

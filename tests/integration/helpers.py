@@ -19,6 +19,13 @@ from service.platform.db import Database, FineTunedModelRow
 from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL, Settings
 from service.platform.storage import ObjectStore, S3Credentials, store_credentials
+from service.protocol.fine_tuning import (
+    DeepSpeedOptions,
+    LoraOptions,
+    ResolvedHyperparameters,
+    ResourceOptions,
+    TrainingSpec,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -208,3 +215,29 @@ def wait_first_checkpoint(client: openai.OpenAI, job_id: str, timeout: float = 3
         assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job_id).status
         time.sleep(0.5)
     return checkpoints
+
+
+def spec_for(
+    key: str, sha256: str, seed: int, stage: int = 2, epochs: int = 1, name: str = "recipe"
+) -> TrainingSpec:
+    return TrainingSpec(
+        job_id=f"ftjob-{name}",
+        tenant="default",
+        base_model=DEFAULT_BASE_MODEL,
+        base_model_path=str(MODELS_DIR / DEFAULT_BASE_MODEL),
+        fine_tuned_model=f"{DEFAULT_BASE_MODEL}:{name}",
+        training_file="file-recipe",
+        training_key=key,
+        training_sha256=sha256,
+        n_train_examples=8,
+        n_train_tokens=0,
+        hyperparameters=ResolvedHyperparameters(n_epochs=epochs, batch_size=4, learning_rate_multiplier=5),
+        learning_rate=1e-3,
+        seed=seed,
+        lora=LoraOptions(alpha=16),
+        deepspeed=DeepSpeedOptions(stage=stage),
+        resources=ResourceOptions(num_workers=1, cpus_per_worker=2),
+        max_seq_length=256,
+        adapter_prefix=f"adapters/{name}/",
+        checkpoint_prefix=f"jobs/{name}/checkpoints/",
+    )

@@ -4,43 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.platform.settings import DEFAULT_BASE_MODEL
-from service.protocol.fine_tuning import (
-    DeepSpeedOptions,
-    LoraOptions,
-    ResolvedHyperparameters,
-    ResourceOptions,
-    TrainingSpec,
-)
-from tests.integration.helpers import DATA, MODELS_DIR, RunningStack, store_of
+from tests.integration.helpers import DATA, RunningStack, spec_for, store_of
 from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
-
-
-def spec_for(
-    key: str, sha256: str, seed: int, stage: int = 2, epochs: int = 1, name: str = "recipe"
-) -> TrainingSpec:
-    return TrainingSpec(
-        job_id=f"ftjob-{name}",
-        tenant="default",
-        base_model=DEFAULT_BASE_MODEL,
-        base_model_path=str(MODELS_DIR / DEFAULT_BASE_MODEL),
-        fine_tuned_model=f"{DEFAULT_BASE_MODEL}:{name}",
-        training_file="file-recipe",
-        training_key=key,
-        training_sha256=sha256,
-        n_train_examples=8,
-        n_train_tokens=0,
-        hyperparameters=ResolvedHyperparameters(n_epochs=epochs, batch_size=4, learning_rate_multiplier=5),
-        learning_rate=1e-3,
-        seed=seed,
-        lora=LoraOptions(alpha=16),
-        deepspeed=DeepSpeedOptions(stage=stage),
-        resources=ResourceOptions(cpus_per_worker=2),
-        max_seq_length=256,
-        adapter_prefix=f"adapters/{name}/",
-        checkpoint_prefix=f"jobs/{name}/checkpoints/",
-    )
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from trainers.ray_run import is_infrastructure_failure
+from trainers.failures import is_capacity_timeout, is_infrastructure_failure
+from trainers.ray_run import start_tries_within
 
 
 class ActorDiedError(Exception):
@@ -42,3 +43,29 @@ def test_the_chain_is_followed() -> None:
             raise RuntimeError("wrapped") from inner
     except RuntimeError as outer:
         assert is_infrastructure_failure(outer)
+
+
+class WorkerGroupStartupTimeoutError(Exception):
+    pass
+
+
+class ControllerError(Exception):
+    """Ray Train's shape: the controller's error in `controller_failure`."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__("controller failed")
+        self.controller_failure = failure
+
+
+def test_a_start_that_timed_out_is_a_capacity_timeout_not_a_lost_worker() -> None:
+    timed_out = ControllerError(WorkerGroupStartupTimeoutError("no room for 1 worker"))
+    assert is_capacity_timeout(timed_out)
+    assert not is_infrastructure_failure(timed_out)  # not requeued: the job fails with the reason
+    assert not is_capacity_timeout(WorkerGroupError("x", {0: ActorDiedError()}))
+
+
+def test_the_capacity_wait_is_split_into_tries_of_at_most_a_minute() -> None:
+    assert start_tries_within(300) == (60, 5)
+    assert start_tries_within(90) == (30, 3)
+    assert start_tries_within(150) == (50, 3)
+    assert start_tries_within(6) == (2, 3)
