@@ -5,6 +5,11 @@ Two shapes, as OpenAI accepts them:
   {"prompt": "...", "completion": "..."}
 A chat example needs at least one assistant message with weight 1 (the default); `weight` is only
 allowed on assistant messages. Loss is computed on assistant messages (or the completion) only.
+
+Vision examples (OpenAI's vision fine-tuning format): a user message's content may be a list of parts,
+`{"type": "text", "text": ...}` and `{"type": "image_url", "image_url": {"url": ...}}`, the url a data URL
+or the id of a file uploaded with purpose `vision` (`service.platform.images` says what is accepted). Images
+in data URLs are decoded here; file ids are resolved, for their tenant, when a job is created.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from service.platform.images import MAX_IMAGES_PER_EXAMPLE, ImageError, check_image, classify, decode_data_url
 from service.platform.json_input import JsonInputError, parse_json
 
 ROLES = ("system", "user", "assistant")
@@ -26,11 +32,22 @@ class DatasetError(ValueError):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
+TEXT, IMAGE = "text", "image"
+
+
 @dataclass(frozen=True)
 class Message:
+    """`content` is the message's text; `parts` keeps text and images in their order, (TEXT, text) and
+    (IMAGE, url), for a message that has images (empty otherwise)."""
+
     role: str
     content: str
     weight: int = 1
+    parts: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def images(self) -> list[str]:
+        return [value for kind, value in self.parts if kind == IMAGE]
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,11 @@ class Example:
     @property
     def is_chat(self) -> bool:
         return bool(self.messages)
+
+    @property
+    def images(self) -> list[str]:
+        """The image URLs or file ids of the example, in order."""
+        return [url for m in self.messages for url in m.images]
 
 
 def parse_jsonl(data: bytes | Iterable[bytes], *, require_trainable: bool = True) -> list[Example]:
@@ -95,10 +117,12 @@ def _chat(obj: dict, number: int, require_trainable: bool) -> Example:
         if role not in ROLES:
             raise DatasetError(number, f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
         content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: text only here
-            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-                raise DatasetError(number, f"{where}.content parts must all be of type 'text'")
-            content = "".join(str(p.get("text", "")) for p in content)
+        parts: tuple[tuple[str, str], ...] = ()
+        if isinstance(content, list):  # OpenAI content parts
+            parts = _parts(content, role, where, number)
+            content = "".join(value for kind, value in parts if kind == TEXT)
+            if not any(kind == IMAGE for kind, _ in parts):
+                parts = ()
         if not isinstance(content, str):
             raise DatasetError(number, f"{where}.content must be a string")
         if role == "assistant" and not content:
@@ -108,10 +132,40 @@ def _chat(obj: dict, number: int, require_trainable: bool) -> Example:
             raise DatasetError(number, f"{where}.weight is only allowed on assistant messages")
         if weight not in (0, 1) or isinstance(weight, bool):
             raise DatasetError(number, f"{where}.weight must be 0 or 1, got {weight!r}")
-        messages.append(Message(role, content, weight))
+        messages.append(Message(role, content, weight, parts))
+    n_images = sum(len(m.images) for m in messages)
+    if n_images > MAX_IMAGES_PER_EXAMPLE:
+        raise DatasetError(number, f"{n_images} images; an example may have at most {MAX_IMAGES_PER_EXAMPLE}")
     if require_trainable and not any(m.role == "assistant" and m.weight == 1 for m in messages):
         raise DatasetError(number, "no assistant message with weight 1: nothing to learn from this example")
     return Example(number, tuple(messages))
+
+
+def _parts(content: list, role: str, where: str, number: int) -> tuple[tuple[str, str], ...]:
+    """A message's content parts as (TEXT, text) and (IMAGE, url); images only in user messages, and a
+    data URL's image must decode."""
+    parts = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise DatasetError(number, f"{at}.text must be a string")
+            parts.append((TEXT, part["text"]))
+        elif kind == "image_url":
+            if role != "user":
+                raise DatasetError(number, f"{at}: images are only allowed in user messages, not {role}")
+            image_url = part.get("image_url")
+            url = image_url.get("url") if isinstance(image_url, dict) else None
+            try:
+                if classify(url) == "data":
+                    check_image(decode_data_url(url))
+            except ImageError as exc:
+                raise DatasetError(number, f"{at}.image_url: {exc}") from None
+            parts.append((IMAGE, url))
+        else:
+            raise DatasetError(number, f"{at}.type must be 'text' or 'image_url', got {kind!r}")
+    return tuple(parts)
 
 
 def _prompt_completion(obj: dict, number: int) -> Example:

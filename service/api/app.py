@@ -19,7 +19,7 @@ from service.api.guard import RequestGuard
 from service.api.routes import admin, chat, evals, files, fine_tuning, health, models, vector_stores
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
-from service.files.service import FileService
+from service.files.service import FileService, validate_image_file
 from service.fine_tuning.evals import JobEvals
 from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.scheduler import JobScheduler
@@ -65,7 +65,12 @@ def create_app(
     tasks = tasks or ThreadRunner()
     background = Background()
     keys = KeyStore(db, resolve_admin_key(settings))
-    files_service = FileService(db, store, settings.max_file_bytes, {"fine-tune": validate_training_file})
+    files_service = FileService(
+        db,
+        store,
+        settings.max_file_bytes,
+        {"fine-tune": validate_training_file, "vision": validate_image_file},
+    )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
     stores = VectorStores(settings, db, store, files_service, tasks, background)

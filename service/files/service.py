@@ -12,6 +12,7 @@ from sqlalchemy import select
 from service.platform.db import Database, FileRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
+from service.platform.images import MAX_IMAGE_BYTES, ImageError, check_image
 from service.platform.storage import ObjectInfo, ObjectStore
 from service.protocol.files import FileObject
 
@@ -116,3 +117,12 @@ def too_large(limit: int) -> ApiError:
         param="file",
         code="file_too_large",
     )
+
+
+def validate_image_file(stream: BinaryIO) -> None:
+    """The upload check of purpose `vision`: one PNG, JPEG or WEBP image that decodes, at most 10 MB."""
+    data = stream.read(MAX_IMAGE_BYTES + 1)
+    try:
+        check_image(data)
+    except ImageError as exc:
+        raise ApiError(400, f"Invalid image file: {exc}", param="file", code="invalid_image") from None

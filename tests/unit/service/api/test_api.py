@@ -173,3 +173,24 @@ def test_upload_with_unknown_purpose_is_400(client: TestClient) -> None:
         "/v1/files", headers=auth(ADMIN), data={"purpose": "magic"}, files={"file": ("a.txt", b"x")}
     )
     assert assert_openai_error(resp, 400)["param"] == "purpose"
+
+
+def test_vision_uploads_must_be_images_that_decode(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    store = MemoryStore()
+    client = TestClient(create_app(offline_settings(tmp_path), store=store))
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(out, format="PNG")
+
+    def upload(data: bytes):
+        return client.post(
+            "/v1/files", headers=auth(ADMIN), data={"purpose": "vision"}, files={"file": ("i.png", data)}
+        )
+
+    assert upload(out.getvalue()).json()["purpose"] == "vision"
+    err = assert_openai_error(upload(out.getvalue()[:30]), 400, "invalid_image")
+    assert "does not decode" in err["message"] and err["param"] == "file"
+    assert len(store.objects) == 1  # the refused upload stored nothing
