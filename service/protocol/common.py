@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 
@@ -49,6 +49,10 @@ class Model(BaseModel):
     owned_by: str
     root: str | None = None
     parent: str | None = None
+    modalities: list[Literal["text", "image"]] = Field(
+        default_factory=lambda: ["text"],
+        description="Extension: what the model takes as input; a vision-language model takes images too.",
+    )
 
 
 class ModelDeleted(BaseModel):

@@ -61,3 +61,43 @@ def test_a_job_continues_from_a_fine_tuned_model_with_its_adapter(tmp_path: Path
             headers=auth(other),
         )
         assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "model_not_found"
+
+
+def test_images_for_a_text_only_base_model_are_a_400_naming_the_line(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "green").save(out, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    vision = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Colour?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            },
+            {"role": "assistant", "content": "green"},
+        ]
+    }
+    data = DATA.read_bytes().rstrip(b"\n") + b"\n" + json.dumps(vision).encode()
+    line = data.count(b"\n") + 1
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        models = client.get("/v1/models").json()["data"]
+        assert [m["modalities"] for m in models] == [["text"]]
+        train = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("v.jsonl", data)})
+        assert train.status_code == 200, train.text  # a valid vision file
+        resp = client.post(
+            "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": train.json()["id"]}
+        )
+        assert resp.status_code == 400
+        message = resp.json()["error"]["message"]
+        assert (
+            f"line {line}: the example has images, but the base model {DEFAULT_BASE_MODEL} takes text only"
+            in message
+        )
