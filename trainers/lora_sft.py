@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from service.platform.hardware import use_bf16
@@ -34,6 +35,7 @@ from trainers.checkpointing import (
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
+from trainers.vision import VisionExample, data_url_loader, tokenize_all_vision
 
 WARMUP_FRACTION = 0.05
 FINAL_LR_FRACTION = 0.1
@@ -93,21 +95,16 @@ class LoRASFTRecipe:
         phases["process group"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        tokenizer = _load_tokenizer(spec.base_model_path)
-        self.train_set = _load_examples(
-            self.store, tokenizer, spec.training_key, spec.training_sha256, spec.max_seq_length
-        )
-        self.valid_set = (
-            _load_examples(
-                self.store, tokenizer, spec.validation_key, spec.validation_sha256, spec.max_seq_length
-            )
-            if spec.validation_key
-            else []
-        )
+        processor = _load_processor(spec.base_model_path) if spec.vision else None
+        tokenizer = processor.tokenizer if processor is not None else _load_tokenizer(spec.base_model_path)
+        examples = partial(_load_examples, spec, self.store, processor or tokenizer)
+        self.train_set = examples(spec.training_key, spec.training_sha256)
+        self.valid_set = examples(spec.validation_key, spec.validation_sha256) if spec.validation_key else []
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         phases["data"] = time.perf_counter() - mark
         mark = time.perf_counter()
         model = _load_lora_model(spec, self.store)
+        self.dtype = next(model.parameters()).dtype
         phases["model"] = time.perf_counter() - mark
         mark = time.perf_counter()
         hp = spec.hyperparameters
@@ -167,7 +164,7 @@ class LoRASFTRecipe:
         # Dropout draws from a generator seeded by the step: a resumed run draws what the first would have.
         torch.manual_seed(hash((self.spec.seed, step, self.rank)) % 2**63)
         examples = [self.train_set[i] for i in shard(batch, self.rank, self.world)]
-        inputs = _collate(examples, self.pad_id, engine.device)
+        inputs = _collate(examples, self.pad_id, engine.device, self.dtype)
         loss = engine(**inputs).loss
         engine.backward(loss)
         engine.step()
@@ -257,7 +254,7 @@ class LoRASFTRecipe:
         with torch.no_grad():
             for start in range(0, len(mine), self.micro_batch):
                 examples = [self.valid_set[i] for i in mine[start : start + self.micro_batch]]
-                inputs = _collate(examples, self.pad_id, engine.device)
+                inputs = _collate(examples, self.pad_id, engine.device, self.dtype)
                 n = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
                 total[0] += engine(**inputs).loss.item() * n
                 total[1] += n
@@ -351,10 +348,20 @@ def _load_tokenizer(path: str):  # a Hugging Face tokenizer
     return AutoTokenizer.from_pretrained(path)
 
 
+def _load_processor(path: str):  # a Hugging Face processor (tokenizer + image processor)
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path)
+
+
 def _load_examples(
-    store: ObjectStore, tokenizer, key: str, sha256: str | None, max_seq_length: int
-) -> list[TokenizedExample]:
-    return tokenize_all(tokenizer, parse_jsonl(store.get_bytes(key, sha256=sha256)), max_seq_length)
+    spec: TrainingSpec, store: ObjectStore, tokenizer_or_processor, key: str, sha256: str | None
+) -> list[TokenizedExample] | list[VisionExample]:
+    examples = parse_jsonl(store.get_bytes(key, sha256=sha256))
+    if not spec.vision:
+        return tokenize_all(tokenizer_or_processor, examples, spec.max_seq_length)
+    files = {file_id: store.get_bytes(k) for file_id, k in spec.image_files.items()}
+    return tokenize_all_vision(tokenizer_or_processor, examples, data_url_loader(files), spec.max_seq_length)
 
 
 def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
@@ -364,7 +371,12 @@ def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if use_bf16() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec.base_model_path, dtype=dtype)
+    if spec.vision:
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(spec.base_model_path, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.base_model_path, dtype=dtype)
     model.config.use_cache = False
     if spec.parent_adapter_prefix:
         with tempfile.TemporaryDirectory() as tmp:
@@ -376,10 +388,32 @@ def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
         # peft knows "all-linear" as the whole value only, not as a name in a list
-        target_modules="all-linear" if "all-linear" in targets else targets,
+        target_modules=language_model_targets(model, targets)
+        if spec.vision
+        else "all-linear"
+        if "all-linear" in targets
+        else targets,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def language_model_targets(model, targets: list[str]) -> str:
+    """For a vision-language model, LoRA on its language model only (the vision tower and the projector stay
+    as built: vLLM serves LoRA on the language model and refuses trained extra modules, so what is trained
+    here is exactly what is served): peft's regex over module names, the linear layers named in `targets`
+    ("all-linear": every one of them) under the language model."""
+    import re
+
+    import torch
+
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".language_model." in f".{name}."
+    }
+    names = sorted(linear if "all-linear" in targets else linear & set(targets))
+    return rf".*\.language_model\..*\.({'|'.join(re.escape(n) for n in names)})"
 
 
 def _dtype_name(model) -> str:
@@ -411,7 +445,12 @@ def _lr_lambda(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _collate(examples: list[TokenizedExample], pad_id: int, device: object = "cpu") -> dict:
+def _collate(
+    examples: list[TokenizedExample] | list[VisionExample],
+    pad_id: int,
+    device: object = "cpu",
+    pixel_dtype: object = None,
+) -> dict:
     """A padded batch on `device` (DeepSpeed puts the model on the accelerator, not its inputs)."""
     import torch
 
@@ -424,7 +463,11 @@ def _collate(examples: list[TokenizedExample], pad_id: int, device: object = "cp
         ids[row, :n] = torch.tensor(e.input_ids)
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    pixels = [e.pixel_values for e in examples if getattr(e, "pixel_values", None) is not None]
+    if pixels:  # in example order, as the image tokens appear
+        batch["pixel_values"] = torch.cat(pixels).to(device=device, dtype=pixel_dtype)
+    return batch
 
 
 def _gather_hosts() -> list[str]:

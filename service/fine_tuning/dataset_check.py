@@ -3,13 +3,15 @@ longer than max_seq_length is a 400 naming its line instead of a silent truncati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from service.models.base_models import modalities
 from trainers.data_format import DatasetError, parse_jsonl
 from trainers.tokenization import tokenize_all
+from trainers.vision import data_url_loader, tokenize_all_vision
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class DatasetStats:
     n_examples: int
     n_tokens: int
     n_trained_tokens: int
+    image_files: frozenset[str] = field(default_factory=frozenset)  # the uploaded images the data names
 
 
 @lru_cache(maxsize=8)
@@ -26,23 +29,51 @@ def load_tokenizer(path: str):  # a Hugging Face tokenizer
     return AutoTokenizer.from_pretrained(Path(path))
 
 
-def check_dataset(base_path: Path, data: bytes, max_seq_length: int) -> DatasetStats:
-    """Parse and tokenize; raises trainers.data_format.DatasetError naming the first bad line."""
+@lru_cache(maxsize=4)
+def load_processor(path: str):  # a Hugging Face processor (tokenizer + image processor)
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(Path(path))
+
+
+def check_dataset(
+    base_path: Path, data: bytes, max_seq_length: int, image_file: Callable[[str], bytes] | None = None
+) -> DatasetStats:
+    """Parse and tokenize (with the model's processor for a vision-language model, images included);
+    raises trainers.data_format.DatasetError naming the first bad line. `image_file` gives the bytes of
+    an uploaded image by file id (raising KeyError for one the caller may not use)."""
     examples = parse_jsonl(data)
     with_images = next((e for e in examples if e.images), None)
-    if with_images is not None:
-        if "image" not in modalities(base_path):
+    if "image" not in modalities(base_path):
+        if with_images is not None:
             raise DatasetError(
                 with_images.line,
                 f"the example has images, but the base model {base_path.name} takes text only: choose a "
                 "vision-language base model (`modalities` in GET /v1/models)",
             )
-        raise DatasetError(
-            with_images.line, "fine-tuning on images is not available yet: the vision recipe is in progress"
+        tokenized = tokenize_all(load_tokenizer(str(base_path)), examples, max_seq_length)
+        return DatasetStats(
+            len(tokenized), sum(len(t.input_ids) for t in tokenized), sum(t.n_trained for t in tokenized)
         )
-    tokenized = tokenize_all(load_tokenizer(str(base_path)), examples, max_seq_length)
+    files: dict[str, bytes] = {}
+    for example in examples:
+        for url in example.images:
+            if url.startswith("data:") or url in files:
+                continue
+            if image_file is None:
+                raise DatasetError(example.line, f"image {url}: uploaded images cannot be used here")
+            try:
+                files[url] = image_file(url)
+            except KeyError as exc:
+                raise DatasetError(example.line, str(exc.args[0])) from None
+    tokenized = tokenize_all_vision(
+        load_processor(str(base_path)), examples, data_url_loader(files), max_seq_length
+    )
     return DatasetStats(
-        len(tokenized), sum(len(t.input_ids) for t in tokenized), sum(t.n_trained for t in tokenized)
+        len(tokenized),
+        sum(len(t.input_ids) for t in tokenized),
+        sum(t.n_trained for t in tokenized),
+        frozenset(files),
     )
 
 
@@ -50,10 +81,11 @@ def check_dataset(base_path: Path, data: bytes, max_seq_length: int) -> DatasetS
 def module_names(path: str) -> frozenset[str]:
     """Leaf module names of a model (`q_proj`, ...), from its config on the meta device: no weights load."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    auto = AutoModelForImageTextToText if "image" in modalities(Path(path)) else AutoModelForCausalLM
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(Path(path)))
+        model = auto.from_config(AutoConfig.from_pretrained(Path(path)))
     return frozenset(name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +18,7 @@ from service.fine_tuning.dataset_check import DatasetStats, check_dataset, unkno
 from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
+from service.models.base_models import modalities
 from service.models.registry import ModelRegistry
 from service.platform.db import FileRow, JobCheckpointRow, JobEventRow, JobRow
 from service.platform.errors import ApiError
@@ -93,13 +95,19 @@ class JobService:
                 param="lora.target_modules",
                 code="invalid_value",
             )
+        image_file = partial(self._image_file, tenant)
         stats = self._check(
-            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file"
+            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file", image_file
         )
+        image_files = set(stats.image_files)
         if validation is not None:
-            self._check(
-                model.base_path, self.files.read_bytes(validation), req.max_seq_length, "validation_file"
-            )
+            image_files |= self._check(
+                model.base_path,
+                self.files.read_bytes(validation),
+                req.max_seq_length,
+                "validation_file",
+                image_file,
+            ).image_files
         hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
         job_id = "ftjob-" + secrets.token_hex(12)
         # Unique by construction: the job id is the jobs table's key (a short random tail was not, and a
@@ -131,6 +139,8 @@ class JobService:
             adapter_prefix=adapter_prefix(name),
             checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
             integrations=req.integrations,
+            vision="image" in modalities(model.base_path),
+            image_files={file_id: self.files.get(tenant, file_id).key for file_id in sorted(image_files)},
         )
         row = JobRow(
             id=job_id,
@@ -188,10 +198,26 @@ class JobService:
             )
         return row
 
-    @staticmethod
-    def _check(base_path: Path, data: bytes, max_seq_length: int, param: str) -> DatasetStats:
+    def _image_file(self, tenant: str, file_id: str) -> bytes:
+        """An image the tenant uploaded with purpose `vision`, named in a training file."""
         try:
-            return check_dataset(base_path, data, max_seq_length)
+            row = self.files.get(tenant, file_id)
+        except ApiError:
+            raise KeyError(f"image {file_id}: no such file (or not yours)") from None
+        if row.purpose != "vision":
+            raise KeyError(f"image {file_id}: the file has purpose '{row.purpose}'; images need 'vision'")
+        return self.files.read_bytes(row)
+
+    @staticmethod
+    def _check(
+        base_path: Path,
+        data: bytes,
+        max_seq_length: int,
+        param: str,
+        image_file: Callable[[str], bytes] | None = None,
+    ) -> DatasetStats:
+        try:
+            return check_dataset(base_path, data, max_seq_length, image_file)
         except DatasetError as exc:
             raise ApiError(
                 400, f"Invalid {param.replace('_', ' ')}: {exc}", param=param, code="invalid_training_file"

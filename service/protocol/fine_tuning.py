@@ -182,6 +182,10 @@ class TrainingSpec(BaseModel):
     adapter_prefix: str
     checkpoint_prefix: str
     integrations: list[Integration] = Field(default_factory=list)
+    # A vision-language base model: the model's processor prepares the examples (images included), LoRA
+    # goes on its language model. `image_files`: the uploaded images the data names, file id -> object key.
+    vision: bool = False
+    image_files: dict[str, str] = Field(default_factory=dict)
 
 
 class JobError(BaseModel):

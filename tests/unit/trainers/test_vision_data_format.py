@@ -24,7 +24,12 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 
 def example(*user_parts: dict, answer: str = "red") -> str:
     return json.dumps(
-        {"messages": [{"role": "user", "content": list(user_parts)}, {"role": "assistant", "content": answer}]}
+        {
+            "messages": [
+                {"role": "user", "content": list(user_parts)},
+                {"role": "assistant", "content": answer},
+            ]
+        }
     )
 
 

@@ -101,3 +101,42 @@ def test_images_for_a_text_only_base_model_are_a_400_naming_the_line(tmp_path: P
             f"line {line}: the example has images, but the base model {DEFAULT_BASE_MODEL} takes text only"
             in message
         )
+
+
+def test_a_vision_job_takes_the_tenants_own_images_and_names_the_line_of_any_other(tmp_path: Path) -> None:
+    from bench import vision_task
+    from service.platform.settings import VISION_TEST_MODEL
+
+    bases = {m: MODELS / m for m in (DEFAULT_BASE_MODEL, VISION_TEST_MODEL)}
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS, base_models=bases), store=MemoryStore())
+    [(png, colour), (png2, colour2)] = vision_task.pictures(2, seed=3)
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        listed = {m["id"]: m["modalities"] for m in client.get("/v1/models").json()["data"]}
+        assert listed == {DEFAULT_BASE_MODEL: ["text"], VISION_TEST_MODEL: ["text", "image"]}
+        mine = client.post("/v1/files", data={"purpose": "vision"}, files={"file": ("a.png", png)}).json()[
+            "id"
+        ]
+        other = client.post("/v1/admin/api_keys", json={"tenant": "other"}).json()["key"]
+        theirs = client.post(
+            "/v1/files", headers=auth(other), data={"purpose": "vision"}, files={"file": ("b.png", png2)}
+        ).json()["id"]
+
+        def job_with(*image_urls: str):
+            lines = [
+                {"messages": [vision_task.user_message(url), {"role": "assistant", "content": colour}]}
+                for url in image_urls
+            ]
+            data = "".join(json.dumps(e) + "\n" for e in lines).encode()
+            train = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("v.jsonl", data)})
+            return client.post(
+                "/v1/fine_tuning/jobs", json={"model": VISION_TEST_MODEL, "training_file": train.json()["id"]}
+            )
+
+        refused = job_with(mine, theirs)
+        assert refused.status_code == 400
+        assert f"line 2: image {theirs}: no such file (or not yours)" in refused.json()["error"]["message"]
+        job = job_with(mine, vision_task.data_url(png2)).json()
+        assert job["status"] == "queued", job
+        with client.app.state.services.db.session() as s:
+            spec = s.get(JobRow, job["id"]).spec
+        assert spec["vision"] is True and list(spec["image_files"]) == [mine]

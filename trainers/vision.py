@@ -1,0 +1,108 @@
+"""Vision examples -> the model's inputs: token ids (image tokens expanded by the model's own processor),
+labels with loss only on what the assistant says, and the images' pixel values.
+
+The processor renders the conversation with its chat template (an image part becomes the image token) and
+expands each image token into the image's feature tokens, so positions cannot be found in the text as for
+text examples (`trainers.tokenization`). Instead, the tokens of an assistant turn are those the turn adds:
+the conversation up to the turn, rendered with the generation prompt and processed, must be a prefix of
+the conversation including it (a template for which it is not is refused, naming the line).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.platform.images import decode_data_url
+from trainers.data_format import IMAGE, DatasetError, Example
+from trainers.tokenization import IGNORE_INDEX
+
+ImageLoader = Callable[[str], bytes]  # an image_url.url (data URL or file id) -> the image's bytes
+
+
+@dataclass(frozen=True)
+class VisionExample:
+    line: int
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: object  # a float tensor, images x channels x height x width (None: no image)
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def data_url_loader(files: dict[str, bytes] | None = None) -> ImageLoader:
+    """Images from data URLs, and from file ids found in `files` (their bytes, fetched beforehand)."""
+
+    def load(url: str) -> bytes:
+        if url.startswith("data:"):
+            return decode_data_url(url)
+        if files is not None and url in files:
+            return files[url]
+        raise KeyError(f"image {url[:40]} is not available to this run")
+
+    return load
+
+
+def chat_messages(example: Example) -> list[dict]:
+    """The example's messages in the processor's chat format: content lists with image and text parts."""
+    out = []
+    for m in example.messages:
+        if m.parts:
+            content = [_part(kind, value) for kind, value in m.parts]
+        else:
+            content = [{"type": "text", "text": m.content}]
+        out.append({"role": m.role, "content": content})
+    return out
+
+
+def _part(kind: str, value: str) -> dict:
+    return {"type": "image"} if kind == IMAGE else {"type": "text", "text": value}
+
+
+def tokenize_vision_example(processor, example: Example, load: ImageLoader) -> VisionExample:
+    """Token ids, labels (assistant turns with weight 1) and pixel values of one example."""
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(load(url))).convert("RGB") for url in example.images]
+    messages = chat_messages(example)
+
+    def encode(upto: int, generation_prompt: bool) -> tuple[list[int], object]:
+        head = messages[:upto]
+        text = processor.apply_chat_template(head, tokenize=False, add_generation_prompt=generation_prompt)
+        n_images = sum(1 for m in head for p in m["content"] if p["type"] == "image")
+        batch = processor(
+            text=[text], images=images[:n_images] or None, add_special_tokens=False, return_tensors="pt"
+        )
+        return batch["input_ids"][0].tolist(), batch.get("pixel_values")
+
+    ids, pixel_values = encode(len(messages), generation_prompt=False)
+    labels = [IGNORE_INDEX] * len(ids)
+    for i, m in enumerate(example.messages):
+        if m.role != "assistant" or m.weight == 0:
+            continue
+        before, _ = encode(i, generation_prompt=True)
+        upto, _ = encode(i + 1, generation_prompt=False)
+        if upto[: len(before)] != before or ids[: len(upto)] != upto:
+            raise DatasetError(example.line, "the chat template renders this conversation inconsistently")
+        labels[len(before) : len(upto)] = upto[len(before) :]
+    return VisionExample(example.line, ids, labels, pixel_values)
+
+
+def tokenize_all_vision(
+    processor, examples: list[Example], load: ImageLoader, max_seq_length: int
+) -> list[VisionExample]:
+    """Every example; one longer than max_seq_length (its images' tokens included) is an error naming it."""
+    out = []
+    for ex in examples:
+        tok = tokenize_vision_example(processor, ex, load)
+        if len(tok.input_ids) > max_seq_length:
+            raise DatasetError(
+                ex.line,
+                f"the example has {len(tok.input_ids)} tokens (its images included), more than "
+                f"max_seq_length={max_seq_length}; shorten it or raise max_seq_length",
+            )
+        out.append(tok)
+    return out
