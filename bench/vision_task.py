@@ -37,6 +37,11 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+def decode(url: str) -> bytes:
+    """The bytes of a data URL made by `data_url`."""
+    return base64.b64decode(url.split(",", 1)[1])
+
+
 def user_message(image_url: str) -> dict:
     image = {"type": "image_url", "image_url": {"url": image_url}}
     return {"role": "user", "content": [image, {"type": "text", "text": QUESTION}]}

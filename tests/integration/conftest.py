@@ -11,7 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.helpers import RunningStack, make_stack
+from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
+from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,7 +45,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         env.pop("TUNESERVE_SERVED_MODELS")
         yield RunningStack(data_dir, port, env)
         return
-    running = make_stack(tmp_path_factory.mktemp("stack"), serve=True, TUNESERVE_SERVING_DTYPE="float32")
+    # Two base models: SmolLM2 (served) and the test VLM (trained; not served yet).
+    bases = {m: str(MODELS_DIR / m) for m in (DEFAULT_BASE_MODEL, VISION_TEST_MODEL)}
+    running = make_stack(
+        tmp_path_factory.mktemp("stack"),
+        serve=True,
+        TUNESERVE_SERVING_DTYPE="float32",
+        TUNESERVE_BASE_MODELS=json.dumps(bases),
+        TUNESERVE_SERVED_MODELS=DEFAULT_BASE_MODEL,
+    )
     running.up()
     try:
         yield running

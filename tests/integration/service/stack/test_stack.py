@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from service.platform.settings import DEFAULT_BASE_MODEL
+from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
 from tests.integration.helpers import DATA, REPO, RunningStack, make_stack, process_cmdlines
 
 
@@ -21,6 +21,11 @@ def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
     client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.admin_key)
     models = list(client.models.list())
     assert models[0].id == DEFAULT_BASE_MODEL and models[0].owned_by == "tuneserve"
+    # Each model says what it takes: the test VLM (a base model of the test stack) takes images too.
+    assert {m.id: m.model_extra["modalities"] for m in models[:2]} == {
+        DEFAULT_BASE_MODEL: ["text"],
+        VISION_TEST_MODEL: ["text", "image"],
+    }
 
 
 def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:
