@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from service.inference.engine import Endpoint, EngineResult
+from service.models.base_models import modalities
 from service.models.registry import ResolvedModel
 from service.platform.errors import ApiError, root_cause
 from service.platform.hardware import cpu_has_bf16
@@ -63,6 +65,8 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
         "dtype": serving_dtype(settings),
         "enable_prefix_caching": True,
     }
+    if "image" in modalities(Path(path)):
+        engine_kwargs["limit_mm_per_prompt"] = {"image": settings.serving_max_images_per_prompt}
     kv_gib = settings.serving_kv_cache_gib or (None if settings.serving_gpu else CPU_KV_CACHE_GIB)
     if kv_gib:
         engine_kwargs["kv_cache_memory_bytes"] = int(kv_gib * GIB)

@@ -74,7 +74,9 @@ def create_app(
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
     stores = VectorStores(settings, db, store, files_service, tasks, background)
-    chat_service = ChatService(model_registry, adapters, stores, engine)
+    chat_service = ChatService(
+        model_registry, adapters, stores, engine, files_service, settings.serving_max_images_per_prompt
+    )
     eval_service = EvalService(settings, db, store, files_service, model_registry, chat_service, stores)
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
     job_store = JobStore(db)

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from rag.prompting import augment, last_user_text
+from service.files.service import FileService
 from service.inference.engine import Endpoint, EngineResult, InferenceEngine
+from service.inference.images import resolve_images
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry, ResolvedModel
 from service.platform.errors import ApiError
@@ -23,6 +25,8 @@ class ChatService:
     adapters: AdapterChecker
     vector_stores: VectorStores
     engine: InferenceEngine | None
+    files: FileService | None = None  # images given as file ids (purpose `vision`)
+    max_images_per_prompt: int = 4
 
     def servable(self, tenant: str, model_id: str, param: str = "model") -> ResolvedModel:
         """The model if this stack can answer with it: the tenant's, deployed, with a servable adapter.
@@ -45,6 +49,10 @@ class ChatService:
     ) -> EngineResult:
         """The engine's answer (a JSON body, or an SSE stream), with the citations retrieval added."""
         model = await asyncio.to_thread(self.servable, tenant, payload["model"])
+        if endpoint == "chat":
+            payload["messages"] = await asyncio.to_thread(
+                self._with_images, tenant, model, payload.get("messages")
+            )
         citations = None
         if retrieval is not None:
             payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)
@@ -54,6 +62,25 @@ class ChatService:
         if isinstance(result, dict):
             return {**result, "citations": citations}
         return _with_citations(result, citations)
+
+    def _with_images(self, tenant: str, model: ResolvedModel, messages: object) -> object:
+        """The messages with their images checked and as data URLs (blocking: files, decoding)."""
+
+        def read_file(file_id: str) -> bytes:
+            if self.files is None:
+                raise ApiError(400, "Images as file ids are not available here.", code="invalid_image")
+            row = self.files.get(tenant, file_id, param="messages")
+            if row.purpose != "vision":
+                raise ApiError(
+                    400,
+                    f"File {file_id} has purpose '{row.purpose}'; images need purpose 'vision'.",
+                    param="messages",
+                    code="invalid_file_purpose",
+                )
+            return self.files.read_bytes(row)
+
+        takes_images = "image" in self.models.modalities(model.base_model)
+        return resolve_images(messages, model.id, takes_images, read_file, self.max_images_per_prompt)
 
     async def _retrieve(
         self, options: RetrievalOptions, messages: list[dict], tenant: str

@@ -93,6 +93,7 @@ def build_llava_smollm2(target: Path, language_model: Path, seed: int = 0) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
+        _name_the_vision_weights_as_vllm_expects(tmp)
         processor.save_pretrained(tmp)
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.save_pretrained(tmp)
@@ -104,3 +105,22 @@ def build_llava_smollm2(target: Path, language_model: Path, seed: int = 0) -> Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _name_the_vision_weights_as_vllm_expects(folder: Path) -> None:
+    """transformers saves the SigLIP tower's weights as `vision_tower.<...>`; vLLM's LLaVA loads them from
+    `vision_tower.vision_model.<...>` (the layout of the published LLaVA checkpoints), and transformers
+    loads that layout too."""
+    from safetensors.torch import load_file, save_file
+
+    for shard in folder.glob("*.safetensors"):
+        tensors = load_file(shard)
+        renamed = {
+            (
+                "vision_tower.vision_model." + key.removeprefix("vision_tower.")
+                if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model.")
+                else key
+            ): value
+            for key, value in tensors.items()
+        }
+        save_file(renamed, shard, metadata={"format": "pt"})

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
         description="Base models that get a vLLM deployment, comma-separated; empty = none. Default: all.",
     )
     serving_replicas: int = Field(1, ge=1, description="vLLM replicas per served base model.")
+    serving_max_images_per_prompt: int = Field(
+        4, ge=1, le=64, description="Images one chat request may carry (vision-language models)."
+    )
     serving_max_concurrent_requests: int = Field(
         64, ge=1, description="Requests one vLLM replica runs at once (vLLM `max_num_seqs`); more queue."
     )
