@@ -64,6 +64,8 @@ def _render_part(part: Any, context: dict[str, Any]) -> Any:
     for key in ("text", "image_url"):
         if isinstance(out.get(key), str):
             out[key] = _text(render(out[key], context))
+    if isinstance(out.get("image_url"), dict) and isinstance(out["image_url"].get("url"), str):
+        out["image_url"] = {**out["image_url"], "url": _text(render(out["image_url"]["url"], context))}
     # OpenAI's eval inputs use input_text / input_image; the chat API wants text / image_url.
     if out.get("type") in ("input_text", "output_text"):
         out["type"] = "text"

@@ -114,6 +114,21 @@ def test_templates_render_items_and_samples() -> None:
     assert messages == [{"role": "user", "content": [{"type": "text", "text": "Q: Why?"}]}]
 
 
+def test_images_in_templates_come_from_the_item() -> None:
+    ctx = {"item": {"picture": "data:image/png;base64,AAA", "file": "file-123"}}
+    content = [
+        {"type": "input_image", "image_url": "{{item.picture}}"},  # OpenAI's eval input part
+        {"type": "image_url", "image_url": {"url": "{{item.file}}", "detail": "low"}},  # the chat API's
+        {"type": "input_text", "text": "Colour?"},
+    ]
+    [message] = render_messages([{"role": "user", "content": content}], ctx)
+    assert message["content"] == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}},
+        {"type": "image_url", "image_url": {"url": "file-123", "detail": "low"}},
+        {"type": "text", "text": "Colour?"},
+    ]
+
+
 def test_input_messages_template_or_item_reference() -> None:
     item = {"q": "Hi", "chat": [{"role": "user", "content": "Yo"}]}
     template = {"type": "template", "template": [{"role": "user", "content": "{{item.q}}!"}]}
