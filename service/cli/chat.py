@@ -1,15 +1,19 @@
 """`tuneserve chat MODEL`: an interactive chat in the terminal that streams the model's tokens.
 
 Each line read is a user turn (a terminal gets a `you>` prompt; piped input works too); an empty line or
-end of input ends the chat. The conversation so far is sent with every turn.
+end of input ends the chat. The conversation so far is sent with every turn. `--image PATH` (repeatable)
+attaches images to the first turn, as data URLs, for a vision-language model.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import mimetypes
 import sys
+from pathlib import Path
 
-from service.cli.client import ApiClient, command
+from service.cli.client import ApiClient, CliError, command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,12 +22,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     chat.add_argument("--system", help="a system message")
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an image for the first turn (repeatable)",
+    )
     chat.set_defaults(func=command(_chat))
+
+
+def image_part(path: Path) -> dict:
+    """An image file as a chat content part (a data URL; the service checks it)."""
+    if not path.is_file():
+        raise CliError(f"--image {path}: no such file")
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"},
+    }
 
 
 def _chat(api: ApiClient, args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": args.system}] if args.system else []
+    images = [image_part(Path(p)) for p in args.image]
     while True:
         try:
             line = input("you> " if interactive else "").strip()
@@ -31,7 +54,11 @@ def _chat(api: ApiClient, args: argparse.Namespace) -> int:
             break
         if not line:
             break
-        messages.append({"role": "user", "content": line})
+        if images:
+            messages.append({"role": "user", "content": [*images, {"type": "text", "text": line}]})
+            images = []
+        else:
+            messages.append({"role": "user", "content": line})
         body = {
             "model": args.model,
             "messages": messages,
