@@ -29,6 +29,7 @@ from pathlib import Path
 from service.platform.storage import ObjectStore
 
 PROGRESS_FILE = "progress.json"
+RANK_MARKER = "rank.txt"
 DEEPSPEED_TAG = "state"
 MAX_CHECKPOINTS = 10
 
@@ -88,7 +89,12 @@ def save_state(engine, store: ObjectStore, checkpoint_prefix: str, progress: Pro
     key = _state_key(checkpoint_prefix, progress.step)
     with tempfile.TemporaryDirectory() as tmp, _trainable_module_state(engine):
         engine.save_checkpoint(tmp, tag=DEEPSPEED_TAG, exclude_frozen_parameters=True, save_latest=False)
-        store.put_folder(f"{key}rank-{rank}/", Path(tmp) / DEEPSPEED_TAG)
+        # A rank may have nothing to write (without ZeRO partitions, rank 0 writes all): the marker makes
+        # every rank's folder exist, so a missing one means a lost upload.
+        folder = Path(tmp) / DEEPSPEED_TAG
+        folder.mkdir(exist_ok=True)
+        (folder / RANK_MARKER).write_text(str(rank))
+        store.put_folder(f"{key}rank-{rank}/", folder)
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
