@@ -195,6 +195,15 @@ def wait_job(client: openai.OpenAI, job_id: str, until: set[str], timeout: float
         time.sleep(1)
 
 
+def wait_eval_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 300):
+    """The eval run once it has ended."""
+    deadline = time.monotonic() + timeout
+    while (run := client.evals.runs.retrieve(run_id, eval_id=eval_id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.5)
+    return run
+
+
 def three_checkpoint_job(client: openai.OpenAI, seed: int, **create: object):
     """A job on 16 codeword examples, batches of 4, 3 epochs: 12 steps, checkpoints at steps 4, 8, 12."""
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]

@@ -17,7 +17,7 @@ import pytest
 
 from evals import metrics, suites
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import MODELS_DIR, REPO, RunningStack
+from tests.integration.helpers import MODELS_DIR, REPO, RunningStack, wait_eval_run
 
 BASE = DEFAULT_BASE_MODEL
 ITEM_SCHEMA = {
@@ -36,14 +36,6 @@ TEMPLATE = {"type": "template", "template": [{"role": "user", "content": "{{item
 def post(stack: RunningStack, path: str, body: dict, key: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or stack.admin_key}"}
     return httpx.post(stack.base_url + path, json=body, headers=headers, timeout=60)
-
-
-def wait_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while (run := client.evals.runs.retrieve(run_id, eval_id=eval_id)).status in ("queued", "in_progress"):
-        assert time.monotonic() < deadline, run
-        time.sleep(0.5)
-    return run
 
 
 def all_items(client: openai.OpenAI, eval_id: str, run_id: str) -> list:
@@ -142,7 +134,7 @@ def test_custom_eval_with_openai_graders(client: openai.OpenAI) -> None:
         },
     )
     assert run.status in ("queued", "in_progress") and run.model == BASE
-    run = wait_run(client, ev.id, run.id)
+    run = wait_eval_run(client, ev.id, run.id)
     assert run.status == "completed", run.error
     # The item the model refused is errored; the others ran and were graded by every criterion (an item
     # whose judge gives no parsable verdict is errored too: the 135M judge is no judge).
@@ -235,7 +227,7 @@ def test_items_from_an_uploaded_file_and_json_graders(client: openai.OpenAI) -> 
             "source": {"type": "file_id", "id": file.id},
         },
     )
-    run = wait_run(client, ev.id, run.id)
+    run = wait_eval_run(client, ev.id, run.id)
     per = {c.testing_criteria: c for c in run.per_testing_criteria_results}
     assert run.result_counts.total == 3 and per["json"].passed == 3, [
         i.sample for i in all_items(client, ev.id, run.id)
