@@ -45,14 +45,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         env.pop("TUNESERVE_SERVED_MODELS")
         yield RunningStack(data_dir, port, env)
         return
-    # Two base models: SmolLM2 (served) and the test VLM (trained; not served yet).
+    # Two base models, both served: SmolLM2 and the test VLM.
     bases = {m: str(MODELS_DIR / m) for m in (DEFAULT_BASE_MODEL, VISION_TEST_MODEL)}
     running = make_stack(
         tmp_path_factory.mktemp("stack"),
         serve=True,
         TUNESERVE_SERVING_DTYPE="float32",
         TUNESERVE_BASE_MODELS=json.dumps(bases),
-        TUNESERVE_SERVED_MODELS=DEFAULT_BASE_MODEL,
     )
     running.up()
     try:

@@ -12,15 +12,16 @@ import openai
 from bench import vision_task
 from service.fine_tuning.service import adapter_prefix
 from service.platform.settings import VISION_TEST_MODEL
-from tests.integration.helpers import MODELS_DIR, RunningStack, store_of, wait_job
+from tests.integration.helpers import MODELS_DIR, RunningStack, store_of, wait_eval_run, wait_job
 
 
-def _accuracy(model, processor, pictures: list[tuple[bytes, str]]) -> float:
+def _answers(model, processor, pictures: list[tuple[bytes, str]]) -> list[str]:
+    """Greedy answers of transformers (+ peft) to the colour question about each picture."""
     import torch
     from PIL import Image
 
-    right = 0
-    for png, colour in pictures:
+    answers = []
+    for png, _ in pictures:
         messages = [
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": vision_task.QUESTION}]}
         ]
@@ -31,9 +32,16 @@ def _accuracy(model, processor, pictures: list[tuple[bytes, str]]) -> float:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        answer = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        right += vision_task.is_right(answer, colour)
-    return right / len(pictures)
+        answers.append(
+            processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
+    return answers
+
+
+def _accuracy(answers: list[str], pictures: list[tuple[bytes, str]]) -> float:
+    return sum(vision_task.is_right(a, c) for a, (_, c) in zip(answers, pictures, strict=True)) / len(
+        pictures
+    )
 
 
 def test_a_vision_fine_tune_with_the_defaults_learns_to_see_the_colour(
@@ -60,6 +68,82 @@ def test_a_vision_fine_tune_with_the_defaults_learns_to_see_the_colour(
     processor = AutoProcessor.from_pretrained(MODELS_DIR / VISION_TEST_MODEL)
     base = AutoModelForImageTextToText.from_pretrained(MODELS_DIR / VISION_TEST_MODEL, dtype=torch.bfloat16)
     held_out = vision_task.held_out(16, seed=1)
-    assert _accuracy(base, processor, held_out) <= 0.25  # it cannot see: four colours
+    assert _accuracy(_answers(base, processor, held_out), held_out) <= 0.25  # it cannot see: four colours
     tuned = PeftModel.from_pretrained(base, folder)
-    assert _accuracy(tuned, processor, held_out) >= 0.9
+    expected = _answers(tuned, processor, held_out)
+    assert _accuracy(expected, held_out) >= 0.9
+
+    # Served by vLLM: the same answers as transformers + peft on the same inputs (greedy), for images sent
+    # as data URLs and as uploaded files.
+    served = [
+        client.chat.completions.create(
+            model=job.fine_tuned_model,
+            messages=[vision_task.user_message(vision_task.data_url(png))],
+            temperature=0,
+            max_tokens=4,
+        )
+        .choices[0]
+        .message.content
+        for png, _ in held_out
+    ]
+    assert served == expected
+    png, colour = held_out[0]
+    file_id = client.files.create(file=("h.png", png), purpose="vision").id
+    stream = client.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=[vision_task.user_message(file_id)],
+        temperature=0,
+        max_tokens=4,
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected[0]
+
+    # An eval over image items reports the same accuracy.
+    items = [{"item": {"picture": vision_task.data_url(p), "colour": c}} for p, c in held_out]
+    evaluation = client.evals.create(
+        name="colours",
+        data_source_config={
+            "type": "custom",
+            "item_schema": {"type": "object"},
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "colour",
+                "input": "{{sample.output_text}}",
+                "operation": "ilike",
+                "reference": "{{item.colour}}",
+            }
+        ],
+    )
+    run = client.evals.runs.create(
+        evaluation.id,
+        data_source={
+            "type": "completions",
+            "model": job.fine_tuned_model,
+            "source": {"type": "file_content", "content": items},
+            "input_messages": {
+                "type": "template",
+                "template": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_image", "image_url": "{{item.picture}}"},
+                            {"type": "input_text", "text": vision_task.QUESTION},
+                        ],
+                    }
+                ],
+            },
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 4},
+        },
+    )
+    run = wait_eval_run(client, evaluation.id, run.id)
+    contains = sum(c in a.lower() for a, (_, c) in zip(expected, held_out, strict=True)) / len(held_out)
+    assert run.status == "completed" and run.result_counts.passed / run.result_counts.total == contains
+
+    # The CLI attaches an image to a turn.
+    picture = tmp_path / "held-out.png"
+    picture.write_bytes(png)
+    args = ("chat", job.fine_tuned_model, "--image", str(picture), "--temperature", "0")
+    assert expected[0] in stack.cli(*args, input=vision_task.QUESTION + "\n").stdout
