@@ -36,7 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     batch as alone" depend on luck. Throughput is measured in bfloat16 (bench/bench_serving.py).
 
     TUNESERVE_TEST_STACK=<data dir> runs the tests against a stack a developer started (with
-    TUNESERVE_SERVING_DTYPE=float32 and TUNESERVE_RAY_NUM_CPUS=4) instead of starting one."""
+    TUNESERVE_SERVING_DTYPE=float32, TUNESERVE_RAY_NUM_CPUS=6 and both base models) instead of starting one."""
     reuse = os.environ.get("TUNESERVE_TEST_STACK")
     if reuse:  # a developer's stack that is already up (same settings as below): no start, no stop
         data_dir = Path(reuse)
@@ -45,13 +45,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         env.pop("TUNESERVE_SERVED_MODELS")
         yield RunningStack(data_dir, port, env)
         return
-    # Two base models, both served: SmolLM2 and the test VLM.
+    # Two base models, both served: SmolLM2 and the test VLM. Each vLLM deployment holds 2 of Ray's logical
+    # CPUs (its replica and its engine), so 6 leave a training job its 2.
     bases = {m: str(MODELS_DIR / m) for m in (DEFAULT_BASE_MODEL, VISION_TEST_MODEL)}
     running = make_stack(
         tmp_path_factory.mktemp("stack"),
         serve=True,
         TUNESERVE_SERVING_DTYPE="float32",
         TUNESERVE_BASE_MODELS=json.dumps(bases),
+        TUNESERVE_RAY_NUM_CPUS="6",
     )
     running.up()
     try:

@@ -466,9 +466,9 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL,
             training_file=train.id,
-            extra_body={"resources": {"num_workers": 3, "cpus_per_worker": 2}},
+            extra_body={"resources": {"num_workers": 4, "cpus_per_worker": 2}},
         )
-    assert "asks for 6 CPUs" in err.value.message  # the test stack has 4: it would wait forever
+    assert "asks for 8 CPUs" in err.value.message  # the test stack has 6: it would wait forever
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL, training_file=train.id, extra_body={"resources": {"use_gpu": True}}
