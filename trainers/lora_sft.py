@@ -387,15 +387,17 @@ def _load_lora_model(spec: TrainingSpec, store: ObjectStore):  # a PeftModel
         r=spec.lora.r,
         lora_alpha=spec.lora.alpha,
         lora_dropout=spec.lora.dropout,
-        # peft knows "all-linear" as the whole value only, not as a name in a list
-        target_modules=language_model_targets(model, targets)
-        if spec.vision
-        else "all-linear"
-        if "all-linear" in targets
-        else targets,
+        target_modules=_lora_targets(model, spec.vision, targets),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def _lora_targets(model, vision: bool, targets: list[str]) -> str | list[str]:
+    if vision:
+        return language_model_targets(model, targets)
+    # peft knows "all-linear" as the whole value only, not as a name in a list
+    return "all-linear" if "all-linear" in targets else targets
 
 
 def language_model_targets(model, targets: list[str]) -> str:
