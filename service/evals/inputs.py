@@ -35,14 +35,7 @@ def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | No
         return suite.items()
     if source.type == "file_content":
         return [_row(x, f"data_source.source.content[{i}]") for i, x in enumerate(source.content)]
-    file = files.get(tenant, source.id, param="data_source.source.id")
-    if file.purpose != "evals":
-        raise ApiError(
-            400,
-            f"File {file.id} has purpose '{file.purpose}'; eval items need purpose 'evals'.",
-            param="data_source.source.id",
-            code="invalid_file_purpose",
-        )
+    file = files.get(tenant, source.id, param="data_source.source.id", purpose="evals")
     rows = []
     for n, line in enumerate(files.read_bytes(file).decode("utf-8", errors="replace").splitlines(), 1):
         if not line.strip():

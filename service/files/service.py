@@ -54,9 +54,18 @@ class FileService:
             tenant, filename, purpose, file_id, key, self.store.put_bytes(key, data, content_type)
         )
 
-    def get(self, tenant: str, file_id: str, param: str = "file_id") -> FileRow:
-        """The tenant's file, or 404 (another tenant's file does not exist for this one)."""
-        return self.db.get_or_404(FileRow, file_id, param, tenant_id=tenant, deleted_at=None)
+    def get(self, tenant: str, file_id: str, param: str = "file_id", purpose: str | None = None) -> FileRow:
+        """The tenant's file, or 404 (another tenant's file does not exist for this one); with `purpose`, a
+        file of another purpose is a 400 saying which it needs."""
+        row = self.db.get_or_404(FileRow, file_id, param, tenant_id=tenant, deleted_at=None)
+        if purpose is not None and row.purpose != purpose:
+            raise ApiError(
+                400,
+                f"File {file_id} has purpose '{row.purpose}'; this needs purpose '{purpose}'.",
+                param=param,
+                code="invalid_file_purpose",
+            )
+        return row
 
     def list(
         self, tenant: str, purpose: str | None, after: str | None, limit: int, order: str

@@ -188,15 +188,7 @@ class JobService:
             )
 
     def _fine_tune_file(self, tenant: str, file_id: str, param: str) -> FileRow:
-        row = self.files.get(tenant, file_id, param=param)
-        if row.purpose != "fine-tune":
-            raise ApiError(
-                400,
-                f"File {file_id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
-                param=param,
-                code="invalid_file_purpose",
-            )
-        return row
+        return self.files.get(tenant, file_id, param=param, purpose="fine-tune")
 
     def _image_file(self, tenant: str, file_id: str) -> bytes:
         """An image the tenant uploaded with purpose `vision`, named in a training file."""

@@ -69,15 +69,7 @@ class ChatService:
         def read_file(file_id: str) -> bytes:
             if self.files is None:
                 raise ApiError(400, "Images as file ids are not available here.", code="invalid_image")
-            row = self.files.get(tenant, file_id, param="messages")
-            if row.purpose != "vision":
-                raise ApiError(
-                    400,
-                    f"File {file_id} has purpose '{row.purpose}'; images need purpose 'vision'.",
-                    param="messages",
-                    code="invalid_file_purpose",
-                )
-            return self.files.read_bytes(row)
+            return self.files.read_bytes(self.files.get(tenant, file_id, param="messages", purpose="vision"))
 
         takes_images = "image" in self.models.modalities(model.base_model)
         return resolve_images(messages, model.id, takes_images, read_file, self.max_images_per_prompt)
