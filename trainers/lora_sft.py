@@ -84,6 +84,7 @@ class LoRASFTRecipe:
         import deepspeed
         import torch
 
+        _skip_deepspeed_shm_op()
         phases: dict[str, float] = {"imports": time.perf_counter() - started}
         spec = self.spec
         threads = spec.resources.cpus_per_worker
@@ -325,6 +326,17 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _skip_deepspeed_shm_op() -> None:
+    """DeepSpeed's communication backend JIT-compiles its shared-memory all-reduce op on CPU machines when it
+    starts (45-57 s the first time on a machine, a ninja check of ~2 s at each later start); only
+    `inference_all_reduce` uses it, which training never calls. The backend looks the op up in
+    `deepspeed.ops.__compatible_ops__` (a table probed on first access, by running compilers): a table
+    that marks it incompatible skips the build and the probe."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}
 
 
 def _ensure_process_group() -> None:

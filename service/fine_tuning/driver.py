@@ -15,7 +15,7 @@ import traceback
 
 from service.files.service import FileService
 from service.fine_tuning.reporting import JobReporter
-from service.fine_tuning.scheduler import MAX_ATTEMPTS
+from service.fine_tuning.scheduler import out_of_attempts
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import Database, FineTunedModelRow
@@ -36,7 +36,8 @@ def main() -> int:
         message = root_cause(exc)
         traceback.print_exc()
         job = jobs.get(spec.job_id)
-        if is_infrastructure_failure(exc) and job is not None and job.attempts < MAX_ATTEMPTS:
+        lost = is_infrastructure_failure(exc) and job is not None
+        if lost and job.attempts < context.max_attempts:
             # Not the training's fault (a node or the cluster went away): run it again.
             jobs.transition(
                 spec.job_id,
@@ -46,6 +47,10 @@ def main() -> int:
                 only_from=frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),  # not a job paused meanwhile
                 submission_id=None,
             )
+            return 1
+        if lost:  # as often as a job may be run
+            error = out_of_attempts(job.attempts, message)
+            jobs.transition(spec.job_id, JobStatus.FAILED, error["message"], level="error", error=error)
             return 1
         code = "training_failed"
         if is_capacity_timeout(exc):

@@ -105,4 +105,5 @@ def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:
             mlflow_tracking_uri=settings.resolved_mlflow_tracking_uri,
         ),
         capacity_wait_s=settings.training_capacity_wait_s,
+        max_attempts=settings.training_max_attempts,
     )

@@ -16,7 +16,6 @@ from service.platform.settings import Settings
 from service.protocol.fine_tuning import ResourceOptions, TrainingSpec
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3
 
 
 @dataclass
@@ -100,7 +99,7 @@ class JobScheduler:
         if current.status == JobStatus.PAUSED:
             self.store.release_submission(job.id)  # the paused run has stopped: the job may be resumed
             return
-        if info.state == "LOST" and current.attempts < MAX_ATTEMPTS:
+        if info.state == "LOST" and current.attempts < self.settings.training_max_attempts:
             # The run vanished with its cluster: schedule it again from the start.
             if current.status == JobStatus.RUNNING:
                 self.store.transition(
@@ -121,11 +120,7 @@ class JobScheduler:
                 "param": None,
             }
         elif info.state == "LOST":
-            error = {
-                "code": "job_lost",
-                "message": f"The run was lost {current.attempts} times: {info.message}",
-                "param": None,
-            }
+            error = out_of_attempts(current.attempts, info.message)
         else:
             detail = info.message.strip().splitlines()[-1] if info.message.strip() else info.state
             error = {
@@ -134,6 +129,15 @@ class JobScheduler:
                 "param": None,
             }
         self.store.transition(job.id, JobStatus.FAILED, error["message"], level="error", error=error)
+
+
+def out_of_attempts(attempts: int, detail: str) -> dict:
+    """The error of a job whose runs the cluster interrupted as often as a job may be run."""
+    message = (
+        f"The run was interrupted by the cluster {attempts} time(s), as often as a job may be run "
+        f"(TUNESERVE_TRAINING_MAX_ATTEMPTS); its checkpoints are kept. Last: {detail}"
+    )
+    return {"code": "job_lost", "message": message, "param": None}
 
 
 def demand(resources: ResourceOptions) -> dict[str, float]:

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         description="How long a submitted run waits for its workers' resources (after a lost node, say) "
         "before its job fails with `insufficient_capacity`; its checkpoints are kept.",
     )
+    training_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Runs a job gets when the cluster interrupts them (a lost node or worker, a restart); "
+        "each resumes from the last checkpoint. Past it the job fails with `job_lost`.",
+    )
     startup_timeout_s: float = Field(300, gt=0, description="How long `tuneserve up --detach` waits.")
     served_models: Annotated[list[str] | None, NoDecode] = Field(
         None,

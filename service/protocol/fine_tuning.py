@@ -270,3 +270,4 @@ class JobContext(BaseModel):
     s3_bucket: str
     tracking: TrackingSettings
     capacity_wait_s: float = 300.0  # how long the run waits for its workers' resources before failing
+    max_attempts: int = 3  # runs the job gets when the cluster interrupts them

@@ -1,5 +1,9 @@
 """Integration tier: the real stack (rclone S3 server, Ray head, Ray Serve) started through the CLI on
-free ports with a temporary data dir, once per test session, and stopped at the end."""
+free ports with a temporary data dir, once per test session, and stopped at the end.
+
+The feature tests of fine-tuning jobs, evals and vector stores that need no served model take
+`feature_stack` / `feature_client` instead: they run twice, on the shared stack (SQLite, the embedded
+default) and on a stack whose database is a PostgreSQL server started from the machine's binaries."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
-from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack
+from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack, postgres_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,3 +64,38 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield running
     finally:
         running.down()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server of the test session (skips where the machine has none)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """A stack (serving no model) whose database is PostgreSQL, with settings some tests need: one running
+    job per tenant, and a job is run once however the cluster interrupts it."""
+    running = make_stack(
+        tmp_path_factory.mktemp("pg-stack"),
+        TUNESERVE_DATABASE_URL=postgres_url,
+        TUNESERVE_MAX_RUNNING_JOBS_PER_TENANT="1",
+        TUNESERVE_TRAINING_MAX_ATTEMPTS="1",
+    )
+    running.up()
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def feature_stack(request: pytest.FixtureRequest) -> RunningStack:
+    """The shared stack, then the PostgreSQL one: a test taking this runs on both databases."""
+    return request.getfixturevalue("stack" if request.param == "sqlite" else "pg_stack")
+
+
+@pytest.fixture(scope="module")
+def feature_client(feature_stack: RunningStack) -> openai.OpenAI:
+    return feature_stack.client()

@@ -3,11 +3,15 @@ registered the way a finished job registers its model, waiting for a fine-tuning
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +112,23 @@ def process_cmdlines() -> dict[int, str]:
         except (OSError, IndexError):
             continue
     return out
+
+
+def stack_pids(data_dir: Path) -> list[int]:
+    """Every process whose command line mentions this stack's data dir or Ray temp dir."""
+    from service.stack.supervisor import ray_temp_dir
+
+    marks = (str(data_dir), ray_temp_dir(Settings(data_dir=data_dir)))
+    return [pid for pid, cmd in process_cmdlines().items() if any(m in cmd for m in marks)]
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Polls `condition` until it holds; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
 
 
 def make_stack(data_dir: Path, serve: bool = False, **extra_env: str) -> RunningStack:
@@ -250,3 +271,39 @@ def spec_for(
         adapter_prefix=f"adapters/{name}/",
         checkpoint_prefix=f"jobs/{name}/checkpoints/",
     )
+
+
+PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+def _as_postgres(*cmd: str) -> list[str]:
+    # PostgreSQL refuses to run as root; the Debian package provides a `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a free port (Debian's `postgresql` binaries); its SQLAlchemy URL."""
+    import pytest
+
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="ts-pg-"))
+    data = root / "data"
+    shutil.chown(root, "postgres") if os.geteuid() == 0 else None
+    port = free_port()
+    initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+    subprocess.run(_as_postgres(*initdb), check=True, capture_output=True)
+    options = f"-p {port} -k {root} -h 127.0.0.1"
+    start = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", options, "start"]
+    subprocess.run(_as_postgres(*start), check=True, capture_output=True)
+    try:
+        ready = _as_postgres(str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port))
+        wait_until(
+            lambda: subprocess.run(ready, capture_output=True).returncode == 0, 30, "PostgreSQL to accept"
+        )
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        stop = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
+        subprocess.run(_as_postgres(*stop), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

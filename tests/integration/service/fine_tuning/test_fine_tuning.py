@@ -1,5 +1,6 @@
 """Fine-tuning through the official openai client against the running stack: a real Ray job, DeepSpeed,
-the real SmolLM2, and the adapter checked for the behaviour its data teaches."""
+the real SmolLM2, and the adapter checked for the behaviour its data teaches. The tests that need no
+served model run on both databases (`feature_client`)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a
 
 
 @pytest.fixture(scope="module")
-def tenant_client(stack: RunningStack) -> openai.OpenAI:
-    return stack.client(stack.tenant_key("other"))
+def tenant_client(feature_stack: RunningStack) -> openai.OpenAI:
+    return feature_stack.client(feature_stack.tenant_key("other"))
 
 
 def _greedy(model, tokenizer, question: str) -> str:
@@ -248,7 +249,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
+def test_cancel_stops_a_running_job(feature_client: openai.OpenAI) -> None:
+    client = feature_client
     train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 100, "batch_size": 1}
@@ -377,7 +379,8 @@ def _upload(client: openai.OpenAI, content: bytes, purpose: str = "fine-tune", n
     return client.files.create(file=(name, content), purpose=purpose)
 
 
-def test_bad_jsonl_is_refused_naming_the_line(client: openai.OpenAI) -> None:
+def test_bad_jsonl_is_refused_naming_the_line(feature_client: openai.OpenAI) -> None:
+    client = feature_client
     good = json.dumps(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     )
@@ -398,7 +401,10 @@ def test_bad_jsonl_is_refused_naming_the_line(client: openai.OpenAI) -> None:
     assert len(client.files.list().data) == before  # nothing stored
 
 
-def test_files_api_round_trip_and_tenancy(client: openai.OpenAI, tenant_client: openai.OpenAI) -> None:
+def test_files_api_round_trip_and_tenancy(
+    feature_client: openai.OpenAI, tenant_client: openai.OpenAI
+) -> None:
+    client = feature_client
     content = (DATA / "codeword_valid.jsonl").read_bytes()
     f = _upload(client, content, name="valid.jsonl")
     assert client.files.retrieve(f.id).bytes == len(content)
@@ -415,7 +421,8 @@ def test_files_api_round_trip_and_tenancy(client: openai.OpenAI, tenant_client: 
         client.files.retrieve(f.id)
 
 
-def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None:
+def test_job_creation_errors(feature_client: openai.OpenAI) -> None:
+    client = feature_client
     train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
     other_purpose = _upload(client, b"some notes", purpose="assistants", name="notes.txt")
     jobs_before = len(client.fine_tuning.jobs.list(limit=100).data)
@@ -478,7 +485,8 @@ def test_job_creation_errors(client: openai.OpenAI, stack: RunningStack) -> None
     assert len(client.fine_tuning.jobs.list(limit=100).data) == jobs_before  # nothing was created
 
 
-def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -> None:
+def test_a_training_crash_fails_the_job_with_the_reason(feature_client: openai.OpenAI) -> None:
+    client = feature_client
     train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
     job = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
     client.files.delete(train.id)  # gone before the worker reads it

@@ -1,23 +1,71 @@
-"""A fine-tuning job survives a restart of the whole stack: the scheduler finds its Ray job gone and runs
-it again, from its last checkpoint, and it succeeds."""
+"""A crash of the whole stack (its supervisor killed with SIGKILL) loses no work: the keys and objects, a
+vector store's index, a fine-tuning job cut off mid-run (the scheduler finds its Ray job gone and runs it
+again from its last checkpoint) and an evaluation run cut off mid-way (it goes on with the items it had not
+graded, keeping those it had). One stack does it all, beside the session's: starting stacks is the slow
+part of this tier."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
+from pydoc_data.topics import topics
 
-from tests.integration.helpers import make_stack, three_checkpoint_job, wait_first_checkpoint, wait_job
+import openai
+from sqlalchemy import select
+
+from service.platform.db import Database, EvalOutputItemRow
+from tests.integration.helpers import (
+    RunningStack,
+    make_stack,
+    process_cmdlines,
+    stack_pids,
+    three_checkpoint_job,
+    wait_eval_run,
+    wait_first_checkpoint,
+    wait_job,
+    wait_until,
+)
+
+ITEMS = 400  # one item a task, one task at a time: long enough to be cut off by the crash
+PASSING = (ITEMS + 2) // 3
 
 
-def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
-    s = make_stack(tmp_path / "durable")
+def test_a_crash_of_the_whole_stack_loses_no_work(stack: RunningStack, tmp_path: Path) -> None:
+    s = make_stack(tmp_path / "crash", TUNESERVE_EVAL_BATCH_SIZE="1", TUNESERVE_EVAL_CONCURRENCY="1")
     s.up()
     try:
+        # Side by side with the session's stack: its own port, and its own admin key.
+        assert s.port != stack.port and s.get("/v1/models", key=stack.admin_key).status_code == 401
         client = s.client()
+        key = json.loads(s.cli("keys", "create", "--tenant", "survivor").stdout)["key"]
+        store_id, found = _vector_store(client)
         # Plain data parallel (ZeRO 0, no partitioning); checkpoints at steps 4, 8 and 12.
         job = three_checkpoint_job(client, seed=3, extra_body={"deepspeed": {"stage": 0}})
         wait_first_checkpoint(client, job.id)
-        s.down()  # the Ray cluster and the run go away mid-training
+        eval_id, run_id = _eval_run(client)
+        wait_until(lambda: _graded(client, eval_id, run_id), 120, "the eval run's first items")
+        graded = _graded(client, eval_id, run_id)
+        objects = sorted(p.name for p in (s.data_dir / "objects").iterdir())
+
+        os.kill(s.state["pid"], signal.SIGKILL)
+        # Its children die with it (parent-death signal), so no orphans hold ports or memory.
+        wait_until(lambda: not stack_pids(s.data_dir), 60, "the killed stack's processes to exit")
+        assert graded.keys() <= _stored(s) < set(range(ITEMS))  # the run was cut off mid-way
         s.up()
+        assert stack.get("/v1/models").status_code == 200  # the other stack never noticed
+        assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
+        assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects
+        assert _search(client, store_id) == found
+
+        run = wait_eval_run(client, eval_id, run_id)
+        counts = run.result_counts
+        assert run.status == "completed" and (counts.total, counts.passed) == (ITEMS, PASSING), run
+        after = _graded(client, eval_id, run_id)
+        assert sorted(after) == list(range(ITEMS))  # each item graded once
+        assert all(after[i] == item_id for i, item_id in graded.items())  # those graded before were kept
+
         job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
         assert job.status == "succeeded", job.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
@@ -25,5 +73,86 @@ def test_job_survives_a_stack_restart(tmp_path: Path) -> None:
         assert any(m.startswith("Resumed from the checkpoint of step ") for m in messages)  # not from step 1
         assert any("ZeRO stage 0" in m for m in messages)
         assert job.fine_tuned_model in [m.id for m in client.models.list()]
+
+        # A component that stops answering makes the stack degraded: `status` exits 1.
+        cmdlines = process_cmdlines()
+        [s3] = [pid for pid in stack_pids(s.data_dir) if "rclone" in cmdlines.get(pid, "")]
+        os.kill(s3, signal.SIGSTOP)
+        try:
+            degraded = s.cli("status", check=False, timeout=120)
+        finally:
+            os.kill(s3, signal.SIGCONT)
+        assert degraded.returncode == 1 and '"running": true' in degraded.stdout, degraded.stdout
     finally:
         s.down()
+    wait_until(lambda: not stack_pids(s.data_dir), 30, "`tuneserve down` to stop every process")
+    stopped = s.cli("status", check=False)
+    assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+def _vector_store(client: openai.OpenAI) -> tuple[str, list]:
+    """A store of three chapters of the language reference, and what a question finds in it."""
+    store = client.vector_stores.create(name="durable")
+    for name in ("pass", "break", "assert"):
+        upload = client.files.create(file=(f"{name}.txt", topics[name].encode()), purpose="assistants")
+        client.vector_stores.files.create(vector_store_id=store.id, file_id=upload.id)
+    wait_until(
+        lambda: not client.vector_stores.retrieve(store.id).file_counts.in_progress, 300, "the ingestion"
+    )
+    found = _search(client, store.id)
+    assert found[0][0] == "assert.txt"
+    return store.id, found
+
+
+def _search(client: openai.OpenAI, store_id: str) -> list[tuple[str, float]]:
+    results = client.vector_stores.search(store_id, query="debugging assertions").data
+    return [(r.filename, r.score) for r in results]
+
+
+def _eval_run(client: openai.OpenAI) -> tuple[str, str]:
+    """An eval run over pre-made samples (no model), every third one passing."""
+    ev = client.evals.create(
+        data_source_config={
+            "type": "custom",
+            "item_schema": {"type": "object"},
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "yes",
+                "input": "{{sample.output_text}}",
+                "reference": "yes",
+                "operation": "eq",
+            }
+        ],
+    )
+    content = [
+        {"item": {"n": i}, "sample": {"output_text": "yes" if i % 3 == 0 else "no"}} for i in range(ITEMS)
+    ]
+    run = client.evals.runs.create(
+        ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
+    )
+    return ev.id, run.id
+
+
+def _graded(client: openai.OpenAI, eval_id: str, run_id: str) -> dict[int, str]:
+    """Output item id by item index, every page."""
+    graded: dict[int, str] = {}
+    after = None
+    while True:
+        page = client.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=100, after=after)
+        graded |= {i.datasource_item_id: i.id for i in page.data}
+        if not page.has_more:
+            return graded
+        after = page.data[-1].id
+
+
+def _stored(s: RunningStack) -> set[int]:
+    """The indexes of the items the stack's database has an output item for (read with the stack down)."""
+    db = Database(f"sqlite:///{s.data_dir / 'tuneserve.db'}")
+    try:
+        with db.session() as session:
+            return set(session.scalars(select(EvalOutputItemRow.index)))
+    finally:
+        db.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
-from tests.integration.helpers import DATA, REPO, RunningStack, make_stack, process_cmdlines
+from tests.integration.helpers import DATA, REPO, RunningStack, make_stack, stack_pids, wait_until
 
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
@@ -74,67 +73,6 @@ def test_second_stack_on_same_data_dir_is_refused(stack: RunningStack) -> None:
     assert "already running" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_two_stacks_with_different_data_dirs_run_side_by_side(stack: RunningStack, tmp_path: Path) -> None:
-    other = make_stack(tmp_path / "other")
-    other.up()
-    try:
-        assert other.port != stack.port
-        assert other.get("/v1/models").status_code == 200
-        assert stack.get("/v1/models").status_code == 200
-        # Each has its own admin key: one stack's key is useless on the other.
-        assert other.get("/v1/models", key=stack.admin_key).status_code == 401
-    finally:
-        other.down()
-    assert stack.get("/v1/models").status_code == 200
-
-
-def _stack_pids(data_dir: Path) -> list[int]:
-    """Every process whose command line mentions this stack's data dir or Ray temp dir."""
-    from service.platform.settings import Settings
-    from service.stack.supervisor import ray_temp_dir
-
-    marks = (str(data_dir), ray_temp_dir(Settings(data_dir=data_dir)))
-    return [pid for pid, cmd in process_cmdlines().items() if any(m in cmd for m in marks)]
-
-
-def _wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
-def test_kill_9_then_up_again_keeps_data_and_down_stops_everything(tmp_path: Path) -> None:
-    import json
-
-    s = make_stack(tmp_path / "crash")
-    s.up()
-    try:
-        key = json.loads(s.cli("keys", "create", "--tenant", "survivor").stdout)["key"]
-        objects_before = sorted(p.name for p in (s.data_dir / "objects").iterdir())
-        os.kill(s.state["pid"], signal.SIGKILL)
-        # Its children die with it (parent-death signal), so no orphans hold ports or memory.
-        _wait_until(lambda: not _stack_pids(s.data_dir), 60, "the killed stack's processes to exit")
-        s.up()
-        assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
-        assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects_before
-        # A component that stops answering makes the stack degraded: `status` exits 1.
-        cmdlines = process_cmdlines()
-        [s3] = [pid for pid in _stack_pids(s.data_dir) if "rclone" in cmdlines.get(pid, "")]
-        os.kill(s3, signal.SIGSTOP)
-        try:
-            degraded = s.cli("status", check=False, timeout=120)
-        finally:
-            os.kill(s3, signal.SIGCONT)
-        assert degraded.returncode == 1 and '"running": true' in degraded.stdout, degraded.stdout
-    finally:
-        s.down()
-    _wait_until(lambda: not _stack_pids(s.data_dir), 30, "`tuneserve down` to stop every process")
-    stopped = s.cli("status", check=False)
-    assert stopped.returncode == 3 and "not running" in stopped.stdout
-
-
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     s = make_stack(tmp_path / "foreground")
     proc = subprocess.Popen(
@@ -146,12 +84,12 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _wait_until(lambda: _healthy(s) or proc.poll() is not None, 180, "the foreground stack to be ready")
+        wait_until(lambda: _healthy(s) or proc.poll() is not None, 180, "the foreground stack to be ready")
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "tuneserve is up" in out and out.rstrip().endswith("stopped"), out
-    _wait_until(lambda: not _stack_pids(s.data_dir), 30, "Ctrl-C to stop every process")
+    wait_until(lambda: not stack_pids(s.data_dir), 30, "Ctrl-C to stop every process")
 
 
 def _healthy(s: RunningStack) -> bool:

@@ -1,69 +1,33 @@
-"""Vector stores against the running stack, with the official openai client: chapters of Python's own
-language reference (`pydoc_data.topics`, shipped with every Python; PSF licence) ingested as Ray tasks,
-questions whose answer is known retrieve the right passage, filters, deletion, restart, chat citations."""
+"""Vector stores through the official openai client, on both databases (`feature_stack`): ingested as Ray
+tasks, questions whose answer is known retrieve the right passage, filters, bad files, deletion, dedup,
+tenancy. Chat and evals with retrieval: test_retrieval.py; a restart: test_durability.py."""
 
 from __future__ import annotations
 
-import time
 from pydoc_data.topics import topics
 
 import openai
 import pytest
 
-from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import RunningStack, make_stack
-
-STATEMENTS = ["pass", "break", "continue", "assert", "return", "raise", "del", "global", "import", "while"]
-QUESTIONS = {
-    "Which statement is a null operation, where nothing happens when it is executed?": "pass",
-    "How do I terminate the nearest enclosing loop?": "break",
-    "What makes a loop continue with its next cycle?": "continue",
-    "How do I insert debugging assertions into a program?": "assert",
-    "How does a function leave and give a value back to its caller?": "return",
-    "How do I delete a name binding?": "del",
-}
+from tests.integration.helpers import RunningStack
+from tests.integration.service.vector_stores.reference import (
+    QUESTIONS,
+    reference_store,
+    search,
+    upload,
+    wait,
+)
 
 
-def upload(client: openai.OpenAI, name: str, data: bytes) -> str:
-    return client.files.create(file=(name, data), purpose="assistants").id
-
-
-def wait(client: openai.OpenAI, store_id: str, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while (store := client.vector_stores.retrieve(store_id)).file_counts.in_progress:
-        assert time.monotonic() < deadline, store.file_counts
-        time.sleep(0.5)
-    return store
+@pytest.fixture(scope="module")
+def client(feature_client: openai.OpenAI) -> openai.OpenAI:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return feature_client
 
 
 @pytest.fixture(scope="module")
 def reference(client: openai.OpenAI) -> tuple[str, dict[str, str]]:
-    """A store of ten statements of the language reference, ingested as one file batch."""
-    store = client.vector_stores.create(name="python-reference")
-    files = {name: upload(client, f"{name}.txt", topics[name].encode()) for name in STATEMENTS}
-    batch = client.vector_stores.file_batches.create(
-        vector_store_id=store.id,
-        files=[
-            {
-                "file_id": fid,
-                "attributes": {
-                    "statement": name,
-                    "loop": name in ("break", "continue", "while"),
-                    "position": STATEMENTS.index(name),
-                },
-            }
-            for name, fid in files.items()
-        ],
-    )
-    assert batch.status == "in_progress"
-    wait(client, store.id)
-    batch = client.vector_stores.file_batches.retrieve(batch.id, vector_store_id=store.id)
-    assert batch.status == "completed" and batch.file_counts.completed == len(STATEMENTS)
-    return store.id, files
-
-
-def search(client: openai.OpenAI, store_id: str, query: str, **kw: object) -> list:
-    return client.vector_stores.search(store_id, query=query, **kw).data
+    return reference_store(client)
 
 
 def test_known_questions_retrieve_the_right_passage(client: openai.OpenAI, reference: tuple) -> None:
@@ -147,10 +111,10 @@ def test_identical_content_is_embedded_once(client: openai.OpenAI) -> None:
 
 
 def test_another_tenants_store_does_not_exist(
-    client: openai.OpenAI, stack: RunningStack, reference: tuple
+    client: openai.OpenAI, feature_stack: RunningStack, reference: tuple
 ) -> None:
     store_id, files = reference
-    other = stack.client(stack.tenant_key("rag-other"))
+    other = feature_stack.client(feature_stack.tenant_key("rag-other"))
     for call in (
         lambda: other.vector_stores.retrieve(store_id),
         lambda: other.vector_stores.search(store_id, query="pass"),
@@ -163,96 +127,3 @@ def test_another_tenants_store_does_not_exist(
     with pytest.raises(openai.NotFoundError):  # nor its files
         other.vector_stores.files.create(vector_store_id=mine.id, file_id=files["pass"])
     assert store_id not in {s.id for s in other.vector_stores.list()}
-
-
-def test_chat_with_retrieval_cites_the_passage(client: openai.OpenAI, reference: tuple) -> None:
-    store_id, _ = reference
-    question = "What does the pass statement do?"
-    reply = client.chat.completions.create(
-        model=DEFAULT_BASE_MODEL,
-        messages=[{"role": "user", "content": question}],
-        temperature=0,
-        max_tokens=60,
-        extra_body={"retrieval": {"vector_store_ids": [store_id], "max_num_results": 2}},
-    )
-    citations = reply.model_extra["citations"]
-    assert citations[0]["filename"] == "pass.txt" and "null operation" in citations[0]["text"]
-    assert reply.choices[0].message.content
-    chunks = list(
-        client.chat.completions.create(
-            model=DEFAULT_BASE_MODEL,
-            messages=[{"role": "user", "content": question}],
-            max_tokens=5,
-            stream=True,
-            extra_body={"retrieval": {"vector_store_ids": [store_id], "max_num_results": 2}},
-        )
-    )
-    assert chunks[0].model_extra["citations"][0]["filename"] == "pass.txt"
-
-
-def test_a_rag_eval_scores_retrieval_and_answers(client: openai.OpenAI, reference: tuple) -> None:
-    """An eval run with `retrieval`: hit rate of the gold file among the citations, and whether the answer
-    (written with the retrieved passages in the prompt) names the statement."""
-    store_id, _ = reference
-    ev = client.evals.create(
-        name="python reference rag",
-        data_source_config={
-            "type": "custom",
-            "item_schema": {
-                "type": "object",
-                "properties": {"question": {"type": "string"}, "gold_files": {"type": "array"}},
-                "required": ["question", "gold_files"],
-            },
-        },
-        testing_criteria=[
-            {"type": "retrieval", "name": "gold in top 3", "reference": "{{item.gold_files}}", "k": 3},
-            {"type": "retrieval", "name": "gold first", "reference": "{{item.gold_files}}", "k": 1},
-        ],
-    )
-    items = [{"item": {"question": q, "gold_files": [f"{name}.txt"]}} for q, name in QUESTIONS.items()]
-    run = client.evals.runs.create(
-        ev.id,
-        data_source={
-            "type": "completions",
-            "model": DEFAULT_BASE_MODEL,
-            "input_messages": {
-                "type": "template",
-                "template": [{"role": "user", "content": "{{item.question}}"}],
-            },
-            "sampling_params": {"temperature": 0, "max_completion_tokens": 8},
-            "source": {"type": "file_content", "content": items},
-            # The extension: each sample is answered with retrieval, and its citations are graded.
-            "retrieval": {"vector_store_ids": [store_id], "max_num_results": 3},
-        },
-    )
-    deadline = time.monotonic() + 300
-    while (run := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in ("queued", "in_progress"):
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    per = {c.testing_criteria: c for c in run.per_testing_criteria_results}
-    # As test_known_questions_retrieve_the_right_passage shows by search: all gold chapters in the top 3.
-    assert per["gold in top 3"].passed == len(QUESTIONS), per
-    assert per["gold first"].passed >= len(QUESTIONS) - 2, per
-    item = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=1).data[0]
-    assert item.sample.model_extra["citations"][0]["filename"].endswith(".txt")
-
-
-def test_a_restart_keeps_the_index(tmp_path) -> None:
-    stack = make_stack(tmp_path / "rag-restart")
-    stack.up()
-    try:
-        client = stack.client()
-        store = client.vector_stores.create(name="durable")
-        for name in ("pass", "break", "assert"):
-            client.vector_stores.files.create(
-                vector_store_id=store.id, file_id=upload(client, f"{name}.txt", topics[name].encode())
-            )
-        wait(client, store.id)
-        before = [(r.filename, r.score) for r in search(client, store.id, "debugging assertions")]
-        stack.down()
-        stack.up()
-        client = stack.client()
-        assert [(r.filename, r.score) for r in search(client, store.id, "debugging assertions")] == before
-        assert before[0][0] == "assert.txt"
-    finally:
-        stack.down()

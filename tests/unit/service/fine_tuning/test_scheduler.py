@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from service.fine_tuning.launcher import RunInfo
-from service.fine_tuning.scheduler import MAX_ATTEMPTS, JobScheduler
+from service.fine_tuning.scheduler import JobScheduler
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import Database, JobRow, Tenant
@@ -110,19 +110,22 @@ def test_jobs_of_the_same_second_run_in_the_order_they_were_created(env) -> None
     assert set(launcher.runs) == {"jz-1"}
 
 
-def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env) -> None:
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_lost_run_is_requeued_then_failed_after_max_attempts(env, max_attempts: int) -> None:
     scheduler, store, launcher = env
+    scheduler.settings = scheduler.settings.model_copy(update={"training_max_attempts": max_attempts})
     add_job(store, "j1", "a", 1)
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    for attempt in range(1, max_attempts + 1):
         scheduler.tick()
         assert f"j1-{attempt}" in launcher.runs and store.get("j1").attempts == attempt
         store.transition("j1", JobStatus.RUNNING)
         del launcher.runs[f"j1-{attempt}"]  # the cluster restarted
         scheduler.tick()
-        if attempt < MAX_ATTEMPTS:
+        if attempt < max_attempts:
             assert status(store, "j1") == "queued"
     job = store.get("j1")
     assert job.status == "failed" and job.error["code"] == "job_lost"
+    assert f"{max_attempts} time(s)" in job.error["message"] and "MAX_ATTEMPTS" in job.error["message"]
 
 
 def test_a_run_that_died_without_a_result_fails_the_job_with_its_message(env) -> None:

@@ -1,0 +1,89 @@
+"""Retrieval in chat and evals on the shared stack (the real SmolLM2 in vLLM): answers cite the passages
+they were given, and an eval run grades the citations."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.integration.service.vector_stores.reference import QUESTIONS, reference_store
+
+
+@pytest.fixture(scope="module")
+def reference(client: openai.OpenAI) -> tuple[str, dict[str, str]]:
+    return reference_store(client)
+
+
+def test_chat_with_retrieval_cites_the_passage(client: openai.OpenAI, reference: tuple) -> None:
+    store_id, _ = reference
+    question = "What does the pass statement do?"
+    reply = client.chat.completions.create(
+        model=DEFAULT_BASE_MODEL,
+        messages=[{"role": "user", "content": question}],
+        temperature=0,
+        max_tokens=60,
+        extra_body={"retrieval": {"vector_store_ids": [store_id], "max_num_results": 2}},
+    )
+    citations = reply.model_extra["citations"]
+    assert citations[0]["filename"] == "pass.txt" and "null operation" in citations[0]["text"]
+    assert reply.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model=DEFAULT_BASE_MODEL,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=5,
+            stream=True,
+            extra_body={"retrieval": {"vector_store_ids": [store_id], "max_num_results": 2}},
+        )
+    )
+    assert chunks[0].model_extra["citations"][0]["filename"] == "pass.txt"
+
+
+def test_a_rag_eval_scores_retrieval_and_answers(client: openai.OpenAI, reference: tuple) -> None:
+    """An eval run with `retrieval`: hit rate of the gold file among the citations, and whether the answer
+    (written with the retrieved passages in the prompt) names the statement."""
+    store_id, _ = reference
+    ev = client.evals.create(
+        name="python reference rag",
+        data_source_config={
+            "type": "custom",
+            "item_schema": {
+                "type": "object",
+                "properties": {"question": {"type": "string"}, "gold_files": {"type": "array"}},
+                "required": ["question", "gold_files"],
+            },
+        },
+        testing_criteria=[
+            {"type": "retrieval", "name": "gold in top 3", "reference": "{{item.gold_files}}", "k": 3},
+            {"type": "retrieval", "name": "gold first", "reference": "{{item.gold_files}}", "k": 1},
+        ],
+    )
+    items = [{"item": {"question": q, "gold_files": [f"{name}.txt"]}} for q, name in QUESTIONS.items()]
+    run = client.evals.runs.create(
+        ev.id,
+        data_source={
+            "type": "completions",
+            "model": DEFAULT_BASE_MODEL,
+            "input_messages": {
+                "type": "template",
+                "template": [{"role": "user", "content": "{{item.question}}"}],
+            },
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 8},
+            "source": {"type": "file_content", "content": items},
+            # The extension: each sample is answered with retrieval, and its citations are graded.
+            "retrieval": {"vector_store_ids": [store_id], "max_num_results": 3},
+        },
+    )
+    deadline = time.monotonic() + 300
+    while (run := client.evals.runs.retrieve(run.id, eval_id=ev.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    per = {c.testing_criteria: c for c in run.per_testing_criteria_results}
+    # As test_known_questions_retrieve_the_right_passage shows by search: all gold chapters in the top 3.
+    assert per["gold in top 3"].passed == len(QUESTIONS), per
+    assert per["gold first"].passed >= len(QUESTIONS) - 2, per
+    item = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=1).data[0]
+    assert item.sample.model_extra["citations"][0]["filename"].endswith(".txt")
