@@ -8,13 +8,14 @@ allowed on assistant messages. Loss is computed on assistant messages (or the co
 
 Vision examples (OpenAI's vision fine-tuning format): a user message's content may be a list of parts,
 `{"type": "text", "text": ...}` and `{"type": "image_url", "image_url": {"url": ...}}`, the url a data URL
-or the id of a file uploaded with purpose `vision` (`service.platform.images` says what is accepted). Images
-in data URLs are decoded here; file ids are resolved, for their tenant, when a job is created.
+the id of a file uploaded with purpose `vision`, or an http(s) URL on a domain the operator allows
+(`service.platform.images` says what is accepted). Images in data URLs are decoded here; file ids are
+resolved for their tenant, and URLs fetched (once, into files of the tenant), when a job is created.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from service.platform.images import MAX_IMAGES_PER_EXAMPLE, ImageError, check_image, classify, decode_data_url
@@ -69,9 +70,11 @@ class Example:
         return [url for m in self.messages for url in m.images]
 
 
-def parse_jsonl(data: bytes | Iterable[bytes], *, require_trainable: bool = True) -> list[Example]:
+def parse_jsonl(
+    data: bytes | Iterable[bytes], *, require_trainable: bool = True, image_domains: Collection[str] = ()
+) -> list[Example]:
     """Parse and validate a whole file (bytes, or an iterable of lines such as an open binary file);
-    raises DatasetError naming the first bad line."""
+    raises DatasetError naming the first bad line. Images may be http(s) URLs on `image_domains` only."""
     lines = data.splitlines() if isinstance(data, bytes) else data
     examples = []
     for number, raw_bytes in enumerate(lines, start=1):
@@ -81,13 +84,17 @@ def parse_jsonl(data: bytes | Iterable[bytes], *, require_trainable: bool = True
             raise DatasetError(number, "not valid UTF-8") from None
         if not raw.strip():
             continue
-        examples.append(parse_line(raw, number, require_trainable=require_trainable))
+        examples.append(
+            parse_line(raw, number, require_trainable=require_trainable, image_domains=image_domains)
+        )
     if not examples:
         raise DatasetError(None, "the file has no examples (it is empty or only blank lines)")
     return examples
 
 
-def parse_line(raw: str, number: int, *, require_trainable: bool = True) -> Example:
+def parse_line(
+    raw: str, number: int, *, require_trainable: bool = True, image_domains: Collection[str] = ()
+) -> Example:
     try:
         obj = parse_json(raw)
     except JsonInputError as exc:
@@ -95,13 +102,13 @@ def parse_line(raw: str, number: int, *, require_trainable: bool = True) -> Exam
     if not isinstance(obj, dict):
         raise DatasetError(number, f"expected a JSON object, got {type(obj).__name__}")
     if "messages" in obj:
-        return _chat(obj, number, require_trainable)
+        return _chat(obj, number, require_trainable, image_domains)
     if "prompt" in obj or "completion" in obj:
         return _prompt_completion(obj, number)
     raise DatasetError(number, 'expected {"messages": [...]} or {"prompt": ..., "completion": ...}')
 
 
-def _chat(obj: dict, number: int, require_trainable: bool) -> Example:
+def _chat(obj: dict, number: int, require_trainable: bool, image_domains: Collection[str]) -> Example:
     unknown = set(obj) - {"messages", "tools", "parallel_tool_calls", "metadata"}
     if unknown:
         raise DatasetError(number, f"unknown key(s) {sorted(unknown)}")
@@ -119,7 +126,7 @@ def _chat(obj: dict, number: int, require_trainable: bool) -> Example:
         content = m.get("content")
         parts: tuple[tuple[str, str], ...] = ()
         if isinstance(content, list):  # OpenAI content parts
-            parts = _parts(content, role, where, number)
+            parts = _parts(content, role, where, number, image_domains)
             content = "".join(value for kind, value in parts if kind == TEXT)
             if not any(kind == IMAGE for kind, _ in parts):
                 parts = ()
@@ -141,7 +148,9 @@ def _chat(obj: dict, number: int, require_trainable: bool) -> Example:
     return Example(number, tuple(messages))
 
 
-def _parts(content: list, role: str, where: str, number: int) -> tuple[tuple[str, str], ...]:
+def _parts(
+    content: list, role: str, where: str, number: int, image_domains: Collection[str]
+) -> tuple[tuple[str, str], ...]:
     """A message's content parts as (TEXT, text) and (IMAGE, url); images only in user messages, and a
     data URL's image must decode."""
     parts = []
@@ -158,7 +167,7 @@ def _parts(content: list, role: str, where: str, number: int) -> tuple[tuple[str
             image_url = part.get("image_url")
             url = image_url.get("url") if isinstance(image_url, dict) else None
             try:
-                if classify(url) == "data":
+                if classify(url, image_domains) == "data":
                     check_image(decode_data_url(url))
             except ImageError as exc:
                 raise DatasetError(number, f"{at}.image_url: {exc}") from None

@@ -369,7 +369,7 @@ def _load_processor(path: str):  # a Hugging Face processor (tokenizer + image p
 def _load_examples(
     spec: TrainingSpec, store: ObjectStore, tokenizer_or_processor, key: str, sha256: str | None
 ) -> list[TokenizedExample] | list[VisionExample]:
-    examples = parse_jsonl(store.get_bytes(key, sha256=sha256))
+    examples = parse_jsonl(store.get_bytes(key, sha256=sha256), image_domains=spec.image_url_domains)
     if not spec.vision:
         return tokenize_all(tokenizer_or_processor, examples, spec.max_seq_length)
     files = {file_id: store.get_bytes(k) for file_id, k in spec.image_files.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -69,13 +70,22 @@ def create_app(
         db,
         store,
         settings.max_file_bytes,
-        {"fine-tune": validate_training_file, "vision": validate_image_file},
+        {
+            "fine-tune": partial(validate_training_file, image_domains=settings.image_url_domains),
+            "vision": validate_image_file,
+        },
     )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
     stores = VectorStores(settings, db, store, files_service, tasks, background)
     chat_service = ChatService(
-        model_registry, adapters, stores, engine, files_service, settings.serving_max_images_per_prompt
+        model_registry,
+        adapters,
+        stores,
+        engine,
+        files_service,
+        settings.serving_max_images_per_prompt,
+        tuple(settings.image_url_domains),
     )
     eval_service = EvalService(settings, db, store, files_service, model_registry, chat_service, stores)
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)

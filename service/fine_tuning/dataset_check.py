@@ -3,7 +3,7 @@ longer than max_seq_length is a 400 naming its line instead of a silent truncati
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +19,7 @@ class DatasetStats:
     n_examples: int
     n_tokens: int
     n_trained_tokens: int
-    image_files: frozenset[str] = field(default_factory=frozenset)  # the uploaded images the data names
+    image_files: frozenset[str] = field(default_factory=frozenset)  # the images the data names by id or URL
 
 
 @lru_cache(maxsize=8)
@@ -37,12 +37,17 @@ def load_processor(path: str):  # a Hugging Face processor (tokenizer + image pr
 
 
 def check_dataset(
-    base_path: Path, data: bytes, max_seq_length: int, image_file: Callable[[str], bytes] | None = None
+    base_path: Path,
+    data: bytes,
+    max_seq_length: int,
+    read_image: Callable[[str], bytes] | None = None,
+    image_domains: Collection[str] = (),
 ) -> DatasetStats:
     """Parse and tokenize (with the model's processor for a vision-language model, images included);
-    raises trainers.data_format.DatasetError naming the first bad line. `image_file` gives the bytes of
-    an uploaded image by file id (raising KeyError for one the caller may not use)."""
-    examples = parse_jsonl(data)
+    raises trainers.data_format.DatasetError naming the first bad line. `read_image` gives the bytes of
+    an image named by file id or by URL (on `image_domains`), raising KeyError for one that cannot be
+    used."""
+    examples = parse_jsonl(data, image_domains=image_domains)
     with_images = next((e for e in examples if e.images), None)
     if "image" not in modalities(base_path):
         if with_images is not None:
@@ -60,10 +65,10 @@ def check_dataset(
         for url in example.images:
             if url.startswith("data:") or url in files:
                 continue
-            if image_file is None:
-                raise DatasetError(example.line, f"image {url}: uploaded images cannot be used here")
+            if read_image is None:
+                raise DatasetError(example.line, f"image {url[:80]}: only data URLs can be used here")
             try:
-                files[url] = image_file(url)
+                files[url] = read_image(url)
             except KeyError as exc:
                 raise DatasetError(example.line, str(exc.args[0])) from None
     tokenized = tokenize_all_vision(

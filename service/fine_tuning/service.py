@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +22,8 @@ from service.models.base_models import modalities
 from service.models.registry import ModelRegistry
 from service.platform.db import FileRow, JobCheckpointRow, JobEventRow, JobRow
 from service.platform.errors import ApiError
+from service.platform.image_fetch import fetch_image
+from service.platform.images import FILE_ID_PREFIX, MIME_TYPES, ImageError, check_image
 from service.platform.settings import Settings
 from service.protocol.fine_tuning import (
     FineTuningJob,
@@ -34,10 +36,10 @@ from service.protocol.fine_tuning import (
 from trainers.data_format import DatasetError, parse_jsonl
 
 
-def validate_training_file(stream: BinaryIO) -> None:
+def validate_training_file(stream: BinaryIO, image_domains: Collection[str] = ()) -> None:
     """The upload check of purpose `fine-tune`: every line parses as a training example (400 naming it)."""
     try:
-        parse_jsonl(stream)
+        parse_jsonl(stream, image_domains=image_domains)
     except DatasetError as exc:
         raise ApiError(400, f"Invalid fine-tuning file: {exc}", param="file", code="invalid_file") from None
 
@@ -95,18 +97,19 @@ class JobService:
                 param="lora.target_modules",
                 code="invalid_value",
             )
-        image_file = partial(self._image_file, tenant)
+        fetched: dict[str, bytes] = {}  # images the data links to on allowed domains, fetched once
+        read_image = partial(self._read_image, tenant, fetched)
         stats = self._check(
-            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file", image_file
+            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file", read_image
         )
-        image_files = set(stats.image_files)
+        image_refs = set(stats.image_files)
         if validation is not None:
-            image_files |= self._check(
+            image_refs |= self._check(
                 model.base_path,
                 self.files.read_bytes(validation),
                 req.max_seq_length,
                 "validation_file",
-                image_file,
+                read_image,
             ).image_files
         hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
         job_id = "ftjob-" + secrets.token_hex(12)
@@ -140,7 +143,8 @@ class JobService:
             checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
             integrations=req.integrations,
             vision="image" in modalities(model.base_path),
-            image_files={file_id: self.files.get(tenant, file_id).key for file_id in sorted(image_files)},
+            image_files=self._image_keys(tenant, image_refs, fetched),
+            image_url_domains=self.settings.image_url_domains,
         )
         row = JobRow(
             id=job_id,
@@ -190,8 +194,19 @@ class JobService:
     def _fine_tune_file(self, tenant: str, file_id: str, param: str) -> FileRow:
         return self.files.get(tenant, file_id, param=param, purpose="fine-tune")
 
-    def _image_file(self, tenant: str, file_id: str) -> bytes:
-        """An image the tenant uploaded with purpose `vision`, named in a training file."""
+    def _read_image(self, tenant: str, fetched: dict[str, bytes], ref: str) -> bytes:
+        """An image a training file names: a file the tenant uploaded with purpose `vision`, or an http(s)
+        URL on an allowed domain (fetched into `fetched`). KeyError says why it cannot be used."""
+        if not ref.startswith(FILE_ID_PREFIX):
+            if ref not in fetched:
+                try:
+                    data = fetch_image(ref, self.settings.image_url_domains)
+                    check_image(data)
+                except ImageError as exc:
+                    raise KeyError(f"image {ref[:80]}: {exc}") from None
+                fetched[ref] = data
+            return fetched[ref]
+        file_id = ref
         try:
             row = self.files.get(tenant, file_id)
         except ApiError:
@@ -200,16 +215,30 @@ class JobService:
             raise KeyError(f"image {file_id}: the file has purpose '{row.purpose}'; images need 'vision'")
         return self.files.read_bytes(row)
 
-    @staticmethod
+    def _image_keys(self, tenant: str, refs: set[str], fetched: dict[str, bytes]) -> dict[str, str]:
+        """Where the run reads each image from: an uploaded file's object, or, for a URL, the object of a
+        `vision` file of the tenant made from what was fetched (the run never fetches; what it trains on
+        is what was checked)."""
+        keys = {}
+        for ref in sorted(refs):
+            if ref in fetched:
+                name = ref.rsplit("/", 1)[-1].split("?", 1)[0][:100] or "image"
+                mime = MIME_TYPES[check_image(fetched[ref]).format]
+                keys[ref] = self.files.create(tenant, name, "vision", fetched[ref], mime).key
+            else:
+                keys[ref] = self.files.get(tenant, ref).key
+        return keys
+
     def _check(
+        self,
         base_path: Path,
         data: bytes,
         max_seq_length: int,
         param: str,
-        image_file: Callable[[str], bytes] | None = None,
+        read_image: Callable[[str], bytes] | None = None,
     ) -> DatasetStats:
         try:
-            return check_dataset(base_path, data, max_seq_length, image_file)
+            return check_dataset(base_path, data, max_seq_length, read_image, self.settings.image_url_domains)
         except DatasetError as exc:
             raise ApiError(
                 400, f"Invalid {param.replace('_', ' ')}: {exc}", param=param, code="invalid_training_file"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rag.prompting import augment, last_user_text
 from service.files.service import FileService
 from service.inference.engine import Endpoint, EngineResult, InferenceEngine
-from service.inference.images import resolve_images
+from service.inference.images import ImageSources, resolve_images
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry, ResolvedModel
 from service.platform.errors import ApiError
@@ -27,6 +27,7 @@ class ChatService:
     engine: InferenceEngine | None
     files: FileService | None = None  # images given as file ids (purpose `vision`)
     max_images_per_prompt: int = 4
+    image_url_domains: tuple[str, ...] = ()  # whose http(s) image URLs are fetched (none by default)
 
     def servable(self, tenant: str, model_id: str, param: str = "model") -> ResolvedModel:
         """The model if this stack can answer with it: the tenant's, deployed, with a servable adapter.
@@ -72,7 +73,8 @@ class ChatService:
             return self.files.read_bytes(self.files.get(tenant, file_id, param="messages", purpose="vision"))
 
         takes_images = "image" in self.models.modalities(model.base_model)
-        return resolve_images(messages, model.id, takes_images, read_file, self.max_images_per_prompt)
+        sources = ImageSources(read_file, self.image_url_domains)
+        return resolve_images(messages, model.id, takes_images, sources, self.max_images_per_prompt)
 
     async def _retrieve(
         self, options: RetrievalOptions, messages: list[dict], tenant: str

@@ -1,7 +1,8 @@
-"""Images in chat requests: checked, and uploaded ones turned into data URLs for the engine.
+"""Images in chat requests: checked, and uploaded or linked ones turned into data URLs for the engine.
 
-A chat message's content parts may carry `image_url` parts whose url is a data URL or the id of a file the
-tenant uploaded with purpose `vision` (`service.platform.images`); the engine (vLLM) sees only data URLs.
+A chat message's content parts may carry `image_url` parts whose url is a data URL, the id of a file the
+tenant uploaded with purpose `vision`, or an http(s) URL on a domain the operator allows
+(`service.platform.images`); the engine (vLLM) sees only data URLs, so it never fetches anything itself.
 A model that takes text only gets a 400 for any image, and so does an image that does not decode.
 """
 
@@ -9,15 +10,29 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from service.platform.errors import ApiError
+from service.platform.image_fetch import fetch_image
 from service.platform.images import MIME_TYPES, ImageError, check_image, classify, decode_data_url
 
-FileReader = Callable[[str], bytes]  # a vision file id of the caller -> its bytes (ApiError 404 if not)
+
+@dataclass(frozen=True)
+class ImageSources:
+    """Where a request's images may come from besides data URLs."""
+
+    read_file: Callable[[str], bytes]  # a vision file id of the caller -> its bytes (ApiError 404 if not)
+    web_domains: tuple[str, ...] = ()  # whose http(s) URLs are fetched
+
+    def read(self, url: str) -> bytes:
+        """The bytes of a file id or an allowed URL (`classify` said which)."""
+        if classify(url, self.web_domains) == "web":
+            return fetch_image(url, self.web_domains)
+        return self.read_file(url)
 
 
 def resolve_images(
-    messages: object, model: str, takes_images: bool, read_file: FileReader, limit: int
+    messages: object, model: str, takes_images: bool, sources: ImageSources, limit: int
 ) -> object:
     """`messages` with every image part checked and given as a data URL; unchanged when it has none."""
     if not isinstance(messages, list):
@@ -55,18 +70,18 @@ def resolve_images(
                 )
             image_url = part.get("image_url")
             details = image_url if isinstance(image_url, dict) else {"url": image_url}
-            url = _data_url(details.get("url"), read_file, param)
+            url = _data_url(details.get("url"), sources, param)
             parts.append({**part, "image_url": {**details, "url": url}})
         out.append({**message, "content": parts})
     return out
 
 
-def _data_url(url: object, read_file: FileReader, param: str) -> str:
+def _data_url(url: object, sources: ImageSources, param: str) -> str:
     try:
-        if classify(url) == "data":
+        if classify(url, sources.web_domains) == "data":
             check_image(decode_data_url(url))  # type: ignore[arg-type]
             return url  # type: ignore[return-value]
-        data = read_file(url)  # type: ignore[arg-type]
+        data = sources.read(url)  # type: ignore[arg-type]
         info = check_image(data)
     except ImageError as exc:
         raise ApiError(400, f"{param}: {exc}", param=param, code="invalid_image") from None

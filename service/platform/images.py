@@ -4,7 +4,9 @@ an image decodes. Light: Pillow is imported by the check only.
 An `image_url.url` is one of
   data:image/png;base64,...    the image itself (PNG, JPEG or WEBP)
   file-...                     a file of the tenant uploaded with purpose `vision`
-Images are never fetched from http(s) URLs (no request forgery through the service).
+  https://host/...             only where the operator lists the host's domain (TUNESERVE_IMAGE_URL_DOMAINS;
+                               none by default): the service never fetches from arbitrary URLs, which would
+                               let a caller make it request internal addresses (server-side request forgery)
 OpenAI's published limits apply: at most 10 MB an image and 10 images an example.
 """
 
@@ -14,7 +16,9 @@ import base64
 import binascii
 import io
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGES_PER_EXAMPLE = 10
@@ -35,8 +39,9 @@ class ImageInfo:
     height: int
 
 
-def classify(url: object) -> str:
-    """What an `image_url.url` is: "data" or "file"; raises ImageError for anything else."""
+def classify(url: object, web_domains: Collection[str] = ()) -> str:
+    """What an `image_url.url` is: "data", "file", or "web" (an http(s) URL on one of `web_domains`);
+    raises ImageError for anything else."""
     if not isinstance(url, str) or not url:
         raise ImageError("image_url.url must be a non-empty string")
     if url.startswith("data:"):
@@ -44,11 +49,34 @@ def classify(url: object) -> str:
     if url.startswith(FILE_ID_PREFIX):
         return "file"
     if url.split(":", 1)[0].lower() in ("http", "https"):
+        host = _host(url)
+        if host is not None and host_allowed(host, web_domains):
+            return "web"
         raise ImageError(
-            "images are not fetched from http(s) URLs: send the image as a data URL "
-            "(data:image/png;base64,...) or upload it (purpose 'vision') and use its file id"
+            f"images are not fetched from {host or 'this URL'}: send the image as a data URL "
+            "(data:image/png;base64,...) or upload it (purpose 'vision') and use its file id; the "
+            "operator may allow a domain (TUNESERVE_IMAGE_URL_DOMAINS)"
         )
     raise ImageError("image_url.url must be a data:image/...;base64 URL or the id of an uploaded file")
+
+
+def host_allowed(host: str, domains: Collection[str]) -> bool:
+    """Whether `host` is one of `domains` or under one (img.example.com under example.com; not
+    badexample.com)."""
+    host = host.lower().rstrip(".")
+    for domain in domains:
+        domain = domain.lower().strip().strip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False
+
+
+def _host(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        return parts.hostname if parts.username is None and parts.password is None else None
+    except ValueError:
+        return None
 
 
 def decode_data_url(url: str) -> bytes:

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         "auto", description="Weights and activations: `auto` = bfloat16 on GPUs and CPUs with AVX512-BF16."
     )
 
+    image_url_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Domains whose http(s) image URLs the service fetches (in chats, evals and training "
+        "data), comma-separated; subdomains included. Default: none (images come as data URLs or files).",
+    )
+
     embedding_model: Path | None = Field(
         None, description="sentence-transformers folder for vector stores. Default: all-MiniLM-L6-v2."
     )
@@ -149,9 +155,9 @@ class Settings(BaseSettings):
         "must not wait behind training or serving that hold every CPU.",
     )
 
-    @field_validator("served_models", mode="before")
+    @field_validator("served_models", "image_url_domains", mode="before")
     @classmethod
-    def _parse_served_models(cls, value: object) -> object:
+    def _parse_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

@@ -183,9 +183,11 @@ class TrainingSpec(BaseModel):
     checkpoint_prefix: str
     integrations: list[Integration] = Field(default_factory=list)
     # A vision-language base model: the model's processor prepares the examples (images included), LoRA
-    # goes on its language model. `image_files`: the uploaded images the data names, file id -> object key.
+    # goes on its language model. `image_files`: the images the data names (file ids, and URLs fetched when
+    # the job was made) -> object key; `image_url_domains`: the domains whose URLs the data may name.
     vision: bool = False
     image_files: dict[str, str] = Field(default_factory=dict)
+    image_url_domains: list[str] = Field(default_factory=list)
 
 
 class JobError(BaseModel):

@@ -62,7 +62,7 @@ def test_jpeg_and_webp_are_accepted(fmt: str, mime: str) -> None:
         ([image(data_url(png(fmt="GIF"), "image/gif"))], "'image/gif' are not accepted"),
         ([image(data_url(png(fmt="GIF"), "image/png"))], "GIF images are not accepted"),  # a lying type
         ([image("data:image/png;base64,@@@")], "base64 data does not decode"),
-        ([image("http://169.254.169.254/latest/meta-data")], "not fetched from http(s) URLs"),
+        ([image("http://169.254.169.254/latest/meta-data")], "not fetched from 169.254.169.254"),
         ([image("ftp://x/y.png")], "must be a data:image/...;base64 URL or the id of an uploaded file"),
         ([{"type": "image_url", "image_url": "data:..."}], "image_url.url must be a non-empty string"),
         ([{"type": "input_audio"}], "type must be 'text' or 'image_url'"),
