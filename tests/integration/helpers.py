@@ -225,14 +225,15 @@ def wait_eval_run(client: openai.OpenAI, eval_id: str, run_id: str, timeout: flo
     return run
 
 
-def three_checkpoint_job(client: openai.OpenAI, seed: int, **create: object):
-    """A job on 16 codeword examples, batches of 4, 3 epochs: 12 steps, checkpoints at steps 4, 8, 12."""
+def three_checkpoint_job(client: openai.OpenAI, seed: int, epochs: int = 3, **create: object):
+    """A job on 16 codeword examples, batches of 4, 3 epochs: 12 steps, checkpoints at steps 4, 8, 12 (one
+    every 4 steps for other `epochs`)."""
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:16]
     train = client.files.create(file=("train16.jsonl", b"\n".join(lines)), purpose="fine-tune")
     return client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
         training_file=train.id,
-        hyperparameters={"n_epochs": 3, "batch_size": 4},
+        hyperparameters={"n_epochs": epochs, "batch_size": 4},
         seed=seed,
         **create,
     )

@@ -280,13 +280,20 @@ def test_cancel_stops_a_running_job(feature_client: openai.OpenAI) -> None:
     )
 
 
-def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: RunningStack) -> None:
-    """16 examples, batches of 4, 3 epochs: checkpoints at steps 4, 8 and 12. Paused after the first
-    checkpoint, the job stops training and its checkpoint answers as a model; resumed, it continues from
-    its last checkpoint (not from step 1) and succeeds, each step once in its result file. Its MLflow
-    integration follows it through: one run with every step, finished, naming the adapter."""
+def test_a_paused_then_interrupted_job_trains_each_step_once(
+    client: openai.OpenAI, stack: RunningStack
+) -> None:
+    """16 examples, batches of 4, 6 epochs: a checkpoint every 4 steps. Paused after the first one, the job
+    stops training and its checkpoint answers as a model; resumed, it continues from its last checkpoint
+    (not from step 1). Then its training workers are killed (SIGKILL): the run is requeued as a cluster
+    failure and continues from its newest checkpoint. It succeeds with each step once in its result file,
+    the steps before each resumption trained once. Its MLflow integration follows it through: one run with
+    every step, finished, naming the adapter."""
     job = three_checkpoint_job(
-        client, seed=2, integrations=[{"type": "mlflow", "mlflow": {"experiment": "pause-test"}}]
+        client,
+        seed=2,
+        epochs=6,
+        integrations=[{"type": "mlflow", "mlflow": {"experiment": "pause-test"}}],
     )
     checkpoints = wait_first_checkpoint(client, job.id)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
@@ -295,7 +302,7 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: 
         assert time.monotonic() < deadline, f"still running: {_training_processes()}"
         time.sleep(1)
     paused_at = _last_step(client, job.id)
-    assert paused_at < 12 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert paused_at < 24 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     reply = client.chat.completions.create(
         model=checkpoints[0].fine_tuned_model_checkpoint,
         messages=[{"role": "user", "content": "Hi"}],
@@ -311,13 +318,28 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: 
         except openai.ConflictError:
             assert time.monotonic() < deadline
             time.sleep(1)
+    first = _resumed_from(client, job.id, 1)
+    # A checkpoint of the resumed run, then the cluster takes its workers away.
+    deadline = time.monotonic() + 300
+    while client.fine_tuning.jobs.checkpoints.list(job.id, limit=1).data[0].step_number <= first:
+        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
+        time.sleep(0.5)
+    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    second = _resumed_from(client, job.id, 2)
+    assert first < second < 24
+
     job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
     assert job.status == "succeeded", job.error
-    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200).data]
-    resumed = [m for m in messages if m.startswith("Resumed from the checkpoint of step ")]
-    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) in (4, 8)
+    events = client.fine_tuning.jobs.list_events(job.id, limit=500).data
+    assert any("Run interrupted" in e.message or "Run lost" in e.message for e in events)
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert sorted(s for s in steps if s <= first) == list(range(1, first + 1))  # none trained twice
+    assert set(steps) == set(range(1, 25))
     rows = client.files.content(job.result_files[0]).text.strip().splitlines()[1:]
-    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 13))
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 25))
     with pytest.raises(openai.BadRequestError):
         client.fine_tuning.jobs.pause(job.id)  # a finished job cannot be paused
 
@@ -327,30 +349,20 @@ def test_a_paused_job_resumes_from_its_checkpoint(client: openai.OpenAI, stack: 
     [run] = tracking.search_runs([tracking.get_experiment_by_name("pause-test").experiment_id])
     assert run.info.run_name == job.id and run.info.status == "FINISHED"
     assert run.data.tags["tuneserve.fine_tuned_model"] == job.fine_tuned_model
-    assert {m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")} == set(range(1, 13))
+    assert {m.step for m in tracking.get_metric_history(run.info.run_id, "train_loss")} == set(range(1, 25))
 
 
-def test_a_killed_training_worker_costs_only_the_steps_since_the_last_checkpoint(
-    client: openai.OpenAI,
-) -> None:
-    """The training worker is killed (SIGKILL) after the first checkpoint: the run is requeued as a cluster
-    failure, continues from the checkpoint, and succeeds; the steps before it were trained once."""
-    job = three_checkpoint_job(client, seed=4)
-    wait_first_checkpoint(client, job.id)
-    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
-    assert workers
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    job = wait_job(client, job.id, {"succeeded", "failed", "cancelled"})
-    assert job.status == "succeeded", job.error
-    events = client.fine_tuning.jobs.list_events(job.id, limit=500).data
-    messages = [e.message for e in events]
-    assert any("Run interrupted" in m or "Run lost" in m for m in messages), messages
-    [resumed] = [m for m in messages if m.startswith("Resumed from the checkpoint of step ")]
-    at = int(resumed.rsplit(" ", 1)[1])
-    steps = [e.data["step"] for e in events if e.type == "metrics"]
-    assert sorted(s for s in steps if s <= at) == list(range(1, at + 1))  # none trained twice
-    assert set(steps) == set(range(1, 13))
+def _resumed_from(client: openai.OpenAI, job_id: str, nth: int, timeout: float = 300) -> int:
+    """The step of the checkpoint the job's `nth` resumption started from, once it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=500).data]
+        resumed = [m for m in reversed(messages) if m.startswith("Resumed from the checkpoint of step ")]
+        if len(resumed) >= nth:
+            return int(resumed[nth - 1].rsplit(" ", 1)[1])
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        assert job.status in ("queued", "running") and time.monotonic() < deadline, (job.status, job.error)
+        time.sleep(0.5)
 
 
 def _last_step(client: openai.OpenAI, job_id: str) -> int:
@@ -485,8 +497,7 @@ def test_job_creation_errors(feature_client: openai.OpenAI) -> None:
     assert len(client.fine_tuning.jobs.list(limit=100).data) == jobs_before  # nothing was created
 
 
-def test_a_training_crash_fails_the_job_with_the_reason(feature_client: openai.OpenAI) -> None:
-    client = feature_client
+def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -> None:
     train = _upload(client, (DATA / "codeword_train.jsonl").read_bytes())
     job = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
     client.files.delete(train.id)  # gone before the worker reads it

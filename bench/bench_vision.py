@@ -1,0 +1,309 @@
+"""Vision-language models: training and serving through the service against the plain tools, back to back.
+
+Training: the test VLM (SmolLM2-135M-LLaVA) on 48 pictures of the colour task (bench/vision_task.py), LoRA
+r=8 on every linear layer of the language model (the service's default; the vision tower and projector
+frozen), batches of 8, 2 epochs, bf16 where the CPU has it. Baseline: a plain HF `Trainer` + peft script in
+one process (2 threads); then a fine-tuning job through the service with its default resources (2 workers
+x 1 thread). Steady-state tokens/s (image tokens included), median over steps after the first.
+
+Serving: 16 concurrent chats, each with one picture (a data URL) and the colour question, 32 output tokens
+(`ignore_eos`, greedy). vLLM alone (`AsyncLLM` in one process, the service's engine settings) against the
+service over HTTP (Ray Serve ingress -> Ray Serve LLM -> vLLM). Output tokens/s and time to first token.
+
+    .venv/bin/python bench/bench_vision.py             # both (~15 min on 2 cores)
+    .venv/bin/python bench/bench_vision.py --training  # training only
+    .venv/bin/python bench/bench_vision.py --serving   # serving only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import vision_task  # noqa: E402
+from bench.common import MODELS_DIR, child, percentile, stack  # noqa: E402
+
+NAME = "SmolLM2-135M-LLaVA"
+MODEL = MODELS_DIR / NAME
+N_EXAMPLES, BATCH, EPOCHS, CORES = 48, 8, 2, 2
+N_CHATS, N_TOKENS = 16, 32
+
+
+def dataset_bytes() -> bytes:
+    return "".join(json.dumps(e) + "\n" for e in vision_task.training_examples(N_EXAMPLES, seed=0)).encode()
+
+
+# Training, one configuration per process --------------------------------------------------------------
+
+
+def run_hf_trainer() -> dict:
+    """Baseline: a plain single-process HF Trainer + peft script on the same examples and LoRA."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from service.platform.hardware import use_bf16
+    from trainers.data_format import parse_jsonl
+    from trainers.lora_sft import _collate, language_model_targets
+    from trainers.vision import data_url_loader, tokenize_all_vision
+
+    torch.set_num_threads(CORES)
+    processor = AutoProcessor.from_pretrained(MODEL)
+    examples = tokenize_all_vision(processor, parse_jsonl(dataset_bytes()), data_url_loader(), 1024)
+    dtype = torch.bfloat16 if use_bf16() else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(MODEL, dtype=dtype)
+    targets = language_model_targets(model, ["all-linear"])
+    model = get_peft_model(
+        model,
+        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=targets),
+    )
+    step_times: list[float] = []
+    tokens = [0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            step_times.append(time.perf_counter() - self.t0)
+
+    tok = processor.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def collate(batch):
+        out = _collate(batch, pad, pixel_dtype=dtype)
+        tokens[0] += int(out["attention_mask"].sum())
+        return out
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH,
+        num_train_epochs=EPOCHS,
+        learning_rate=1e-3,
+        bf16=dtype == torch.bfloat16,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=10**9,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
+    ).train()
+    return {"tokens_per_second": tokens[0] / len(step_times) / statistics.median(step_times[1:])}
+
+
+def run_service_training() -> dict:
+    """A fine-tuning job through the whole service, its default resources."""
+    import httpx
+
+    with stack(ray_num_cpus="4", served_models="", base_models=json.dumps({NAME: str(MODEL)})) as (
+        url,
+        headers,
+        _,
+    ):
+        base = url + "/v1"
+        fid = httpx.post(
+            f"{base}/files",
+            headers=headers,
+            data={"purpose": "fine-tune"},
+            files={"file": ("colours.jsonl", dataset_bytes())},
+            timeout=120,
+        ).json()["id"]
+        body = {
+            "model": NAME,
+            "training_file": fid,
+            "seed": 0,
+            "hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH},
+        }
+        posted = time.time()
+        job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=300).json()
+        while (
+            status := httpx.get(f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30).json()[
+                "status"
+            ]
+        ) not in ("succeeded", "failed", "cancelled"):
+            time.sleep(3)  # gently: on 2 cores a busy poller slows the job it measures
+        assert status == "succeeded", status
+        events = httpx.get(
+            f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
+        ).json()["data"]
+        steps = sorted((e for e in events if e["type"] == "metrics"), key=lambda e: e["data"]["step"])
+        tps = [e["data"]["tokens_per_second"] for e in steps if "tokens_per_second" in e["data"]]
+        return {
+            "tokens_per_second": statistics.median(tps[1:]),
+            "first_step_s": steps[0]["created_at"] - posted,
+        }
+
+
+# Serving, one configuration per process ----------------------------------------------------------------
+
+
+def pictures() -> list[str]:
+    return [vision_task.data_url(png) for png, _ in vision_task.held_out(N_CHATS, seed=5)]
+
+
+def summary(wall: float, tokens: int, ttfts: list[float]) -> dict:
+    return {
+        "tokens_per_second": tokens / wall,
+        "ttft_p50": percentile(ttfts, 0.5),
+        "ttft_p95": percentile(ttfts, 0.95),
+    }
+
+
+def run_vllm() -> dict:
+    """vLLM's AsyncLLM in this process with the service's engine settings, images as data URLs."""
+    from deploy.llm import cpu_binding_env, llm_config
+
+    os.environ.update(cpu_binding_env("all", os.cpu_count() or 1))
+    from vllm import SamplingParams
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from service.platform.settings import Settings
+
+    engine_kwargs = llm_config(Settings(), NAME, str(MODEL)).engine_kwargs
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(MODEL), **engine_kwargs))
+    params = SamplingParams(max_tokens=N_TOKENS, ignore_eos=True, temperature=0)
+
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    # The prompt as the service's chat route has vLLM render it: the model's chat template, the picture
+    # as the model's image placeholder, and the decoded image beside it.
+    processor = AutoProcessor.from_pretrained(MODEL)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": vision_task.QUESTION}]}
+    ]
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    async def one(i: int, url: str, tag: str) -> tuple[float, int]:
+        image = Image.open(io.BytesIO(vision_task.decode(url))).convert("RGB")  # as vLLM decodes a data URL
+        request = {"prompt": prompt, "multi_modal_data": {"image": image}}
+        start, first, n = time.perf_counter(), None, 0
+        async for out in engine.generate(request, params, f"{tag}-{i}"):
+            first = first or time.perf_counter() - start
+            n = len(out.outputs[0].token_ids)
+        return first, n
+
+    async def burst(tag: str) -> dict:
+        start = time.perf_counter()
+        res = await asyncio.gather(*(one(i, url, tag) for i, url in enumerate(pictures())))
+        return summary(time.perf_counter() - start, sum(n for _, n in res), [t for t, _ in res])
+
+    async def main() -> dict:
+        await burst("warm")
+        return await burst("run")
+
+    try:
+        return asyncio.run(main())
+    finally:
+        engine.shutdown()
+
+
+def run_service_serving() -> dict:
+    """The whole service serving the VLM, images as data URLs over HTTP, streamed."""
+    import httpx
+
+    with stack(base_models=json.dumps({NAME: str(MODEL)})) as (url, headers, _):
+
+        async def one(client: httpx.AsyncClient, picture: str) -> tuple[float, int]:
+            body = {
+                "model": NAME,
+                "messages": [vision_task.user_message(picture)],
+                "max_tokens": N_TOKENS,
+                "ignore_eos": True,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            start, first, n = time.perf_counter(), None, 0
+            async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
+                if resp.status_code != 200:
+                    raise RuntimeError(f"{resp.status_code} {(await resp.aread()).decode()}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    event = json.loads(line[6:])
+                    if event.get("usage"):
+                        n = event["usage"]["completion_tokens"]
+                    elif first is None and any(c["delta"].get("content") for c in event["choices"]):
+                        first = time.perf_counter() - start
+            return first, n
+
+        async def burst() -> dict:
+            async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+                start = time.perf_counter()
+                res = await asyncio.gather(*(one(client, p) for p in pictures()))
+            return summary(time.perf_counter() - start, sum(n for _, n in res), [t for t, _ in res])
+
+        async def main() -> dict:
+            await burst()  # warm-up
+            return await burst()
+
+        return asyncio.run(main())
+
+
+# The tables --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--one")
+    parser.add_argument("--training", action="store_true")
+    parser.add_argument("--serving", action="store_true")
+    args = parser.parse_args()
+    runs = {
+        "hf": run_hf_trainer,
+        "service-training": run_service_training,
+        "vllm": run_vllm,
+        "service-serving": run_service_serving,
+    }
+    if args.one:
+        print(json.dumps(runs[args.one]()))
+        return
+    env = {"OMP_NUM_THREADS": str(CORES)}
+    both = not (args.training or args.serving)
+    if args.training or both:
+        hf = child(__file__, "hf", env=env)
+        service = child(__file__, "service-training", env=env)
+        print(f"\nVLM LoRA training, {N_EXAMPLES} pictures, batches of {BATCH}, {EPOCHS} epochs")
+        print(f"{'configuration':<58} {'tokens/s':>9} {'ratio':>6} {'POST->1st step':>15}")
+        for label, res in (
+            ("plain HF Trainer + peft (baseline), 1 process x 2 threads", hf),
+            ("service job, default (2 workers x 1 thread)", service),
+        ):
+            first = f"{res['first_step_s']:.0f} s" if "first_step_s" in res else ""
+            tps = res["tokens_per_second"]
+            print(f"{label:<58} {tps:>9.0f} {tps / hf['tokens_per_second']:>6.2f} {first:>15}")
+    if args.serving or both:
+        alone = child(__file__, "vllm")
+        service = child(__file__, "service-serving")
+        print(f"\n{N_CHATS} concurrent chats with one picture each x {N_TOKENS} tokens")
+        print(f"{'configuration':<58} {'tokens/s':>9} {'ratio':>6} {'TTFT p50':>9} {'TTFT p95':>9}")
+        for label, r in (("vLLM alone (baseline)", alone), ("service (HTTP -> Ray Serve -> vLLM)", service)):
+            tps = r["tokens_per_second"]
+            ratio = tps / alone["tokens_per_second"]
+            p50, p95 = r["ttft_p50"] * 1000, r["ttft_p95"] * 1000
+            print(f"{label:<58} {tps:>9.0f} {ratio:>6.2f} {p50:>7.0f}ms {p95:>7.0f}ms")
+
+
+if __name__ == "__main__":
+    main()
