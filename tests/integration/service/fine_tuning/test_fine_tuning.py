@@ -59,8 +59,8 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
         validation_file=valid.id,
         suffix="codeword",
         seed=7,
-        # No hyperparameters: the defaults must teach it. When it succeeds, evaluate the new model and its base: a built-in suite of general knowledge, and
-        # held-out chats of the behaviour it learns.
+        # No hyperparameters: the defaults must teach it. When it succeeds, evaluate the new model and its
+        # base: a built-in suite of general knowledge, and held-out chats of the behaviour it learns.
         extra_body={"evals": [{"eval_id": capitals}, {"eval_id": codeword, "data_source": CODEWORD_SOURCE}]},
     )
     # "auto", resolved from the data's size: 24 examples, batches of 3, 15 epochs of 8 steps (~120 steps).
@@ -68,22 +68,22 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     assert job.status == "queued" and (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (15, 3, 1)
     per_epoch, steps = 8, 120
 
-    # Follow the job live over server-sent events until it ends.
-    seen = []
-    with httpx.stream(
-        "GET",
-        f"{stack.base_url}/v1/fine_tuning/jobs/{job.id}/events?stream=true",
-        headers={"Authorization": f"Bearer {stack.admin_key}"},
-        timeout=600,
-    ) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                seen.append(json.loads(line[6:]))
+    # Follow it live with the CLI (the job's server-sent events): messages above a progress bar of steps.
+    proc = stack.cli("jobs", "follow", job.id, timeout=900)
+    assert "Training started" in proc.stdout and "The job has successfully completed" in proc.stdout
+    assert f"{steps}/{steps}" in proc.stderr  # tqdm draws its bar on stderr
+    summary = json.loads(proc.stdout[proc.stdout.rindex("{") :])
     job = client.fine_tuning.jobs.retrieve(job.id)
-    assert job.status == "succeeded", (job.error, [e["message"] for e in seen][-5:])
+    assert job.status == summary["status"] == "succeeded", (job.error, proc.stdout[-2000:])
     assert job.fine_tuned_model == f"{DEFAULT_BASE_MODEL}:codeword-{job.id.removeprefix('ftjob-')}"
     assert job.trained_tokens > 0 and job.finished_at
+    assert job.id in [j["id"] for j in json.loads(stack.cli("jobs", "list").stdout)]
+    finished = stack.cli("jobs", "cancel", job.id, check=False)
+    assert finished.returncode == 1 and "cannot be cancelled" in finished.stderr
 
+    seen = [e.model_dump() for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][
+        ::-1
+    ]  # every page
     metrics = [e["data"] for e in seen if e["type"] == "metrics" and "valid_loss" not in e["data"]]
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     assert metrics[-1]["train_loss"] < 0.5 * metrics[0]["train_loss"]  # loss goes down
@@ -93,7 +93,7 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     ]
     assert len(valid_losses) == 15 and valid_losses[-1] < valid_losses[0]
 
-    # The paginated event list agrees with the stream (newest first).
+    # The newest events first, a page at a time.
     events = client.fine_tuning.jobs.list_events(job.id, limit=5)
     messages = [e.message for e in events.data]
     assert "The job has successfully completed" in messages[:2] and events.has_more  # then its evals start
@@ -510,31 +510,3 @@ def test_a_training_crash_fails_the_job_with_the_reason(client: openai.OpenAI) -
     while _training_processes():  # its resources are freed: the driver exits
         assert time.monotonic() < deadline, _training_processes()
         time.sleep(1)
-
-
-def test_cli_finetune_follows_with_a_progress_bar(stack: RunningStack) -> None:
-    proc = stack.cli(
-        "finetune",
-        "--model",
-        DEFAULT_BASE_MODEL,
-        "--training-file",
-        str(DATA / "codeword_train.jsonl"),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--suffix",
-        "cli",
-        timeout=600,
-    )
-    assert "created ftjob-" in proc.stdout
-    assert "Training started" in proc.stdout and "The job has successfully completed" in proc.stdout
-    assert "3/3" in proc.stderr  # tqdm draws its bar on stderr
-    summary = json.loads(proc.stdout[proc.stdout.rindex("{") :])
-    assert summary["status"] == "succeeded" and summary["fine_tuned_model"].endswith(
-        summary["id"].removeprefix("ftjob-")
-    )
-    listed = json.loads(stack.cli("jobs", "list").stdout)
-    assert summary["id"] in [j["id"] for j in listed]
-    bad = stack.cli("jobs", "cancel", summary["id"], check=False)
-    assert bad.returncode == 1 and "cannot be cancelled" in bad.stderr

@@ -1,6 +1,6 @@
 """The same SQLAlchemy code on a real PostgreSQL server (conftest's `postgres_url`): the schema and keys
 directly, then what the PostgreSQL stack's own settings make testable: one running job per tenant (ZeRO 3,
-continued training) and the attempt limit. The feature tests of jobs, evals and vector stores run on it
+continued training, the attempt limit). The feature tests of jobs, evals and vector stores run on it
 too, through `feature_stack`."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from tests.integration.helpers import (
     DATA,
     RunningStack,
     process_cmdlines,
-    three_checkpoint_job,
     wait_job,
 )
 
@@ -48,30 +47,44 @@ def test_wrong_postgres_url_is_a_clear_error() -> None:
 def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: RunningStack) -> None:
     """Two jobs of one tenant with a limit of one running job: the second waits in the queue until the
     first has finished. The first trains with ZeRO stage 3 (the LoRA weights partitioned and gathered); a
-    third continues from its model. Events and checkpoints page through the database."""
+    third continues from its model. The second loses its workers, and with TUNESERVE_TRAINING_MAX_ATTEMPTS=1
+    it is not run again: it fails with `job_lost`, saying so. Events and checkpoints page through the
+    database."""
     client = pg_stack.client()
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]
     train = client.files.create(file=("train.jsonl", b"\n".join(lines)), purpose="fine-tune")
     hyper = {"n_epochs": 2, "batch_size": 4}  # 4 steps, the same batches for every job (one seed)
-    job, second = (
-        client.fine_tuning.jobs.create(
-            model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters=hyper, seed=5, extra_body=extra
-        )
-        for extra in ({"deepspeed": {"stage": 3}}, {})
+    job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=train.id,
+        hyperparameters=hyper,
+        seed=5,
+        extra_body={"deepspeed": {"stage": 3}},
+    )
+    second = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={**hyper, "n_epochs": 8}, seed=5
     )
     wait_job(client, job.id, {"running", "succeeded"})
     assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"
     job = wait_job(client, job.id, {"succeeded", "failed"})
     assert job.status == "succeeded", job.error
-    assert wait_job(client, second.id, {"succeeded", "failed"}).status == "succeeded"
     started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
     assert any("ZeRO stage 3" in m for m in started)
-    queued_until = [
-        e.created_at
-        for e in client.fine_tuning.jobs.list_events(second.id, limit=100).data
-        if e.message.startswith("Submitted to Ray")
-    ]
-    assert queued_until and min(queued_until) >= job.finished_at  # submitted once the first had ended
+
+    deadline = time.monotonic() + 300
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(second.id, limit=5).data):
+        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(second.id).status
+        time.sleep(0.5)
+    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    second = wait_job(client, second.id, {"failed"})
+    assert second.error.code == "job_lost" and "1 time(s)" in second.error.message, second.error
+    events = client.fine_tuning.jobs.list_events(second.id, limit=100).data
+    assert not any("requeued" in e.message for e in events)
+    queued_until = [e.created_at for e in events if e.message.startswith("Submitted to Ray")]
+    assert queued_until == [min(queued_until)] and queued_until[0] >= job.finished_at  # after the first
 
     # Training continues from the first job's model: it starts where that one ended (a lower first loss), and
     # the new model's parent is the first one.
@@ -99,22 +112,3 @@ def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: Running
     assert len(every) == len(set(every)) > 5 and any(e.type == "metrics" for e in older.data)
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data] == [4, 2]
     assert job.fine_tuned_model in {m.id for m in client.models.list()}
-
-
-def test_a_job_the_cluster_interrupts_more_often_than_allowed_fails(pg_stack: RunningStack) -> None:
-    """With TUNESERVE_TRAINING_MAX_ATTEMPTS=1 a run whose workers die is not run again: the job fails with
-    `job_lost`, saying so."""
-    client = pg_stack.client()
-    job = three_checkpoint_job(client, seed=6)
-    deadline = time.monotonic() + 300
-    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data):
-        assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
-        time.sleep(0.5)
-    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
-    assert workers
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    job = wait_job(client, job.id, {"failed"})
-    assert job.error.code == "job_lost" and "1 time(s)" in job.error.message, job.error
-    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
-    assert not any("requeued" in m for m in messages), messages
