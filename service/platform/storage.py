@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -369,17 +370,24 @@ def start_embedded_s3(
         str(root),
         "--addr",
         f"127.0.0.1:{port}",
-        "--auth-key",
-        f"{credentials.access_key_id},{credentials.secret_access_key}",
         # Objects are written through the S3 API, but keep listings fresh for anything copied by hand.
         "--dir-cache-time",
         "5s",
         "--log-level",
         "NOTICE",
     ]
+    # The key pair goes in the environment, not on the command line (which every local user can read in
+    # /proc). rclone reads a list flag's variable as CSV: the pair is one quoted field.
+    pair = f"{credentials.access_key_id},{credentials.secret_access_key}".replace('"', '""')
+    env = {**os.environ, "RCLONE_AUTH_KEY": f'"{pair}"'}
     with open(log, "ab") as out:
         return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=preexec_fn,
+            env=env,
         )
 
 
