@@ -1,21 +1,23 @@
 """A crash of the whole stack (its supervisor killed with SIGKILL) loses no work: the keys and objects, a
-vector store's index, a fine-tuning job cut off mid-run (the scheduler finds its Ray job gone and runs it
-again from its last checkpoint) and an evaluation run cut off mid-way (it goes on with the items it had not
-graded, keeping those it had). One stack does it all, beside the session's: starting stacks is the slow
+vector store's index, a file's ingestion cut off mid-way (ingested again on start), a fine-tuning job cut
+off mid-run (the scheduler finds its Ray job gone and runs it again from its last checkpoint) and an
+evaluation run cut off mid-way (it goes on with the items it had not graded, keeping those it had). One stack does it all, beside the session's: starting stacks is the slow
 part of this tier."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from pydoc_data.topics import topics
 
 import openai
 from sqlalchemy import select
 
-from service.platform.db import Database, EvalOutputItemRow
+from service.platform.db import Database, EvalOutputItemRow, VectorStoreFileRow
 from tests.integration.helpers import (
     RunningStack,
     make_stack,
@@ -47,17 +49,29 @@ def test_a_crash_of_the_whole_stack_loses_no_work(stack: RunningStack, tmp_path:
         eval_id, run_id = _eval_run(client)
         wait_until(lambda: _graded(client, eval_id, run_id), 120, "the eval run's first items")
         graded = _graded(client, eval_id, run_id)
+        # ~200 KB of the language reference: still being ingested when the stack dies.
+        cut_off = client.vector_stores.create(name="cut-off")
+        text = "\n\n".join(topics[name] for name in sorted(topics)[:40]).encode()
+        big = client.files.create(file=("reference.txt", text), purpose="assistants").id
+        client.vector_stores.files.create(vector_store_id=cut_off.id, file_id=big)
         objects = sorted(p.name for p in (s.data_dir / "objects").iterdir())
 
         os.kill(s.state["pid"], signal.SIGKILL)
         # Its children die with it (parent-death signal), so no orphans hold ports or memory.
         wait_until(lambda: not stack_pids(s.data_dir), 60, "the killed stack's processes to exit")
         assert graded.keys() <= _stored(s) < set(range(ITEMS))  # the run was cut off mid-way
+        assert _ingestion(s, cut_off.id) == "in_progress"  # and so was the ingestion
         s.up()
         assert stack.get("/v1/models").status_code == 200  # the other stack never noticed
         assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
         assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects
         assert _search(client, store_id) == found
+        wait_until(
+            lambda: not client.vector_stores.retrieve(cut_off.id).file_counts.in_progress, 300, "ingestion"
+        )
+        assert client.vector_stores.files.retrieve(big, vector_store_id=cut_off.id).status == "completed"
+        hits = client.vector_stores.search(cut_off.id, query="the Python debugger, pdb").data
+        assert hits and hits[0].filename == "reference.txt"
 
         run = wait_eval_run(client, eval_id, run_id)
         counts = run.result_counts
@@ -150,9 +164,23 @@ def _graded(client: openai.OpenAI, eval_id: str, run_id: str) -> dict[int, str]:
 
 def _stored(s: RunningStack) -> set[int]:
     """The indexes of the items the stack's database has an output item for (read with the stack down)."""
+    with _database(s) as session:
+        return set(session.scalars(select(EvalOutputItemRow.index)))
+
+
+def _ingestion(s: RunningStack, store_id: str) -> str:
+    """The status of the one file of a vector store, in the database (read with the stack down)."""
+    with _database(s) as session:
+        return session.scalars(
+            select(VectorStoreFileRow.status).where(VectorStoreFileRow.store_id == store_id)
+        ).one()
+
+
+@contextlib.contextmanager
+def _database(s: RunningStack) -> Iterator:
     db = Database(f"sqlite:///{s.data_dir / 'tuneserve.db'}")
     try:
         with db.session() as session:
-            return set(session.scalars(select(EvalOutputItemRow.index)))
+            yield session
     finally:
         db.close()
