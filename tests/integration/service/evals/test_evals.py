@@ -269,10 +269,7 @@ def test_an_eval_of_given_samples_pages_its_output_items(feature_client: openai.
     assert [i.results[0].passed for i in rest.data] == [i % 2 == 1 for i in range(4, 10)]
 
 
-def test_bad_input_is_refused_before_anything_runs(
-    feature_client: openai.OpenAI, feature_stack: RunningStack
-) -> None:
-    client, stack = feature_client, feature_stack
+def test_bad_input_is_refused_before_anything_runs(client: openai.OpenAI, stack: RunningStack) -> None:
 
     def refused(status: int, fn, *args, **kw) -> dict:
         with pytest.raises(openai.APIStatusError) as err:
