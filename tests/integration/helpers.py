@@ -131,6 +131,49 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
+    """A second Ray node (its own raylet, on 127.0.0.2) joined to the stack's head until the block ends."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_worker_niceness": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
+    # Its own IP (else Ray Train sees one node), its own temp dir and agent port (else they collide).
+    node = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            f"--address={stack.state['ray_address']}",
+            "--block",
+            "--node-ip-address=127.0.0.2",
+            f"--num-cpus={cpus}",
+            f"--temp-dir={tempfile.mkdtemp(prefix='ts-node-')}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                node.poll() is not None
+                or "2 node(s)" in stack.get("/health").json()["components"]["ray"]["detail"]
+            ),
+            90,
+            "the second node to join",
+        )
+        assert node.poll() is None, "the second Ray node exited"
+        yield
+    finally:
+        node.terminate()
+        node.wait(60)
+
+
 def make_stack(data_dir: Path, serve: bool = False, **extra_env: str) -> RunningStack:
     """A stack's settings; without `serve` it deploys no vLLM engine (starts in ~15 s instead of ~90 s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}

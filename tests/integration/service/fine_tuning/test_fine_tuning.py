@@ -249,8 +249,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_cancel_stops_a_running_job(feature_client: openai.OpenAI) -> None:
-    client = feature_client
+def test_cancel_stops_a_running_job(client: openai.OpenAI) -> None:
     train = client.files.create(file=(DATA / "codeword_train.jsonl").open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 100, "batch_size": 1}

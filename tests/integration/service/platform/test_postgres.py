@@ -45,11 +45,11 @@ def test_wrong_postgres_url_is_a_clear_error() -> None:
 
 
 def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: RunningStack) -> None:
-    """Two jobs of one tenant with a limit of one running job: the second waits in the queue until the
-    first has finished. The first trains with ZeRO stage 3 (the LoRA weights partitioned and gathered); a
-    third continues from its model. The second loses its workers, and with TUNESERVE_TRAINING_MAX_ATTEMPTS=1
-    it is not run again: it fails with `job_lost`, saying so. Events and checkpoints page through the
-    database."""
+    """Jobs of one tenant with a limit of one running job: the second waits in the queue until the first
+    has finished, a third is cancelled while it waits. The first trains with ZeRO stage 3 (the LoRA weights
+    partitioned and gathered) with one worker on each node of the cluster; a fourth continues from its
+    model. The second loses its workers, and with TUNESERVE_TRAINING_MAX_ATTEMPTS=1 it is not run again:
+    it fails with `job_lost`, saying so. Events and checkpoints page through the database."""
     client = pg_stack.client()
     lines = (DATA / "codeword_train.jsonl").read_bytes().splitlines()[:8]
     train = client.files.create(file=("train.jsonl", b"\n".join(lines)), purpose="fine-tune")
@@ -64,12 +64,22 @@ def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: Running
     second = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={**hyper, "n_epochs": 8}, seed=5
     )
+    third = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
     wait_job(client, job.id, {"running", "succeeded"})
     assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"
+    assert client.fine_tuning.jobs.cancel(third.id).status == "cancelled"  # never submitted
     job = wait_job(client, job.id, {"succeeded", "failed"})
     assert job.status == "succeeded", job.error
-    started = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
-    assert any("ZeRO stage 3" in m for m in started)
+    [started] = [
+        e.message
+        for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+        if e.message.startswith("Training started")
+    ]
+    hosts = started.split(" worker(s) on ")[1].split(", ZeRO")[0].split(", ")
+    assert "ZeRO stage 3" in started and len(set(hosts)) == 2 and "127.0.0.2" in hosts, started
+    third = client.fine_tuning.jobs.retrieve(third.id)
+    events = client.fine_tuning.jobs.list_events(third.id, limit=100).data
+    assert third.status == "cancelled" and not any(e.message.startswith("Submitted") for e in events)
 
     deadline = time.monotonic() + 300
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(second.id, limit=5).data):
