@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, child, percentile, stack  # noqa: E402
+from bench.common import MODELS_DIR, child, percentile, stack, stream_chat  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_CHATS, N_TOKENS, N_ADAPTERS, CORES = 16, 128, 3, 2
@@ -169,19 +169,7 @@ def run_service() -> list[dict]:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            start, first, n = time.perf_counter(), None, 0
-            async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
-                if resp.status_code != 200:
-                    raise RuntimeError(f"{model}: {resp.status_code} {(await resp.aread()).decode()}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    event = json.loads(line[6:])
-                    if event.get("usage"):
-                        n = event["usage"]["completion_tokens"]
-                    elif first is None and any(c["delta"].get("content") for c in event["choices"]):
-                        first = time.perf_counter() - start
-            return first, n
+            return await stream_chat(client, body, headers)
 
         async def burst(mix: bool) -> dict:
             async with httpx.AsyncClient(base_url=url, timeout=600) as client:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, child, stack  # noqa: E402
+from bench.common import MODELS_DIR, child, plain_trainer, stack  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_EXAMPLES, BATCH, EPOCHS, CORES = 64, 8, 2, 2
@@ -51,7 +51,7 @@ def run_hf_trainer() -> dict:
     """Baseline: a plain single-process HF Trainer + peft script."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from service.platform.hardware import use_bf16
     from trainers.data_format import parse_jsonl
@@ -73,16 +73,7 @@ def run_hf_trainer() -> dict:
             target_modules="all-linear",  # the service's default
         ),
     )
-    step_times: list[float] = []
     tokens = [0]
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            step_times.append(time.perf_counter() - self.t0)
-
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def collate(batch):
@@ -90,23 +81,7 @@ def run_hf_trainer() -> dict:
         tokens[0] += int(out["attention_mask"].sum())
         return out
 
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=BATCH,
-        num_train_epochs=EPOCHS,
-        learning_rate=2e-4,
-        bf16=bf16,
-        use_cpu=True,
-        report_to=[],
-        logging_steps=10**9,
-        save_strategy="no",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
-    trainer = Trainer(
-        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
-    )
-    trainer.train()
+    step_times = plain_trainer(model, examples, collate, BATCH, EPOCHS, 2e-4, bf16)
     tokens_per_step = tokens[0] / len(step_times)
     return {"tokens_per_second": tokens_per_step / statistics.median(step_times[1:])}
 

@@ -24,14 +24,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import vision_task  # noqa: E402
-from bench.common import MODELS_DIR, child, percentile, stack  # noqa: E402
+from bench.common import MODELS_DIR, child, percentile, plain_trainer, stack, stream_chat  # noqa: E402
 
 NAME = "SmolLM2-135M-LLaVA"
 MODEL = MODELS_DIR / NAME
@@ -50,13 +49,7 @@ def run_hf_trainer() -> dict:
     """Baseline: a plain single-process HF Trainer + peft script on the same examples and LoRA."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import (
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from service.platform.hardware import use_bf16
     from trainers.data_format import parse_jsonl
@@ -73,16 +66,7 @@ def run_hf_trainer() -> dict:
         model,
         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM", target_modules=targets),
     )
-    step_times: list[float] = []
     tokens = [0]
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            step_times.append(time.perf_counter() - self.t0)
-
     tok = processor.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
@@ -91,22 +75,7 @@ def run_hf_trainer() -> dict:
         tokens[0] += int(out["attention_mask"].sum())
         return out
 
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=BATCH,
-        num_train_epochs=EPOCHS,
-        learning_rate=1e-3,
-        bf16=dtype == torch.bfloat16,
-        use_cpu=True,
-        report_to=[],
-        logging_steps=10**9,
-        save_strategy="no",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
-    Trainer(
-        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
-    ).train()
+    step_times = plain_trainer(model, examples, collate, BATCH, EPOCHS, 1e-3, dtype == torch.bfloat16)
     return {"tokens_per_second": tokens[0] / len(step_times) / statistics.median(step_times[1:])}
 
 
@@ -234,19 +203,7 @@ def run_service_serving() -> dict:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            start, first, n = time.perf_counter(), None, 0
-            async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
-                if resp.status_code != 200:
-                    raise RuntimeError(f"{resp.status_code} {(await resp.aread()).decode()}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    event = json.loads(line[6:])
-                    if event.get("usage"):
-                        n = event["usage"]["completion_tokens"]
-                    elif first is None and any(c["delta"].get("content") for c in event["choices"]):
-                        first = time.perf_counter() - start
-            return first, n
+            return await stream_chat(client, body, headers)
 
         async def burst() -> dict:
             async with httpx.AsyncClient(base_url=url, timeout=600) as client:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,60 @@ class FolderStore:
 
     def put_folder(self, prefix: str, folder: str) -> None:
         shutil.copytree(folder, self.root / prefix, dirs_exist_ok=True)
+
+
+# Training baselines: a plain HF Trainer, timed per step ---------------------------------------------
+
+
+def plain_trainer(
+    model, examples: list, collate, batch: int, epochs: int, lr: float, bf16: bool
+) -> list[float]:
+    """Train `model` with a plain transformers `Trainer` on CPU; the duration of each step."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    step_times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            step_times.append(time.perf_counter() - self.t0)
+
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=batch,
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        bf16=bf16,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=10**9,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    Trainer(
+        model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
+    ).train()
+    return step_times
+
+
+# Serving: one streamed chat over HTTP ----------------------------------------------------------------
+
+
+async def stream_chat(client, body: dict, headers: dict) -> tuple[float | None, int]:
+    """POST a streamed chat (`client` an httpx.AsyncClient): time to the first content, completion tokens."""
+    start, first, n = time.perf_counter(), None, 0
+    async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"{body['model']}: {resp.status_code} {(await resp.aread()).decode()}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                n = event["usage"]["completion_tokens"]
+            elif first is None and any(c["delta"].get("content") for c in event["choices"]):
+                first = time.perf_counter() - start
+    return first, n

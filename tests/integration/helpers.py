@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,40 @@ def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
     finally:
         node.terminate()
         node.wait(60)
+
+
+def kill_training_workers() -> None:
+    """SIGKILL every Ray Train worker on this machine (as a lost node would take them); there must be one."""
+    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
+    assert workers, "no training worker runs"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+
+
+def eval_of_samples(client: openai.OpenAI, outputs: list[str]) -> tuple[str, str]:
+    """An eval whose items bring their own sample (no model) and pass when it says "yes", and a run of it
+    over `outputs`: (eval id, run id)."""
+    ev = client.evals.create(
+        data_source_config={
+            "type": "custom",
+            "item_schema": {"type": "object"},
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "yes",
+                "input": "{{sample.output_text}}",
+                "reference": "yes",
+                "operation": "eq",
+            }
+        ],
+    )
+    content = [{"item": {"n": i}, "sample": {"output_text": out}} for i, out in enumerate(outputs)]
+    run = client.evals.runs.create(
+        ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
+    )
+    return ev.id, run.id
 
 
 def make_stack(data_dir: Path, serve: bool = False, **extra_env: str) -> RunningStack:

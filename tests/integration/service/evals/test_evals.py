@@ -17,7 +17,7 @@ import pytest
 
 from evals import metrics, suites
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import MODELS_DIR, REPO, RunningStack, wait_eval_run
+from tests.integration.helpers import MODELS_DIR, REPO, RunningStack, eval_of_samples, wait_eval_run
 
 BASE = DEFAULT_BASE_MODEL
 ITEM_SCHEMA = {
@@ -241,30 +241,11 @@ def test_items_from_an_uploaded_file_and_json_graders(client: openai.OpenAI) -> 
 def test_an_eval_of_given_samples_pages_its_output_items(feature_client: openai.OpenAI) -> None:
     """A run over samples the items bring (no model): graded, counted, its output items paged in order."""
     client = feature_client
-    ev = client.evals.create(
-        data_source_config={
-            "type": "custom",
-            "item_schema": {"type": "object"},
-            "include_sample_schema": True,
-        },
-        testing_criteria=[
-            {
-                "type": "string_check",
-                "name": "yes",
-                "input": "{{sample.output_text}}",
-                "reference": "yes",
-                "operation": "eq",
-            }
-        ],
-    )
-    content = [{"item": {"n": i}, "sample": {"output_text": "yes" if i % 2 else "no"}} for i in range(10)]
-    run = client.evals.runs.create(
-        ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
-    )
-    run = wait_eval_run(client, ev.id, run.id)
+    eval_id, run_id = eval_of_samples(client, ["yes" if i % 2 else "no" for i in range(10)])
+    run = wait_eval_run(client, eval_id, run_id)
     assert run.status == "completed" and run.result_counts.passed == 5 and run.result_counts.failed == 5
-    first = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=4)
-    rest = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=10, after=first.data[-1].id)
+    first = client.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=4)
+    rest = client.evals.runs.output_items.list(run_id, eval_id=eval_id, limit=10, after=first.data[-1].id)
     assert [i.datasource_item_id for i in first.data + rest.data] == list(range(10))
     assert [i.results[0].passed for i in rest.data] == [i % 2 == 1 for i in range(4, 10)]
 

@@ -5,8 +5,6 @@ served model run on both databases (`feature_client`)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tests.integration.helpers import (
     DATA,
     MODELS_DIR,
     RunningStack,
+    kill_training_workers,
     process_cmdlines,
     store_of,
     three_checkpoint_job,
@@ -323,10 +322,7 @@ def test_a_paused_then_interrupted_job_trains_each_step_once(
     while client.fine_tuning.jobs.checkpoints.list(job.id, limit=1).data[0].step_number <= first:
         assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(job.id).status
         time.sleep(0.5)
-    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
-    assert workers
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
+    kill_training_workers()
     second = _resumed_from(client, job.id, 2)
     assert first < second < 24
 

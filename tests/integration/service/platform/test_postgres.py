@@ -5,8 +5,6 @@ too, through `feature_stack`."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -18,7 +16,7 @@ from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import (
     DATA,
     RunningStack,
-    process_cmdlines,
+    kill_training_workers,
     wait_job,
 )
 
@@ -85,10 +83,7 @@ def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: Running
     while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(second.id, limit=5).data):
         assert time.monotonic() < deadline, client.fine_tuning.jobs.retrieve(second.id).status
         time.sleep(0.5)
-    workers = [pid for pid, cmd in process_cmdlines().items() if "RayTrainWorker" in cmd]
-    assert workers
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
+    kill_training_workers()
     second = wait_job(client, second.id, {"failed"})
     assert second.error.code == "job_lost" and "1 time(s)" in second.error.message, second.error
     events = client.fine_tuning.jobs.list_events(second.id, limit=100).data

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from service.platform.db import Database, EvalOutputItemRow, VectorStoreFileRow
 from tests.integration.helpers import (
     RunningStack,
+    eval_of_samples,
     make_stack,
     process_cmdlines,
     stack_pids,
@@ -46,7 +47,7 @@ def test_a_crash_of_the_whole_stack_loses_no_work(stack: RunningStack, tmp_path:
         # Plain data parallel (ZeRO 0, no partitioning); checkpoints at steps 4, 8 and 12.
         job = three_checkpoint_job(client, seed=3, extra_body={"deepspeed": {"stage": 0}})
         wait_first_checkpoint(client, job.id)
-        eval_id, run_id = _eval_run(client)
+        eval_id, run_id = eval_of_samples(client, ["yes" if i % 3 == 0 else "no" for i in range(ITEMS)])
         wait_until(lambda: _graded(client, eval_id, run_id), 120, "the eval run's first items")
         graded = _graded(client, eval_id, run_id)
         # ~200 KB of the language reference: still being ingested when the stack dies.
@@ -121,33 +122,6 @@ def _vector_store(client: openai.OpenAI) -> tuple[str, list]:
 def _search(client: openai.OpenAI, store_id: str) -> list[tuple[str, float]]:
     results = client.vector_stores.search(store_id, query="debugging assertions").data
     return [(r.filename, r.score) for r in results]
-
-
-def _eval_run(client: openai.OpenAI) -> tuple[str, str]:
-    """An eval run over pre-made samples (no model), every third one passing."""
-    ev = client.evals.create(
-        data_source_config={
-            "type": "custom",
-            "item_schema": {"type": "object"},
-            "include_sample_schema": True,
-        },
-        testing_criteria=[
-            {
-                "type": "string_check",
-                "name": "yes",
-                "input": "{{sample.output_text}}",
-                "reference": "yes",
-                "operation": "eq",
-            }
-        ],
-    )
-    content = [
-        {"item": {"n": i}, "sample": {"output_text": "yes" if i % 3 == 0 else "no"}} for i in range(ITEMS)
-    ]
-    run = client.evals.runs.create(
-        ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}}
-    )
-    return ev.id, run.id
 
 
 def _graded(client: openai.OpenAI, eval_id: str, run_id: str) -> dict[int, str]:
