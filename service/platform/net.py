@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Above Ray's default worker ports (10002-19999: every Ray worker process listens on one).
+LOWEST_PORT = 20000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` different free ports. Asking `free_port` n times can return one port twice (it is released at
-    once), and Ray refuses to start when two of its components get the same port."""
-    sockets = [socket.socket() for _ in range(n)]
+    """`n` different ports free now, for servers that bind them a little later (Ray's components, rclone,
+    the API). They are chosen below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) can be taken meanwhile by any outgoing connection on the machine, and a Ray agent then
+    fails with "Address already in use" (seen on a busy machine running several stacks); below it (and
+    above Ray's worker ports) only another server can take it. The n sockets are held together, so no
+    port is returned twice."""
+    low, high = LOWEST_PORT, ephemeral_ports()[0] - 1
+    rng = random.SystemRandom()
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
+        for _ in range(n * 100):
+            if len(sockets) == n or high - low < 100 * n:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind((host, rng.randint(low, high)))
+            except OSError:  # taken
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < n:  # no room below the ephemeral range: let the kernel choose
+            sock = socket.socket()
             sock.bind((host, 0))
+            sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def listening(host: str, port: int) -> bool:

@@ -3,8 +3,7 @@ free ports with a temporary data dir, once per test session, and stopped at the 
 
 The feature tests of fine-tuning jobs, evals and vector stores that need no served model take
 `feature_stack` / `feature_client` instead: they run twice, on the shared stack (SQLite, the embedded
-default) and on a stack whose database is a PostgreSQL server started from the machine's binaries and
-whose Ray cluster has two nodes."""
+default) and on a stack whose database is a PostgreSQL server started from the machine's binaries."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
-from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack, postgres_server, second_node
+from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack, postgres_server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,10 +75,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    """The cluster-shaped stack: its database is PostgreSQL and its Ray cluster has two nodes (the head and
-    a second raylet on 127.0.0.2, 2 CPUs each), so that a two-worker job puts one worker on each. It serves
-    no model, and has settings some tests need: one running job per tenant, and a job is run once however
-    the cluster interrupts it."""
+    """A stack whose database is PostgreSQL, its Ray head of 2 CPUs (a test adds a second node when it
+    needs one: `second_node`). It serves no model, and has settings some tests need: one running job per
+    tenant, and a job is run once however the cluster interrupts it."""
     running = make_stack(
         tmp_path_factory.mktemp("pg-stack"),
         TUNESERVE_DATABASE_URL=postgres_url,
@@ -89,8 +87,7 @@ def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     running.up()
     try:
-        with second_node(running):
-            yield running
+        yield running
     finally:
         running.down()
 
