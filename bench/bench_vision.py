@@ -148,7 +148,9 @@ def run_vllm() -> dict:
 
     from service.platform.settings import Settings
 
-    engine_kwargs = llm_config(Settings(), NAME, str(MODEL)).engine_kwargs
+    # The service's engine arguments (the object store settings only feed the replicas' environment).
+    settings = Settings(s3_endpoint_url="http://127.0.0.1:9", s3_access_key_id="-", s3_secret_access_key="-")
+    engine_kwargs = llm_config(settings, NAME, str(MODEL)).engine_kwargs
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(MODEL), **engine_kwargs))
     params = SamplingParams(max_tokens=N_TOKENS, ignore_eos=True, temperature=0)
 
