@@ -97,7 +97,7 @@ class JobService:
                 param="lora.target_modules",
                 code="invalid_value",
             )
-        fetched: dict[str, bytes] = {}  # images the data links to on allowed domains, fetched once
+        fetched: dict[str, tuple[bytes, str]] = {}  # linked images (on allowed domains): bytes, MIME type
         read_image = partial(self._read_image, tenant, fetched)
         stats = self._check(
             model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file", read_image
@@ -194,18 +194,17 @@ class JobService:
     def _fine_tune_file(self, tenant: str, file_id: str, param: str) -> FileRow:
         return self.files.get(tenant, file_id, param=param, purpose="fine-tune")
 
-    def _read_image(self, tenant: str, fetched: dict[str, bytes], ref: str) -> bytes:
+    def _read_image(self, tenant: str, fetched: dict[str, tuple[bytes, str]], ref: str) -> bytes:
         """An image a training file names: a file the tenant uploaded with purpose `vision`, or an http(s)
         URL on an allowed domain (fetched into `fetched`). KeyError says why it cannot be used."""
         if not ref.startswith(FILE_ID_PREFIX):
             if ref not in fetched:
                 try:
                     data = fetch_image(ref, self.settings.image_url_domains)
-                    check_image(data)
+                    fetched[ref] = data, MIME_TYPES[check_image(data).format]
                 except ImageError as exc:
                     raise KeyError(f"image {ref[:80]}: {exc}") from None
-                fetched[ref] = data
-            return fetched[ref]
+            return fetched[ref][0]
         file_id = ref
         try:
             row = self.files.get(tenant, file_id)
@@ -215,7 +214,9 @@ class JobService:
             raise KeyError(f"image {file_id}: the file has purpose '{row.purpose}'; images need 'vision'")
         return self.files.read_bytes(row)
 
-    def _image_keys(self, tenant: str, refs: set[str], fetched: dict[str, bytes]) -> dict[str, str]:
+    def _image_keys(
+        self, tenant: str, refs: set[str], fetched: dict[str, tuple[bytes, str]]
+    ) -> dict[str, str]:
         """Where the run reads each image from: an uploaded file's object, or, for a URL, the object of a
         `vision` file of the tenant made from what was fetched (the run never fetches; what it trains on
         is what was checked)."""
@@ -223,8 +224,8 @@ class JobService:
         for ref in sorted(refs):
             if ref in fetched:
                 name = ref.rsplit("/", 1)[-1].split("?", 1)[0][:100] or "image"
-                mime = MIME_TYPES[check_image(fetched[ref]).format]
-                keys[ref] = self.files.create(tenant, name, "vision", fetched[ref], mime).key
+                data, mime = fetched[ref]
+                keys[ref] = self.files.create(tenant, name, "vision", data, mime).key
             else:
                 keys[ref] = self.files.get(tenant, ref).key
         return keys
