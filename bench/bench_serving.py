@@ -4,15 +4,19 @@
 model and for a mix of 3 LoRA adapters (r=8 on q/v, requests spread round-robin). Each configuration runs
 in its own process, back to back. Prints output tokens/s, p50/p95 time to first token and the ratios.
 
-    .venv/bin/python bench/bench_serving.py            # everything (~8 min on 2 cores)
-    .venv/bin/python bench/bench_serving.py --quick    # vLLM alone and the service, base model only
+    .venv/bin/python bench/bench_serving.py            # everything (~12 min on 2 cores)
+    .venv/bin/python bench/bench_serving.py --quick    # without transformers and vLLM's 1-core binding
 
 Configurations:
 - transformers: one batched `generate` of the 16 prompts (fp32: bf16 generate is slower on this CPU),
   2 threads; the adapter mix uses peft's mixed-batch `adapter_names`. Its TTFT is the batch's prefill.
 - vLLM alone: `AsyncLLM` in this process, bf16, the service's engine settings, 16 concurrent requests.
-- the service: `tuneserve up` with defaults, 16 concurrent streaming chats over HTTP with the openai
-  protocol (Ray Serve ingress -> Ray Serve LLM -> vLLM).
+- vLLM's OpenAI server alone: `vllm.entrypoints.openai.api_server`, same settings, over HTTP, streamed
+  and not: what a user runs without the service.
+- the service: `tuneserve up` with defaults, the 16 chats over HTTP (Ray Serve ingress -> Ray Serve LLM ->
+  vLLM), streamed and not, the adapter mix, then ten streamed bursts in a row.
+Both HTTP configurations use `bench.common.chat_burst` (a thread per chat with the standard library's
+client: thin enough not to slow what it measures).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, child, percentile, stack, stream_chat  # noqa: E402
+from bench.common import MODELS_DIR, chat_burst, child, percentile, stack  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_CHATS, N_TOKENS, N_ADAPTERS, CORES = 16, 128, 3, 2
@@ -148,43 +152,90 @@ def run_vllm(threads: str) -> list[dict]:
         engine.shutdown()
 
 
-def run_service() -> list[dict]:
-    """The full service on a fresh data dir: base, then the adapter mix, over HTTP."""
-    import httpx
+def chat_bodies(models: list[str], stream: bool) -> list[dict]:
+    """The 16 chats, spread round-robin over `models`."""
+    bodies = []
+    for i, question in enumerate(questions()):
+        body = {
+            "model": models[i % len(models)],
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": N_TOKENS,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        bodies.append(body)
+    return bodies
 
+
+def http_burst(url: str, headers: dict, models: list[str], stream: bool) -> dict:
+    wall, res = chat_burst(url, headers, chat_bodies(models, stream))
+    return summary(wall, sum(n for _, n in res), [t for t, _ in res])
+
+
+def run_vllm_server() -> dict:
+    """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) with the service's engine settings,
+    over HTTP with the same client: what a user would run without the service."""
+    import subprocess
+    import urllib.request
+
+    from deploy.llm import cpu_binding_env
+    from service.platform.net import free_port
+    from service.platform.settings import Settings
+
+    s, port = Settings(), free_port()
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
+        "--served-model-name", MODEL.name, "--port", str(port), "--host", "127.0.0.1",
+        "--dtype", "bfloat16", "--enable-lora", "--max-loras", str(s.serving_max_loras),
+        "--max-lora-rank", str(s.serving_max_lora_rank),
+        "--max-num-seqs", str(s.serving_max_concurrent_requests),
+        "--max-model-len", str(s.serving_max_model_len), "--kv-cache-memory-bytes", str(1024**3),
+        "--enable-prefix-caching", "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    env = {**os.environ, **cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("vLLM's server did not start") from None
+                time.sleep(1)
+        http_burst(url, {}, [MODEL.name], True)  # warm-up
+        return {
+            "stream": http_burst(url, {}, [MODEL.name], True),
+            "plain": http_burst(url, {}, [MODEL.name], False),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def run_service() -> dict:
+    """The full service on a fresh data dir, over HTTP: base streamed and not, the adapter mix, then ten
+    streamed bursts in a row (they must not get slower)."""
     from tests.integration.helpers import RunningStack, register_adapter
 
     with stack() as (url, headers, data_dir):
         running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
         paths = adapters(data_dir / "tmp")
         models = [register_adapter(running, p, f"bench{i}") for i, p in enumerate(paths)]
-
-        async def one(client: httpx.AsyncClient, i: int, model: str) -> tuple[float, int]:
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": questions()[i]}],
-                "max_tokens": N_TOKENS,
-                "ignore_eos": True,
-                "temperature": 0,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-            return await stream_chat(client, body, headers)
-
-        async def burst(mix: bool) -> dict:
-            async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-                start = time.perf_counter()
-                res = await asyncio.gather(
-                    *(one(client, i, models[i % N_ADAPTERS] if mix else MODEL.name) for i in range(N_CHATS))
-                )
-            return summary(time.perf_counter() - start, sum(n for _, n in res), [t for t, _ in res])
-
-        async def main() -> list[dict]:
-            await burst(False)
-            await burst(True)  # loads the adapters
-            return [await burst(False), await burst(True)]
-
-        return asyncio.run(main())
+        http_burst(url, headers, [MODEL.name], True)  # warm-up
+        http_burst(url, headers, models, True)  # loads the adapters
+        result = {
+            "stream": http_burst(url, headers, [MODEL.name], True),
+            "plain": http_burst(url, headers, [MODEL.name], False),
+            "mix": http_burst(url, headers, models, True),
+        }
+        result["bursts"] = [http_burst(url, headers, [MODEL.name], True) for _ in range(10)]
+        return result
 
 
 # The table --------------------------------------------------------------------------------------------
@@ -201,6 +252,7 @@ def main() -> None:
             "transformers": lambda: run_transformers(rest == ["mix"]),
             "vllm": lambda: run_vllm(rest[0]),
             "service": run_service,
+            "vllm_server": run_vllm_server,
         }
         print(json.dumps(runs[name]()))
         return
@@ -218,9 +270,13 @@ def main() -> None:
     if not args.quick:  # vLLM's own CPU LoRA ops instead of deploy/lora_cpu_ops.py
         _, mix = child(__file__, "vllm", "all", env={"VLLM_PLUGINS": "lora_filesystem_resolver"})
         rows["vLLM alone, both cores, 3-adapter mix, vLLM's own LoRA ops"] = mix
-    base, mix = child(__file__, "service")
-    rows["service (HTTP -> Ray Serve -> vLLM), base"] = base
-    rows["service (HTTP -> Ray Serve -> vLLM), 3-adapter mix"] = mix
+    server = child(__file__, "vllm_server")
+    rows["vLLM's OpenAI server alone (HTTP), base, streamed"] = server["stream"]
+    rows["vLLM's OpenAI server alone (HTTP), base, not streamed"] = server["plain"]
+    service = child(__file__, "service")
+    rows["service (HTTP -> Ray Serve -> vLLM), base, streamed"] = service["stream"]
+    rows["service, base, not streamed"] = service["plain"]
+    rows["service, 3-adapter mix, streamed"] = service["mix"]
 
     ref = rows["vLLM alone, both cores (service default), base"]["tokens_per_second"]
     print(
@@ -231,6 +287,11 @@ def main() -> None:
         tps = r["tokens_per_second"]
         p50, p95 = r["ttft_p50"] * 1000, r["ttft_p95"] * 1000
         print(f"{label:<62} {tps:>9.0f} {tps / ref:>6.2f} {p50:>7.0f}ms {p95:>7.0f}ms")
+    print("\nThe service, ten streamed bursts of the base model in a row:")
+    for i, r in enumerate(service["bursts"], 1):
+        tps = r["tokens_per_second"]
+        ttft = r["ttft_p50"] * 1000
+        print(f"  burst {i:>2}: {tps:>5.0f} tokens/s ({tps / ref:.2f}), TTFT p50 {ttft:.0f} ms")
 
 
 if __name__ == "__main__":

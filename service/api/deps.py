@@ -14,6 +14,7 @@ from service.files.service import FileService
 from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.service import JobService
 from service.inference.chat import ChatService
+from service.inference.embeddings import EmbeddingService
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
@@ -39,6 +40,7 @@ class Services:
     models: ModelRegistry
     vector_stores: VectorStores
     chat: ChatService
+    embeddings: EmbeddingService
     evals: EvalService
     eval_runs: EvalRunner
     jobs: JobService

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     serving_max_concurrent_requests: int = Field(
         64, ge=1, description="Requests one vLLM replica runs at once (vLLM `max_num_seqs`); more queue."
     )
+    serving_stream_messages_per_s: float = Field(
+        64,
+        ge=0,
+        description="Messages per second a vLLM replica sends for all its open streams together: one stream "
+        "alone gets each token at once, many get a few tokens per message (every token stays its own SSE "
+        "event). Fewer messages leave the engine more CPU; 0 = every token at once.",
+    )
     serving_max_loras: int = Field(
         4, ge=1, description="Adapters one replica keeps loaded and batches together (LRU beyond)."
     )

@@ -70,7 +70,8 @@ class VectorStores:
         return (str(s.embedding_model) if s.embedding_model else None, s.embedding_dtype)
 
     @property
-    def _embedder(self) -> Embedder:
+    def embedder(self) -> Embedder:
+        """This process's embedder (loaded on first use), for queries and the embeddings API."""
         return embedder(*self.embedding)
 
     # Stores ----------------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ class VectorStores:
             except FilterError as exc:
                 raise ApiError(400, str(exc), param="filters", code="invalid_value") from None
         stores = await asyncio.to_thread(lambda: [self.get(tenant, sid) for sid in store_ids])
-        vectors = await asyncio.to_thread(self._embedder.embed, queries)
+        vectors = await asyncio.to_thread(self.embedder.embed, queries)
         best: dict[tuple[str, str], tuple[float, SearchResult]] = {}
         for store in stores:
             files = await asyncio.to_thread(self._searchable_files, store.id, filters)
@@ -414,7 +415,7 @@ class VectorStores:
                     lambda: Collection.from_objects(self._read(store_id))
                 )
             except ObjectNotFound:
-                dim = await asyncio.to_thread(lambda: self._embedder.dimension)
+                dim = await asyncio.to_thread(lambda: self.embedder.dimension)
                 self._collections[store_id] = Collection(dim)
         return self._collections[store_id]
 

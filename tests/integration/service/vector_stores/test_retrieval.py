@@ -87,3 +87,16 @@ def test_a_rag_eval_scores_retrieval_and_answers(client: openai.OpenAI, referenc
     assert per["gold first"].passed >= len(QUESTIONS) - 2, per
     item = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=1).data[0]
     assert item.sample.model_extra["citations"][0]["filename"].endswith(".txt")
+
+
+def test_embeddings_are_the_vector_stores_vectors(client: openai.OpenAI) -> None:
+    """The official client on the real stack gets the vectors of the embedder the stores use."""
+    import numpy as np
+
+    from rag.ingest import embedder
+
+    texts = list(QUESTIONS)[:3]
+    got = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    np.testing.assert_allclose(
+        np.array([d.embedding for d in got.data]), embedder(None, "auto").embed(texts), atol=1e-3
+    )

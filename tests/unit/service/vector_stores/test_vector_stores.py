@@ -107,7 +107,7 @@ def test_a_stores_chunking_strategy_sizes_its_chunks(tmp_path: Path) -> None:
         file_id = upload(client, "long.txt", text)
         client.post(f"/v1/vector_stores/{store['id']}/files", json={"file_id": file_id})
         file = wait_ingested(client, f"/v1/vector_stores/{store['id']}/files/{file_id}")
-        embedder = client.app.state.services.vector_stores._embedder
+        embedder = client.app.state.services.vector_stores.embedder
     assert file["status"] == "completed" and file["chunking_strategy"] == strategy
     [prepared] = runner.results
     sizes = [len(embedder.tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in prepared.chunks]

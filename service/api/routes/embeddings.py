@@ -1,0 +1,29 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.api.deps import CurrentPrincipal, Svc
+from service.protocol.embeddings import EmbeddingCreate, EmbeddingList
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+
+@router.post("/embeddings", response_model=EmbeddingList, summary="Create embeddings")
+async def create_embeddings(
+    body: EmbeddingCreate, services: Svc, principal: CurrentPrincipal
+) -> JSONResponse:
+    """Unit-length vectors of the texts from the model vector stores embed with (`model`: its id, e.g.
+    `all-MiniLM-L6-v2`), so that a client's vectors match the stores'. Works with the official client's
+    `embeddings.create` and with LangChain's `OpenAIEmbeddings(..., check_embedding_ctx_length=False)`.
+    A text longer than the model reads is a 400 naming it."""
+    admission = services.limits.admit(principal.tenant, stream=False, exempt=principal.is_admin)
+    try:
+        result = await asyncio.to_thread(services.embeddings.create, body)
+    finally:
+        admission.release()
+    return JSONResponse(result.model_dump(), headers=admission.headers)
