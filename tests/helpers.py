@@ -72,7 +72,7 @@ class MemoryStore:
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> ObjectInfo:
         self.objects[key] = data
-        return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), "")
+        return ObjectInfo(key, len(data), etag="", sha256=hashlib.sha256(data).hexdigest())
 
     def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:
         return self.put_bytes(key, stream.read())

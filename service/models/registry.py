@@ -8,14 +8,15 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
+from evals.summary import criterion_results
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker
 from service.models.base_models import modalities
-from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobRow
+from service.platform.db import Database, EvalRunRow, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
-from service.protocol.common import Model
+from service.protocol.common import Model, ModelEvalRun, ModelLineage
 from service.protocol.fine_tuning import LoraOptions
 
 
@@ -69,20 +70,61 @@ class ModelRegistry:
         return modalities(path) if path is not None else ["text"]
 
     def get(self, tenant: str, model: str) -> Model:
-        """One model the tenant may use (404 otherwise); checkpoints too, which `list` leaves out."""
+        """One model the tenant may use (404 otherwise), with its lineage; checkpoints too, which `list`
+        leaves out."""
         resolved = self.resolve(tenant, model)
         listed = next((m for m in self.list(tenant) if m.id == model), None)
-        if listed is not None:
-            return listed
+        if listed is None:
+            with self.db.session() as s:
+                created = s.scalar(select(JobCheckpointRow.created_at).where(JobCheckpointRow.model == model))
+            listed = Model(
+                id=model,
+                created=created or 0,
+                owned_by=tenant,
+                root=resolved.base_model,
+                parent=model.rpartition(":ckpt-step-")[0],
+                modalities=self.modalities(resolved.base_model),
+            )
+        return listed.model_copy(update={"lineage": self.lineage(tenant, resolved)})
+
+    def lineage(self, tenant: str, model: ResolvedModel) -> ModelLineage:
+        """The model's base and parent, the job and data that made it (a checkpoint's: its job's), and the
+        tenant's eval runs of it."""
         with self.db.session() as s:
-            created = s.scalar(select(JobCheckpointRow.created_at).where(JobCheckpointRow.model == model))
-        return Model(
-            id=model,
-            created=created or 0,
-            owned_by=tenant,
-            root=resolved.base_model,
-            parent=model.rpartition(":ckpt-step-")[0],
-            modalities=self.modalities(resolved.base_model),
+            job_id = parent = None
+            if not model.is_base:
+                row = s.get(FineTunedModelRow, model.id)
+                if row is not None:
+                    job_id, parent = row.job_id, row.parent
+                else:  # a checkpoint
+                    q = select(JobRow.id).join(JobCheckpointRow).where(JobCheckpointRow.model == model.id)
+                    job_id, parent = s.scalar(q), model.id.rpartition(":ckpt-step-")[0]
+            job = s.get(JobRow, job_id) if job_id else None
+            runs = s.scalars(
+                select(EvalRunRow)
+                .where(EvalRunRow.tenant_id == tenant, EvalRunRow.model == model.id)
+                .order_by(EvalRunRow.created_at.desc(), EvalRunRow.id.desc())
+            ).all()
+            evals = [
+                ModelEvalRun(
+                    eval_id=r.eval_id,
+                    run_id=r.id,
+                    status=r.status,
+                    result_counts=r.summary["result_counts"],
+                    per_testing_criteria_results=criterion_results(r.summary),
+                )
+                for r in runs
+            ]
+        spec = job.spec if job is not None else {}
+        return ModelLineage(
+            base_model=model.base_model,
+            parent=parent,
+            training_job=job_id,
+            training_file=spec.get("training_file"),
+            training_file_sha256=spec.get("training_sha256"),
+            validation_file=spec.get("validation_file"),
+            hyperparameters={**spec["hyperparameters"], "lora": spec.get("lora")} if spec else None,
+            evals=evals,
         )
 
     def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:

@@ -53,6 +53,32 @@ class Model(BaseModel):
         default_factory=lambda: ["text"],
         description="Extension: what the model takes as input; a vision-language model takes images too.",
     )
+    lineage: ModelLineage | None = Field(
+        None, description="Extension, in GET /v1/models/{id}: base, parent, training job and data, evals."
+    )
+
+
+class ModelEvalRun(BaseModel):
+    """An eval run of the model, with its totals."""
+
+    eval_id: str
+    run_id: str
+    status: str
+    result_counts: dict[str, int]
+    per_testing_criteria_results: list[dict]
+
+
+class ModelLineage(BaseModel):
+    """Where a model comes from, and how it scored: GET /v1/models/{id} only."""
+
+    base_model: str
+    parent: str | None = Field(None, description="The fine-tuned model it was trained from, if any.")
+    training_job: str | None = None
+    training_file: str | None = None
+    training_file_sha256: str | None = Field(None, description="The training data's SHA-256, as trained.")
+    validation_file: str | None = None
+    hyperparameters: dict | None = Field(None, description="As resolved for the run, LoRA options included.")
+    evals: list[ModelEvalRun] = Field(default_factory=list, description="Runs of the model, newest first.")
 
 
 class ModelDeleted(BaseModel):

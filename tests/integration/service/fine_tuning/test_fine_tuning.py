@@ -195,6 +195,20 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     by_role = {r["role"]: r["run_id"] for r in runs if r["eval_id"] == codeword}
     table = stack.cli("evals", "compare", "--eval", codeword, by_role["base"], by_role["fine_tuned"]).stdout
     assert "says the codeword" in table and f"{len(CODEWORD_CHATS)} item(s) changed status" in table, table
+    # The model's lineage: the job and the data that made it, and its eval runs.
+    lineage = client.models.retrieve(job.fine_tuned_model).model_extra["lineage"]
+    assert (lineage["base_model"], lineage["parent"], lineage["training_job"]) == (
+        DEFAULT_BASE_MODEL,
+        None,
+        job.id,
+    )
+    assert lineage["training_file"] == train.id and lineage["validation_file"] == valid.id
+    assert lineage["training_file_sha256"] == _sha256(DATA / "codeword_train.jsonl")
+    assert lineage["hyperparameters"]["n_epochs"] >= 1 and lineage["hyperparameters"]["lora"]["r"] >= 1
+    tuned = {r["run_id"]: r for r in runs if r["role"] == "fine_tuned"}
+    assert {r["run_id"]: r["eval_id"] for r in lineage["evals"]} == {
+        k: r["eval_id"] for k, r in tuned.items()
+    }
 
 
 CODEWORD_CHATS = [json.loads(line) for line in (DATA / "codeword_valid.jsonl").read_text().splitlines()] + [

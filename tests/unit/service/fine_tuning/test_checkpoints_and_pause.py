@@ -3,6 +3,7 @@ the API with a real database and tokenizer (no Ray: nothing is launched)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,15 @@ def test_the_newest_three_checkpoints_and_the_best_are_kept_and_each_is_a_model(
     assert [c["step_number"] for c in listed] == [10, 8, 6, 2]
     model = listed[-1]["fine_tuned_model_checkpoint"]
     assert model.endswith(":ckpt-step-2") and listed[-1]["metrics"]["valid_loss"] == 0.2
-    assert client.get(f"/v1/models/{model}").json()["id"] == model
+    got = client.get(f"/v1/models/{model}").json()
+    assert got["id"] == model and got["parent"] == model.rpartition(":ckpt-step-")[0]
+    lineage = got["lineage"]  # a checkpoint's lineage is its job's
+    assert (lineage["training_job"], lineage["training_file"]) == (job["id"], job["training_file"])
+    assert lineage["training_file_sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
+    assert lineage["hyperparameters"]["n_epochs"] == job["hyperparameters"]["n_epochs"]
+    assert lineage["evals"] == [] and lineage["base_model"] == job["model"]
+    base = client.get(f"/v1/models/{job['model']}").json()["lineage"]
+    assert base["training_job"] is None and base["parent"] is None
     resolved = client.app.state.services.models.resolve("default", model)
     assert (resolved.base_model, resolved.adapter_prefix) == (
         job["model"],
