@@ -32,6 +32,27 @@ def serving_probe() -> str:
     return ", ".join(f"{name}: {app.status.value}" for name, app in apps.items())
 
 
+def cluster_metrics() -> list[str]:
+    """The Prometheus text each alive node of the Ray cluster exports (Ray Serve's and vLLM's metrics among
+    them); a node that does not answer in 5 s is left out."""
+    import urllib.request
+
+    import ray
+
+    texts = []
+    for node in ray.nodes():
+        port = node.get("MetricsExportPort")
+        if not node.get("Alive") or not port:
+            continue
+        try:
+            url = f"http://{node['NodeManagerAddress']}:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                texts.append(resp.read().decode())
+        except OSError:
+            continue
+    return texts
+
+
 def build_application(settings: Settings):  # a Ray Serve Application
     """The application bound with fully resolved settings: the API ingress and, for every served base model,
     a vLLM deployment (deploy.llm) whose handle the ingress gets. The FastAPI app is built on the replica."""
@@ -66,6 +87,7 @@ def build_application(settings: Settings):  # a Ray Serve Application
                 launcher=launcher,
                 engine=engine,
                 tasks=RayTaskRunner(),
+                cluster_metrics=cluster_metrics,
             )
 
     ingress = serve.deployment(

@@ -55,13 +55,18 @@ class FakeEngine:
     async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
         self.calls.append((endpoint, model, body))
         if body.get("stream"):
-            return self._stream(model.id)
-        return {"object": "chat.completion", "model": model.id, "endpoint": endpoint}
+            return self._stream(model.id, bool((body.get("stream_options") or {}).get("include_usage")))
+        return {"object": "chat.completion", "model": model.id, "endpoint": endpoint, "usage": USAGE}
 
-    async def _stream(self, model: str) -> AsyncIterator[str]:
+    async def _stream(self, model: str, usage: bool) -> AsyncIterator[str]:
         for piece in ("Hel", "lo"):
             yield f"data: {json.dumps({'model': model, 'delta': piece})}\n\n"
+        if usage:  # as vLLM: a last chunk without choices
+            yield f"data: {json.dumps({'model': model, 'choices': [], 'usage': USAGE})}\n\n"
         yield "data: [DONE]\n\n"
+
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
 
 
 class MemoryStore:

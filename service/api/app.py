@@ -7,7 +7,7 @@ constructor; routers find them in `app.state.services` (`service.api.deps`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -18,6 +18,7 @@ from service import __version__
 from service.api.deps import HealthProbe, Services
 from service.api.errors import install_error_handlers
 from service.api.guard import RequestGuard
+from service.api.metrics import ApiMetrics
 from service.api.routes import (
     admin,
     chat,
@@ -26,6 +27,7 @@ from service.api.routes import (
     files,
     fine_tuning,
     health,
+    metrics,
     models,
     vector_stores,
 )
@@ -64,12 +66,14 @@ def create_app(
     engine: InferenceEngine | None = None,
     tasks: TaskRunner | None = None,
     store: ObjectStore | None = None,
+    cluster_metrics: Callable[[], list[str]] | None = None,
 ) -> FastAPI:
     """Build the API for a stack whose object store endpoint is known (see `service.stack.supervisor`).
 
     With a `launcher`, the app also runs the job scheduler in the background for as long as it lives; with
     an `engine`, it answers chat and completions. `tasks` and `store` replace the defaults (a thread per
-    task, the settings' S3 store) where the caller has its own.
+    task, the settings' S3 store) where the caller has its own. `cluster_metrics` gives the Prometheus texts
+    of the cluster's nodes, which GET /metrics appends.
     """
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -118,6 +122,7 @@ def create_app(
         limits=TenantLimits(
             settings.rate_limit_requests_per_minute, settings.max_concurrent_streams_per_tenant
         ),
+        metrics=ApiMetrics(cluster_metrics),
         launcher=launcher,
         probes=dict(probes or {}),
     )
@@ -146,6 +151,17 @@ def create_app(
         max_request_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_file_bytes,
     )
-    for module in (health, models, chat, embeddings, files, fine_tuning, vector_stores, evals, admin):
+    for module in (
+        health,
+        metrics,
+        models,
+        chat,
+        embeddings,
+        files,
+        fine_tuning,
+        vector_stores,
+        evals,
+        admin,
+    ):
         app.include_router(module.router)
     return app

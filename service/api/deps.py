@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.api.metrics import ApiMetrics
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
 from service.files.service import FileService
@@ -45,6 +46,7 @@ class Services:
     eval_runs: EvalRunner
     jobs: JobService
     limits: TenantLimits
+    metrics: ApiMetrics
     # Runs training jobs; None where nothing may train (unit tests).
     launcher: Launcher | None = None
     # Components only the runtime knows (Ray, serving, the scheduler): name -> probe.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.metrics import UNKNOWN
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
+from service.platform.errors import ApiError
 from service.protocol.chat import ChatCompletionCreate, CompletionCreate, SamplingFields
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -36,20 +39,35 @@ async def create_completion(
 async def _generate(
     endpoint: Endpoint, body: SamplingFields, services: Svc, principal: Principal
 ) -> JSONResponse | StreamingResponse:
-    """Within the tenant's limits (requests per minute, open streams; 429 past them), the engine's answer."""
+    """Within the tenant's limits (requests per minute, open streams; 429 past them), the engine's answer,
+    metered (service.api.metrics)."""
+    start = time.perf_counter()
     tenant = principal.tenant
     payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
+    keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    if (
+        body.stream
+    ):  # the usage chunk is always asked for, to count the tokens; the client gets it if it asked
+        payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
     retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
-    admission = services.limits.admit(tenant, stream=bool(body.stream), exempt=principal.is_admin)
+    model = body.model
     try:
-        result = await services.chat.generate(endpoint, payload, tenant, retrieval)
-    except BaseException:
-        admission.release()
+        admission = services.limits.admit(tenant, stream=bool(body.stream), exempt=principal.is_admin)
+        try:
+            result = await services.chat.generate(endpoint, payload, tenant, retrieval)
+        except BaseException:
+            admission.release()
+            raise
+    except ApiError as err:
+        label = UNKNOWN if err.code == "model_not_found" else model
+        services.metrics.record(endpoint, label, tenant, err.status, start, None)
         raise
     if isinstance(result, dict):
+        services.metrics.record(endpoint, model, tenant, 200, start, result.get("usage"))
         return JSONResponse(result, headers=admission.headers)
+    metered = services.metrics.metered(result, endpoint, model, tenant, start, keep_usage)
     return StreamingResponse(
-        _released_at_end(result, admission.release),
+        _released_at_end(metered, admission.release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", **admission.headers},
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.metrics import UNKNOWN
+from service.platform.errors import ApiError
 from service.protocol.embeddings import EmbeddingCreate, EmbeddingList
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
@@ -21,9 +24,16 @@ async def create_embeddings(
     `all-MiniLM-L6-v2`), so that a client's vectors match the stores'. Works with the official client's
     `embeddings.create` and with LangChain's `OpenAIEmbeddings(..., check_embedding_ctx_length=False)`.
     A text longer than the model reads is a 400 naming it."""
-    admission = services.limits.admit(principal.tenant, stream=False, exempt=principal.is_admin)
+    start, tenant = time.perf_counter(), principal.tenant
     try:
-        result = await asyncio.to_thread(services.embeddings.create, body)
-    finally:
-        admission.release()
+        admission = services.limits.admit(tenant, stream=False, exempt=principal.is_admin)
+        try:
+            result = await asyncio.to_thread(services.embeddings.create, body)
+        finally:
+            admission.release()
+    except ApiError as err:
+        label = UNKNOWN if err.code == "model_not_found" else body.model
+        services.metrics.record("embeddings", label, tenant, err.status, start, None)
+        raise
+    services.metrics.record("embeddings", body.model, tenant, 200, start, result.usage.model_dump())
     return JSONResponse(result.model_dump(), headers=admission.headers)

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import RunningStack, make_adapter, register_adapter, store_of
+from tests.integration.helpers import RunningStack, make_adapter, register_adapter, store_of, wait_until
 
 BASE = DEFAULT_BASE_MODEL
 QUESTIONS = ["What is the capital of France?", "Name a color.", "What is 2+2?", "Who wrote Hamlet?"]
@@ -61,6 +61,45 @@ def test_chat_and_stream_with_the_base_model(client: openai.OpenAI) -> None:
     assert text == reply.choices[0].message.content  # greedy: the stream says the same, token by token
     assert len([c for c in chunks if c.choices]) > 3
     assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_metrics_count_a_tenants_requests_and_tokens_beside_serve_and_vllm(stack: RunningStack) -> None:
+    tenant = stack.client(stack.tenant_key("metrics-tenant"))
+    reply = tenant.chat.completions.create(
+        model=BASE, messages=[{"role": "user", "content": "Name a color."}], max_tokens=8, temperature=0
+    )
+    chunks = list(
+        tenant.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": "Name a color."}],
+            max_tokens=8,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+    )
+    assert all(c.usage is None for c in chunks)  # not asked for: the usage chunk the service took is gone
+    ok = f'tuneserve_requests_total{{endpoint="chat",model="{BASE}",status="200",tenant="metrics-tenant"}}'
+    # A stream is counted when its generator ends, just after the client read its last chunk.
+    wait_until(lambda: _metric(stack.get("/metrics").text, ok) == 2, 30, "both requests counted")
+    text = stack.get("/metrics").text
+    tokens = (
+        f'tuneserve_tokens_total{{endpoint="chat",kind="completion",model="{BASE}",tenant="metrics-tenant"}}'
+    )
+    assert _metric(text, tokens) == reply.usage.completion_tokens + 8  # the stream's, from the chunk it took
+    assert (
+        _metric(text, f'tuneserve_time_to_first_token_seconds_count{{endpoint="chat",model="{BASE}"}}') >= 1
+    )
+    # Ray Serve's and vLLM's own metrics, from the nodes (exported every few seconds).
+    wait_until(
+        lambda: "ray_serve_num_http_requests" in (t := stack.get("/metrics").text) and "vllm" in t,
+        60,
+        "Ray Serve's and vLLM's metrics in /metrics",
+    )
+    assert stack.get("/metrics", key=stack.tenant_key("metrics-tenant")).status_code == 403
 
 
 def test_sampling_parameters(client: openai.OpenAI) -> None:

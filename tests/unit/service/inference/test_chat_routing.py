@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.platform.db import FineTunedModelRow
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.helpers import ADMIN, FakeEngine, assert_openai_error, auth, offline_settings
+from tests.helpers import ADMIN, USAGE, FakeEngine, assert_openai_error, auth, offline_settings
 
 MINE = f"{DEFAULT_BASE_MODEL}:mine-abc123"
 
@@ -92,3 +92,39 @@ def test_missing_essentials_are_refused_before_the_engine(client: TestClient, en
 def test_without_an_engine_nothing_is_served(tmp_path: Path) -> None:
     client = TestClient(create_app(offline_settings(tmp_path)))
     assert_openai_error(chat(client), 503, "model_not_deployed")
+
+
+def metric(client: TestClient, line_start: str) -> float:
+    text = client.get("/metrics", headers=auth(ADMIN)).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
+    return sum(values)
+
+
+def test_metrics_count_requests_tokens_and_errors_per_model_and_tenant(client: TestClient) -> None:
+    tenant = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+    assert chat(client, key=tenant).status_code == 200
+    # A stream that did not ask for usage: the engine was asked (to count tokens), the client gets no
+    # usage chunk; one that asked gets it.
+    for asked in (False, True):
+        body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        if asked:
+            body["stream_options"] = {"include_usage": True}
+        with client.stream("POST", "/v1/chat/completions", json=body, headers=auth(tenant)) as resp:
+            events = [line for line in resp.iter_lines() if line.startswith("data: {")]
+        assert any('"usage"' in e for e in events) == asked, events
+    assert chat(client, key=tenant, model="no-such-model").status_code == 404
+
+    ok = (
+        f'tuneserve_requests_total{{endpoint="chat",model="{DEFAULT_BASE_MODEL}",status="200",tenant="acme"}}'
+    )
+    assert metric(client, ok) == 3
+    assert (
+        metric(client, 'tuneserve_requests_total{endpoint="chat",model="-",status="404",tenant="acme"}') == 1
+    )
+    prompt = (
+        f'tuneserve_tokens_total{{endpoint="chat",kind="prompt",model="{DEFAULT_BASE_MODEL}",tenant="acme"}}'
+    )
+    assert metric(client, prompt) == 3 * USAGE["prompt_tokens"]
+    assert metric(client, 'tuneserve_time_to_first_token_seconds_count{endpoint="chat"') == 2
+    assert client.get("/metrics", headers=auth(tenant)).status_code == 403
+    assert client.get("/metrics").status_code == 401
