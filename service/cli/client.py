@@ -81,3 +81,28 @@ def health(base_url: str, require_ok: bool = True, admin_key: str | None = None)
     if require_ok and resp.status_code != 200:
         return None
     return resp.json()
+
+
+def model_usage(base_url: str, admin_key: str) -> dict | None:
+    """Requests and tokens so far per model, from the stack's /metrics; None if it does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        resp = httpx.get(base_url + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+    except httpx.TransportError:
+        return None
+    if resp.status_code != 200:
+        return None
+    usage: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        if family.name not in ("tuneserve_requests", "tuneserve_tokens"):
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            counts = usage.setdefault(
+                sample.labels["model"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+            )
+            key = "requests" if family.name == "tuneserve_requests" else f"{sample.labels['kind']}_tokens"
+            counts[key] += int(sample.value)
+    return usage

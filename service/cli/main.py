@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from service.cli import chat, evals, jobs
-from service.cli.client import ApiClient, CliError, health
+from service.cli.client import ApiClient, CliError, health, model_usage
 from service.platform.auth import resolve_admin_key
 from service.platform.settings import Settings, SettingsError, load_settings
 
@@ -160,6 +160,8 @@ def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
                 "ray": state.ray_address,
                 "ray_dashboard": state.ray_dashboard_url,
                 "health": components,
+                # Per model since the API started: requests (any status) and tokens.
+                "usage": model_usage(state.base_url, admin_key) if admin_key and components else None,
             },
             indent=2,
         )

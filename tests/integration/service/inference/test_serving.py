@@ -100,6 +100,8 @@ def test_metrics_count_a_tenants_requests_and_tokens_beside_serve_and_vllm(stack
         "Ray Serve's and vLLM's metrics in /metrics",
     )
     assert stack.get("/metrics", key=stack.tenant_key("metrics-tenant")).status_code == 403
+    usage = json.loads(stack.cli("status").stdout)["usage"][BASE]  # `tuneserve status` sums them per model
+    assert usage["requests"] >= 2 and usage["completion_tokens"] >= reply.usage.completion_tokens + 8
 
 
 def test_sampling_parameters(client: openai.OpenAI) -> None:
