@@ -87,6 +87,20 @@ class MemoryStore:
             raise ObjectNotFound(key)
         return self.objects[key]
 
+    def put_folder(self, prefix: str, folder) -> None:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                self.put_bytes(prefix + path.relative_to(folder).as_posix(), path.read_bytes())
+
+    def get_folder(self, prefix: str, folder) -> Path:
+        keys = [k for k in self.objects if k.startswith(prefix)]
+        if not keys:
+            raise ObjectNotFound(prefix)
+        for key in keys:
+            (Path(folder) / key[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / key[len(prefix) :]).write_bytes(self.objects[key])
+        return Path(folder)
+
     def open(self, key: str) -> Iterator[bytes]:
         yield self.get_bytes(key)
 

@@ -19,7 +19,7 @@ from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.models.base_models import modalities
-from service.models.registry import ModelRegistry
+from service.models.registry import ModelRegistry, adapter_prefix
 from service.platform.db import FileRow, JobCheckpointRow, JobEventRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.image_fetch import fetch_image
@@ -47,12 +47,6 @@ def validate_training_file(stream: BinaryIO, image_domains: Collection[str] = ()
 def estimate_finish(started_at: int, at: int, step: int, total_steps: int) -> int:
     """When a run that started at `started_at`, at `step` of `total_steps` at time `at`, ends at its pace."""
     return at + round((at - started_at) / max(step, 1) * (total_steps - step))
-
-
-def adapter_prefix(fine_tuned_model: str) -> str:
-    """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
-    base, _, name = fine_tuned_model.partition(":")
-    return f"adapters/{base}/{name}/"
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +12,8 @@ from sqlalchemy import delete, select
 
 from evals.summary import criterion_results
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
-from service.models.adapters import AdapterChecker
+from service.models.adapters import AdapterChecker, AdapterError, check_adapter_folder
+from service.models.archives import check_fits_base, pack_adapter
 from service.models.base_models import modalities
 from service.platform.db import Database, EvalRunRow, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
@@ -18,6 +21,12 @@ from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
 from service.protocol.common import Model, ModelEvalRun, ModelLineage
 from service.protocol.fine_tuning import LoraOptions
+
+
+def adapter_prefix(fine_tuned_model: str) -> str:
+    """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
+    base, _, name = fine_tuned_model.partition(":")
+    return f"adapters/{base}/{name}/"
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,49 @@ class ModelRegistry:
             dropout=config.get("lora_dropout", 0.0),
             target_modules=sorted(targets) if isinstance(targets, list) else [targets],
         )
+
+    def import_adapter(self, tenant: str, folder: Path, base_model: str, suffix: str | None) -> Model:
+        """Register the PEFT adapter in `folder` (unpacked from an upload) as a new model of `tenant` over
+        `base_model`, after the checks a served adapter gets and a check that it fits that base model."""
+        base_path = self.settings.resolved_base_models.get(base_model)
+        if base_path is None:
+            raise ApiError(
+                404,
+                f"The base model '{base_model}' does not exist here.",
+                param="base_model",
+                code="model_not_found",
+            )
+        try:
+            check_adapter_folder(folder, self.adapters.max_rank)
+            check_fits_base(folder, base_model, base_path)
+        except AdapterError as exc:
+            raise ApiError(
+                400, f"The adapter cannot be imported: {exc}.", param="file", code="invalid_adapter"
+            ) from None
+        model_id = f"{base_model}:{suffix or 'imported'}-{secrets.token_hex(12)}"
+        self.store.put_folder(adapter_prefix(model_id), folder)
+        with self.db.session() as s:
+            s.add(
+                FineTunedModelRow(
+                    id=model_id,
+                    tenant_id=tenant,
+                    base_model=base_model,
+                    adapter_prefix=adapter_prefix(model_id),
+                )
+            )
+        return self.get(tenant, model_id)
+
+    def export_adapter(self, tenant: str, model: str) -> bytes:
+        """The model's adapter as a .tar.gz of its PEFT folder (and manifest, for a fine-tuned one)."""
+        resolved = self.resolve(tenant, model)
+        if resolved.is_base:
+            raise ApiError(
+                400, f"'{model}' is a base model: it has no adapter.", param="model", code="invalid_model"
+            )
+        with tempfile.TemporaryDirectory(prefix="adapter-export-") as tmp:
+            folder = self.store.get_folder(resolved.adapter_prefix, tmp)
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            return pack_adapter(folder, files)
 
     def delete(self, tenant: str, model: str) -> ResolvedModel:
         """Delete a fine-tuned model (or a job's checkpoint) the tenant owns: its registry entry, then its

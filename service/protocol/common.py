@@ -81,6 +81,18 @@ class ModelLineage(BaseModel):
     evals: list[ModelEvalRun] = Field(default_factory=list, description="Runs of the model, newest first.")
 
 
+class ModelImport(BaseModel):
+    """POST /v1/models (an extension): an existing PEFT LoRA adapter becomes a model of the caller's."""
+
+    file: str = Field(
+        description="A file uploaded with purpose `adapter`: the adapter folder as .tar.gz or .zip."
+    )
+    base_model: str = Field(description="The base model the adapter was trained on.")
+    suffix: str | None = Field(
+        None, max_length=40, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$", description="Part of the new model's id."
+    )
+
+
 class ModelDeleted(BaseModel):
     id: str
     object: Literal["model"] = "model"

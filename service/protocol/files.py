@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-FilePurpose = Literal["fine-tune", "assistants", "evals", "batch", "user_data", "vision"]
+# `adapter`: an archive of a PEFT adapter folder, for POST /v1/models (an extension).
+FilePurpose = Literal["fine-tune", "assistants", "evals", "batch", "user_data", "vision", "adapter"]
 PURPOSES: tuple[str, ...] = FilePurpose.__args__  # type: ignore[attr-defined]
 # Purposes of files the service writes itself (not accepted on upload).
 RESULT_PURPOSE = "fine-tune-results"

@@ -273,6 +273,26 @@ def register_adapter(stack: RunningStack, folder: Path, name: str, tenant: str =
     return model_id
 
 
+def import_adapter(stack: RunningStack, folder: Path, suffix: str, key: str | None = None) -> str:
+    """Import the PEFT folder through the API (a .tar.gz uploaded with purpose `adapter`, then
+    POST /v1/models); returns the new model's id."""
+    import io
+    import tarfile
+
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as archive:
+        archive.add(folder, arcname=folder.name)
+    file = stack.client(key).files.create(file=("adapter.tar.gz", packed.getvalue()), purpose="adapter")
+    resp = httpx.post(
+        stack.base_url + "/v1/models",
+        json={"file": file.id, "base_model": DEFAULT_BASE_MODEL, "suffix": suffix},
+        headers={"Authorization": f"Bearer {key or stack.admin_key}"},
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
+
+
 def adapter_config(folder: Path) -> dict:
     return json.loads((folder / "adapter_config.json").read_text())
 

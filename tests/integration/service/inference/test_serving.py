@@ -14,7 +14,14 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import RunningStack, make_adapter, register_adapter, store_of, wait_until
+from tests.integration.helpers import (
+    RunningStack,
+    import_adapter,
+    make_adapter,
+    register_adapter,
+    store_of,
+    wait_until,
+)
 
 BASE = DEFAULT_BASE_MODEL
 QUESTIONS = ["What is the capital of France?", "Name a color.", "What is 2+2?", "Who wrote Hamlet?"]
@@ -26,10 +33,56 @@ def other_client(stack: RunningStack) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def adapters(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Two adapters uploaded while the stack runs: nothing restarts or redeploys to serve them."""
+def adapter_folders(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     tmp = tmp_path_factory.mktemp("adapters")
-    return [register_adapter(stack, make_adapter(tmp / f"a{seed}", seed), f"rand{seed}") for seed in (1, 2)]
+    return [make_adapter(tmp / f"a{seed}", seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def adapters(stack: RunningStack, adapter_folders: list[Path]) -> list[str]:
+    """Two PEFT adapters imported through the API while the stack runs: nothing restarts or redeploys to
+    serve them."""
+    return [import_adapter(stack, folder, f"rand{i}") for i, folder in enumerate(adapter_folders, 1)]
+
+
+def test_an_imported_adapter_answers_as_transformers_and_peft_do(
+    client: openai.OpenAI, adapters: list[str], adapter_folders: list[Path]
+) -> None:
+    """The stack serves the base model in float32 here, as the reference runs."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.integration.helpers import BASE_PATH
+
+    tokenizer = AutoTokenizer.from_pretrained(BASE_PATH)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), adapter_folders[0]
+    )
+    question = QUESTIONS[0]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert _ask(client, adapters[0], question, max_tokens=8) == expected
+    assert _ask(client, BASE, question, max_tokens=8) != expected  # the adapter changes the answer
+    # Its adapter downloads as it was imported.
+    got = httpx.get(
+        f"{client.base_url}models/{adapters[0]}/content",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        timeout=60,
+    )
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
+        weights = archive.extractfile("adapter_model.safetensors").read()
+    assert weights == (adapter_folders[0] / "adapter_model.safetensors").read_bytes()
 
 
 def _ask(client: openai.OpenAI, model: str, question: str, **kw: object) -> str:
