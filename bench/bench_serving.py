@@ -218,16 +218,20 @@ def run_vllm_server() -> dict:
         proc.wait(60)
 
 
-def run_service() -> dict:
+def run_service(messages_per_s: str = "") -> dict:
     """The full service on a fresh data dir, over HTTP: base streamed and not, the adapter mix, then ten
-    streamed bursts in a row (they must not get slower)."""
+    streamed bursts in a row (they must not get slower). With `messages_per_s`, that stream budget and
+    only the base model, streamed."""
     from tests.integration.helpers import RunningStack, register_adapter
 
-    with stack() as (url, headers, data_dir):
+    settings = {"serving_stream_messages_per_s": messages_per_s} if messages_per_s else {}
+    with stack(**settings) as (url, headers, data_dir):
+        http_burst(url, headers, [MODEL.name], True)  # warm-up
+        if messages_per_s:
+            return {"stream": http_burst(url, headers, [MODEL.name], True)}
         running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
         paths = adapters(data_dir / "tmp")
         models = [register_adapter(running, p, f"bench{i}") for i, p in enumerate(paths)]
-        http_burst(url, headers, [MODEL.name], True)  # warm-up
         http_burst(url, headers, models, True)  # loads the adapters
         result = {
             "stream": http_burst(url, headers, [MODEL.name], True),
@@ -251,7 +255,7 @@ def main() -> None:
         runs = {
             "transformers": lambda: run_transformers(rest == ["mix"]),
             "vllm": lambda: run_vllm(rest[0]),
-            "service": run_service,
+            "service": lambda: run_service(*rest),
             "vllm_server": run_vllm_server,
         }
         print(json.dumps(runs[name]()))
@@ -277,6 +281,8 @@ def main() -> None:
     rows["service (HTTP -> Ray Serve -> vLLM), base, streamed"] = service["stream"]
     rows["service, base, not streamed"] = service["plain"]
     rows["service, 3-adapter mix, streamed"] = service["mix"]
+    # What coalescing a stream's chunks bought (deploy/streaming.py): every token its own message.
+    rows["service, base, streamed, every token its own message"] = child(__file__, "service", "0")["stream"]
 
     ref = rows["vLLM alone, both cores (service default), base"]["tokens_per_second"]
     print(
