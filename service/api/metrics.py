@@ -18,6 +18,9 @@ disable_created_metrics()  # no `_created` series beside every counter
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 UNKNOWN = "-"  # the model label of a request for a model that does not exist (no label per typo)
+# Errors raised before the model was resolved: their model label is UNKNOWN, so that a caller cannot make
+# a series per made-up model name.
+UNLABELLED = frozenset({"model_not_found", "rate_limit_exceeded", "too_many_streams"})
 
 
 class ApiMetrics:

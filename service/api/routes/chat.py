@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.metrics import UNKNOWN
+from service.api.metrics import UNKNOWN, UNLABELLED
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
@@ -59,7 +59,7 @@ async def _generate(
             admission.release()
             raise
     except ApiError as err:
-        label = UNKNOWN if err.code == "model_not_found" else model
+        label = UNKNOWN if err.code in UNLABELLED else model
         services.metrics.record(endpoint, label, tenant, err.status, start, None)
         raise
     if isinstance(result, dict):

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.metrics import UNKNOWN
+from service.api.metrics import UNKNOWN, UNLABELLED
 from service.platform.errors import ApiError
 from service.protocol.embeddings import EmbeddingCreate, EmbeddingList
 
@@ -32,7 +32,7 @@ async def create_embeddings(
         finally:
             admission.release()
     except ApiError as err:
-        label = UNKNOWN if err.code == "model_not_found" else body.model
+        label = UNKNOWN if err.code in UNLABELLED else body.model
         services.metrics.record("embeddings", label, tenant, err.status, start, None)
         raise
     services.metrics.record("embeddings", body.model, tenant, 200, start, result.usage.model_dump())
