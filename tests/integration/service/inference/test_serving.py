@@ -59,18 +59,21 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), adapter_folders[0]
     )
-    question = QUESTIONS[0]
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert _ask(client, adapters[0], question, max_tokens=8) == expected
-    assert _ask(client, BASE, question, max_tokens=8) != expected  # the adapter changes the answer
+
+    def reference(question: str) -> str:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    expected = {q: reference(q) for q in QUESTIONS}
+    assert {q: _ask(client, adapters[0], q, max_tokens=8) for q in QUESTIONS} == expected
+    assert any(_ask(client, BASE, q, max_tokens=8) != expected[q] for q in QUESTIONS)  # it changes answers
     # Its adapter downloads as it was imported.
     got = httpx.get(
         f"{client.base_url}models/{adapters[0]}/content",
