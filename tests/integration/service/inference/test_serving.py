@@ -46,7 +46,7 @@ def adapters(stack: RunningStack, adapter_folders: list[Path]) -> list[str]:
 
 
 def test_an_imported_adapter_answers_as_transformers_and_peft_do(
-    client: openai.OpenAI, adapters: list[str], adapter_folders: list[Path]
+    client: openai.OpenAI, stack: RunningStack, tmp_path: Path
 ) -> None:
     """The stack serves the base model in float32 here, as the reference runs."""
     import torch
@@ -55,9 +55,11 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
 
     from tests.integration.helpers import BASE_PATH
 
+    folder = make_adapter(tmp_path / "strong", seed=3, scale=0.1)  # changes some answers, coherently
+    imported = import_adapter(stack, folder, "strong")
     tokenizer = AutoTokenizer.from_pretrained(BASE_PATH)
     model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), adapter_folders[0]
+        AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), folder
     )
 
     def reference(question: str) -> str:
@@ -72,11 +74,11 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
         return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
     expected = {q: reference(q) for q in QUESTIONS}
-    assert {q: _ask(client, adapters[0], q, max_tokens=8) for q in QUESTIONS} == expected
+    assert {q: _ask(client, imported, q, max_tokens=8) for q in QUESTIONS} == expected
     assert any(_ask(client, BASE, q, max_tokens=8) != expected[q] for q in QUESTIONS)  # it changes answers
     # Its adapter downloads as it was imported.
     got = httpx.get(
-        f"{client.base_url}models/{adapters[0]}/content",
+        f"{client.base_url}models/{imported}/content",
         headers={"Authorization": f"Bearer {client.api_key}"},
         timeout=60,
     )
@@ -85,7 +87,7 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
 
     with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
         weights = archive.extractfile("adapter_model.safetensors").read()
-    assert weights == (adapter_folders[0] / "adapter_model.safetensors").read_bytes()
+    assert weights == (folder / "adapter_model.safetensors").read_bytes()
 
 
 def _ask(client: openai.OpenAI, model: str, question: str, **kw: object) -> str:
