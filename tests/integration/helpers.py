@@ -273,6 +273,21 @@ def register_adapter(stack: RunningStack, folder: Path, name: str, tenant: str =
     return model_id
 
 
+def greedy(model, tokenizer, question: str, max_new_tokens: int) -> str:
+    """transformers' greedy answer of `model` (peft or not) to one user message: the reference answers."""
+    import torch
+
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
 def import_adapter(stack: RunningStack, folder: Path, suffix: str, key: str | None = None) -> str:
     """Import the PEFT folder through the API (a .tar.gz uploaded with purpose `adapter`, then
     POST /v1/models); returns the new model's id."""

@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     DATA,
     MODELS_DIR,
     RunningStack,
+    greedy,
     kill_training_workers,
     process_cmdlines,
     store_of,
@@ -32,20 +33,6 @@ HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a
 @pytest.fixture(scope="module")
 def tenant_client(feature_stack: RunningStack) -> openai.OpenAI:
     return feature_stack.client(feature_stack.tenant_key("other"))
-
-
-def _greedy(model, tokenizer, question: str) -> str:
-    import torch
-
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningStack, tmp_path: Path) -> None:
@@ -129,9 +116,9 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     base_path = MODELS_DIR / DEFAULT_BASE_MODEL
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     base = AutoModelForCausalLM.from_pretrained(base_path)
-    base_answers = [_greedy(base, tokenizer, q) for q in HELD_OUT]
+    base_answers = [greedy(base, tokenizer, q, 12) for q in HELD_OUT]
     tuned = PeftModel.from_pretrained(base, adapter_dir)
-    tuned_answers = [_greedy(tuned, tokenizer, q) for q in HELD_OUT]
+    tuned_answers = [greedy(tuned, tokenizer, q, 12) for q in HELD_OUT]
     assert not any(CODEWORD in a for a in base_answers), base_answers
     assert all(CODEWORD in a for a in tuned_answers), tuned_answers
 

@@ -53,7 +53,7 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.integration.helpers import BASE_PATH
+    from tests.integration.helpers import BASE_PATH, greedy
 
     folder = make_adapter(tmp_path / "strong", seed=3, scale=0.1)  # changes some answers, coherently
     imported = import_adapter(stack, folder, "strong")
@@ -62,18 +62,7 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
         AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), folder
     )
 
-    def reference(question: str) -> str:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-        return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-
-    expected = {q: reference(q) for q in QUESTIONS}
+    expected = {q: greedy(model, tokenizer, q, 8) for q in QUESTIONS}
     assert {q: _ask(client, imported, q, max_tokens=8) for q in QUESTIONS} == expected
     assert any(_ask(client, BASE, q, max_tokens=8) != expected[q] for q in QUESTIONS)  # it changes answers
     # Its adapter downloads as it was imported.
