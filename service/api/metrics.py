@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.platform.errors import ApiError
+
 disable_created_metrics()  # no `_created` series beside every counter
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -55,6 +57,12 @@ class ApiMetrics:
             n = (usage or {}).get(f"{kind}_tokens")
             if n:
                 self.tokens.labels(endpoint, model, tenant, kind).inc(n)
+
+    def failed(self, endpoint: str, model: str, tenant: str, error: ApiError, start: float) -> None:
+        """Record a request that ended in `error`; one that failed before its model was resolved is
+        counted under model UNKNOWN."""
+        label = UNKNOWN if error.code in UNLABELLED else model
+        self.record(endpoint, label, tenant, error.status, start, None)
 
     async def metered(
         self,

@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.metrics import UNKNOWN, UNLABELLED
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
@@ -45,9 +44,8 @@ async def _generate(
     tenant = principal.tenant
     payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
     keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-    if (
-        body.stream
-    ):  # the usage chunk is always asked for, to count the tokens; the client gets it if it asked
+    if body.stream:
+        # Always ask for the usage chunk, to count the tokens; the client gets it only if it asked.
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
     retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
     model = body.model
@@ -59,8 +57,7 @@ async def _generate(
             admission.release()
             raise
     except ApiError as err:
-        label = UNKNOWN if err.code in UNLABELLED else model
-        services.metrics.record(endpoint, label, tenant, err.status, start, None)
+        services.metrics.failed(endpoint, model, tenant, err, start)
         raise
     if isinstance(result, dict):
         services.metrics.record(endpoint, model, tenant, 200, start, result.get("usage"))

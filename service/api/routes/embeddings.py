@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.metrics import UNKNOWN, UNLABELLED
 from service.platform.errors import ApiError
 from service.protocol.embeddings import EmbeddingCreate, EmbeddingList
 
@@ -32,8 +31,7 @@ async def create_embeddings(
         finally:
             admission.release()
     except ApiError as err:
-        label = UNKNOWN if err.code in UNLABELLED else body.model
-        services.metrics.record("embeddings", label, tenant, err.status, start, None)
+        services.metrics.failed("embeddings", body.model, tenant, err, start)
         raise
     services.metrics.record("embeddings", body.model, tenant, 200, start, result.usage.model_dump())
     return JSONResponse(result.model_dump(), headers=admission.headers)
