@@ -52,8 +52,9 @@ def check_adapter_folder(folder: Path, max_rank: int) -> dict:
     return config
 
 
-def _check_safetensors(path: Path) -> None:
-    """A safetensors file starts with an 8-byte header length and a JSON header whose offsets fit the file."""
+def safetensors_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header (tensor name -> dtype, shape, offsets) and the size of the data
+    after it, or AdapterError: the file starts with an 8-byte header length and a header that fits."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
@@ -63,11 +64,16 @@ def _check_safetensors(path: Path) -> None:
         if n > size - 8:
             raise AdapterError(f"its {path.name} is corrupt (header larger than the file)")
         try:
-            header = json.loads(f.read(n))
+            return json.loads(f.read(n)), size - 8 - n
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise AdapterError(f"its {path.name} is corrupt (unreadable header)") from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header's tensors end where the file does."""
+    header, data_size = safetensors_header(path)
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-    if not ends or max(ends) != size - 8 - n:
+    if not ends or max(ends) != data_size:
         raise AdapterError(f"its {path.name} is corrupt (tensor data does not match the header)")
 
 

@@ -5,13 +5,11 @@ is imported for: every LoRA pair must fit the base model's module of that name."
 from __future__ import annotations
 
 import io
-import json
-import struct
 import tarfile
 import zipfile
 from pathlib import Path
 
-from service.models.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError
+from service.models.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError, safetensors_header
 
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PEFT_PREFIX = "base_model.model."
@@ -22,31 +20,27 @@ def unpack_adapter(data: bytes, dest: Path, max_bytes: int) -> None:
     into `dest`. Other files are ignored; links, duplicates and files past `max_bytes` are refused."""
     found: dict[str, bytes] = {}
 
-    def take(name: str, size: int, read) -> None:
+    def take(name: str, read) -> None:
         base = Path(name).name
         if base not in ADAPTER_FILES:
             return
         if base in found:
             raise AdapterError(f"the archive holds more than one {base}: upload one adapter at a time")
-        if size > max_bytes:
+        found[base] = read(max_bytes + 1)  # what is read counts, not what the archive declares
+        if len(found[base]) > max_bytes:
             raise AdapterError(f"its {base} is larger than {max_bytes} bytes")
-        found[base] = read()
 
     if zipfile.is_zipfile(io.BytesIO(data)):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    take(info.filename, info.file_size, lambda i=info: archive.open(i).read(max_bytes + 1))
+                    take(info.filename, archive.open(info).read)
     else:
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
                 for member in archive.getmembers():
                     if member.isfile():
-                        take(
-                            member.name,
-                            member.size,
-                            lambda m=member: archive.extractfile(m).read(max_bytes + 1),
-                        )
+                        take(member.name, archive.extractfile(member).read)
         except tarfile.TarError:
             raise AdapterError("the file is not a .tar.gz, .tar or .zip archive") from None
     for name in ADAPTER_FILES:
@@ -96,7 +90,5 @@ def check_fits_base(adapter: Path, base_model: str, base_path: Path) -> None:
 
 def tensor_shapes(path: Path) -> dict[str, list[int]]:
     """Tensor name -> shape, from a safetensors file's header (the weights are not read)."""
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+    header, _ = safetensors_header(path)
     return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
