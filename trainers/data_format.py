@@ -1,10 +1,17 @@
 """The fine-tuning dataset format: JSONL, one example a line. Pure: no torch, usable by the API.
 
-Two shapes, as OpenAI accepts them:
-  {"messages": [{"role": "system"|"user"|"assistant", "content": "...", "weight": 0|1}, ...]}
-  {"prompt": "...", "completion": "..."}
+Three shapes, as OpenAI accepts them:
+  {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": "...", "weight": 0|1}, ...],
+   "tools": [...], "parallel_tool_calls": true}                        supervised, chat
+  {"prompt": "...", "completion": "..."}                                supervised, prompt and completion
+  {"input": {"messages": [...], "tools": [...]}, "preferred_output": [{"role": "assistant", ...}],
+   "non_preferred_output": [...]}                                       preference (DPO)
 A chat example needs at least one assistant message with weight 1 (the default); `weight` is only
 allowed on assistant messages. Loss is computed on assistant messages (or the completion) only.
+
+Tools (OpenAI's function tools, checked by `service.protocol.tool_format`): an assistant message may carry
+`tool_calls` (then its content may be empty) naming the example's tools, with JSON-object arguments; a
+`tool` message answers an earlier call by its `tool_call_id`. Tool results are never trained on.
 
 Vision examples (OpenAI's vision fine-tuning format): a user message's content may be a list of parts,
 `{"type": "text", "text": ...}` and `{"type": "image_url", "image_url": {"url": ...}}`, the url a data URL
@@ -20,8 +27,9 @@ from dataclasses import dataclass, field
 
 from service.platform.images import MAX_IMAGES_PER_EXAMPLE, ImageError, check_image, classify, decode_data_url
 from service.platform.json_input import JsonInputError, parse_json
+from service.protocol.tool_format import ToolFormatError, check_tool_calls, check_tools
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class DatasetError(ValueError):
@@ -45,10 +53,21 @@ class Message:
     content: str
     weight: int = 1
     parts: tuple[tuple[str, str], ...] = ()
+    tool_calls: tuple[dict, ...] = ()  # an assistant's calls, OpenAI's shape (arguments a JSON string)
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     @property
     def images(self) -> list[str]:
         return [value for kind, value in self.parts if kind == IMAGE]
+
+    def as_openai(self) -> dict:
+        """The message in OpenAI's shape (text content; images are the vision path's business)."""
+        out: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = list(self.tool_calls)
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -56,13 +75,20 @@ class Example:
     """One training example; `line` is where it came from, for error messages."""
 
     line: int
-    messages: tuple[Message, ...] = field(default_factory=tuple)
+    messages: tuple[Message, ...] = field(default_factory=tuple)  # a preference example: its input
     prompt: str | None = None
     completion: str | None = None
+    tools: tuple[dict, ...] = ()
+    preferred: tuple[Message, ...] = ()  # a preference example's outputs (assistant messages)
+    non_preferred: tuple[Message, ...] = ()
 
     @property
     def is_chat(self) -> bool:
         return bool(self.messages)
+
+    @property
+    def is_preference(self) -> bool:
+        return bool(self.preferred)
 
     @property
     def images(self) -> list[str]:
@@ -101,23 +127,107 @@ def parse_line(
         raise DatasetError(number, str(exc)) from None
     if not isinstance(obj, dict):
         raise DatasetError(number, f"expected a JSON object, got {type(obj).__name__}")
+    if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+        return _preference(obj, number, image_domains)
     if "messages" in obj:
         return _chat(obj, number, require_trainable, image_domains)
     if "prompt" in obj or "completion" in obj:
         return _prompt_completion(obj, number)
-    raise DatasetError(number, 'expected {"messages": [...]} or {"prompt": ..., "completion": ...}')
+    raise DatasetError(
+        number,
+        'expected {"messages": [...]}, {"prompt": ..., "completion": ...} or {"input": ..., '
+        '"preferred_output": [...], "non_preferred_output": [...]}',
+    )
+
+
+@dataclass(frozen=True)
+class _Tools:
+    """An example's tools: their definitions and whether an assistant turn may call several at once."""
+
+    definitions: tuple[dict, ...] = ()
+    parallel: bool = True
+
+    @classmethod
+    def of(cls, obj: dict, number: int, where: str = "") -> _Tools:
+        parallel = obj.get("parallel_tool_calls", True)
+        if not isinstance(parallel, bool):
+            raise DatasetError(number, f'"{where}parallel_tool_calls" must be true or false')
+        if "tools" not in obj:
+            return cls(parallel=parallel)
+        try:
+            return cls(tuple(check_tools(obj["tools"], f"{where}tools")), parallel)
+        except ToolFormatError as exc:
+            raise DatasetError(number, str(exc)) from None
+
+    @property
+    def names(self) -> set[str]:
+        return {t["function"]["name"] for t in self.definitions}
 
 
 def _chat(obj: dict, number: int, require_trainable: bool, image_domains: Collection[str]) -> Example:
     unknown = set(obj) - {"messages", "tools", "parallel_tool_calls", "metadata"}
     if unknown:
         raise DatasetError(number, f"unknown key(s) {sorted(unknown)}")
-    raw_messages = obj["messages"]
+    tools = _Tools.of(obj, number)
+    messages = _messages(obj["messages"], "messages", number, image_domains, tools)
+    if require_trainable and not any(m.role == "assistant" and m.weight == 1 for m in messages):
+        raise DatasetError(number, "no assistant message with weight 1: nothing to learn from this example")
+    return Example(number, messages, tools=tools.definitions)
+
+
+def _preference(obj: dict, number: int, image_domains: Collection[str]) -> Example:
+    """OpenAI's preference (DPO) line: a conversation and two ways to answer it."""
+    unknown = set(obj) - {"input", "preferred_output", "non_preferred_output", "metadata"}
+    if unknown:
+        raise DatasetError(number, f"unknown key(s) {sorted(unknown)}")
+    for key in ("input", "preferred_output", "non_preferred_output"):
+        if key not in obj:
+            raise DatasetError(
+                number,
+                f'"{key}" is missing: a preference example needs input, '
+                "preferred_output and non_preferred_output",
+            )
+    source = obj["input"]
+    if not isinstance(source, dict) or "messages" not in source:
+        raise DatasetError(number, '"input" must be an object with "messages"')
+    unknown = set(source) - {"messages", "tools", "parallel_tool_calls"}
+    if unknown:
+        raise DatasetError(number, f"unknown key(s) in input: {sorted(unknown)}")
+    tools = _Tools.of(source, number, "input.")
+    messages = _messages(source["messages"], "input.messages", number, image_domains, tools)
+    if messages[-1].role == "assistant":
+        raise DatasetError(number, "input.messages ends with an assistant message; the outputs answer it")
+    outputs = []
+    for key in ("preferred_output", "non_preferred_output"):
+        # The outputs continue the input: a call in them may name the input's tools.
+        answer = _messages(obj[key], key, number, image_domains, tools, pending=_open_calls(messages))
+        if any(m.role != "assistant" for m in answer):
+            raise DatasetError(number, f"{key} may only hold assistant messages")
+        outputs.append(answer)
+    if outputs[0] == outputs[1]:
+        raise DatasetError(number, "preferred_output and non_preferred_output are the same")
+    return Example(number, messages, tools=tools.definitions, preferred=outputs[0], non_preferred=outputs[1])
+
+
+def _open_calls(messages: tuple[Message, ...]) -> set[str]:
+    calls = {c["id"] for m in messages for c in m.tool_calls}
+    return calls - {m.tool_call_id for m in messages if m.tool_call_id}
+
+
+def _messages(
+    raw_messages: object,
+    key: str,
+    number: int,
+    image_domains: Collection[str],
+    tools: _Tools,
+    pending: set[str] | None = None,
+) -> tuple[Message, ...]:
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise DatasetError(number, '"messages" must be a non-empty list')
+        raise DatasetError(number, f'"{key}" must be a non-empty list')
+    pending = set(pending or ())  # ids of tool calls not answered yet
     messages = []
     for i, m in enumerate(raw_messages):
-        where = f"messages[{i}]"
+        where = f"{key}[{i}]"
         if not isinstance(m, dict):
             raise DatasetError(number, f"{where} must be an object")
         role = m.get("role")
@@ -130,22 +240,52 @@ def _chat(obj: dict, number: int, require_trainable: bool, image_domains: Collec
             content = "".join(value for kind, value in parts if kind == TEXT)
             if not any(kind == IMAGE for kind, _ in parts):
                 parts = ()
+        calls = _tool_calls(m, where, number, tools) if role == "assistant" else ()
+        if content is None and calls:
+            content = ""
         if not isinstance(content, str):
             raise DatasetError(number, f"{where}.content must be a string")
-        if role == "assistant" and not content:
+        if role == "assistant" and not content and not calls:
             raise DatasetError(number, f"{where}.content is empty")
         weight = m.get("weight", 1)
         if "weight" in m and role != "assistant":
             raise DatasetError(number, f"{where}.weight is only allowed on assistant messages")
         if weight not in (0, 1) or isinstance(weight, bool):
             raise DatasetError(number, f"{where}.weight must be 0 or 1, got {weight!r}")
-        messages.append(Message(role, content, weight, parts))
+        call_id = None
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if call_id not in pending:
+                raise DatasetError(
+                    number, f"{where}.tool_call_id {call_id!r} answers no earlier tool call of the example"
+                )
+            pending.discard(call_id)
+        elif "tool_call_id" in m:
+            raise DatasetError(number, f"{where}.tool_call_id is only allowed on tool messages")
+        pending |= {c["id"] for c in calls}
+        messages.append(Message(role, content, weight, parts, calls, call_id))
     n_images = sum(len(m.images) for m in messages)
     if n_images > MAX_IMAGES_PER_EXAMPLE:
         raise DatasetError(number, f"{n_images} images; an example may have at most {MAX_IMAGES_PER_EXAMPLE}")
-    if require_trainable and not any(m.role == "assistant" and m.weight == 1 for m in messages):
-        raise DatasetError(number, "no assistant message with weight 1: nothing to learn from this example")
-    return Example(number, tuple(messages))
+    return tuple(messages)
+
+
+def _tool_calls(m: dict, where: str, number: int, tools: _Tools) -> tuple[dict, ...]:
+    if "tool_calls" not in m:
+        return ()
+    if not tools.definitions:
+        raise DatasetError(
+            number, f'{where}.tool_calls needs the example\'s "tools" (the functions it calls)'
+        )
+    try:
+        calls = check_tool_calls(m["tool_calls"], f"{where}.tool_calls", tools.names)
+    except ToolFormatError as exc:
+        raise DatasetError(number, str(exc)) from None
+    if len(calls) > 1 and not tools.parallel:
+        raise DatasetError(
+            number, f"{where}.tool_calls has {len(calls)} calls but parallel_tool_calls is false"
+        )
+    return tuple(calls)
 
 
 def _parts(

@@ -6,13 +6,21 @@ the text including it), then the whole conversation is tokenized once with offse
 trained on when it starts inside an assistant span with weight 1. That keeps the template's own role
 headers out of the loss, trains the end-of-turn token (so the model learns to stop), and never
 depends on how a tokenizer merges characters across the boundaries.
+
+Tools, tool calls and tool results go through the template when it renders tools itself; otherwise they
+are first written as text in the one format serving uses too (`service.protocol.tool_format`).
+
+A preference (DPO) example becomes two sequences, the input followed by the preferred output and by the
+non-preferred one, each trained on its output only.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from trainers.data_format import DatasetError, Example
+from service.protocol.tool_format import as_text_messages, renders_tools
+from trainers.data_format import DatasetError, Example, Message
 
 IGNORE_INDEX = -100
 
@@ -28,13 +36,40 @@ class TokenizedExample:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def tokenize_example(tokenizer, example: Example) -> TokenizedExample:  # HF tokenizer
+@dataclass(frozen=True)
+class PreferencePair:
+    """A preference example: the input with the preferred output, and with the non-preferred one."""
+
+    line: int
+    chosen: TokenizedExample
+    rejected: TokenizedExample
+
+    @property
+    def input_ids(self) -> list[int]:  # the longer sequence, for batching by length
+        return max(self.chosen.input_ids, self.rejected.input_ids, key=len)
+
+    @property
+    def n_trained(self) -> int:
+        return self.chosen.n_trained + self.rejected.n_trained
+
+
+def tokenize_example(tokenizer, example: Example) -> TokenizedExample | PreferencePair:  # HF tokenizer
+    if example.is_preference:
+        return PreferencePair(
+            example.line,
+            _tokenize_chat(tokenizer, example, example.messages + example.preferred, len(example.messages)),
+            _tokenize_chat(
+                tokenizer, example, example.messages + example.non_preferred, len(example.messages)
+            ),
+        )
     if example.is_chat:
-        return _tokenize_chat(tokenizer, example)
+        return _tokenize_chat(tokenizer, example, example.messages)
     return _tokenize_prompt_completion(tokenizer, example)
 
 
-def tokenize_all(tokenizer, examples: list[Example], max_seq_length: int) -> list[TokenizedExample]:
+def tokenize_all(
+    tokenizer, examples: list[Example], max_seq_length: int
+) -> list[TokenizedExample] | list[PreferencePair]:
     """Tokenize every example; an example longer than max_seq_length is an error naming its line."""
     out = []
     for ex in examples:
@@ -49,22 +84,47 @@ def tokenize_all(tokenizer, examples: list[Example], max_seq_length: int) -> lis
     return out
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+def render_chat(tokenizer, messages: list[dict], tools: list[dict] | None, generation_prompt: bool) -> str:
+    """The conversation as the model sees it, tools included (see the module's docstring)."""
+    if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        if renders_tools(tokenizer.chat_template):
+            return tokenizer.apply_chat_template(
+                [_arguments_as_objects(m) for m in messages],
+                tools=tools or None,
+                tokenize=False,
+                add_generation_prompt=generation_prompt,
+            )
+        messages = as_text_messages(messages, tools)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _tokenize_chat(tokenizer, example: Example) -> TokenizedExample:
-    messages = [{"role": m.role, "content": m.content} for m in example.messages]
+def _arguments_as_objects(message: dict) -> dict:
+    """Templates that render tool calls expect their arguments as objects (vLLM hands them over so too)."""
+    if not message.get("tool_calls"):
+        return message
+    calls = [
+        {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+        for c in message["tool_calls"]
+    ]
+    return {**message, "tool_calls": calls}
+
+
+def _tokenize_chat(
+    tokenizer, example: Example, conversation: tuple[Message, ...], train_from: int = 0
+) -> TokenizedExample:
+    """Loss on the assistant messages (weight 1) from index `train_from` on."""
+    messages = [m.as_openai() for m in conversation]
+    tools = list(example.tools)
     spans: list[tuple[int, int]] = []
-    for i, m in enumerate(example.messages):
-        if m.role != "assistant" or m.weight == 0:
+    for i, m in enumerate(conversation):
+        if i < train_from or m.role != "assistant" or m.weight == 0:
             continue
-        before = _render(tokenizer, messages[:i], generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        before = render_chat(tokenizer, messages[:i], tools, generation_prompt=True)
+        upto = render_chat(tokenizer, messages[: i + 1], tools, generation_prompt=False)
         if not upto.startswith(before):
             raise DatasetError(example.line, "the chat template renders this conversation inconsistently")
         spans.append((len(before), len(upto)))
-    text = _render(tokenizer, messages, generation_prompt=False)
+    text = render_chat(tokenizer, messages, tools, generation_prompt=False)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
         tok if any(start <= s < end for start, end in spans) else IGNORE_INDEX

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from service.models.base_models import modalities
-from trainers.data_format import DatasetError, parse_jsonl
+from trainers.data_format import DatasetError, Example, parse_jsonl
 from trainers.tokenization import tokenize_all
 from trainers.vision import data_url_loader, tokenize_all_vision
 
@@ -42,14 +42,19 @@ def check_dataset(
     max_seq_length: int,
     read_image: Callable[[str], bytes] | None = None,
     image_domains: Collection[str] = (),
+    method: str = "supervised",
 ) -> DatasetStats:
     """Parse and tokenize (with the model's processor for a vision-language model, images included);
     raises trainers.data_format.DatasetError naming the first bad line. `read_image` gives the bytes of
     an image named by file id or by URL (on `image_domains`), raising KeyError for one that cannot be
-    used."""
+    used. Every example must suit the job's `method` (preference pairs for DPO, and only for DPO)."""
     examples = parse_jsonl(data, image_domains=image_domains)
+    check_method(examples, method)
     with_images = next((e for e in examples if e.images), None)
-    if "image" not in modalities(base_path):
+    vision = "image" in modalities(base_path)
+    if vision:
+        check_vision_supports(examples, method)
+    if not vision:
         if with_images is not None:
             raise DatasetError(
                 with_images.line,
@@ -80,6 +85,35 @@ def check_dataset(
         sum(t.n_trained for t in tokenized),
         frozenset(files),
     )
+
+
+def check_method(examples: list[Example], method: str) -> None:
+    """DPO trains on preference pairs and supervised fine-tuning on the rest; a file of the other kind is
+    an error at its first line."""
+    for example in examples:
+        if method == "dpo" and not example.is_preference:
+            raise DatasetError(
+                example.line,
+                'a DPO job needs preference examples: {"input": {"messages": [...]}, "preferred_output": '
+                '[...], "non_preferred_output": [...]}',
+            )
+        if method != "dpo" and example.is_preference:
+            raise DatasetError(
+                example.line,
+                "a preference example (input, preferred_output, non_preferred_output) needs method "
+                'type "dpo"',
+            )
+
+
+def check_vision_supports(examples: list[Example], method: str) -> None:
+    """What the vision-language recipe does not do yet: DPO, and tools."""
+    if method == "dpo":
+        raise DatasetError(None, "DPO is not available for vision-language base models yet")
+    for example in examples:
+        if example.tools or any(m.tool_calls or m.role == "tool" for m in example.messages):
+            raise DatasetError(
+                example.line, "tool calling is not available for vision-language base models yet"
+            )
 
 
 @lru_cache(maxsize=8)

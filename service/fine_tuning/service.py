@@ -93,18 +93,13 @@ class JobService:
             )
         fetched: dict[str, tuple[bytes, str]] = {}  # linked images (on allowed domains): bytes, MIME type
         read_image = partial(self._read_image, tenant, fetched)
-        stats = self._check(
-            model.base_path, self.files.read_bytes(training), req.max_seq_length, "training_file", read_image
-        )
+        method = hyperparams.method_of(req)
+        check = partial(self._check, model.base_path, max_seq_length=req.max_seq_length, method=method)
+        stats = check(self.files.read_bytes(training), param="training_file", read_image=read_image)
         image_refs = set(stats.image_files)
         if validation is not None:
-            image_refs |= self._check(
-                model.base_path,
-                self.files.read_bytes(validation),
-                req.max_seq_length,
-                "validation_file",
-                read_image,
-            ).image_files
+            valid = check(self.files.read_bytes(validation), param="validation_file", read_image=read_image)
+            image_refs |= valid.image_files
         hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
         job_id = "ftjob-" + secrets.token_hex(12)
         # Unique by construction: the job id is the jobs table's key (a short random tail was not, and a
@@ -128,6 +123,7 @@ class JobService:
             learning_rate=learning_rate,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
             lora=lora,
+            method=method,
             parent_model=parent.id if parent else None,
             parent_adapter_prefix=parent.adapter_prefix if parent else None,
             deepspeed=req.deepspeed,
@@ -231,9 +227,12 @@ class JobService:
         max_seq_length: int,
         param: str,
         read_image: Callable[[str], bytes] | None = None,
+        method: str = "supervised",
     ) -> DatasetStats:
         try:
-            return check_dataset(base_path, data, max_seq_length, read_image, self.settings.image_url_domains)
+            return check_dataset(
+                base_path, data, max_seq_length, read_image, self.settings.image_url_domains, method
+            )
         except DatasetError as exc:
             raise ApiError(
                 400, f"Invalid {param.replace('_', ' ')}: {exc}", param=param, code="invalid_training_file"
@@ -350,8 +349,8 @@ class JobService:
             result_files=row.result_files or [],
             integrations=spec.integrations,
             method={
-                "type": "supervised",
-                "supervised": {"hyperparameters": spec.hyperparameters.model_dump()},
+                "type": spec.method,
+                spec.method: {"hyperparameters": spec.hyperparameters.model_dump(exclude_none=True)},
             },
             lora=spec.lora,
             deepspeed=spec.deepspeed,

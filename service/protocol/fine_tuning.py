@@ -24,10 +24,41 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
-class Method(BaseModel):
+class DpoHyperparameters(Hyperparameters):
+    beta: Annotated[float, Field(gt=0, le=2)] | Auto = Field(
+        "auto",
+        description="How far the model may move from the reference (its starting point): higher keeps it "
+        "closer. Default: 0.1.",
+    )
+
+
+class DpoMethod(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = "supervised"
+    hyperparameters: DpoHyperparameters | None = None
+
+
+METHODS = ("supervised", "dpo")
+
+
+class Method(BaseModel):
+    """OpenAI's method: supervised fine-tuning, or Direct Preference Optimization on preference pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised", "dpo"] = "supervised"
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _options_of_its_type(self) -> Method:
+        for other in METHODS:
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        return self
+
+    @property
+    def hyperparameters(self) -> Hyperparameters | None:
+        options = getattr(self, self.type)
+        return options.hyperparameters if options is not None else None
 
 
 class LoraOptions(BaseModel):
@@ -148,9 +179,11 @@ class FineTuningJobCreate(BaseModel):
 
 
 class ResolvedHyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
+    beta: float | None = Field(None, description="DPO only.")
 
 
 class TrainingSpec(BaseModel):
@@ -173,6 +206,7 @@ class TrainingSpec(BaseModel):
     learning_rate: float
     seed: int
     lora: LoraOptions
+    method: Literal["supervised", "dpo"] = "supervised"
     # Continued training: the fine-tuned model it starts from, and where that model's adapter is.
     parent_model: str | None = None
     parent_adapter_prefix: str | None = None
