@@ -124,6 +124,9 @@ class LoRASFTRecipe:
             config=_deepspeed_config(spec, self.micro_batch),
         )
         phases["DeepSpeed"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        if self.prepare():
+            phases["reference"] = time.perf_counter() - mark
         nodes = _gather_hosts()
         if self.rank == 0:
             ready = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
@@ -134,6 +137,11 @@ class LoRASFTRecipe:
                 f"{time.perf_counter() - started:.1f} s ({ready})"
             )
         self.start_step = self._resume() if self.upload else 0
+
+    def prepare(self) -> bool:
+        """Work a method does with the model as it starts, before any step or resumed state (DPO: the
+        reference's log-probabilities); whether there was any."""
+        return False
 
     def train(self) -> None:
         spec, engine, result = self.spec, self.engine, self.result
@@ -149,10 +157,10 @@ class LoRASFTRecipe:
                 self._train_step(step, epoch, batch)
             epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
             if self.valid_set:
-                valid_loss = self.evaluate()
-                result.valid_losses.append((step, valid_loss))
-                epoch_metrics["valid_loss"] = valid_loss
-                self._report(step, epoch, train_loss=epoch_metrics["train_loss"], valid_loss=valid_loss)
+                valid = self.evaluate()
+                result.valid_losses.append((step, valid["valid_loss"]))
+                epoch_metrics.update(valid)
+                self._report(step, epoch, train_loss=epoch_metrics["train_loss"], **valid)
             if self.upload and step in self.checkpoint_steps:
                 self._checkpoint(step, epoch_metrics)
         result.steps = step
@@ -243,8 +251,8 @@ class LoRASFTRecipe:
             f"Published the checkpoint of step {step}: the lowest validation loss ({loss:.4f})"
         )
 
-    def evaluate(self) -> float:
-        """Mean token loss over the validation set, summed over the workers."""
+    def evaluate(self) -> dict[str, float]:
+        """`valid_loss`: the mean token loss over the validation set, summed over the workers."""
         import torch
 
         engine = self.engine
@@ -261,7 +269,7 @@ class LoRASFTRecipe:
                 total[1] += n
         engine.train()
         summed = _all_reduce_sum(total, engine.device)
-        return summed[0] / max(summed[1], 1)
+        return {"valid_loss": summed[0] / max(summed[1], 1)}
 
     def save_checkpoint(self, prefix: str, manifest: dict | None = None) -> None:
         """Gather the LoRA weights (ZeRO-3 partitions them) and upload them from rank 0 in PEFT format."""
@@ -293,20 +301,6 @@ class LoRASFTRecipe:
                     "trained_tokens": self.result.trained_tokens,
                 }
             )
-
-
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point: rank and world size from Ray, the reporter actor from the driver."""
-    import ray.train
-
-    from trainers.reporter import ActorReporter, NullReporter
-
-    context = JobContext.model_validate(config["context"])
-    train_ctx = ray.train.get_context()
-    rank = train_ctx.get_world_rank()
-    reporter = ActorReporter(config["reporter"]) if rank == 0 else NullReporter()
-    store = store_from_context(context)
-    LoRASFTRecipe(context.spec, store, reporter, rank=rank, world=train_ctx.get_world_size()).run()
 
 
 def store_from_context(context: JobContext) -> ObjectStore:
@@ -539,7 +533,8 @@ def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
             "n_examples": spec.n_train_examples,
             "n_tokens": spec.n_train_tokens,
         },
-        "hyperparameters": spec.hyperparameters.model_dump(),
+        "method": spec.method,
+        "hyperparameters": spec.hyperparameters.model_dump(exclude_none=True),
         "learning_rate": spec.learning_rate,
         "seed": spec.seed,
         "lora": spec.lora.model_dump(),

@@ -22,7 +22,6 @@ def fit(context: JobContext, reporter) -> None:  # a Ray actor handle of a train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainers.capacity_wait import CapacityWaitEvents
-    from trainers.lora_sft import train_loop_per_worker
 
     spec = context.spec
     resources = spec.resources
@@ -67,3 +66,31 @@ def start_tries_within(capacity_wait_s: float) -> tuple[float, int]:
     least three (each failed one is an event: the job says it is still waiting), of at most a minute."""
     timeout = min(START_TIMEOUT_S, capacity_wait_s / 3)
     return timeout, math.ceil(capacity_wait_s / timeout - 1e-9)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point: rank and world size from Ray, the reporter actor from the driver, the recipe
+    of the job's method."""
+    import ray.train
+
+    from trainers.lora_sft import store_from_context
+    from trainers.reporter import ActorReporter, NullReporter
+
+    context = JobContext.model_validate(config["context"])
+    train_ctx = ray.train.get_context()
+    rank = train_ctx.get_world_rank()
+    reporter = ActorReporter(config["reporter"]) if rank == 0 else NullReporter()
+    recipe = recipe_class(context.spec.method)
+    recipe(
+        context.spec, store_from_context(context), reporter, rank=rank, world=train_ctx.get_world_size()
+    ).run()
+
+
+def recipe_class(method: str):  # a LoRASFTRecipe subclass
+    if method == "dpo":
+        from trainers.lora_dpo import LoRADPORecipe
+
+        return LoRADPORecipe
+    from trainers.lora_sft import LoRASFTRecipe
+
+    return LoRASFTRecipe

@@ -16,6 +16,7 @@ from trainers.lora_sft import store_from_context
 
 KEEP_CHECKPOINTS = 3
 RESULT_COLUMNS = ["step", "epoch", "train_loss", "valid_loss", "learning_rate", "tokens_per_second"]
+DPO_COLUMNS = ["train_reward_margin", "train_reward_accuracy", "valid_reward_margin", "valid_reward_accuracy"]
 
 
 class JobReporter:
@@ -40,6 +41,9 @@ class JobReporter:
         text = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
         if "valid_loss" in data:
             text += f", validation loss={data['valid_loss']:.4f}"
+        for split in ("train", "valid"):
+            if f"{split}_reward_accuracy" in data:
+                text += f", {split} reward accuracy={data[f'{split}_reward_accuracy']:.2f}"
         self.store.add_event(self.job_id, text, type="metrics", data=data)
         self.tracking.log(data, data["step"])
 
@@ -72,7 +76,8 @@ class JobReporter:
         for event in self.store.metric_events(self.job_id):
             rows[(event.data["step"], "valid_loss" in event.data)] = event.data
         out = io.StringIO()
-        writer = csv.DictWriter(out, RESULT_COLUMNS, extrasaction="ignore")
+        columns = RESULT_COLUMNS + (DPO_COLUMNS if self.spec.method == "dpo" else [])
+        writer = csv.DictWriter(out, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows[k] for k in sorted(rows))
         return out.getvalue()
