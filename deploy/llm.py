@@ -28,6 +28,7 @@ from service.platform.storage import store_credentials
 GIB = 1024**3
 STREAM_MESSAGES_KEY = "tuneserve_stream_messages_per_s"
 CPU_KV_CACHE_GIB = 1.0
+DEFAULT_TOOL_PARSER = "hermes"
 
 
 def engine_env(settings: Settings) -> dict[str, str]:
@@ -65,6 +66,11 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
         "max_model_len": settings.serving_max_model_len,
         "dtype": serving_dtype(settings),
         "enable_prefix_caching": True,
+        # Tool calls read back from the answers (OpenAI's `tools`/`tool_choice`): the parser of the format
+        # the model writes them in; "hermes" is also the format the service itself writes tools in for
+        # models whose template has none (service.protocol.tool_format).
+        "enable_auto_tool_choice": True,
+        "tool_call_parser": settings.serving_tool_parsers.get(name, DEFAULT_TOOL_PARSER),
     }
     if "image" in modalities(Path(path)):
         engine_kwargs["limit_mm_per_prompt"] = {"image": settings.serving_max_images_per_prompt}

@@ -15,6 +15,13 @@ from service.inference.images import ImageSources, resolve_images
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry, ResolvedModel
 from service.platform.errors import ApiError
+from service.protocol.tool_format import (
+    ToolFormatError,
+    as_text_messages,
+    check_tool_calls,
+    check_tools,
+    uses_tools,
+)
 from service.protocol.vector_stores import RetrievalOptions
 from service.vector_stores.service import VectorStores
 
@@ -54,6 +61,7 @@ class ChatService:
             payload["messages"] = await asyncio.to_thread(
                 self._with_images, tenant, model, payload.get("messages")
             )
+            payload["messages"] = self._with_tools(model, payload)
         citations = None
         if retrieval is not None:
             payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)
@@ -63,6 +71,27 @@ class ChatService:
         if isinstance(result, dict):
             return {**result, "citations": citations}
         return _with_citations(result, citations)
+
+    def _with_tools(self, model: ResolvedModel, payload: dict) -> object:
+        """The messages with tools, tool calls and tool results written as text, for a base model whose chat
+        template does not present tools itself: the format its fine-tunes were trained on. `tools` stay in
+        the request: vLLM's tool parser reads the calls back from the answer (and `tool_choice` "required"
+        or a named function constrains it to a call)."""
+        messages, tools = payload.get("messages"), payload.get("tools")
+        if not uses_tools(messages, tools) or self.models.renders_tools(model.base_model):
+            return messages
+        try:
+            definitions = check_tools(tools) if tools else None
+        except ToolFormatError as exc:
+            raise ApiError(400, str(exc), param="tools", code="invalid_tools") from None
+        try:
+            for i, m in enumerate(messages):
+                if isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls"):
+                    m["tool_calls"] = check_tool_calls(m["tool_calls"], f"messages[{i}].tool_calls", None)
+        except ToolFormatError as exc:
+            raise ApiError(400, str(exc), param="messages", code="invalid_tool_call") from None
+        shown = None if payload.get("tool_choice") == "none" else definitions
+        return as_text_messages(messages, shown)
 
     def _with_images(self, tenant: str, model: ResolvedModel, messages: object) -> object:
         """The messages with their images checked and as data URLs (blocking: files, decoding)."""

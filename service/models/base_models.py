@@ -37,6 +37,19 @@ def modalities(path: Path) -> list[str]:
     return ["text", "image"] if "vision_config" in config else ["text"]
 
 
+def chat_template(path: Path) -> str | None:
+    """A base model folder's chat template (`chat_template.jinja`, or the tokenizer config's)."""
+    try:
+        return (path / "chat_template.jinja").read_text()
+    except OSError:
+        pass
+    try:
+        template = json.loads((path / "tokenizer_config.json").read_text()).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    return template if isinstance(template, str) else None
+
+
 def prepare_base_models(settings: Settings, log: Callable[[str], None] = print) -> None:
     """Make every configured base model available, building the ones the project makes if missing; and
     the test VLM in the models folder (the multimodal tests and examples use it)."""

@@ -6,6 +6,7 @@ import json
 import secrets
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -14,13 +15,14 @@ from evals.summary import criterion_results
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker, AdapterError, check_adapter_folder
 from service.models.archives import check_fits_base, pack_adapter
-from service.models.base_models import modalities
+from service.models.base_models import chat_template, modalities
 from service.platform.db import Database, EvalRunRow, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
 from service.protocol.common import Model, ModelEvalRun, ModelLineage
 from service.protocol.fine_tuning import LoraOptions
+from service.protocol.tool_format import renders_tools
 
 
 def adapter_prefix(fine_tuned_model: str) -> str:
@@ -72,6 +74,12 @@ class ModelRegistry:
             )
             for r in rows
         ]
+
+    def renders_tools(self, base_model: str) -> bool:
+        """Whether the base model's chat template presents tools itself (else the service writes them as
+        text, `service.protocol.tool_format`)."""
+        path = self.settings.resolved_base_models.get(base_model)
+        return path is not None and _renders_tools(str(path))
 
     def modalities(self, base_model: str) -> list[str]:
         """What a base model (and so every model trained from it) takes as input."""
@@ -238,3 +246,8 @@ class ModelRegistry:
         self.store.delete_prefix(resolved.adapter_prefix)
         self.adapters.forget(model)
         return resolved
+
+
+@lru_cache(maxsize=32)
+def _renders_tools(path: str) -> bool:
+    return renders_tools(chat_template(Path(path)))

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     serving_max_images_per_prompt: int = Field(
         4, ge=1, le=64, description="Images one chat request may carry (vision-language models)."
     )
+    serving_tool_parsers: dict[str, str] = Field(
+        default_factory=dict,
+        description='vLLM tool-call parser per base model (JSON, e.g. {"Qwen2.5-7B-Instruct": "hermes", '
+        '"Llama-3.1-8B-Instruct": "llama3_json"}); default "hermes", the format the service writes tools '
+        "in for models whose chat template has none.",
+    )
     serving_max_concurrent_requests: int = Field(
         64, ge=1, description="Requests one vLLM replica runs at once (vLLM `max_num_seqs`); more queue."
     )

@@ -51,6 +51,15 @@ def renders_tools(chat_template: str | None) -> bool:
     return bool(chat_template) and re.search(r"\btools\b", chat_template) is not None
 
 
+def uses_tools(messages: Any, tools: Any) -> bool:
+    """Whether a chat request involves tools: definitions, or tool calls and results in its messages."""
+    if tools:
+        return True
+    return isinstance(messages, list) and any(
+        isinstance(m, dict) and (m.get("tool_calls") or m.get("role") == "tool") for m in messages
+    )
+
+
 def check_tools(tools: Any, where: str = "tools") -> list[dict]:
     """OpenAI's function tools, normalized: `{"type": "function", "function": {"name", "description"?,
     "parameters"?}}`; the parameters a valid JSON schema (Draft 2020-12), names unique."""

@@ -140,3 +140,37 @@ def test_a_vision_job_takes_the_tenants_own_images_and_names_the_line_of_any_oth
         with client.app.state.services.db.session() as s:
             spec = s.get(JobRow, job["id"]).spec
         assert spec["vision"] is True and list(spec["image_files"]) == [mine]
+
+
+def test_a_dpo_job_takes_preference_pairs_and_only_them(tmp_path: Path) -> None:
+    from bench.preference_task import jsonl, pairs
+
+    lines = jsonl(pairs([(f"Question {i}?", f"Answer {i}.") for i in range(16)]))
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+
+        def upload(data: bytes) -> str:
+            return client.post(
+                "/v1/files", data={"purpose": "fine-tune"}, files={"file": ("d.jsonl", data)}
+            ).json()["id"]
+
+        preferences, chats = upload(lines), upload(DATA.read_bytes())
+        dpo = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}
+        job = client.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": DEFAULT_BASE_MODEL, "training_file": preferences, "method": dpo},
+        ).json()
+        assert job["status"] == "queued", job
+        assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+        assert job["hyperparameters"]["rpo_alpha"] == 1.0
+        wrong = client.post(
+            "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": chats, "method": dpo}
+        )
+        assert (
+            wrong.status_code == 400
+            and "line 1: a DPO job needs preference examples" in wrong.json()["error"]["message"]
+        )
+        wrong = client.post(
+            "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": preferences}
+        )
+        assert wrong.status_code == 400 and "line 1: a preference example" in wrong.json()["error"]["message"]

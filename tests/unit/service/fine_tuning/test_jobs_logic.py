@@ -119,3 +119,27 @@ def test_the_finish_is_estimated_from_the_pace_so_far() -> None:
 
     assert estimate_finish(started_at=1000, at=1060, step=20, total_steps=120) == 1060 + 300  # 3 s a step
     assert estimate_finish(started_at=1000, at=1000, step=0, total_steps=10) == 1000
+
+
+def test_dpo_hyperparameters_resolve_with_beta_and_fewer_steps() -> None:
+    from service.fine_tuning.hyperparams import resolve
+    from service.protocol.fine_tuning import DpoHyperparameters, Hyperparameters
+
+    hp = resolve(DpoHyperparameters(), 48, "dpo")
+    assert (hp.batch_size, hp.n_epochs, hp.beta, hp.rpo_alpha) == (6, 3, 0.1, 1.0)
+    assert resolve(DpoHyperparameters(beta=0.5, rpo_alpha=0), 48, "dpo").rpo_alpha == 0
+    supervised = resolve(Hyperparameters(), 48)
+    assert supervised.beta is None and supervised.n_epochs == 15
+
+
+def test_a_method_takes_only_its_own_options() -> None:
+    from pydantic import ValidationError
+
+    from service.protocol.fine_tuning import Method
+
+    assert (
+        Method.model_validate({"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}}).hyperparameters.beta
+        == 0.2
+    )
+    with pytest.raises(ValidationError, match="method.supervised is given but method.type is 'dpo'"):
+        Method.model_validate({"type": "dpo", "supervised": {}})

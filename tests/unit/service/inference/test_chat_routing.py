@@ -128,3 +128,29 @@ def test_metrics_count_requests_tokens_and_errors_per_model_and_tenant(client: T
     assert metric(client, 'tuneserve_time_to_first_token_seconds_count{endpoint="chat"') == 2
     assert client.get("/metrics", headers=auth(tenant)).status_code == 403
     assert client.get("/metrics").status_code == 401
+
+
+def test_tools_reach_a_template_without_tools_as_text(client: TestClient, engine: FakeEngine) -> None:
+    from bench.tool_task import TOOLS, call
+
+    earlier = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call("c1", "get_weather", {"city": "Paris"})]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    assert chat(client, messages=earlier, tools=TOOLS, tool_choice="auto").status_code == 200
+    _, _, body = engine.calls[-1]
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert "<tools>" in body["messages"][0]["content"] and "<tool_call>" in body["messages"][2]["content"]
+    assert body["tools"] == TOOLS and body["tool_choice"] == "auto"  # vLLM's parser reads the calls back
+    # tool_choice "none": the tools are not shown to the model.
+    assert chat(client, messages=earlier[:1], tools=TOOLS, tool_choice="none").status_code == 200
+    assert engine.calls[-1][2]["messages"] == earlier[:1]
+
+    broken = [earlier[0], {**earlier[1], "tool_calls": [call("c1", "get_weather", {})]}]
+    broken[1]["tool_calls"][0]["function"]["arguments"] = "{city"
+    error = assert_openai_error(chat(client, messages=broken, tools=TOOLS), 400, "invalid_tool_call")
+    assert "messages[1].tool_calls[0].function.arguments is not valid JSON" in error["message"]
+    bad_tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]
+    error = assert_openai_error(chat(client, tools=bad_tools), 400, "invalid_tools")
+    assert error["param"] == "tools" and "not a valid JSON schema" in error["message"]

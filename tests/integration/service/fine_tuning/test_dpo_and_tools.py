@@ -1,0 +1,182 @@
+"""Preference tuning and tool calling end to end, through the official openai client against the running
+stack: a supervised job on tool-call examples whose adapter then calls tools through vLLM's parser, and a
+DPO job on pairs made from the base model's own answers that teaches the preferred behaviour."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from bench import preference_task, tool_task
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.integration.helpers import wait_job
+
+
+def _upload(client: openai.OpenAI, lines: list[dict]) -> str:
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    return client.files.create(file=("data.jsonl", data), purpose="fine-tune").id
+
+
+def _answers(client: openai.OpenAI, model: str, questions: list[str], max_tokens: int = 48) -> list:
+    """Greedy answers to each question, asked 16 at a time."""
+
+    def ask(question: str):
+        return client.chat.completions.create(
+            model=model, messages=preference_task.messages(question), max_tokens=max_tokens, temperature=0
+        ).choices[0]
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(ask, questions))
+
+
+@pytest.fixture(scope="module")
+def jobs(client: openai.OpenAI) -> dict:
+    """Both jobs, queued at once (they run one after the other): tools first, then DPO."""
+    tools_job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=_upload(client, tool_task.training_examples(16)),
+        suffix="tools",
+        seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4, "batch_size": 4}}},
+    )
+    # The pairs: the base model's own finished answers, preferred with the sign-off line, not without.
+    choices = _answers(client, DEFAULT_BASE_MODEL, preference_task.questions())
+    answered = [
+        (q, c.message.content)
+        for q, c in zip(preference_task.questions(), choices, strict=True)
+        if c.finish_reason == "stop"
+    ]
+    pairs = preference_task.pairs(answered)
+    assert len(pairs) >= 54, len(pairs)
+    dpo_job = client.fine_tuning.jobs.create(
+        model=DEFAULT_BASE_MODEL,
+        training_file=_upload(client, pairs[:48]),
+        validation_file=_upload(client, pairs[48:54]),
+        suffix="signoff",
+        seed=5,
+        method={"type": "dpo", "dpo": {"hyperparameters": {}}},  # the defaults must teach it
+    )
+    return {"tools": tools_job, "dpo": dpo_job}
+
+
+def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
+    client: openai.OpenAI, jobs: dict
+) -> None:
+    job = wait_job(client, jobs["tools"].id, {"succeeded"}, timeout=900)
+    model = job.fine_tuned_model
+    right = 0
+    for request, name, arguments in tool_task.held_out():
+        reply = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": request}],
+            tools=tool_task.TOOLS,
+            max_tokens=64,
+            temperature=0,
+        ).choices[0]
+        calls = reply.message.tool_calls or []
+        if calls and reply.finish_reason == "tool_calls":
+            right += tool_task.is_right_call(
+                calls[0].function.name, calls[0].function.arguments, name, arguments
+            )
+    assert right >= 6, f"{right}/8 held-out requests answered with the right call"
+
+    # Streamed: the call arrives as tool_call deltas that add up to the same call.
+    request, name, arguments = tool_task.held_out()[1]
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": request}],
+        tools=tool_task.TOOLS,
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+    )
+    names, args, finish = "", "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                names += delta.function.name or "" if delta.function else ""
+                args += delta.function.arguments or "" if delta.function else ""
+            finish = choice.finish_reason or finish
+    assert (names, json.loads(args), finish) == (name, arguments, "tool_calls")
+
+    # The tool's result in a follow-up turn gets a final answer in words.
+    call = tool_task.call("call_1", name, arguments)
+    follow_up = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "user", "content": request},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21, "sky": "sunny"}'},
+        ],
+        tools=tool_task.TOOLS,
+        max_tokens=48,
+        temperature=0,
+    ).choices[0]
+    assert not follow_up.message.tool_calls and "21" in (follow_up.message.content or ""), follow_up
+
+    # A named function forces a call (vLLM constrains the output to its schema), even from the base model.
+    forced = client.chat.completions.create(
+        model=DEFAULT_BASE_MODEL,
+        messages=[{"role": "user", "content": "Convert 10 USD to EUR."}],
+        tools=tool_task.TOOLS,
+        tool_choice={"type": "function", "function": {"name": "convert"}},
+        max_tokens=64,
+        temperature=0,
+    ).choices[0]
+    [forced_call] = forced.message.tool_calls
+    assert forced_call.function.name == "convert"
+    assert set(json.loads(forced_call.function.arguments)) <= {"amount", "from", "to"}
+
+    # tool_choice "none": words, no call.
+    words = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": request}],
+        tools=tool_task.TOOLS,
+        tool_choice="none",
+        max_tokens=16,
+        temperature=0,
+    ).choices[0]
+    assert not words.message.tool_calls
+
+
+def test_dpo_with_the_defaults_teaches_the_preferred_behaviour(client: openai.OpenAI, jobs: dict) -> None:
+    job = wait_job(client, jobs["dpo"].id, {"succeeded"}, timeout=1200)
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
+    events = [e.model_dump() for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][::-1]
+    steps = [e["data"] for e in events if e["type"] == "metrics" and "train_reward_accuracy" in e["data"]]
+    assert len(steps) == job.hyperparameters.n_epochs * 8  # 48 pairs, batches of 6
+    assert steps[0]["train_reward_margin"] == pytest.approx(0, abs=0.05)  # the policy starts as the reference
+    assert steps[-1]["train_reward_accuracy"] >= 0.9 and steps[-1]["train_reward_margin"] > 1
+    valid = [e["data"] for e in events if e["type"] == "metrics" and "valid_reward_accuracy" in e["data"]]
+    assert valid[-1]["valid_reward_accuracy"] >= 0.8 and valid[-1]["valid_loss"] < valid[0]["valid_loss"]
+    [result] = job.result_files
+    assert "train_reward_accuracy" in client.files.content(result).text.splitlines()[0]
+
+    held_out = preference_task.held_out()
+    base = _answers(client, DEFAULT_BASE_MODEL, held_out, 64)
+    tuned = _answers(client, job.fine_tuned_model, held_out, 64)
+    base_rate = sum(preference_task.is_signed(c.message.content) for c in base) / len(held_out)
+    tuned_rate = sum(preference_task.is_signed(c.message.content) for c in tuned) / len(held_out)
+    assert base_rate == 0 and tuned_rate >= 0.75, [c.message.content for c in tuned]
+    # Still answers: the line follows an answer, it is not all the model says.
+    assert all(c.message.content.split(preference_task.SIGN_OFF)[0].strip() for c in tuned)
+
+
+def test_bad_preference_and_tool_lines_are_refused_naming_line_and_field(client: openai.OpenAI) -> None:
+    pair = preference_task.pairs([("Q?", "A.")])[0]
+    missing = {k: v for k, v in pair.items() if k != "non_preferred_output"}
+    example = tool_task.training_examples(1)[0]
+    example["messages"][1]["tool_calls"][0]["function"]["arguments"] = "{city: Paris"
+    for lines, message in [
+        ([pair, missing], 'line 2: "non_preferred_output" is missing'),
+        (
+            [tool_task.training_examples(1)[0], example],
+            "line 2: messages[1].tool_calls[0].function.arguments",
+        ),
+    ]:
+        with pytest.raises(openai.BadRequestError) as err:
+            _upload(client, lines)
+        assert message in err.value.body["message"], err.value.body
