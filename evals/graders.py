@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from evals import metrics, user_patterns
 from evals.templates import NAMESPACES, references, render, render_messages
 
-SAMPLE_FIELDS = ("output_text", "output_json", "choices", "citations")
+SAMPLE_FIELDS = ("output_text", "output_json", "choices", "citations", "tool_calls")
 ROUGE = {f"rouge_{n}": f"rouge{n}" for n in (1, 2, 3, 4, 5)} | {"rouge_l": "rougeL"}
 # A judge answers greedily and briefly unless its grader says otherwise (a label or a score comes first).
 JUDGE_SAMPLING = {"temperature": 0, "max_completion_tokens": 64}
@@ -208,16 +208,10 @@ class JsonCheck(_Grader):
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> JsonCheck:
-        if self.json_schema is not None:
-            import jsonschema
-
-            try:
-                user_patterns.check_schema(self.json_schema)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"schema is not a valid JSON schema: {exc.message}") from None
-            except user_patterns.PatternError as exc:
-                raise ValueError(f"schema: {exc}") from None
-        return self
+        try:
+            return _check_schema_field(self, "json_schema")
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("json_schema", "schema", 1)) from None
 
     def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:
         value, why = metrics.parse_json(_text(self.input, item, sample))
@@ -292,6 +286,123 @@ class Retrieval(_Grader):
         return _result(self, score, score >= self.pass_threshold)
 
 
+class ToolCall(_Grader):
+    """The sample calls a tool (run with `tools` in the sampling params): its first call names `function`
+    and has arguments that are a JSON object, conform to `arguments_schema` if given, and hold every value
+    of `arguments` if given (a template or an object: the expected values)."""
+
+    type: Literal["tool_call"]
+    input: str = "{{sample.tool_calls}}"
+    function: str = "{{item.function}}"
+    arguments: str | dict[str, Any] | None = None
+    arguments_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _schema_is_valid(self) -> ToolCall:
+        return _check_schema_field(self, "arguments_schema")
+
+    def templates(self) -> list[str]:
+        return [t for t in (self.input, self.function, self.arguments) if isinstance(t, str)]
+
+    def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:
+        ctx = _context(item, sample)
+        calls, function = _value(self.input, ctx), _value(self.function, ctx)
+        if not calls:
+            return _result(self, 0.0, False, reason="no tool call")
+        fn = calls[0].get("function", {})
+        if fn.get("name") != function:
+            return _result(self, 0.0, False, reason=f"called {fn.get('name')!r}, not {function!r}")
+        value, why = metrics.parse_json(fn.get("arguments") or "")
+        if why is None and not isinstance(value, dict):
+            why = "the arguments are not a JSON object"
+        if why is None and self.arguments_schema is not None:
+            why = metrics.schema_violation(value, self.arguments_schema)
+        expected = _value(self.arguments, ctx) if isinstance(self.arguments, str) else self.arguments
+        if why is None and expected is not None:
+            wrong = sorted(k for k, v in dict(expected).items() if value.get(k) != v)
+            why = f"wrong or missing argument(s) {wrong}" if wrong else None
+        return _result(self, float(why is None), why is None, **({"reason": why} if why else {}))
+
+
+class Pairwise(_Grader):
+    """Pairwise preference of the run's model against `baseline_model` on the same input (a fine-tune
+    against its parent, a DPO run against the SFT model it started from): the baseline answers the
+    sample's input with the run's sampling, then either a judge model says which answer is better
+    (`judge`: messages with {{sample.output_text}} and {{baseline.output_text}}, answered "A" (the run's)
+    or "B"), or `criterion`, any other grader, scores both answers and the higher score wins. Score: 1 a
+    win, 0.5 a tie, 0 a loss; an item passes when the run's model wins."""
+
+    type: Literal["pairwise"]
+    baseline_model: str = Field(min_length=1)
+    judge: _PairwiseJudge | None = None
+    criterion: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_decide(self) -> Pairwise:
+        if (self.judge is None) == (self.criterion is None):
+            raise ValueError("give either judge (a model and its messages) or criterion (a grader)")
+        if self.criterion is not None:
+            [inner] = GRADERS.validate_python([{"name": self.name, **self.criterion}])
+            if inner.type == "pairwise" or not inner.needs_sample:
+                raise ValueError("criterion must be a grader of one sample (string_check, json_check, ...)")
+        return self
+
+    def templates(self) -> list[str]:
+        if self.judge is not None:
+            return [t for m in self.judge.input for t in ([m.content] if isinstance(m.content, str) else [])]
+        return self._criterion().templates()
+
+    def _criterion(self) -> _Grader:
+        return GRADERS.validate_python([{"name": self.name, **(self.criterion or {})}])[0]
+
+    def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:
+        sample = sample or {}
+        sampling = {
+            k: sample[k]
+            for k in ("temperature", "max_completion_tokens", "top_p", "seed")
+            if sample.get(k) is not None
+        }
+        baseline_text = scorer.chat(self.baseline_model, sample.get("input") or [], sampling)
+        baseline = {"output_text": baseline_text, "output_json": metrics.parse_json(baseline_text)[0]}
+        if self.judge is not None:
+            context = {**_context(item, sample), "baseline": baseline}
+            messages = render_messages([m.model_dump() for m in self.judge.input], context)
+            verdict = scorer.chat(self.judge.model, messages, JUDGE_SAMPLING)
+            label = metrics.parse_label(verdict, ["A", "B", "tie"])
+            if label is None:
+                raise GradingError("the judge's answer is none of A, B, tie", sample={"output_text": verdict})
+            score = {"A": 1.0, "B": 0.0, "tie": 0.5}[label]
+        else:
+            criterion = self._criterion()
+            mine = criterion.grade(item, sample, scorer)["score"]
+            theirs = criterion.grade(item, {**sample, **baseline}, scorer)["score"]
+            score = 1.0 if mine > theirs else 0.5 if mine == theirs else 0.0
+        return _result(self, score, score == 1.0, baseline_output_text=baseline_text)
+
+
+class _PairwiseJudge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    input: list[Message] = Field(min_length=1)
+
+
+Pairwise.model_rebuild()
+
+
+def _check_schema_field(grader: _Grader, field: str) -> _Grader:
+    schema = getattr(grader, field)
+    if schema is not None:
+        import jsonschema
+
+        try:
+            user_patterns.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"{field} is not a valid JSON schema: {exc.message}") from None
+        except user_patterns.PatternError as exc:
+            raise ValueError(f"{field}: {exc}") from None
+    return grader
+
+
 Grader = Annotated[
     StringCheck
     | TextSimilarity
@@ -300,7 +411,9 @@ Grader = Annotated[
     | JsonCheck
     | MultipleChoice
     | TokenLoss
-    | Retrieval,
+    | Retrieval
+    | ToolCall
+    | Pairwise,
     Field(discriminator="type"),
 ]
 # Validates a list of testing criteria into graders.
@@ -314,6 +427,8 @@ GRADER_TYPES = (
     "multiple_choice",
     "token_loss",
     "retrieval",
+    "tool_call",
+    "pairwise",
 )
 
 
@@ -325,6 +440,8 @@ def template_problems(grader: _Grader, item_fields: set[str] | None) -> list[str
         for ref in references(template):
             namespace, _, rest = ref.partition(".")
             field = rest.split(".")[0]
+            if namespace == "baseline" and grader.type == "pairwise":
+                continue
             if namespace not in NAMESPACES:
                 problems.append(f"'{{{{{ref}}}}}' must start with item. or sample.")
             elif namespace == "sample" and field not in SAMPLE_FIELDS:

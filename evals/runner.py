@@ -92,10 +92,14 @@ def draw_sample(spec: RunSpec, scorer: Any, item: dict) -> dict:
     out = scorer.complete_chat(body)
     choice = out["choices"][0]
     text = choice["message"].get("content") or ""
+    tool_calls = choice["message"].get("tool_calls") or []
     return {
         "input": messages,
-        "output": [{"role": "assistant", "content": text}],
+        "output": [
+            {"role": "assistant", "content": text, **({"tool_calls": tool_calls} if tool_calls else {})}
+        ],
         "output_text": text,
+        "tool_calls": tool_calls,
         "output_json": parse_json(text)[0],
         "choices": out["choices"],
         "citations": out.get("citations"),

@@ -23,6 +23,9 @@ SAMPLING_PARAMS = {
     "stop",
     "presence_penalty",
     "frequency_penalty",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 
 

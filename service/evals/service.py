@@ -121,6 +121,10 @@ class EvalService:
                 )
             if hasattr(g, "model"):
                 self.models.resolve(tenant, g.model, param=f"testing_criteria[{i}].model")
+            if g.type == "pairwise":  # the models it asks are the tenant's too
+                self.models.resolve(tenant, g.baseline_model, param=f"testing_criteria[{i}].baseline_model")
+                if g.judge is not None:
+                    self.models.resolve(tenant, g.judge.model, param=f"testing_criteria[{i}].judge.model")
         return graders
 
     def get(self, tenant: str, eval_id: str) -> EvalRow:

@@ -368,3 +368,80 @@ def test_built_in_suites_are_complete_and_valid() -> None:
             jsonschema.validate(row["item"], suite.data_source_config["item_schema"])
             if any(g.needs_sample for g in graders):
                 assert input_messages(suite.input_messages, row["item"])
+
+
+# Tool calls and pairwise preference ---------------------------------------------------------------------
+
+
+def _calls(name: str, arguments: str) -> dict:
+    return {
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}]
+    }
+
+
+def test_tool_call_grader_checks_function_schema_and_values() -> None:
+    from bench.tool_task import TOOLS
+
+    schema = TOOLS[1]["function"]["parameters"]
+    g = grader(type="tool_call", arguments="{{item.expected}}", arguments_schema=schema)
+    item = {"function": "convert", "expected": {"amount": 30, "from": "JPY", "to": "EUR"}}
+    scorer = FakeScorer()
+    good = _calls("convert", '{"amount": 30, "from": "JPY", "to": "EUR"}')
+    assert g.grade(item, good, scorer)["passed"]
+    for sample, reason in [
+        ({"tool_calls": []}, "no tool call"),
+        (_calls("get_weather", '{"city": "Oslo"}'), "called 'get_weather', not 'convert'"),
+        (_calls("convert", "{amount"), "not JSON"),
+        (_calls("convert", '{"amount": 30, "from": "XYZ", "to": "EUR"}'), "XYZ"),  # not in the schema's enum
+        (
+            _calls("convert", '{"amount": 40, "from": "JPY", "to": "EUR"}'),
+            "wrong or missing argument(s) ['amount']",
+        ),
+    ]:
+        result = g.grade(item, sample, scorer)
+        assert not result["passed"] and reason in result["reason"], result
+    with pytest.raises(ValueError, match="arguments_schema is not a valid JSON schema"):
+        grader(type="tool_call", arguments_schema={"type": 5})
+
+
+def test_pairwise_by_criterion_wins_ties_and_losses() -> None:
+    g = grader(
+        type="pairwise",
+        baseline_model="parent",
+        criterion={
+            "type": "string_check",
+            "input": "{{sample.output_text}}",
+            "reference": "-- Ada",
+            "operation": "like",
+        },
+    )
+    sample = {"input": [{"role": "user", "content": "q"}], "output_text": "yes\n\n-- Ada", "temperature": 0}
+    for baseline, score in [("no", 1.0), ("fine -- Ada", 0.5)]:
+        scorer = FakeScorer(judge=baseline)
+        result = g.grade({}, sample, scorer)
+        assert (result["score"], result["passed"], result["baseline_output_text"]) == (
+            score,
+            score == 1.0,
+            baseline,
+        )
+        assert scorer.calls[0] == ("parent", sample["input"], {"temperature": 0})  # same input and sampling
+    assert g.grade({}, {**sample, "output_text": "no"}, FakeScorer(judge="x -- Ada"))["score"] == 0.0
+
+
+def test_pairwise_by_judge_and_its_validation() -> None:
+    g = grader(
+        type="pairwise",
+        baseline_model="parent",
+        judge={
+            "model": "judge",
+            "input": [{"role": "user", "content": "A: {{sample.output_text}} B: {{baseline.output_text}}"}],
+        },
+    )
+    assert template_problems(g, None) == []
+    scorer = FakeScorer(judge="A")
+    assert g.grade({}, {"input": [], "output_text": "mine"}, scorer)["score"] == 1.0
+    assert scorer.calls[-1][1][0]["content"] == "A: mine B: A"  # the judge saw both answers
+    with pytest.raises(ValueError, match="either judge"):
+        grader(type="pairwise", baseline_model="parent")
+    with pytest.raises(ValueError, match="criterion must be a grader of one sample"):
+        grader(type="pairwise", baseline_model="p", criterion={"type": "token_loss"})
