@@ -7,8 +7,13 @@ DPO). Its log-probabilities of every pair are computed once, before the first st
 no second copy of the model in memory, and a resumed run uses the very numbers the first one did (they
 are computed before the saved state is loaded). Workers each score a share of the pairs and sum them.
 
-The loss is DPO's sigmoid loss (Rafailov et al. 2023, eq. 7), as TRL computes it for `loss_type="sigmoid"`
-without label smoothing; `bench/bench_dpo.py` checks it against TRL's DPOTrainer on the same batch.
+The loss is DPO's sigmoid loss (Rafailov et al. 2023, eq. 7) plus `sft_weight` times the preferred answers'
+mean token loss (RPO, Pang et al. 2024): TRL 1.16's `loss_type=["sigmoid", "sft"]`, `loss_weights=[1, w]`,
+computed the same way (summed log-probabilities of the answer tokens; the SFT term a mean over the chosen
+answers' tokens). TRL's trainer is not used: it is a `transformers.Trainer` (its own loop, accelerate,
+`datasets`), and the recipe already has Ray Train, DeepSpeed, resume and checkpoints; the loss is a few
+lines, checked by hand in tests/unit/trainers/test_dpo_loss.py and against TRL's DPOTrainer in
+bench/bench_dpo.py.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
 
 
 def chosen_nll(policy_chosen, n_tokens):  # [B], [B] -> a scalar
-    """The chosen answers' mean token negative log-likelihood (RPO's term; TRL's `rpo_alpha`)."""
+    """The chosen answers' mean token negative log-likelihood (RPO's term; TRL's "sft" loss type)."""
     return -policy_chosen.sum() / n_tokens.sum().clamp(min=1)
 
 
@@ -95,8 +100,8 @@ class LoRADPORecipe(LoRASFTRecipe):
         ref = torch.tensor(reference, dtype=chosen.dtype, device=chosen.device)
         losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], hp.beta)
         loss = losses.mean()
-        if hp.rpo_alpha:
-            loss = loss + hp.rpo_alpha * chosen_nll(chosen, self._chosen_tokens)
+        if hp.sft_weight:
+            loss = loss + hp.sft_weight * chosen_nll(chosen, self._chosen_tokens)
         return loss, chosen_rewards, rejected_rewards
 
     def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:

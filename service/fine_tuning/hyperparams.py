@@ -22,13 +22,13 @@ BASE_LEARNING_RATE = 1e-3
 TARGET_STEPS = 120
 MIN_EPOCHS, MAX_EPOCHS = 3, 30
 # DPO (bench/RESULTS.md, "DPO defaults"): each step sees twice the sequences, and a preference is learnt
-# in fewer steps (48 pairs: 3 epochs of 8 steps). beta as in the DPO paper and TRL. Plain DPO (rpo_alpha 0)
+# in fewer steps (48 pairs: 3 epochs of 8 steps). beta as in the DPO paper and TRL. Plain DPO (sft_weight 0)
 # on pairs that differ only in an added line taught SmolLM2 to stop ending answers instead of adding the
 # line, at every rate tried; with the preferred answers' likelihood in the loss (RPO, weight 1) it learnt
 # the line on every held-out question.
 DPO_TARGET_STEPS = 20
 DEFAULT_BETA = 0.1
-DEFAULT_RPO_ALPHA = 1.0
+DEFAULT_SFT_WEIGHT = 1.0
 # "auto" batch: about an eighth of the data, 1 to 8 (more does not fit a CPU's memory bandwidth well).
 MAX_AUTO_BATCH = 8
 
@@ -53,7 +53,7 @@ def resolve(hp: Hyperparameters, n_examples: int, method: str = "supervised") ->
     target = DPO_TARGET_STEPS if method == "dpo" else TARGET_STEPS
     auto_epochs = max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(target / steps_per_epoch)))
     beta = getattr(hp, "beta", "auto")
-    rpo_alpha = getattr(hp, "rpo_alpha", "auto")
+    sft_weight = getattr(hp, "sft_weight", "auto")
     return ResolvedHyperparameters(
         n_epochs=hp.n_epochs if hp.n_epochs != "auto" else auto_epochs,
         batch_size=batch,
@@ -61,7 +61,7 @@ def resolve(hp: Hyperparameters, n_examples: int, method: str = "supervised") ->
         if hp.learning_rate_multiplier != "auto"
         else 1.0,
         beta=(DEFAULT_BETA if beta == "auto" else beta) if method == "dpo" else None,
-        rpo_alpha=(DEFAULT_RPO_ALPHA if rpo_alpha == "auto" else rpo_alpha) if method == "dpo" else None,
+        sft_weight=(DEFAULT_SFT_WEIGHT if sft_weight == "auto" else sft_weight) if method == "dpo" else None,
     )
 
 

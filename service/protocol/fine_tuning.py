@@ -30,10 +30,11 @@ class DpoHyperparameters(Hyperparameters):
         description="How far the model may move from the reference (its starting point): higher keeps it "
         "closer. Default: 0.1.",
     )
-    rpo_alpha: Annotated[float, Field(ge=0, le=10)] | Auto = Field(
+    sft_weight: Annotated[float, Field(ge=0, le=10)] | Auto = Field(
         "auto",
         description="Extension: weight of the preferred answers' own likelihood in the loss (RPO; TRL's "
-        "`rpo_alpha`), which keeps DPO from unlearning what both answers share. 0 is plain DPO. Default: 1.",
+        '`loss_type=["sigmoid", "sft"]`), which keeps DPO from unlearning what both answers share. '
+        "0 is plain DPO. Default: 1.",
     )
 
 
@@ -189,7 +190,7 @@ class ResolvedHyperparameters(BaseModel):
     batch_size: int
     learning_rate_multiplier: float
     beta: float | None = Field(None, description="DPO only.")
-    rpo_alpha: float | None = Field(None, description="DPO only (extension).")
+    sft_weight: float | None = Field(None, description="DPO only (extension).")
 
 
 class TrainingSpec(BaseModel):

@@ -162,7 +162,7 @@ def test_a_dpo_job_takes_preference_pairs_and_only_them(tmp_path: Path) -> None:
         ).json()
         assert job["status"] == "queued", job
         assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
-        assert job["hyperparameters"]["rpo_alpha"] == 1.0
+        assert job["hyperparameters"]["sft_weight"] == 1.0
         wrong = client.post(
             "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": chats, "method": dpo}
         )

@@ -126,8 +126,8 @@ def test_dpo_hyperparameters_resolve_with_beta_and_fewer_steps() -> None:
     from service.protocol.fine_tuning import DpoHyperparameters, Hyperparameters
 
     hp = resolve(DpoHyperparameters(), 48, "dpo")
-    assert (hp.batch_size, hp.n_epochs, hp.beta, hp.rpo_alpha) == (6, 3, 0.1, 1.0)
-    assert resolve(DpoHyperparameters(beta=0.5, rpo_alpha=0), 48, "dpo").rpo_alpha == 0
+    assert (hp.batch_size, hp.n_epochs, hp.beta, hp.sft_weight) == (6, 3, 0.1, 1.0)
+    assert resolve(DpoHyperparameters(beta=0.5, sft_weight=0), 48, "dpo").sft_weight == 0
     supervised = resolve(Hyperparameters(), 48)
     assert supervised.beta is None and supervised.n_epochs == 15
 
