@@ -12,7 +12,7 @@ import pytest
 
 from bench import preference_task, tool_task
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import wait_job
+from tests.integration.helpers import wait_eval_run, wait_job
 
 
 def _upload(client: openai.OpenAI, lines: list[dict]) -> str:
@@ -130,6 +130,49 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
     assert forced_call.function.name == "convert"
     assert set(json.loads(forced_call.function.arguments)) <= {"amount", "from", "to"}
 
+    # An eval of tool calls: the tool_call grader over the held-out requests reports the same accuracy.
+    ev = client.evals.create(
+        data_source_config={
+            "type": "custom",
+            "item_schema": {
+                "type": "object",
+                "properties": {
+                    "request": {"type": "string"},
+                    "function": {"type": "string"},
+                    "arguments": {},
+                },
+            },
+            "include_sample_schema": True,
+        },
+        testing_criteria=[
+            {"type": "tool_call", "name": "right call", "arguments": "{{item.arguments}}"},
+            {
+                "type": "tool_call",
+                "name": "valid weather call",
+                "function": "get_weather",
+                "arguments_schema": tool_task.TOOLS[0]["function"]["parameters"],
+            },
+        ],
+    )
+    items = [{"item": {"request": r, "function": n, "arguments": a}} for r, n, a in tool_task.held_out()]
+    run = client.evals.runs.create(
+        ev.id,
+        data_source={
+            "type": "completions",
+            "model": model,
+            "input_messages": {
+                "type": "template",
+                "template": [{"role": "user", "content": "{{item.request}}"}],
+            },
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 64, "tools": tool_task.TOOLS},
+            "source": {"type": "file_content", "content": items},
+        },
+    )
+    run = wait_eval_run(client, ev.id, run.id)
+    per = {c.testing_criteria: c for c in run.per_testing_criteria_results}
+    # (greedy both times; batching may move a near-tie token, so one item of slack)
+    assert abs(per["right call"].passed - right) <= 1 and per["valid weather call"].passed >= 3, per
+
     # tool_choice "none": words, no call.
     words = client.chat.completions.create(
         model=model,
@@ -163,6 +206,43 @@ def test_dpo_with_the_defaults_teaches_the_preferred_behaviour(client: openai.Op
     assert base_rate == 0 and tuned_rate >= 0.75, [c.message.content for c in tuned]
     # Still answers: the line follows an answer, it is not all the model says.
     assert all(c.message.content.split(preference_task.SIGN_OFF)[0].strip() for c in tuned)
+
+    # Pairwise evaluation against its parent: the DPO model wins on the behaviour it was taught.
+    ev = client.evals.create(
+        data_source_config={"type": "custom", "item_schema": {"type": "object", "properties": {"q": {}}}},
+        testing_criteria=[
+            {
+                "type": "pairwise",
+                "name": "signs off, unlike its parent",
+                "baseline_model": DEFAULT_BASE_MODEL,
+                "criterion": {
+                    "type": "string_check",
+                    "input": "{{sample.output_text}}",
+                    "reference": preference_task.SIGN_OFF,
+                    "operation": "like",
+                },
+            }
+        ],
+    )
+    run = client.evals.runs.create(
+        ev.id,
+        data_source={
+            "type": "completions",
+            "model": job.fine_tuned_model,
+            "input_messages": {
+                "type": "template",
+                "template": [
+                    {"role": "system", "content": preference_task.SYSTEM},
+                    {"role": "user", "content": "{{item.q}}"},
+                ],
+            },
+            "sampling_params": {"temperature": 0, "max_completion_tokens": 64},
+            "source": {"type": "file_content", "content": [{"item": {"q": q}} for q in held_out]},
+        },
+    )
+    run = wait_eval_run(client, ev.id, run.id)
+    wins = run.per_testing_criteria_results[0].passed
+    assert abs(wins - round(tuned_rate * len(held_out))) <= 1, (wins, tuned_rate)
 
 
 def test_bad_preference_and_tool_lines_are_refused_naming_line_and_field(client: openai.OpenAI) -> None:
