@@ -47,6 +47,16 @@ class ChatCompletionCreate(SamplingFields):
     response_format: dict[str, Any] | None = Field(
         None, description='`{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`.'
     )
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="OpenAI's function tools. For a base model whose chat template has no tools (SmolLM2) "
+        "they are written into the prompt in the format its fine-tunes learn (README: Tool calling); calls "
+        "come back as `tool_calls`.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description='"auto", "none", "required" or {"type": "function", "function": {"name": ...}}.'
+    )
+    parallel_tool_calls: bool | None = None
     retrieval: RetrievalOptions | None = Field(
         None,
         description="Extension: retrieve from these vector stores for the last user message, put the chunks "

@@ -117,18 +117,25 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
     ).choices[0]
     assert not follow_up.message.tool_calls and "21" in (follow_up.message.content or ""), follow_up
 
-    # A named function forces a call (vLLM constrains the output to its schema), even from the base model.
-    forced = client.chat.completions.create(
-        model=DEFAULT_BASE_MODEL,
-        messages=[{"role": "user", "content": "Convert 10 USD to EUR."}],
-        tools=tool_task.TOOLS,
-        tool_choice={"type": "function", "function": {"name": "convert"}},
-        max_tokens=64,
-        temperature=0,
-    ).choices[0]
-    [forced_call] = forced.message.tool_calls
-    assert forced_call.function.name == "convert"
-    assert set(json.loads(forced_call.function.arguments)) <= {"amount", "from", "to"}
+    # "required" and a named function force a call, even from the base model that never learnt the format;
+    # with OpenAI's `strict` on a function, vLLM constrains its arguments to the schema too.
+    import jsonschema
+
+    strict = [{**t, "function": {**t["function"], "strict": True}} for t in tool_task.TOOLS]
+    for choice in ("required", {"type": "function", "function": {"name": "convert"}}):
+        forced = client.chat.completions.create(
+            model=DEFAULT_BASE_MODEL,
+            messages=[{"role": "user", "content": "Convert 10 USD to EUR."}],
+            tools=strict,
+            tool_choice=choice,
+            max_tokens=64,
+            temperature=0,
+        ).choices[0]
+        [forced_call] = forced.message.tool_calls
+        assert forced_call.function.name == "convert", forced
+        jsonschema.validate(
+            json.loads(forced_call.function.arguments), tool_task.TOOLS[1]["function"]["parameters"]
+        )
 
     # An eval of tool calls: the tool_call grader over the held-out requests reports the same accuracy.
     ev = client.evals.create(
