@@ -172,3 +172,24 @@ def test_bad_tool_and_preference_lines_name_line_and_field(bad: dict, message: s
     with pytest.raises(DatasetError) as err:
         parse_jsonl(f"{good}\n{json.dumps(bad)}\n".encode())
     assert err.value.line == 2 and message in str(err.value), str(err.value)
+
+
+def test_a_template_that_renders_tools_gets_them_as_they_are(tokenizer) -> None:
+    import copy
+
+    from trainers.tokenization import render_chat
+
+    native = copy.copy(tokenizer)
+    native.chat_template = (
+        "{% if tools %}TOOLS:{{ tools | map(attribute='function.name') | join(',') }}\n{% endif %}"
+        "{% for m in messages %}{{ m.role }}:{% if m.tool_calls %}"
+        "{% for c in m.tool_calls %}CALL {{ c.function.name }} {{ c.function.arguments.city }}{% endfor %}"
+        "{% else %}{{ m.content }}{% endif %}\n{% endfor %}"
+    )
+    messages = [m.as_openai() for m in parse_jsonl(json.dumps(TOOL_CHAT).encode())[0].messages]
+    text = render_chat(native, messages, TOOLS, generation_prompt=False)
+    # The template's own rendering: tools by name, the call's arguments as an object (not a JSON string).
+    assert text.startswith(
+        "TOOLS:get_weather,convert\nuser:Weather in Paris?\nassistant:CALL get_weather Paris\n"
+    )
+    assert "<tool_call>" not in text
