@@ -190,6 +190,6 @@ def test_a_template_that_renders_tools_gets_them_as_they_are(tokenizer) -> None:
     text = render_chat(native, messages, TOOLS, generation_prompt=False)
     # The template's own rendering: tools by name, the call's arguments as an object (not a JSON string).
     assert text.startswith(
-        "TOOLS:get_weather,convert\nuser:Weather in Paris?\nassistant:CALL get_weather Paris\n"
+        "TOOLS:get_weather,convert\nuser:Weather in Paris?assistant:CALL get_weather Paristool:"
     )
     assert "<tool_call>" not in text
