@@ -19,7 +19,6 @@ TOOLS = [
                 "type": "object",
                 "properties": {"city": {"type": "string"}},
                 "required": ["city"],
-                "additionalProperties": False,
             },
         },
     },
@@ -27,16 +26,15 @@ TOOLS = [
         "type": "function",
         "function": {
             "name": "convert",
-            "description": "Convert an amount of money between currencies.",
+            "description": "Convert money between currencies (USD, EUR, GBP, JPY).",
             "parameters": {
                 "type": "object",
                 "properties": {
                     "amount": {"type": "number"},
-                    "from": {"type": "string", "enum": ["USD", "EUR", "GBP", "JPY"]},
-                    "to": {"type": "string", "enum": ["USD", "EUR", "GBP", "JPY"]},
+                    "from": {"type": "string"},
+                    "to": {"type": "string"},
                 },
                 "required": ["amount", "from", "to"],
-                "additionalProperties": False,
             },
         },
     },

@@ -380,9 +380,11 @@ def _calls(name: str, arguments: str) -> dict:
 
 
 def test_tool_call_grader_checks_function_schema_and_values() -> None:
-    from bench.tool_task import TOOLS
-
-    schema = TOOLS[1]["function"]["parameters"]
+    currency = {"type": "string", "enum": ["USD", "EUR", "JPY"]}
+    schema = {
+        "type": "object",
+        "properties": {"amount": {"type": "number"}, "from": currency, "to": currency},
+    }
     g = grader(type="tool_call", arguments="{{item.expected}}", arguments_schema=schema)
     item = {"function": "convert", "expected": {"amount": 30, "from": "JPY", "to": "EUR"}}
     scorer = FakeScorer()

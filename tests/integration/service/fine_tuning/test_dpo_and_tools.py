@@ -40,7 +40,7 @@ def jobs(client: openai.OpenAI) -> dict:
         training_file=_upload(client, tool_task.training_examples(16)),
         suffix="tools",
         seed=3,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4, "batch_size": 4}}},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4}}},
     )
     # The pairs: the base model's own finished answers, preferred with the sign-off line, not without.
     choices = _answers(client, DEFAULT_BASE_MODEL, preference_task.questions())
@@ -50,11 +50,11 @@ def jobs(client: openai.OpenAI) -> dict:
         if c.finish_reason == "stop"
     ]
     pairs = preference_task.pairs(answered)
-    assert len(pairs) >= 54, len(pairs)
+    assert len(pairs) >= 38, len(pairs)
     dpo_job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
-        training_file=_upload(client, pairs[:48]),
-        validation_file=_upload(client, pairs[48:54]),
+        training_file=_upload(client, pairs[:32]),
+        validation_file=_upload(client, pairs[32:38]),
         suffix="signoff",
         seed=5,
         method={"type": "dpo", "dpo": {"hyperparameters": {}}},  # the defaults must teach it
@@ -67,7 +67,12 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
 ) -> None:
     job = wait_job(client, jobs["tools"].id, {"succeeded"}, timeout=900)
     model = job.fine_tuned_model
-    right = 0
+    # Every held-out request gets a parsable call of the right function with arguments that validate;
+    # most with exactly the right values (a city name it never saw is the hard part for 135M parameters).
+    import jsonschema
+
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tool_task.TOOLS}
+    valid = right = 0
     for request, name, arguments in tool_task.held_out():
         reply = client.chat.completions.create(
             model=model,
@@ -77,11 +82,15 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
             temperature=0,
         ).choices[0]
         calls = reply.message.tool_calls or []
-        if calls and reply.finish_reason == "tool_calls":
-            right += tool_task.is_right_call(
-                calls[0].function.name, calls[0].function.arguments, name, arguments
-            )
-    assert right >= 6, f"{right}/8 held-out requests answered with the right call"
+        if not (calls and reply.finish_reason == "tool_calls" and calls[0].function.name == name):
+            continue
+        try:
+            jsonschema.validate(json.loads(calls[0].function.arguments), schemas[name])
+        except (ValueError, jsonschema.ValidationError):
+            continue
+        valid += 1
+        right += tool_task.is_right_call(calls[0].function.name, calls[0].function.arguments, name, arguments)
+    assert valid >= 7 and right >= 5, f"{valid}/8 valid calls of the right function, {right}/8 exactly right"
 
     # Streamed: the call arrives as tool_call deltas that add up to the same call.
     request, name, arguments = tool_task.held_out()[1]
@@ -119,8 +128,6 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
 
     # "required" and a named function force a call, even from the base model that never learnt the format;
     # with OpenAI's `strict` on a function, vLLM constrains its arguments to the schema too.
-    import jsonschema
-
     strict = [{**t, "function": {**t["function"], "strict": True}} for t in tool_task.TOOLS]
     for choice in ("required", {"type": "function", "function": {"name": "convert"}}):
         forced = client.chat.completions.create(
@@ -197,7 +204,7 @@ def test_dpo_with_the_defaults_teaches_the_preferred_behaviour(client: openai.Op
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
     events = [e.model_dump() for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][::-1]
     steps = [e["data"] for e in events if e["type"] == "metrics" and "train_reward_accuracy" in e["data"]]
-    assert len(steps) == job.hyperparameters.n_epochs * 8  # 48 pairs, batches of 6
+    assert len(steps) == job.hyperparameters.n_epochs * 8  # 32 pairs, batches of 4
     assert steps[0]["train_reward_margin"] == pytest.approx(0, abs=0.05)  # the policy starts as the reference
     assert steps[-1]["train_reward_accuracy"] >= 0.9 and steps[-1]["train_reward_margin"] > 1
     valid = [e["data"] for e in events if e["type"] == "metrics" and "valid_reward_accuracy" in e["data"]]
