@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import preference_task  # noqa: E402
-from bench.common import MODELS_DIR, child, stack  # noqa: E402
+from bench.common import MODELS_DIR, child, run_job, stack  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_PAIRS, BATCH, EPOCHS, CORES, LR = 48, 8, 2, 2, 1e-4
@@ -122,42 +122,19 @@ def _tokens_per_step() -> float:
 
 def run_recipe() -> dict:
     """The service's DPO recipe (DeepSpeed ZeRO-2) in one process of CORES threads, without Ray or HTTP."""
-    from service.protocol.fine_tuning import (
-        DeepSpeedOptions,
-        LoraOptions,
-        ResolvedHyperparameters,
-        ResourceOptions,
-        TrainingSpec,
-    )
+    from service.protocol.fine_tuning import LoraOptions, ResolvedHyperparameters
     from tests.helpers import MemoryStore
+    from tests.integration.helpers import spec_for
     from trainers.lora_dpo import LoRADPORecipe
     from trainers.reporter import NullReporter
 
     store = MemoryStore()
     info = store.put_bytes("d.jsonl", preference_task.jsonl(pairs()))
-    spec = TrainingSpec(
-        job_id="ftjob-bench",
-        tenant="b",
-        base_model="m",
-        base_model_path=str(MODEL),
-        fine_tuned_model="m:b",
-        training_file="f",
-        training_key="d.jsonl",
-        training_sha256=info.sha256,
-        n_train_examples=N_PAIRS,
-        n_train_tokens=0,
-        hyperparameters=ResolvedHyperparameters(
-            n_epochs=EPOCHS, batch_size=BATCH, learning_rate_multiplier=1, beta=0.1, sft_weight=1.0
-        ),
-        learning_rate=LR,
-        seed=0,
-        lora=LoraOptions(alpha=16),
-        deepspeed=DeepSpeedOptions(stage=2),
-        resources=ResourceOptions(num_workers=1, cpus_per_worker=CORES),
-        max_seq_length=1024,
-        adapter_prefix="a/",
-        checkpoint_prefix="c/",
-        method="dpo",
+    hp = ResolvedHyperparameters(
+        n_epochs=EPOCHS, batch_size=BATCH, learning_rate_multiplier=1, beta=0.1, sft_weight=1.0
+    )
+    spec = spec_for(info.key, info.sha256, 0).model_copy(
+        update={"hyperparameters": hp, "learning_rate": LR, "method": "dpo", "lora": LoraOptions(alpha=16)}
     )
     reporter = NullReporter()
     LoRADPORecipe(spec, store, reporter, upload=False).run()
@@ -196,22 +173,7 @@ def run_service() -> dict:
                 },
             },
         }
-        posted = time.time()
-        job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=120).json()
-        while (
-            status := httpx.get(f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30).json()[
-                "status"
-            ]
-        ) not in ("succeeded", "failed", "cancelled"):
-            time.sleep(3)
-        assert status == "succeeded", status
-        events = httpx.get(
-            f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
-        ).json()["data"]
-        steps = sorted(
-            (e for e in events if e["type"] == "metrics" and "tokens_per_second" in e["data"]),
-            key=lambda e: e["data"]["step"],
-        )
+        posted, steps = run_job(base, headers, body)
         return {
             "tokens_per_second": statistics.median(e["data"]["tokens_per_second"] for e in steps[1:]),
             "first_loss": steps[0]["data"]["train_loss"],

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import vision_task  # noqa: E402
-from bench.common import MODELS_DIR, child, percentile, plain_trainer, stack, stream_chat  # noqa: E402
+from bench.common import MODELS_DIR, child, percentile, plain_trainer, run_job, stack, stream_chat  # noqa: E402
 
 NAME = "SmolLM2-135M-LLaVA"
 MODEL = MODELS_DIR / NAME
@@ -102,20 +102,8 @@ def run_service_training() -> dict:
             "seed": 0,
             "hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH},
         }
-        posted = time.time()
-        job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=300).json()
-        while (
-            status := httpx.get(f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30).json()[
-                "status"
-            ]
-        ) not in ("succeeded", "failed", "cancelled"):
-            time.sleep(3)  # gently: on 2 cores a busy poller slows the job it measures
-        assert status == "succeeded", status
-        events = httpx.get(
-            f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
-        ).json()["data"]
-        steps = sorted((e for e in events if e["type"] == "metrics"), key=lambda e: e["data"]["step"])
-        tps = [e["data"]["tokens_per_second"] for e in steps if "tokens_per_second" in e["data"]]
+        posted, steps = run_job(base, headers, body)
+        tps = [e["data"]["tokens_per_second"] for e in steps]
         return {
             "tokens_per_second": statistics.median(tps[1:]),
             "first_step_s": steps[0]["created_at"] - posted,

@@ -183,3 +183,27 @@ async def stream_chat(client, body: dict, headers: dict) -> tuple[float | None, 
             elif first is None and any(c["delta"].get("content") for c in event["choices"]):
                 first = time.perf_counter() - start
     return first, n
+
+
+def run_job(base: str, headers: dict, body: dict) -> tuple[float, list[dict]]:
+    """POST a fine-tuning job, wait for it to succeed (polling gently: on 2 cores a busy poller slows the
+    job it measures); when it was posted, and its step-metric events in step order."""
+    import httpx
+
+    posted = time.time()
+    job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=300).json()
+    while (
+        status := httpx.get(f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30).json()[
+            "status"
+        ]
+    ) not in ("succeeded", "failed", "cancelled"):
+        time.sleep(3)
+    assert status == "succeeded", status
+    events = httpx.get(
+        f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
+    ).json()["data"]
+    steps = sorted(
+        (e for e in events if e["type"] == "metrics" and "tokens_per_second" in e["data"]),
+        key=lambda e: e["data"]["step"],
+    )
+    return posted, steps
