@@ -173,7 +173,7 @@ def run_service() -> dict:
                 },
             },
         }
-        posted, steps = run_job(base, headers, body)
+        posted, steps, _ = run_job(base, headers, body)
         return {
             "tokens_per_second": statistics.median(e["data"]["tokens_per_second"] for e in steps[1:]),
             "first_loss": steps[0]["data"]["train_loss"],

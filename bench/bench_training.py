@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, child, plain_trainer, stack  # noqa: E402
+from bench.common import MODELS_DIR, child, plain_trainer, run_job, stack  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_EXAMPLES, BATCH, EPOCHS, CORES = 64, 8, 2, 2
@@ -197,24 +197,8 @@ def run_service(configs: list[dict]) -> list[dict]:
                 "deepspeed": {"stage": cfg["stage"]},
                 "resources": {"num_workers": cfg["workers"], "cpus_per_worker": CORES // cfg["workers"]},
             }
-            posted = time.time()
-            job = httpx.post(f"{base}/fine_tuning/jobs", headers=headers, json=body, timeout=120).json()
-            # Poll gently: on 2 cores, a busy poller steals time from the job it measures.
-            while (
-                status := httpx.get(
-                    f"{base}/fine_tuning/jobs/{job['id']}", headers=headers, timeout=30
-                ).json()["status"]
-            ) not in ("succeeded", "failed", "cancelled"):
-                time.sleep(3)
-            events = httpx.get(
-                f"{base}/fine_tuning/jobs/{job['id']}/events?limit=1000", headers=headers, timeout=30
-            ).json()["data"]
-            steps = sorted(
-                (e for e in events if e["type"] == "metrics" and "tokens_per_second" in e["data"]),
-                key=lambda e: e["data"]["step"],
-            )
+            posted, steps, events = run_job(base, headers, body)
             first_step = steps[0]["created_at"] - posted  # event times have 1 s resolution
-            assert status == "succeeded", status
             tps = [e["data"]["tokens_per_second"] for e in steps]
             results.append(
                 {

@@ -102,7 +102,7 @@ def run_service_training() -> dict:
             "seed": 0,
             "hyperparameters": {"n_epochs": EPOCHS, "batch_size": BATCH},
         }
-        posted, steps = run_job(base, headers, body)
+        posted, steps, _ = run_job(base, headers, body)
         tps = [e["data"]["tokens_per_second"] for e in steps]
         return {
             "tokens_per_second": statistics.median(tps[1:]),

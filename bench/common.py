@@ -185,9 +185,9 @@ async def stream_chat(client, body: dict, headers: dict) -> tuple[float | None, 
     return first, n
 
 
-def run_job(base: str, headers: dict, body: dict) -> tuple[float, list[dict]]:
+def run_job(base: str, headers: dict, body: dict) -> tuple[float, list[dict], list[dict]]:
     """POST a fine-tuning job, wait for it to succeed (polling gently: on 2 cores a busy poller slows the
-    job it measures); when it was posted, and its step-metric events in step order."""
+    job it measures); when it was posted, its step-metric events in step order, and all its events."""
     import httpx
 
     posted = time.time()
@@ -206,4 +206,4 @@ def run_job(base: str, headers: dict, body: dict) -> tuple[float, list[dict]]:
         (e for e in events if e["type"] == "metrics" and "tokens_per_second" in e["data"]),
         key=lambda e: e["data"]["step"],
     )
-    return posted, steps
+    return posted, steps, events
