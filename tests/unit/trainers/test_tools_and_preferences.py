@@ -193,3 +193,13 @@ def test_a_template_that_renders_tools_gets_them_as_they_are(tokenizer) -> None:
         "TOOLS:get_weather,convert\nuser:Weather in Paris?assistant:CALL get_weather Paristool:"
     )
     assert "<tool_call>" not in text
+
+
+def test_vision_bases_refuse_what_their_recipe_does_not_do_yet() -> None:
+    from service.fine_tuning.dataset_check import check_dataset
+
+    vlm = MODEL.parent / "SmolLM2-135M-LLaVA"
+    with pytest.raises(DatasetError, match="line 1: tool calling is not available for vision-language"):
+        check_dataset(vlm, json.dumps(TOOL_CHAT).encode(), 1024)
+    with pytest.raises(DatasetError, match="DPO is not available for vision-language base models"):
+        check_dataset(vlm, json.dumps(PAIR).encode(), 1024, method="dpo")
