@@ -208,10 +208,7 @@ class JsonCheck(_Grader):
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> JsonCheck:
-        try:
-            return _check_schema_field(self, "json_schema")
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("json_schema", "schema", 1)) from None
+        return _check_schema_field(self, "json_schema", "schema")
 
     def grade(self, item: dict, sample: dict | None, scorer: Scorer) -> dict:
         value, why = metrics.parse_json(_text(self.input, item, sample))
@@ -389,17 +386,18 @@ class _PairwiseJudge(BaseModel):
 Pairwise.model_rebuild()
 
 
-def _check_schema_field(grader: _Grader, field: str) -> _Grader:
-    schema = getattr(grader, field)
+def _check_schema_field(grader: _Grader, field: str, label: str | None = None) -> _Grader:
+    """The grader, if its JSON schema `field` (called `label` in requests) is valid (RE2 patterns only)."""
+    schema, label = getattr(grader, field), label or field
     if schema is not None:
         import jsonschema
 
         try:
             user_patterns.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise ValueError(f"{field} is not a valid JSON schema: {exc.message}") from None
+            raise ValueError(f"{label} is not a valid JSON schema: {exc.message}") from None
         except user_patterns.PatternError as exc:
-            raise ValueError(f"{field}: {exc}") from None
+            raise ValueError(f"{label}: {exc}") from None
     return grader
 
 

@@ -71,15 +71,16 @@ class LoRADPORecipe(LoRASFTRecipe):
         with torch.no_grad():
             for start in range(0, len(mine), self.micro_batch):
                 indices = mine[start : start + self.micro_batch]
-                chosen, rejected = self._logps([pairs[i] for i in indices])
+                chosen, rejected, _ = self._logps([pairs[i] for i in indices])
                 for i, c, r in zip(indices, chosen.tolist(), rejected.tolist(), strict=True):
                     scores[2 * i], scores[2 * i + 1] = c, r
         engine.train()
         summed = _all_reduce_sum(scores, engine.device)
         return [(summed[2 * i], summed[2 * i + 1]) for i in range(len(pairs))]
 
-    def _logps(self, pairs: list[PreferencePair]):  # -> two [B] tensors
-        """The policy's log-probabilities of the chosen and of the rejected answers, in one batch."""
+    def _logps(self, pairs: list[PreferencePair]):  # -> three [B] tensors
+        """The policy's log-probabilities of the chosen and of the rejected answers, in one batch, and the
+        number of tokens of each chosen answer."""
         inputs = _collate(
             [p.chosen for p in pairs] + [p.rejected for p in pairs],
             self.pad_id,
@@ -88,20 +89,19 @@ class LoRADPORecipe(LoRASFTRecipe):
         )
         labels = inputs.pop("labels")
         logps, n_tokens = sequence_logps(self.engine(**inputs).logits, labels)
-        self._chosen_tokens = n_tokens[: len(pairs)]
-        return logps[: len(pairs)], logps[len(pairs) :]
+        return logps[: len(pairs)], logps[len(pairs) :], n_tokens[: len(pairs)]
 
     def _scores(self, pairs: list[PreferencePair], reference: list[tuple[float, float]]):
         """The batch's loss (DPO's mean, plus RPO's term), and the rewards per pair (see `dpo_loss`)."""
         import torch
 
         hp = self.spec.hyperparameters
-        chosen, rejected = self._logps(pairs)
+        chosen, rejected, chosen_tokens = self._logps(pairs)
         ref = torch.tensor(reference, dtype=chosen.dtype, device=chosen.device)
         losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], hp.beta)
         loss = losses.mean()
         if hp.sft_weight:
-            loss = loss + hp.sft_weight * chosen_nll(chosen, self._chosen_tokens)
+            loss = loss + hp.sft_weight * chosen_nll(chosen, chosen_tokens)
         return loss, chosen_rewards, rejected_rewards
 
     def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:

@@ -70,14 +70,9 @@ def check_tools(tools: Any, where: str = "tools") -> list[dict]:
     out, names = [], set()
     for i, tool in enumerate(tools):
         at = f"{where}[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise ToolFormatError(f'{at}.type must be "function"')
-        fn = tool.get("function")
-        if not isinstance(fn, dict):
-            raise ToolFormatError(f"{at}.function must be an object")
-        name = fn.get("name")
-        if not isinstance(name, str) or not FUNCTION_NAME.match(name):
-            raise ToolFormatError(f"{at}.function.name must be 1-64 letters, digits, _ or -, got {name!r}")
+        if not isinstance(tool, dict):
+            raise ToolFormatError(f"{at} must be an object")
+        fn, name = _function(tool, at)
         if name in names:
             raise ToolFormatError(f"{at}.function.name {name!r} is defined twice")
         names.add(name)
@@ -94,6 +89,19 @@ def check_tools(tools: Any, where: str = "tools") -> list[dict]:
             clean["parameters"] = parameters
         out.append({"type": "function", "function": clean})
     return out
+
+
+def _function(obj: dict, at: str) -> tuple[dict, str]:
+    """A tool's or a call's `{"type": "function", "function": {"name": ...}}`: the function and its name."""
+    if obj.get("type") != "function":
+        raise ToolFormatError(f'{at}.type must be "function"')
+    fn = obj.get("function")
+    if not isinstance(fn, dict):
+        raise ToolFormatError(f"{at}.function must be an object")
+    name = fn.get("name")
+    if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+        raise ToolFormatError(f"{at}.function.name must be 1-64 letters, digits, _ or -, got {name!r}")
+    return fn, name
 
 
 def _check_schema(schema: Any, where: str) -> None:
@@ -120,14 +128,7 @@ def check_tool_calls(calls: Any, where: str, known: set[str] | None) -> list[dic
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             raise ToolFormatError(f"{at}.id must be a non-empty string")
-        if call.get("type", "function") != "function":
-            raise ToolFormatError(f'{at}.type must be "function"')
-        fn = call.get("function")
-        if not isinstance(fn, dict):
-            raise ToolFormatError(f"{at}.function must be an object")
-        name = fn.get("name")
-        if not isinstance(name, str) or not FUNCTION_NAME.match(name):
-            raise ToolFormatError(f"{at}.function.name must be 1-64 letters, digits, _ or -, got {name!r}")
+        fn, name = _function({"type": "function", **call}, at)
         if known is not None and name not in known:
             raise ToolFormatError(f"{at}.function.name {name!r} is not one of the example's tools")
         arguments = fn.get("arguments")
