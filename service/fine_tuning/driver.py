@@ -36,6 +36,8 @@ def main() -> int:
         message = root_cause(exc)
         traceback.print_exc()
         job = jobs.get(spec.job_id)
+        if job is not None and job.stop_requested:
+            return 1  # tuneserve stopped this run (a pause): how it ended is not the job's outcome
         lost = is_infrastructure_failure(exc) and job is not None
         if lost and job.attempts < context.max_attempts:
             # Not the training's fault (a node or the cluster went away): run it again.

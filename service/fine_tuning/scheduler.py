@@ -76,8 +76,8 @@ class JobScheduler:
                 self._waiting_told[job.id] = wait
                 self.store.add_event(job.id, wait)
             return free
-        submission_id = f"{job.id}-{job.attempts + 1}"
-        if not self.store.claim_submission(job.id, submission_id):
+        submission_id = self.store.claim_submission(job.id)
+        if submission_id is None:
             return free
         try:
             self.launcher.submit(submission_id, job_context(self.settings, spec))
@@ -96,8 +96,8 @@ class JobScheduler:
         current = self.store.get(job.id)
         if current is None or JobStatus(current.status).is_terminal:
             return  # the driver (or a cancel) already finished it
-        if current.status == JobStatus.PAUSED:
-            self.store.release_submission(job.id)  # the paused run has stopped: the job may be resumed
+        if current.stop_requested or current.status == JobStatus.PAUSED:
+            self.store.release_stopped_run(job.id)  # paused: may be resumed; resumed already: runs again
             return
         if info.state == "LOST" and current.attempts < self.settings.training_max_attempts:
             # The run vanished with its cluster: schedule it again from the start.

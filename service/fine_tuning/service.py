@@ -295,11 +295,12 @@ class JobService:
     ) -> JobRow:
         """Move the job to `target` (else the error `refused` makes of it) and stop its Ray run, if any."""
         row = self.get(tenant, job_id)
-        if not self.store.transition(job_id, target, message):
+        if not self.store.transition(job_id, target, message, stop_requested=True):
             raise refused(row)
+        row = self.get(tenant, job_id)
         if row.submission_id and self.launcher is not None:
             self.launcher.stop(row.submission_id)
-        return self.get(tenant, job_id)
+        return row
 
     def resume(self, tenant: str, job_id: str) -> JobRow:
         """Queue a paused job again; its run continues from the job's last checkpoint."""
@@ -311,15 +312,10 @@ class JobService:
                 param="fine_tuning_job_id",
                 code="job_not_paused",
             )
-        if row.submission_id:
-            raise ApiError(
-                409,
-                f"Job {job_id} is still stopping its run; resume it in a few seconds.",
-                param="fine_tuning_job_id",
-                code="job_still_pausing",
-            )
         checkpoints = self.store.checkpoints(job_id)
         where = f"from the checkpoint of step {checkpoints[0].step}" if checkpoints else "from the start"
+        if row.submission_id:  # the scheduler submits it again once the paused run has stopped
+            where = "from its last checkpoint once the paused run has stopped"
         # A resumed job gets a fresh allowance of attempts for runs lost to the cluster.
         self.store.transition(
             job_id, JobStatus.QUEUED, f"Job resumed by the user; it continues {where}", attempts=0

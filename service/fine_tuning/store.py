@@ -81,15 +81,18 @@ class JobStore:
                 s.add(_event(job_id, message, level))
             return True
 
-    def claim_submission(self, job_id: str, submission_id: str) -> bool:
-        """Record that `submission_id` will run this queued job; False if another scheduler got it first."""
+    def claim_submission(self, job_id: str) -> str | None:
+        """Name and record the Ray job that will run this queued job ("<job id>-<run>": Ray never takes a
+        name twice); None if another scheduler got it first."""
         with self.db.session() as s:
             row = s.get(JobRow, job_id, with_for_update=True)
             if row is None or row.status != JobStatus.QUEUED or row.submission_id is not None:
-                return False
-            row.submission_id = submission_id
+                return None
+            row.runs += 1
             row.attempts += 1
-            return True
+            row.submission_id = f"{job_id}-{row.runs}"
+            row.stop_requested = False
+            return row.submission_id
 
     def set_result_files(self, job_id: str, file_ids: list[str]) -> None:
         with self.db.session() as s:
@@ -102,6 +105,21 @@ class JobStore:
             row = s.get(JobRow, job_id)
             if row is not None:
                 row.submission_id = None
+                row.stop_requested = False
+
+    def release_stopped_run(self, job_id: str) -> None:
+        """Let go of a run tuneserve stopped (a pause) once it has ended: a paused job may now be resumed,
+        and a job resumed meanwhile is queued for a new run (also when the stopping run had still marked
+        it running)."""
+        with self.db.session() as s:
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                return
+            if row.status == JobStatus.RUNNING:
+                row.status = JobStatus.QUEUED.value
+                s.add(_event(job_id, "The paused run has stopped; the job waits for its next run"))
+            row.submission_id = None
+            row.stop_requested = False
 
     # Events and checkpoints ------------------------------------------------------------------------
     def add_event(

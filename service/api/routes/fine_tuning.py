@@ -54,7 +54,8 @@ def pause_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTu
 @router.post("/{job_id}/resume", response_model=FineTuningJob, summary="Resume a paused fine-tuning job")
 def resume_job(job_id: str, services: Svc, principal: CurrentPrincipal) -> FineTuningJob:
     """Queues a paused job again; the run continues from its last checkpoint (optimizer state included),
-    not from the start. 400 unless the job is paused; 409 while its run is still stopping."""
+    not from the start (once the paused run has stopped, when it is still stopping). 400 unless the job is
+    paused."""
     return services.jobs.to_api(services.jobs.resume(principal.tenant, job_id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -93,8 +93,12 @@ class JobRow(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     submission_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # tuneserve asked Ray to stop the run `submission_id` (a pause): its end is not a failure, and the job,
+    # once resumed, is submitted again as soon as that run has stopped.
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # runs since the job was created or resumed
+    runs: Mapped[int] = mapped_column(Integer, default=0)  # runs ever submitted: names the next one
     created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)
     created_ns: Mapped[int] = mapped_column(BigInteger, default=time.time_ns)
     started_at: Mapped[int | None] = mapped_column(Integer, nullable=True)

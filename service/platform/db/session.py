@@ -21,7 +21,7 @@ from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
 
 T = TypeVar("T")
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _add_result_files(conn: Connection) -> None:
@@ -56,12 +56,19 @@ def _add_checkpoint_model(conn: Connection) -> None:
         )
 
 
+def _add_job_stop_requested_and_runs(conn: Connection) -> None:
+    for column in ("stop_requested BOOLEAN NOT NULL DEFAULT FALSE", "runs INTEGER NOT NULL DEFAULT 0"):
+        conn.execute(text(f"ALTER TABLE fine_tuning_jobs ADD COLUMN {column}"))
+    conn.execute(text("UPDATE fine_tuning_jobs SET runs = attempts"))
+
+
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_result_files,
     3: _add_model_parent,
     4: _add_job_created_ns,
     5: _add_checkpoint_model,
+    6: _add_job_stop_requested_and_runs,
 }
 
 

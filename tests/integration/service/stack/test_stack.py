@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -118,11 +117,8 @@ def test_cli_keys_files_models_and_jobs(stack: RunningStack, tmp_path: Path) -> 
     job_id = detached.stdout.split()[1]  # "created ftjob-... (queued)"
     assert job_id.startswith("ftjob-") and "(queued)" in detached.stdout
     assert json.loads(stack.cli("jobs", "pause", job_id).stdout)["status"] == "paused"
-    deadline = time.monotonic() + 60
-    while (resumed := stack.cli("jobs", "resume", job_id, check=False)).returncode != 0:
-        assert "still stopping its run" in resumed.stderr and time.monotonic() < deadline, resumed.stderr
-        time.sleep(1)
-    assert json.loads(resumed.stdout)["status"] == "queued"
+    # At once: a run still stopping is replaced once it has stopped (the scheduler's unit tests).
+    assert json.loads(stack.cli("jobs", "resume", job_id).stdout)["status"] == "queued"
     assert json.loads(stack.cli("jobs", "cancel", job_id).stdout)["status"] == "cancelled"
     shown = json.loads(stack.cli("jobs", "show", job_id).stdout)
     assert shown["status"] == "cancelled" and shown["training_file"].startswith("file-")

@@ -199,3 +199,38 @@ def test_a_taken_model_id_is_never_handed_to_another_job(env) -> None:
     with store.db.session() as s:
         assert s.get(FineTunedModelRow, "m:x").tenant_id == "a"
     assert status(store, "j2") == "running"
+
+
+def test_a_job_resumed_while_its_paused_run_stops_runs_again_once_it_has_stopped(env) -> None:
+    from service.fine_tuning.service import JobService
+
+    scheduler, store, launcher = env
+    jobs = JobService(scheduler.settings, store, None, None, None, launcher)
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    store.transition("j1", JobStatus.RUNNING)
+    launcher.stop = lambda submission_id: None  # Ray takes its time to stop the run
+    assert jobs.pause("a", "j1").status == "paused"
+    assert jobs.resume("a", "j1").status == "queued"  # no need to wait for the run to stop
+    store.transition("j1", JobStatus.RUNNING)  # the stopping run's driver still reports a start
+    scheduler.tick()
+    assert store.get("j1").submission_id == "j1-1"  # the old run has not stopped yet: nothing new
+    launcher.runs["j1-1"] = RunInfo("STOPPED")
+    scheduler.tick()
+    job = store.get("j1")
+    assert job.status == "queued" and job.submission_id == "j1-2" and not job.stop_requested
+    events = [e.message for e in store.events("j1", limit=50)[0]]
+    assert (
+        "Job resumed by the user; it continues from its last checkpoint once the paused run has stopped"
+        in events
+    )
+
+
+def test_a_run_stopped_outside_tuneserve_fails_its_job(env) -> None:
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    launcher.runs["j1-1"] = RunInfo("STOPPED")
+    scheduler.tick()
+    job = store.get("j1")
+    assert job.status == "failed" and job.error["code"] == "job_stopped"

@@ -67,6 +67,7 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
                 model="m",
                 request={},
                 spec={"fine_tuned_model": "m:x"},
+                attempts=2,
             )
         )
         s.flush()
@@ -77,15 +78,24 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         conn.execute(text("DROP INDEX ix_fine_tuning_job_checkpoints_model"))
         conn.execute(text("ALTER TABLE fine_tuning_job_checkpoints DROP COLUMN model"))
         conn.execute(text("ALTER TABLE fine_tuned_models DROP COLUMN parent"))
+        conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN stop_requested"))
+        conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN runs"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
-    assert db.migrate() == 5
+    assert db.migrate() == 6
     with db.engine.connect() as conn:
         jobs = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
         checkpoints = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_job_checkpoints)"))}
         named = conn.execute(text("SELECT model FROM fine_tuning_job_checkpoints")).scalar()
-    assert {"result_files", "created_ns"} <= jobs and "parent" in models and "model" in checkpoints
+    assert (
+        {"result_files", "created_ns", "stop_requested", "runs"} <= jobs
+        and "parent" in models
+        and "model" in checkpoints
+    )
     assert named == "m:x:ckpt-step-4"
+    with db.session() as s:
+        job = s.get(JobRow, "j")
+        assert job.runs == 2 and job.stop_requested is False  # its next run is named j-3
 
 
 CHUNKING = {"chunk_max_tokens": 256, "chunk_overlap_tokens": 64}
