@@ -50,6 +50,7 @@ from service.platform.limits import TenantLimits
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore, store_credentials
 from service.platform.tasks import Background, TaskRunner, ThreadRunner
+from service.protocol.common import ERROR_RESPONSES
 from service.vector_stores.service import VectorStores
 
 DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
@@ -163,5 +164,5 @@ def create_app(
         evals,
         admin,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.platform.errors import ApiError
 
@@ -36,9 +37,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"Unknown route: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}"
-        return error_response(ApiError(exc.status_code, message, code=_code_for(exc.status_code)))
+            headers["Allow"] = ", ".join(_allowed_methods(request))  # Starlette names one route's only
+        err = ApiError(exc.status_code, message, code=_code_for(exc.status_code), headers=headers)
+        return error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def _schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +71,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         response.headers["x-request-id"] = request_id
         return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of the path the request is routed to (FastAPI has a route per path and method, and
+    Starlette names only the first one's)."""
+    routes = request.app.router.routes
+    matched = [r for r in routes if r.matches(request.scope)[0] != Match.NONE]
+    if not matched:
+        return []
+    path = getattr(matched[0], "path", None)
+    return sorted({m for r in routes if getattr(r, "path", None) == path for m in getattr(r, "methods", ())})
 
 
 def _union_member(part: str) -> bool:

@@ -29,3 +29,15 @@ class ApiKey(BaseModel):
 
 class ApiKeyCreated(ApiKey):
     key: str = Field(description="The secret key. Shown once; only its hash is stored.")
+
+
+class ComponentHealth(BaseModel):
+    status: Literal["ok", "error"]
+    detail: str | None = None
+
+
+class Health(BaseModel):
+    """`GET /health`: `components` only for the admin key."""
+
+    status: Literal["ok", "degraded"]
+    components: dict[str, ComponentHealth] | None = None

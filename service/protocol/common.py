@@ -22,6 +22,26 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+# What any operation may answer besides its success, all in OpenAI's error envelope (documented on every
+# route, so that clients and fuzzers know them).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Bad request: a field is missing, malformed or out of range (`param` names it)",
+        401: "Missing, unknown or revoked API key",
+        403: "An admin-only operation with a tenant's key",
+        404: "No such resource for this tenant, or no such route",
+        405: "Method not allowed on this path (the `Allow` header lists those that are)",
+        409: "The resource is in a state that does not allow this",
+        413: "Request body or upload too large",
+        422: "A model that cannot be served",
+        429: "Over a rate limit or quota (`Retry-After` says when to try again)",
+        500: "Server error, with a request id (also in `x-request-id`) to quote",
+        503: "Not ready: a component the operation needs is down",
+    }.items()
+}
+
+
 class ListResponse(BaseModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]

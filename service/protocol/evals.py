@@ -36,6 +36,7 @@ class EvalCreate(BaseModel):
     metadata: dict[str, str] | None = None
     suite: str | None = Field(
         None,
+        min_length=1,
         max_length=64,
         description="Extension: make the eval from a built-in suite (`GET /v1/evals/suites`); runs may then "
         "leave out `source` and `input_messages`.",

@@ -150,7 +150,16 @@ class BatchFile(BaseModel):
 class FileBatchCreate(BaseModel):
     """`file_ids` (with shared `attributes`) or `files` (each with its own)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # One of the two lists, not empty (documented for clients; `_one_of` checks it with a plain message).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "array", "minItems": 1}}}
+                for name in ("file_ids", "files")
+            ]
+        },
+    )
     file_ids: list[str] | None = Field(None, max_length=500)
     files: list[BatchFile] | None = Field(None, max_length=500)
     attributes: Attributes | None = None
@@ -190,7 +199,15 @@ class RankingOptions(BaseModel):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: str | list[str]
+    # Documented as not blank; `_not_empty` checks it with a plain message.
+    query: str | list[str] = Field(
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "pattern": r"\S"},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"\S"}},
+            ]
+        }
+    )
     max_num_results: int = Field(10, ge=1, le=50)
     filters: dict[str, Any] | None = None
     rewrite_query: bool = False

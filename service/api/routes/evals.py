@@ -174,7 +174,10 @@ def compare_runs(
     eval_id: str,
     services: Svc,
     principal: CurrentPrincipal,
-    run_ids: Annotated[list[str], Query(description="Two or more run ids (repeat the parameter).")],
+    run_ids: Annotated[
+        list[str],
+        Query(description="Two or more run ids (repeat the parameter).", json_schema_extra={"minItems": 2}),
+    ],
 ) -> Comparison:
     """Extension: runs side by side: each criterion's pass rate and mean score per run, and the items
     whose status differs between them (with each run's answer)."""

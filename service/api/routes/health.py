@@ -9,11 +9,17 @@ from fastapi.responses import JSONResponse
 
 from service.api.deps import HealthProbe, Services, Svc, get_principal
 from service.platform.errors import ApiError
+from service.protocol.admin import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness (no auth); each component's health (admin key)")
+@router.get(
+    "/health",
+    summary="Liveness (no auth); each component's health (admin key)",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A component is down (`status`: `degraded`)"}},
+)
 async def health(request: Request, services: Svc) -> JSONResponse:
     """`status` is `ok` when every component is; the HTTP status is 503 otherwise. Only a request with the
     admin key also gets `components` (each one's status and detail: addresses, sizes, load), which are

@@ -205,3 +205,8 @@ def test_n_is_bounded(client: TestClient) -> None:
     err = assert_openai_error(client.post("/v1/chat/completions", json=body), 400, "invalid_value")
     assert err["param"] == "n"
     assert client.post("/v1/chat/completions", json={**body, "n": 2}).status_code == 200
+
+
+def test_an_empty_suite_name_is_a_400(client: TestClient) -> None:  # found by the fuzzer: it was a 500
+    err = assert_openai_error(client.post("/v1/evals", json={"suite": ""}), 400, "invalid_value")
+    assert err["param"] == "suite"
