@@ -1,4 +1,5 @@
-"""One vector store's searchable state: its FAISS index and its chunk store, persisted as two objects.
+"""One vector store's searchable state: its FAISS index and its chunk store, persisted as one object (an
+object store replaces an object whole, so a crash leaves the old state or the new one, never a mix).
 
 Chunk ids are int64s handed out in order; the chunk store maps each id to its file, text, SHA-256 and source
 metadata. Identical chunk texts share one embedding: a chunk whose SHA-256 is already in the store reuses
@@ -15,8 +16,11 @@ import numpy as np
 from rag.chunking import Chunk
 from rag.index import VectorIndex
 
+OBJECT = "collection.bin"
+# The layout before one object: written as two, read still.
 INDEX_OBJECT = "index.faiss"
 CHUNKS_OBJECT = "chunks.jsonl"
+_MAGIC = b"tuneserve-collection-1\n"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,20 @@ class Collection:
         lines = [json.dumps({"id": i, **asdict(c)}) for i, c in self.chunks.items()]
         header = json.dumps({"next_id": self.next_id, "dimension": self.dimension})
         return {INDEX_OBJECT: self.index.to_bytes(), CHUNKS_OBJECT: "\n".join([header, *lines]).encode()}
+
+    def to_bytes(self) -> bytes:
+        """The whole state in one blob: a marker, the index's length (8 bytes), the index, the chunks."""
+        parts = self.to_objects()
+        index = parts[INDEX_OBJECT]
+        return _MAGIC + len(index).to_bytes(8, "little") + index + parts[CHUNKS_OBJECT]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Collection:
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a tuneserve collection")
+        start = len(_MAGIC) + 8
+        end = start + int.from_bytes(data[len(_MAGIC) : start], "little")
+        return cls.from_objects({INDEX_OBJECT: data[start:end], CHUNKS_OBJECT: data[end:]})
 
     @classmethod
     def from_objects(cls, objects: dict[str, bytes]) -> Collection:

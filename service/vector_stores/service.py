@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from rag.collection import CHUNKS_OBJECT, INDEX_OBJECT, Collection
+from rag.collection import CHUNKS_OBJECT, INDEX_OBJECT, OBJECT, Collection
 from rag.embedder import Embedder
 from rag.filters import FilterError, matches, validate
 from rag.ingest import embedder, prepare_file
@@ -411,21 +411,28 @@ class VectorStores:
         """The store's index and chunks: cached, else read from the object store, else a new one."""
         if store_id not in self._collections:
             try:
-                self._collections[store_id] = await asyncio.to_thread(
-                    lambda: Collection.from_objects(self._read(store_id))
-                )
+                self._collections[store_id] = await asyncio.to_thread(self._read, store_id)
             except ObjectNotFound:
                 dim = await asyncio.to_thread(lambda: self.embedder.dimension)
                 self._collections[store_id] = Collection(dim)
         return self._collections[store_id]
 
-    def _read(self, store_id: str) -> dict[str, bytes]:
-        return {name: self.store.get_bytes(prefix(store_id) + name) for name in (INDEX_OBJECT, CHUNKS_OBJECT)}
+    def _read(self, store_id: str) -> Collection:
+        try:
+            return Collection.from_bytes(self.store.get_bytes(prefix(store_id) + OBJECT))
+        except ObjectNotFound:  # a store saved before collections were one object
+            legacy = {
+                name: self.store.get_bytes(prefix(store_id) + name) for name in (INDEX_OBJECT, CHUNKS_OBJECT)
+            }
+            return Collection.from_objects(legacy)
 
     async def _save(self, store_id: str, collection: Collection) -> None:
+        """One object, written whole: a crash leaves the store searchable, as it was or as it is now."""
+
         def write() -> None:
-            for name, data in collection.to_objects().items():
-                self.store.put_bytes(prefix(store_id) + name, data)
+            self.store.put_bytes(prefix(store_id) + OBJECT, collection.to_bytes())
+            for name in (INDEX_OBJECT, CHUNKS_OBJECT):  # the old layout, superseded now
+                self.store.delete(prefix(store_id) + name)
 
         await asyncio.to_thread(write)
 

@@ -166,3 +166,30 @@ def test_a_file_added_again_stays_searchable_and_a_deleted_file_leaves_every_sto
         assert found(stores[0]) == {bats} and found(stores[1]) == set()  # its text is found nowhere
         listed = client.get(f"/v1/vector_stores/{stores[1]}/files").json()["data"]
         assert listed == []
+
+
+def test_a_store_is_one_object_and_one_saved_as_two_still_loads(tmp_path: Path) -> None:
+    from rag.collection import Collection
+
+    objects = MemoryStore()
+    with TestClient(
+        create_app(offline_settings(tmp_path), tasks=ThreadRunner(), store=objects), headers=auth(ADMIN)
+    ) as client:
+        owls = upload(client, "owls.txt", b"Owls hunt at night and sleep by day.")
+        bats = upload(client, "bats.txt", b"Bats eat insects.")
+        store_id = client.post("/v1/vector_stores", json={"name": "s"}).json()["id"]
+        assert _ingest(client, store_id, owls) == "completed"
+    prefix = f"vector_stores/{store_id}/"
+    saved = {k.removeprefix(prefix) for k in objects.objects if k.startswith(prefix)}
+    assert saved == {"collection.bin"}  # one write: a crash leaves the old state or the new one
+    # Rewrite it as an older tuneserve saved it (index and chunks apart); a new process reads that.
+    collection = Collection.from_bytes(objects.objects.pop(prefix + "collection.bin"))
+    for name, data in collection.to_objects().items():
+        objects.put_bytes(prefix + name, data)
+    with TestClient(
+        create_app(offline_settings(tmp_path), tasks=ThreadRunner(), store=objects), headers=auth(ADMIN)
+    ) as client:
+        assert _ingest(client, store_id, bats) == "completed"
+        hits = client.post(f"/v1/vector_stores/{store_id}/search", json={"query": "When do owls hunt?"})
+        assert {h["file_id"] for h in hits.json()["data"]} == {owls, bats}
+    assert {k.removeprefix(prefix) for k in objects.objects if k.startswith(prefix)} == {"collection.bin"}
