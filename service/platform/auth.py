@@ -79,6 +79,14 @@ class KeyStore:
                 return None
             return Principal(row.tenant_id, is_admin=False, key_id=row.id)
 
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the key `principal` authenticated with is still valid (a revoked key's work ends)."""
+        if principal.key_id is None:
+            return True  # the admin key: it changes only with the configuration
+        with self.db.session() as s:
+            row = s.get(ApiKeyRow, principal.key_id)
+            return row is not None and row.revoked_at is None
+
     def create(self, tenant: str, name: str | None = None) -> tuple[ApiKeyRow, str]:
         """Create a key for `tenant` (creating the tenant if new); returns the row and the secret."""
         key = generate_key()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.streams import while_authorized
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
@@ -63,8 +65,9 @@ async def _generate(
         services.metrics.record(endpoint, model, tenant, 200, start, result.get("usage"))
         return JSONResponse(result, headers=admission.headers)
     metered = services.metrics.metered(result, endpoint, model, tenant, start, keep_usage)
+    authorized = while_authorized(metered, partial(services.keys.still_valid, principal))
     return StreamingResponse(
-        _released_at_end(metered, admission.release),
+        _released_at_end(authorized, admission.release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", **admission.headers},
     )

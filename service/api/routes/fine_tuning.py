@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.streams import while_authorized
 from service.protocol.common import ListResponse
 from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobCheckpoint, JobEvent
 
@@ -74,7 +76,9 @@ def list_events(
     jobs.get(principal.tenant, job_id)
     if stream:
         return StreamingResponse(
-            jobs.follow(job_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            while_authorized(jobs.follow(job_id), partial(services.keys.still_valid, principal)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
     rows, more = jobs.store.events(job_id, after, limit)
     return ListResponse[JobEvent].page([jobs.event_to_api(r) for r in rows], has_more=more)

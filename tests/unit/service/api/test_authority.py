@@ -1,0 +1,83 @@
+"""No work outlives its authority: a stream opened with a key ends once the key is revoked, whether it is
+flowing (a long chat answer) or waiting (a job's events followed live)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.api.streams import while_authorized
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.helpers import ADMIN, FakeEngine, auth, offline_settings
+
+
+class EndlessEngine(FakeEngine):
+    """Streams a token every few milliseconds, for ever: only the service can end it."""
+
+    async def _stream(self, model: str, usage: bool) -> AsyncIterator[str]:
+        while True:
+            await asyncio.sleep(0.005)
+            yield f"data: {json.dumps({'model': model, 'delta': 'la'})}\n\n"
+
+
+def test_revoking_a_key_ends_its_streams(tmp_path: Path) -> None:
+    app = create_app(offline_settings(tmp_path), engine=EndlessEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app) as client:
+        created = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()
+        body = {
+            "model": DEFAULT_BASE_MODEL,
+            "messages": [{"role": "user", "content": "sing"}],
+            "stream": True,
+        }
+        events = []
+        with client.stream("POST", "/v1/chat/completions", json=body, headers=auth(created["key"])) as resp:
+            for line in resp.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events.append(json.loads(line.removeprefix("data: ")))
+                if len(events) == 3:  # flowing: now the admin revokes the key
+                    client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN))
+                if len(events) > 2000:  # ~10 s of tokens: it did not end
+                    break
+        assert events[0]["delta"] == "la" and "error" not in events[0]
+        assert (
+            events[-1]["error"]["type"] == "authentication_error"
+            and "revoked" in events[-1]["error"]["message"]
+        )
+        assert all("error" not in e for e in events[:-1])
+
+
+def test_a_waiting_stream_ends_too_and_a_valid_one_is_untouched() -> None:
+    async def idle() -> AsyncIterator[str]:
+        yield "data: first\n\n"
+        await asyncio.Event().wait()  # nothing more, ever (a job that never logs again)
+        yield "data: never\n\n"
+
+    async def finite() -> AsyncIterator[str]:
+        for i in range(3):
+            await asyncio.sleep(0.02)
+            yield f"data: {i}\n\n"
+
+    async def collect(stream: AsyncIterator[str]) -> list[str]:
+        return [chunk async for chunk in stream]
+
+    valid = {"now": True}
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        ended = asyncio.ensure_future(
+            collect(while_authorized(idle(), lambda: valid["now"], interval_s=0.01))
+        )
+        await asyncio.sleep(0.05)
+        assert not ended.done()  # still valid: it waits with its stream
+        valid["now"] = False
+        untouched = await collect(while_authorized(finite(), lambda: True, interval_s=0.01))
+        return await asyncio.wait_for(ended, 10), untouched
+
+    ended, untouched = asyncio.run(scenario())
+    assert ended[0] == "data: first\n\n" and "revoked" in ended[-1] and len(ended) == 2
+    assert untouched == ["data: 0\n\n", "data: 1\n\n", "data: 2\n\n"]
