@@ -15,13 +15,22 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from evals.runner import RunSpec, evaluate_batch
 from evals.summary import fold
 from service.evals.service import ACTIVE, run_result
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore
-from service.platform.db import Database, EvalOutputItemRow, EvalRow, EvalRunRow, FineTunedModelRow, JobRow
+from service.platform.db import (
+    ApiKeyRow,
+    Database,
+    EvalOutputItemRow,
+    EvalRow,
+    EvalRunRow,
+    FineTunedModelRow,
+    JobRow,
+)
 from service.platform.db.models import now
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
@@ -30,6 +39,7 @@ from service.platform.tasks import Background, TaskRunner
 log = logging.getLogger(__name__)
 # API keys made for runs are named so; any left over by a crash are revoked at start.
 KEY_NAME = "eval-run:"
+REVOKED = {"code": "api_key_revoked", "message": "The API key that started this run was revoked."}
 MANIFEST = "manifest.json"
 
 
@@ -116,6 +126,9 @@ class EvalRunner:
             run = s.get(EvalRunRow, run_id)
             if run is None or run.status not in ACTIVE:
                 return None
+            if not _key_valid(s, run):
+                run.status, run.error, run.finished_at = "failed", REVOKED, now()
+                return None  # no key is made for a run whose authority is gone
             run.status = "in_progress"
             done = set(s.scalars(select(EvalOutputItemRow.index).where(EvalOutputItemRow.run_id == run_id)))
             ev = s.get(EvalRow, run.eval_id)
@@ -153,9 +166,15 @@ class EvalRunner:
         )
 
     def _is_active(self, run_id: str) -> bool:
+        """Whether the run goes on: still active, and the key that started it not revoked (else it fails)."""
         with self.db.session() as s:
             run = s.get(EvalRunRow, run_id)
-            return run is not None and run.status in ACTIVE
+            if run is None or run.status not in ACTIVE:
+                return False
+            if not _key_valid(s, run):
+                run.status, run.error, run.finished_at = "failed", REVOKED, now()
+                return False
+            return True
 
     def _store(self, run_id: str, items: list[dict]) -> None:
         """Add a batch's output items and totals in one transaction (dropped if the run was stopped)."""
@@ -204,6 +223,14 @@ class EvalRunner:
             return
         manifest["evals"] = [e for e in manifest.get("evals", []) if e["run_id"] != run.id] + [entry]
         self.store.put_bytes(key, json.dumps(manifest, indent=2).encode())
+
+
+def _key_valid(s: Session, run: EvalRunRow) -> bool:
+    """Whether the tenant key that started `run` (if one did) is still valid."""
+    if run.created_by_key is None:
+        return True
+    key = s.get(ApiKeyRow, run.created_by_key)
+    return key is not None and key.revoked_at is None
 
 
 def api_url_for_tasks(settings: Settings) -> str:

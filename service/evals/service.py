@@ -166,7 +166,14 @@ class EvalService:
         )
 
     # Runs ------------------------------------------------------------------------------------------
-    def create_run(self, tenant: str, eval_id: str, req: RunCreate, job_id: str | None = None) -> EvalRunRow:
+    def create_run(
+        self,
+        tenant: str,
+        eval_id: str,
+        req: RunCreate,
+        job_id: str | None = None,
+        created_by_key: str | None = None,
+    ) -> EvalRunRow:
         ev = self.get(tenant, eval_id)
         ds = req.data_source
         suite = suites.load(ev.suite) if ev.suite else None
@@ -216,6 +223,7 @@ class EvalService:
             metadata_=req.metadata,
             summary=empty_summary([g.name for g in graders]),
             job_id=job_id,
+            created_by_key=created_by_key,
         )
         with self.db.session() as s:
             s.add(row)

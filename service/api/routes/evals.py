@@ -93,7 +93,7 @@ def create_run(eval_id: str, req: RunCreate, services: Svc, principal: CurrentPr
     (`file_id`, purpose `evals`), or the eval's suite. Every item is checked against the eval's
     `item_schema` first (400 naming the item); the run is then queued and executes in the background."""
     service = services.evals
-    row = service.create_run(principal.tenant, eval_id, req)
+    row = service.create_run(principal.tenant, eval_id, req, created_by_key=principal.key_id)
     services.eval_runs.start(row.id)
     return service.run_to_api(row)
 

@@ -42,6 +42,8 @@ class EvalRunRow(Base):
     summary: Mapped[dict] = mapped_column(JSON)
     # Set when a fine-tuning job started this run on its result (or on its base model, for reference).
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # The tenant key that started the run (None: the admin key, or a job): revoking it stops the run.
+    created_by_key: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

@@ -21,7 +21,7 @@ from service.platform.db.models import Base, SchemaVersion
 from service.platform.errors import ApiError
 
 T = TypeVar("T")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _add_result_files(conn: Connection) -> None:
@@ -62,6 +62,10 @@ def _add_job_stop_requested_and_runs(conn: Connection) -> None:
     conn.execute(text("UPDATE fine_tuning_jobs SET runs = attempts"))
 
 
+def _add_run_created_by_key(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE eval_runs ADD COLUMN created_by_key VARCHAR(40)"))
+
+
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_result_files,
@@ -69,6 +73,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _add_job_created_ns,
     5: _add_checkpoint_model,
     6: _add_job_stop_requested_and_runs,
+    7: _add_run_created_by_key,
 }
 
 

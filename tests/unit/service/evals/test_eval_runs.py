@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from service.platform.db import EvalRunRow
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.helpers import ADMIN, FakeEngine, MemoryStore, auth, offline_settings
 
@@ -210,3 +211,27 @@ def test_two_runs_are_compared_item_by_item(tmp_path: Path) -> None:
     assert [c["datasource_item_id"] for c in cmp["changed_items"]] == [0, 1, 2, 3]
     assert cmp["changed_items"][0]["status"] == ["pass", "fail"]
     assert one.status_code == 400 and one.json()["error"]["param"] == "run_ids"
+
+
+def test_revoking_the_key_that_started_a_run_stops_it(tmp_path: Path) -> None:
+    gate = threading.Event()
+    tasks = FakeTasks(gate=gate)  # batches of 2, one at a time
+    with make_client(tmp_path, MemoryStore(), tasks) as client:
+        created = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()
+        tenant = auth(created["key"])
+        ev = client.post("/v1/evals", json=EVAL, headers=tenant).json()
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=tenant).json()
+        assert tasks.started.wait(10)  # the first batch is being evaluated
+        client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN))
+        gate.set()
+        services = client.app.state.services
+        deadline = time.monotonic() + 10
+        while services.eval_runs._running:  # the revoked key cannot look: the database can
+            assert time.monotonic() < deadline, "the run is still being driven"
+            time.sleep(0.02)
+        with services.db.session() as s:
+            stopped = s.get(EvalRunRow, run["id"])
+        keys = [k for k in services.keys.list() if k.name == f"eval-run:{run['id']}"]
+    assert stopped.status == "failed" and stopped.error["code"] == "api_key_revoked", stopped.error
+    assert tasks.seen == [0, 1]  # no batch started after the revocation
+    assert len(keys) == 1 and keys[0].revoked_at is not None  # nor does the run's own key live on

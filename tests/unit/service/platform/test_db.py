@@ -80,17 +80,20 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         conn.execute(text("ALTER TABLE fine_tuned_models DROP COLUMN parent"))
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN stop_requested"))
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN runs"))
+        conn.execute(text("ALTER TABLE eval_runs DROP COLUMN created_by_key"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
-    assert db.migrate() == 6
+    assert db.migrate() == 7
     with db.engine.connect() as conn:
         jobs = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_jobs)"))}
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
         checkpoints = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_job_checkpoints)"))}
+        runs = {r[1] for r in conn.execute(text("PRAGMA table_info(eval_runs)"))}
         named = conn.execute(text("SELECT model FROM fine_tuning_job_checkpoints")).scalar()
     assert (
         {"result_files", "created_ns", "stop_requested", "runs"} <= jobs
         and "parent" in models
         and "model" in checkpoints
+        and "created_by_key" in runs
     )
     assert named == "m:x:ckpt-step-4"
     with db.session() as s:
