@@ -107,6 +107,12 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k in self.objects if k.startswith(prefix)]
+        for key in keys:
+            del self.objects[key]
+        return len(keys)
+
 
 def add_job(store, job_id: str, tenant: str, created: int) -> None:
     """A queued job of `tenant` in a JobStore, with a small valid spec."""

@@ -91,6 +91,7 @@ def create_app(
             "fine-tune": partial(validate_training_file, image_domains=settings.image_url_domains),
             "vision": validate_image_file,
         },
+        settings.max_storage_bytes_per_tenant,
     )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)

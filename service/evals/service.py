@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from evals import suites, user_patterns
 from evals.graders import GRADER_TYPES, GRADERS, template_problems
@@ -20,6 +20,7 @@ from service.inference.chat import ChatService
 from service.models.registry import ModelRegistry
 from service.platform.db import Database, EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.errors import ApiError
+from service.platform.quotas import check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.protocol.evals import (
@@ -186,6 +187,19 @@ class EvalService:
             )
         if ds.model:
             self.chat.servable(tenant, ds.model, param="data_source.model")
+        if job_id is None:  # a job's own runs are part of the job, which has its own limit
+            with self.db.session() as s:
+                q = select(func.count()).where(EvalRunRow.tenant_id == tenant, EvalRunRow.status.in_(ACTIVE))
+                active = s.scalar(q) or 0
+            limit = self.settings.max_active_eval_runs_per_tenant
+            check_quota(
+                "evaluation runs queued or running",
+                active,
+                1,
+                limit,
+                "TUNESERVE_MAX_ACTIVE_EVAL_RUNS_PER_TENANT",
+                30,
+            )
         rows = read_rows(self.files, tenant, ds, suite)
         check_items(rows, ev.data_source_config["item_schema"], ds)
         data_source = ds.model_dump(mode="json", exclude_none=True)

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.platform.db import Database, FileRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.images import MAX_IMAGE_BYTES, ImageError, check_image
+from service.platform.quotas import check_quota
 from service.platform.storage import ObjectInfo, ObjectStore
 from service.protocol.files import FileObject
 
@@ -23,12 +24,14 @@ Validator = Callable[[BinaryIO], None]
 
 @dataclass
 class FileService:
-    """Uploads up to `max_bytes` (0: this instance only writes files of the service's own, `create`)."""
+    """Uploads up to `max_bytes` each (0: this instance only writes files of the service's own, `create`),
+    and up to `max_tenant_bytes` in all per tenant (0: no limit)."""
 
     db: Database
     store: ObjectStore
     max_bytes: int = 0
     validators: dict[str, Validator] = field(default_factory=dict)
+    max_tenant_bytes: int = 0
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
         if purpose in self.validators:
@@ -45,7 +48,26 @@ class FileService:
         if info.size > self.max_bytes:
             self.store.delete(key)
             raise too_large(self.max_bytes)
+        try:
+            check_quota(
+                "stored file bytes",
+                self.stored_bytes(tenant),
+                info.size,
+                self.max_tenant_bytes,
+                "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT",
+            )
+        except ApiError:
+            self.store.delete(key)
+            raise
         return self._add(tenant, filename, purpose, file_id, key, info)
+
+    def stored_bytes(self, tenant: str) -> int:
+        """The bytes of the tenant's files (not deleted)."""
+        with self.db.session() as s:
+            q = select(func.sum(FileRow.bytes)).where(
+                FileRow.tenant_id == tenant, FileRow.deleted_at.is_(None)
+            )
+            return int(s.scalar(q) or 0)
 
     def create(self, tenant: str, filename: str, purpose: str, data: bytes, content_type: str) -> FileRow:
         """A file the service itself writes for a tenant (a job's step metrics)."""

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1024, description="Largest request body other than an upload, in bytes."
     )
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
+    max_storage_bytes_per_tenant: int = Field(
+        20 * 1024**3,
+        ge=0,
+        description="Bytes of uploaded files a tenant may keep (0: no limit); 429 past it.",
+    )
+    max_vector_stores_per_tenant: int = Field(
+        100, ge=0, description="Vector stores a tenant may have (0: no limit); 429 past it."
+    )
+    max_active_eval_runs_per_tenant: int = Field(
+        4, ge=0, description="Evaluation runs a tenant may have queued or running (0: no limit); 429 past it."
+    )
     training_capacity_wait_s: float = Field(
         300,
         gt=0,

@@ -15,7 +15,7 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rag.collection import CHUNKS_OBJECT, INDEX_OBJECT, OBJECT, Collection
 from rag.embedder import Embedder
@@ -26,6 +26,7 @@ from service.files.service import FileService
 from service.platform.db import Database, FileBatchRow, FileRow, VectorStoreFileRow, VectorStoreRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
+from service.platform.quotas import check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
 from service.platform.tasks import Background, TaskRunner
@@ -78,6 +79,10 @@ class VectorStores:
     def create(self, tenant: str, req: VectorStoreCreate) -> VectorStoreRow:
         chunking = (req.chunking_strategy or ChunkingStrategy()).resolved()
         files = [self._file(tenant, f, "file_ids") for f in req.file_ids]
+        with self.db.session() as s:
+            count = s.scalar(select(func.count()).where(VectorStoreRow.tenant_id == tenant)) or 0
+        limit = self.settings.max_vector_stores_per_tenant
+        check_quota("vector stores", count, 1, limit, "TUNESERVE_MAX_VECTOR_STORES_PER_TENANT")
         row = VectorStoreRow(
             id="vs_" + secrets.token_hex(12),
             tenant_id=tenant,

@@ -235,3 +235,23 @@ def test_revoking_the_key_that_started_a_run_stops_it(tmp_path: Path) -> None:
     assert stopped.status == "failed" and stopped.error["code"] == "api_key_revoked", stopped.error
     assert tasks.seen == [0, 1]  # no batch started after the revocation
     assert len(keys) == 1 and keys[0].revoked_at is not None  # nor does the run's own key live on
+
+
+def test_runs_in_flight_are_a_quota_per_tenant(tmp_path: Path) -> None:
+    gate = threading.Event()
+    tasks = FakeTasks(gate=gate)
+    app = create_app(
+        offline_settings(tmp_path, max_active_eval_runs_per_tenant=1),
+        engine=FakeEngine({DEFAULT_BASE_MODEL}),
+        tasks=tasks,
+        store=MemoryStore(),
+    )
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        ev = client.post("/v1/evals", json=EVAL).json()
+        first = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(2)).json()
+        refused = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(2))
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "30"
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        gate.set()
+        wait(client, f"/v1/evals/{ev['id']}/runs/{first['id']}", lambda r: r["status"] == "completed")
+        assert client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(2)).status_code == 200

@@ -1,0 +1,56 @@
+"""Per-tenant quotas: stored bytes and vector stores. Over one, a 429 naming the quota and its setting, and
+nothing of the refused request is kept; other tenants are not affected; freeing room lets it through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from tests.helpers import ADMIN, MemoryStore, assert_openai_error, auth, offline_settings
+
+
+def tenant_key(client: TestClient, tenant: str) -> dict[str, str]:
+    return auth(client.post("/v1/admin/api_keys", json={"tenant": tenant}, headers=auth(ADMIN)).json()["key"])
+
+
+def upload(client: TestClient, key: dict[str, str], size: int):
+    return client.post(
+        "/v1/files", data={"purpose": "assistants"}, files={"file": ("a.txt", b"x" * size)}, headers=key
+    )
+
+
+def test_stored_bytes_are_a_quota_per_tenant(tmp_path: Path) -> None:
+    objects = MemoryStore()
+    app = create_app(offline_settings(tmp_path, max_storage_bytes_per_tenant=100), store=objects)
+    with TestClient(app) as client:
+        acme, other = tenant_key(client, "acme"), tenant_key(client, "other")
+        first = upload(client, acme, 60).json()["id"]
+        err = assert_openai_error(upload(client, acme, 60), 429, "quota_exceeded")
+        assert (
+            "60 used of 100" in err["message"] and "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT" in err["message"]
+        )
+        assert (
+            len([k for k in objects.objects if k.startswith("files/acme/")]) == 1
+        )  # the refused one is gone
+        assert upload(client, other, 60).status_code == 200  # another tenant has its own room
+        client.delete(f"/v1/files/{first}", headers=acme)
+        assert upload(client, acme, 60).status_code == 200  # room again
+
+
+def test_vector_stores_are_a_quota_per_tenant(tmp_path: Path) -> None:
+    app = create_app(offline_settings(tmp_path, max_vector_stores_per_tenant=2), store=MemoryStore())
+    with TestClient(app) as client:
+        acme = tenant_key(client, "acme")
+        made = [client.post("/v1/vector_stores", json={"name": n}, headers=acme).json()["id"] for n in "ab"]
+        err = assert_openai_error(
+            client.post("/v1/vector_stores", json={}, headers=acme), 429, "quota_exceeded"
+        )
+        assert (
+            "vector stores" in err["message"] and "TUNESERVE_MAX_VECTOR_STORES_PER_TENANT" in err["message"]
+        )
+        assert len(client.get("/v1/vector_stores", headers=acme).json()["data"]) == 2
+        assert client.post("/v1/vector_stores", json={}, headers=auth(ADMIN)).status_code == 200
+        client.delete(f"/v1/vector_stores/{made[0]}", headers=acme)
+        assert client.post("/v1/vector_stores", json={}, headers=acme).status_code == 200
