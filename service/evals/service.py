@@ -306,6 +306,19 @@ class EvalService:
             current.status = "canceled"
         return self.get_run(tenant, eval_id, row.id)
 
+    def cancel_all_runs(self, tenant: str) -> int:
+        """Cancel every queued or running run of `tenant` (the tenant is being disabled); their runners
+        stop at their next batch."""
+        with self.db.session() as s:
+            runs = list(
+                s.scalars(
+                    select(EvalRunRow).where(EvalRunRow.tenant_id == tenant, EvalRunRow.status.in_(ACTIVE))
+                )
+            )
+            for run in runs:
+                run.status = "canceled"
+        return len(runs)
+
     def delete_run(self, tenant: str, eval_id: str, run_id: str) -> None:
         row = self.get_run(tenant, eval_id, run_id)
         with self.db.session() as s:

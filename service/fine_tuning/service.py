@@ -4,6 +4,7 @@ Scheduling is elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
@@ -273,6 +274,14 @@ class JobService:
                 code="job_not_cancellable",
             ),
         )
+
+    def cancel_all(self, tenant: str) -> int:
+        """Cancel every job of `tenant` that has not finished (the tenant is being disabled)."""
+        jobs = [j for j in self.store.non_terminal() if j.tenant_id == tenant]
+        for job in jobs:
+            with contextlib.suppress(ApiError):  # finished meanwhile
+                self.cancel(tenant, job.id)
+        return len(jobs)
 
     def pause(self, tenant: str, job_id: str) -> JobRow:
         """Stop the job's run; its last checkpoint is where `resume` continues. The scheduler lets go of the

@@ -19,7 +19,7 @@ from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.secret_files import write_secret
 from service.platform.settings import Settings
-from service.protocol.admin import ApiKey
+from service.protocol.admin import ApiKey, TenantObject
 
 ADMIN_TENANT = "default"
 KEY_PREFIX = "ts-"
@@ -77,6 +77,12 @@ class KeyStore:
             row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
             if row is None or row.revoked_at is not None:
                 return None
+            if s.get(Tenant, row.tenant_id).disabled_at is not None:
+                raise ApiError(
+                    403,
+                    f"Your organization ('{row.tenant_id}') is disabled; ask the service's admin.",
+                    code="tenant_disabled",
+                )
             return Principal(row.tenant_id, is_admin=False, key_id=row.id)
 
     def still_valid(self, principal: Principal) -> bool:
@@ -85,7 +91,23 @@ class KeyStore:
             return True  # the admin key: it changes only with the configuration
         with self.db.session() as s:
             row = s.get(ApiKeyRow, principal.key_id)
-            return row is not None and row.revoked_at is None
+            return (
+                row is not None
+                and row.revoked_at is None
+                and s.get(Tenant, row.tenant_id).disabled_at is None
+            )
+
+    def set_disabled(self, tenant: str, disabled: bool) -> Tenant:
+        """Disable a tenant (its keys are refused from now on) or enable it again; 400 for the admin's own."""
+        if tenant == ADMIN_TENANT:
+            raise ApiError(
+                400, "The admin's tenant cannot be disabled.", param="tenant", code="invalid_value"
+            )
+        self.db.get_or_404(Tenant, tenant, "tenant")
+        with self.db.session() as s:
+            row = s.get(Tenant, tenant)
+            row.disabled_at = (row.disabled_at or now()) if disabled else None
+            return row
 
     def create(self, tenant: str, name: str | None = None) -> tuple[ApiKeyRow, str]:
         """Create a key for `tenant` (creating the tenant if new); returns the row and the secret."""
@@ -114,6 +136,10 @@ class KeyStore:
             if row.revoked_at is None:
                 row.revoked_at = now()
             return row
+
+    @staticmethod
+    def tenant_to_api(row: Tenant) -> TenantObject:
+        return TenantObject(id=row.id, created_at=row.created_at, disabled_at=row.disabled_at)
 
     @staticmethod
     def to_api(row: ApiKeyRow) -> ApiKey:

@@ -41,3 +41,10 @@ class Health(BaseModel):
 
     status: Literal["ok", "degraded"]
     components: dict[str, ComponentHealth] | None = None
+
+
+class TenantObject(BaseModel):
+    object: Literal["tenant"] = "tenant"
+    id: str
+    created_at: int
+    disabled_at: int | None = Field(None, description="When the admin disabled it; null while it is enabled.")

@@ -271,6 +271,20 @@ class VectorStores:
                 f.status = "cancelled"
         return self.get_batch(tenant, store_id, batch_id)
 
+    def cancel_all_ingestion(self, tenant: str) -> int:
+        """Files of `tenant` still being ingested become `cancelled` (the tenant is being disabled)."""
+        with self.db.session() as s:
+            files = list(
+                s.scalars(
+                    select(VectorStoreFileRow)
+                    .join(VectorStoreRow, VectorStoreRow.id == VectorStoreFileRow.store_id)
+                    .where(VectorStoreRow.tenant_id == tenant, VectorStoreFileRow.status == "in_progress")
+                )
+            )
+            for f in files:
+                f.status = "cancelled"
+        return len(files)
+
     def batch_to_api(self, row: FileBatchRow) -> FileBatch:
         counts = _counts([f for f in self._files(row.store_id) if f.batch_id == row.id])
         status = "cancelled" if row.cancelled else "in_progress" if counts.in_progress else "completed"

@@ -1,11 +1,11 @@
-"""Admin API: tenants' API keys. Needs the admin key."""
+"""Admin API: tenants and their API keys. Needs the admin key."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from service.api.deps import Admin, Svc
-from service.protocol.admin import ApiKey, ApiKeyCreate, ApiKeyCreated
+from service.protocol.admin import ApiKey, ApiKeyCreate, ApiKeyCreated, TenantObject
 from service.protocol.common import ListResponse
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -26,3 +26,21 @@ def list_api_keys(services: Svc, _: Admin) -> ListResponse[ApiKey]:
 @router.delete("/api_keys/{key_id}", response_model=ApiKey, summary="Revoke an API key")
 def revoke_api_key(key_id: str, services: Svc, _: Admin) -> ApiKey:
     return services.keys.to_api(services.keys.revoke(key_id))
+
+
+@router.post("/tenants/{tenant}/disable", response_model=TenantObject, summary="Disable a tenant")
+def disable_tenant(tenant: str, services: Svc, _: Admin) -> TenantObject:
+    """Extension. The tenant's keys are refused from now on (403 `tenant_disabled`), its open streams end,
+    and its work stops: fine-tuning jobs are cancelled, evaluation runs canceled, ingestions cancelled. Its
+    data stays (files, models, stores), for the admin to enable it again or to delete."""
+    row = services.keys.set_disabled(tenant, True)
+    services.jobs.cancel_all(tenant)
+    services.evals.cancel_all_runs(tenant)
+    services.vector_stores.cancel_all_ingestion(tenant)
+    return services.keys.tenant_to_api(row)
+
+
+@router.post("/tenants/{tenant}/enable", response_model=TenantObject, summary="Enable a disabled tenant")
+def enable_tenant(tenant: str, services: Svc, _: Admin) -> TenantObject:
+    """Extension. Its keys work again; stopped work stays stopped."""
+    return services.keys.tenant_to_api(services.keys.set_disabled(tenant, False))

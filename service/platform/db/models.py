@@ -34,8 +34,11 @@ class Tenant(Base):
     """An owner of resources. Every file, job, model and store belongs to exactly one tenant."""
 
     __tablename__ = "tenants"
+    noun = "tenant"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+    # Set by the admin: the tenant's keys are refused and its work was stopped.
+    disabled_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     keys: Mapped[list[ApiKeyRow]] = relationship(back_populates="tenant")
 
 

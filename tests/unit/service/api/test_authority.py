@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
@@ -25,7 +26,8 @@ class EndlessEngine(FakeEngine):
             yield f"data: {json.dumps({'model': model, 'delta': 'la'})}\n\n"
 
 
-def test_revoking_a_key_ends_its_streams(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["revoke the key", "disable the tenant"])
+def test_revoking_a_key_or_disabling_its_tenant_ends_its_streams(tmp_path: Path, how: str) -> None:
     app = create_app(offline_settings(tmp_path), engine=EndlessEngine({DEFAULT_BASE_MODEL}))
     with TestClient(app) as client:
         created = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()
@@ -40,8 +42,10 @@ def test_revoking_a_key_ends_its_streams(tmp_path: Path) -> None:
                 if not line.startswith("data: "):
                     continue
                 events.append(json.loads(line.removeprefix("data: ")))
-                if len(events) == 3:  # flowing: now the admin revokes the key
+                if len(events) == 3 and how == "revoke the key":  # flowing: now the admin acts
                     client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN))
+                elif len(events) == 3:
+                    client.post("/v1/admin/tenants/acme/disable", headers=auth(ADMIN))
                 if len(events) > 2000:  # ~10 s of tokens: it did not end
                     break
         assert events[0]["delta"] == "la" and "error" not in events[0]

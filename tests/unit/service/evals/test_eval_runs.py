@@ -255,3 +255,39 @@ def test_runs_in_flight_are_a_quota_per_tenant(tmp_path: Path) -> None:
         gate.set()
         wait(client, f"/v1/evals/{ev['id']}/runs/{first['id']}", lambda r: r["status"] == "completed")
         assert client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(2)).status_code == 200
+
+
+def test_disabling_a_tenant_refuses_its_keys_and_stops_its_work(tmp_path: Path) -> None:
+    from service.fine_tuning.state import JobStatus
+    from tests.helpers import add_job
+
+    gate = threading.Event()
+    tasks = FakeTasks(gate=gate)
+    with make_client(tmp_path, MemoryStore(), tasks) as client:
+        services = client.app.state.services
+        acme = auth(
+            client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+        )
+        other = auth(
+            client.post("/v1/admin/api_keys", json={"tenant": "other"}, headers=auth(ADMIN)).json()["key"]
+        )
+        ev = client.post("/v1/evals", json=EVAL, headers=acme).json()
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=run_body(6), headers=acme).json()
+        assert tasks.started.wait(10)
+        add_job(services.jobs.store, "ftjob-acme", "acme", 1)  # a queued job of each tenant
+        add_job(services.jobs.store, "ftjob-other", "other", 1)
+        disabled = client.post("/v1/admin/tenants/acme/disable", headers=auth(ADMIN))
+        assert disabled.status_code == 200 and disabled.json()["disabled_at"], disabled.text
+        gate.set()
+        refused = client.get("/v1/models", headers=acme)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "tenant_disabled"
+        assert client.get("/v1/models", headers=other).status_code == 200
+        assert services.jobs.store.get("ftjob-acme").status == JobStatus.CANCELLED
+        assert services.jobs.store.get("ftjob-other").status == JobStatus.QUEUED  # not another tenant's
+        with services.db.session() as s:
+            assert s.get(EvalRunRow, run["id"]).status == "canceled"
+        assert client.post("/v1/admin/tenants/default/disable", headers=auth(ADMIN)).status_code == 400
+        assert client.post("/v1/admin/tenants/nobody/disable", headers=auth(ADMIN)).status_code == 404
+        assert client.post("/v1/admin/tenants/acme/disable", headers=other).status_code == 403
+        enabled = client.post("/v1/admin/tenants/acme/enable", headers=auth(ADMIN)).json()
+        assert enabled["disabled_at"] is None and client.get("/v1/models", headers=acme).status_code == 200

@@ -81,6 +81,7 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN stop_requested"))
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN runs"))
         conn.execute(text("ALTER TABLE eval_runs DROP COLUMN created_by_key"))
+        conn.execute(text("ALTER TABLE tenants DROP COLUMN disabled_at"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
     assert db.migrate() == 7
     with db.engine.connect() as conn:
@@ -88,12 +89,14 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         models = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuned_models)"))}
         checkpoints = {r[1] for r in conn.execute(text("PRAGMA table_info(fine_tuning_job_checkpoints)"))}
         runs = {r[1] for r in conn.execute(text("PRAGMA table_info(eval_runs)"))}
+        tenants = {r[1] for r in conn.execute(text("PRAGMA table_info(tenants)"))}
         named = conn.execute(text("SELECT model FROM fine_tuning_job_checkpoints")).scalar()
     assert (
         {"result_files", "created_ns", "stop_requested", "runs"} <= jobs
         and "parent" in models
         and "model" in checkpoints
         and "created_by_key" in runs
+        and "disabled_at" in tenants
     )
     assert named == "m:x:ckpt-step-4"
     with db.session() as s:
