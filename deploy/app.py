@@ -79,7 +79,10 @@ def build_application(settings: Settings):  # a Ray Serve Application
             from service.api.app import create_app
             from service.fine_tuning.launcher import RayJobLauncher
 
-            launcher = RayJobLauncher(settings.ray_dashboard_url) if settings.ray_dashboard_url else None
+            launcher = None
+            if settings.ray_dashboard_url:
+                secrets = settings.run_dir / "job-secrets.json"
+                launcher = RayJobLauncher(settings.ray_dashboard_url, secrets)
             engine = ServeLLMEngine(self.llm_handles)
             return create_app(
                 settings,

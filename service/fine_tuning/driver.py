@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from service.files.service import FileService
+from service.fine_tuning.launcher import read_context
 from service.fine_tuning.reporting import JobReporter
 from service.fine_tuning.scheduler import out_of_attempts
 from service.fine_tuning.state import JobStatus
@@ -21,13 +22,13 @@ from service.fine_tuning.store import JobStore
 from service.platform.db import Database, FineTunedModelRow
 from service.platform.errors import root_cause
 from service.protocol.files import RESULT_PURPOSE
-from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext
+from service.protocol.fine_tuning import JobContext
 from trainers.failures import is_capacity_timeout, is_infrastructure_failure
 from trainers.lora_sft import store_from_context
 
 
 def main() -> int:
-    context = JobContext.model_validate_json(os.environ[JOB_CONTEXT_ENV])
+    context = read_context(os.environ)
     spec = context.spec
     jobs = JobStore(Database(context.database_url))
     try:

@@ -2,18 +2,30 @@
 
 The API never trains in its own process; a crash or an out-of-memory kill of a run takes down its Ray
 job only. The driver gets the resolved TrainingSpec and the addresses it needs (database, object store)
-in one JSON environment variable, and nothing else.
+in one JSON environment variable, and nothing else; the secrets (database URL, S3 secret key) are in a
+file readable by the stack's user only, whose path is in the environment (`read_context`). A driver on a
+node without that file (a Kubernetes pod) takes them from its own TUNESERVE_* environment instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from service.platform.secret_files import replace_secret
 from service.platform.settings import Settings
-from service.protocol.fine_tuning import JOB_CONTEXT_ENV, JobContext, TrackingSettings, TrainingSpec
+from service.protocol.fine_tuning import (
+    JOB_CONTEXT_ENV,
+    JOB_SECRETS_FILE_ENV,
+    JobContext,
+    TrackingSettings,
+    TrainingSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,9 @@ class Launcher(Protocol):
 class RayJobLauncher:
     """Launcher over Ray's Jobs API (`JobSubmissionClient` against the dashboard)."""
 
-    def __init__(self, dashboard_url: str) -> None:
+    def __init__(self, dashboard_url: str, secrets_file: Path) -> None:
         self.dashboard_url = dashboard_url
+        self.secrets_file = secrets_file
         self._client = None
 
     @property
@@ -58,7 +71,7 @@ class RayJobLauncher:
             entrypoint=f"{sys.executable} -m service.fine_tuning.driver",
             # The driver itself only waits on Ray Train; its workers reserve the CPUs.
             entrypoint_num_cpus=0,
-            runtime_env={"env_vars": {JOB_CONTEXT_ENV: context.model_dump_json()}},
+            runtime_env={"env_vars": job_env(context, self.secrets_file)},
             metadata={"tuneserve_job_id": context.spec.job_id, "tenant": context.spec.tenant},
         )
 
@@ -86,6 +99,27 @@ class RayJobLauncher:
         import ray
 
         return dict(ray.available_resources()) if ray.is_initialized() else {}
+
+
+def job_env(context: JobContext, secrets_file: Path) -> dict[str, str]:
+    """The Ray job's environment: the context without its secrets, and where they are (written now)."""
+    replace_secret(secrets_file, json.dumps(context.secrets()))
+    return {
+        JOB_CONTEXT_ENV: context.without_secrets().model_dump_json(),
+        JOB_SECRETS_FILE_ENV: str(secrets_file),
+    }
+
+
+def read_context(environ: Mapping[str, str]) -> JobContext:
+    """The driver's JobContext: its environment's, with the secrets from the stack's file, else from the
+    driver's own TUNESERVE_* variables."""
+    context = JobContext.model_validate_json(environ[JOB_CONTEXT_ENV])
+    path = Path(environ.get(JOB_SECRETS_FILE_ENV, ""))
+    if path.is_file():
+        secrets = json.loads(path.read_text())
+    else:
+        secrets = {name: environ.get(f"TUNESERVE_{name.upper()}") for name in context.secrets()}
+    return context.model_copy(update=secrets)
 
 
 def job_context(settings: Settings, spec: TrainingSpec) -> JobContext:

@@ -301,8 +301,14 @@ class TrackingSettings(BaseModel):
     mlflow_tracking_uri: str
 
 
+# The database URL may carry a password (PostgreSQL); the S3 secret key is one.
+SECRET_FIELDS = ("database_url", "s3_secret_access_key")
+JOB_SECRETS_FILE_ENV = "TUNESERVE_JOB_SECRETS_FILE"
+
+
 class JobContext(BaseModel):
-    """What a training driver receives: the spec, and where to read and write."""
+    """What a training driver receives: the spec, and where to read and write. Its secrets (SECRET_FIELDS)
+    travel apart from the rest: a Ray job's environment is readable by anyone who can see its dashboard."""
 
     spec: TrainingSpec
     database_url: str
@@ -314,3 +320,9 @@ class JobContext(BaseModel):
     tracking: TrackingSettings
     capacity_wait_s: float = 300.0  # how long the run waits for its workers' resources before failing
     max_attempts: int = 3  # runs the job gets when the cluster interrupts them
+
+    def secrets(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in SECRET_FIELDS}
+
+    def without_secrets(self) -> JobContext:
+        return self.model_copy(update=dict.fromkeys(SECRET_FIELDS, ""))
