@@ -55,3 +55,12 @@ async def while_authorized(
         close = getattr(stream, "aclose", None)
         if close is not None:
             await close()
+
+
+async def released_at_end(stream: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    """The stream, giving its slot back however it ends (finished, failed, or the client went away)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        release()

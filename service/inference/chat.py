@@ -61,7 +61,7 @@ class ChatService:
             payload["messages"] = await asyncio.to_thread(
                 self._with_images, tenant, model, payload.get("messages")
             )
-            payload["messages"] = self._with_tools(model, payload)
+            payload["messages"] = await asyncio.to_thread(self._with_tools, model, payload)  # schema checks
         citations = None
         if retrieval is not None:
             payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)

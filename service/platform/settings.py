@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         description="Chat and completion requests per minute per tenant (the admin key is exempt).",
     )
     max_concurrent_streams_per_tenant: int = Field(
-        32, ge=1, description="Streamed chats and completions a tenant may have open at once."
+        32, ge=1, description="Streams a tenant may have open at once (chats, completions, followed jobs)."
     )
     wandb_mode: Literal["offline", "online"] = Field(
         "offline",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.streams import while_authorized
+from service.api.streams import released_at_end, while_authorized
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
@@ -67,16 +66,7 @@ async def _generate(
     metered = services.metrics.metered(result, endpoint, model, tenant, start, keep_usage)
     authorized = while_authorized(metered, partial(services.keys.still_valid, principal))
     return StreamingResponse(
-        _released_at_end(authorized, admission.release),
+        released_at_end(authorized, admission.release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", **admission.headers},
     )
-
-
-async def _released_at_end(stream: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
-    """The stream, giving its slot back however it ends (finished, failed, or the client went away)."""
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        release()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.streams import while_authorized
+from service.api.streams import released_at_end, while_authorized
 from service.protocol.common import ListResponse
 from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobCheckpoint, JobEvent
 
@@ -75,10 +75,14 @@ def list_events(
     jobs = services.jobs
     jobs.get(principal.tenant, job_id)
     if stream:
+        # A followed job holds a stream slot of the tenant's (TUNESERVE_MAX_CONCURRENT_STREAMS_PER_TENANT)
+        # until it finishes: such streams must not fill the ingress.
+        admission = services.limits.admit(principal.tenant, stream=True, exempt=principal.is_admin)
+        followed = while_authorized(jobs.follow(job_id), partial(services.keys.still_valid, principal))
         return StreamingResponse(
-            while_authorized(jobs.follow(job_id), partial(services.keys.still_valid, principal)),
+            released_at_end(followed, admission.release),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **admission.headers},
         )
     rows, more = jobs.store.events(job_id, after, limit)
     return ListResponse[JobEvent].page([jobs.event_to_api(r) for r in rows], has_more=more)

@@ -85,3 +85,20 @@ def test_a_waiting_stream_ends_too_and_a_valid_one_is_untouched() -> None:
     ended, untouched = asyncio.run(scenario())
     assert ended[0] == "data: first\n\n" and "revoked" in ended[-1] and len(ended) == 2
     assert untouched == ["data: 0\n\n", "data: 1\n\n", "data: 2\n\n"]
+
+
+def test_following_a_job_holds_one_of_the_tenants_stream_slots(tmp_path: Path) -> None:
+    from tests.helpers import add_job
+
+    app = create_app(offline_settings(tmp_path, max_concurrent_streams_per_tenant=1))
+    with TestClient(app) as client:
+        created = client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()
+        add_job(app.state.services.jobs.store, "ftjob-1", "acme", 1)  # queued: its events never end
+        path, key = "/v1/fine_tuning/jobs/ftjob-1/events", auth(created["key"])
+        with client.stream("GET", path, params={"stream": "true"}, headers=key) as followed:
+            assert followed.status_code == 200
+            second = client.get(path, params={"stream": "true"}, headers=key)
+            assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_streams"
+            assert client.get(path, headers=key).status_code == 200  # listing is not a stream
+            client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN))  # ends the first
+            assert "revoked" in followed.read().decode()
