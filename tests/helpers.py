@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -74,10 +75,19 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> ObjectInfo:
         self.objects[key] = data
+        self.modified[key] = time.time()
         return ObjectInfo(key, len(data), etag="", sha256=hashlib.sha256(data).hexdigest())
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return [
+            ObjectInfo(k, len(v), etag="", modified=self.modified.get(k))
+            for k, v in sorted(self.objects.items())
+            if k.startswith(prefix)
+        ]
 
     def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:
         return self.put_bytes(key, stream.read())

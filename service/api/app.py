@@ -7,6 +7,7 @@ constructor; routers find them in `app.state.services` (`service.api.deps`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -53,6 +54,7 @@ from service.platform.tasks import Background, TaskRunner, ThreadRunner
 from service.protocol.common import ERROR_RESPONSES
 from service.vector_stores.service import VectorStores
 
+log = logging.getLogger(__name__)
 DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
 
 Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape:
@@ -136,6 +138,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background.attach(asyncio.get_running_loop())
+        background.spawn(partial(_sweep_orphans, files_service))
         await asyncio.to_thread(stores.resume)
         await asyncio.to_thread(eval_runner.resume)
         loops = [asyncio.create_task(job_evals.run_forever())]
@@ -167,3 +170,14 @@ def create_app(
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app
+
+
+async def _sweep_orphans(files: FileService) -> None:
+    """Objects left behind by a crash go, in the background (a failure only costs storage)."""
+    try:
+        swept = await asyncio.to_thread(files.sweep_orphans)
+    except Exception:
+        log.warning("could not sweep orphan file objects", exc_info=True)
+        return
+    if swept:
+        log.info("removed %d file object(s) left behind by a crash", swept)

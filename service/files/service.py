@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -20,6 +21,7 @@ from service.protocol.files import FileObject
 # purpose -> check of an upload's content; raises ApiError (a 400 naming the bad line). Features that own a
 # purpose register theirs in the composition root (fine-tuning: `fine-tune`).
 Validator = Callable[[BinaryIO], None]
+FILES_PREFIX = "files/"
 
 
 @dataclass
@@ -113,6 +115,23 @@ class FileService:
         self.store.delete(row.key)
         return row
 
+    def sweep_orphans(self, grace_s: float = 3600) -> int:
+        """Delete the objects under files/ that no file row owns: those of deleted files (a crash came
+        between the row and the object), and those with no row at all, older than `grace_s` (a crash came
+        between the upload and its row; younger ones may be uploads in flight). Returns how many."""
+        with self.db.session() as s:
+            live = set(s.scalars(select(FileRow.key).where(FileRow.deleted_at.is_(None))))
+            deleted = set(s.scalars(select(FileRow.key).where(FileRow.deleted_at.is_not(None))))
+        cutoff = time.time() - grace_s
+        orphans = [
+            o.key
+            for o in self.store.list(FILES_PREFIX)
+            if o.key not in live and (o.key in deleted or (o.modified is not None and o.modified < cutoff))
+        ]
+        for key in orphans:
+            self.store.delete(key)
+        return len(orphans)
+
     @staticmethod
     def to_api(row: FileRow) -> FileObject:
         return FileObject(
@@ -138,7 +157,7 @@ class FileService:
 
 def _new_file(tenant: str) -> tuple[str, str]:
     file_id = "file-" + secrets.token_hex(12)
-    return file_id, f"files/{tenant}/{file_id}"
+    return file_id, f"{FILES_PREFIX}{tenant}/{file_id}"
 
 
 def too_large(limit: int) -> ApiError:

@@ -53,6 +53,7 @@ class ObjectInfo:
     size: int
     etag: str
     sha256: str | None = None
+    modified: float | None = None  # when it was written (Unix time), as listings say
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,10 @@ class ObjectStore:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 out += [
-                    ObjectInfo(o["Key"], o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])
+                    ObjectInfo(
+                        o["Key"], o["Size"], o["ETag"].strip('"'), modified=o["LastModified"].timestamp()
+                    )
+                    for o in page.get("Contents", [])
                 ]
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc) from exc

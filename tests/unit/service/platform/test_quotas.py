@@ -54,3 +54,20 @@ def test_vector_stores_are_a_quota_per_tenant(tmp_path: Path) -> None:
         assert client.post("/v1/vector_stores", json={}, headers=auth(ADMIN)).status_code == 200
         client.delete(f"/v1/vector_stores/{made[0]}", headers=acme)
         assert client.post("/v1/vector_stores", json={}, headers=acme).status_code == 200
+
+
+def test_file_objects_left_by_a_crash_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    objects = MemoryStore()
+    app = create_app(offline_settings(tmp_path), store=objects)
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        kept = upload(client, auth(ADMIN), 10).json()["id"]
+        deleted = upload(client, auth(ADMIN), 10).json()["id"]
+        client.delete(f"/v1/files/{deleted}")
+    files = app.state.services.files
+    live_key = files.get("default", kept).key
+    objects.put_bytes("files/default/file-crashed-before-its-row", b"x")  # old: its upload died long ago
+    objects.modified["files/default/file-crashed-before-its-row"] -= 7200
+    objects.put_bytes("files/default/file-in-flight", b"x")  # an upload whose row is being written now
+    objects.put_bytes(f"files/default/{deleted}", b"x")  # a deleted file's object the crash left behind
+    assert files.sweep_orphans() == 2
+    assert sorted(objects.objects) == sorted([live_key, "files/default/file-in-flight"])
