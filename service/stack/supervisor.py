@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from service.models.base_models import BaseModelError, prepare_base_models
 from service.platform.auth import resolve_admin_key
 from service.platform.db import Database, DatabaseError
 from service.platform.net import free_port, free_ports, listening, port_is_free
+from service.platform.secret_files import write_secret
 from service.platform.settings import Settings
 from service.platform.storage import (
     ObjectStore,
@@ -110,6 +112,15 @@ def _secret(value: str | None):
     from pydantic import SecretStr
 
     return SecretStr(value) if value is not None else None
+
+
+def ray_auth_env(data_dir: Path) -> dict[str, str]:
+    """The environment that turns on Ray's token authentication with the stack's token (made once, 0600),
+    for the embedded head and whatever joins it."""
+    path = data_dir / "ray_auth_token"
+    if not path.exists():
+        write_secret(path, secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
 
 
 def _die_with_parent() -> None:
@@ -261,8 +272,8 @@ class Stack:
         import ray
 
         s = self.settings
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        if s.ray_address:
+        if s.ray_address:  # the cluster's own authentication, from this process's environment
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             try:
                 ray.init(address=s.ray_address, log_to_driver=False)
             except Exception as exc:  # Ray raises several types for an unreachable cluster
@@ -272,6 +283,9 @@ class Stack:
                 ) from None
             host = s.ray_address.removeprefix("ray://").split(":")[0]
             return s.ray_address, s.ray_dashboard_url or f"http://{host}:8265"
+        # Token authentication for the head, this process and everything started from them (Serve replicas,
+        # job drivers): nothing reaches the cluster without the data dir's token.
+        os.environ.update(ray_auth_env(s.resolved_data_dir))
         gcs, dashboard, agent, client, metrics, runtime_env = free_ports(6)
         cmd = [
             str(Path(sys.executable).parent / "ray"),
@@ -304,9 +318,6 @@ class Stack:
         ]
         env = {
             **os.environ,
-            # Loopback only; and decide explicitly, or a ~/.ray/auth_token turns token auth on for the head
-            # but not for the drivers that join it.
-            "RAY_AUTH_MODE": "disabled",
             # Ray starts workers at nice 15; serving and training must not starve behind other processes.
             "RAY_worker_niceness": "0",
             # On SIGTERM a node waits up to 30 s for Serve to drain it; one node has nowhere to drain to,

@@ -31,6 +31,7 @@ from service.protocol.fine_tuning import (
     ResourceOptions,
     TrainingSpec,
 )
+from service.stack.supervisor import ray_auth_env
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -137,7 +138,7 @@ def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
     """A second Ray node (its own raylet, on 127.0.0.2) joined to the stack's head until the block ends."""
     env = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",
+        **ray_auth_env(stack.data_dir),  # the head refuses a node without the stack's token
         "RAY_worker_niceness": "0",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from service.protocol.fine_tuning import JobContext, TrackingSettings
+from service.stack.supervisor import ray_auth_env
 from tests.integration.helpers import RunningStack, spec_for
 from trainers.failures import is_capacity_timeout
 from trainers.ray_run import fit
@@ -16,12 +17,14 @@ from trainers.reporter import NullReporter
 
 
 def test_a_run_without_room_waits_its_bound_in_events_then_fails_as_a_capacity_timeout(
-    stack: RunningStack,
+    stack: RunningStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     address = json.loads((stack.data_dir / "run" / "stack.json").read_text())["ray_address"]
+    for name, value in ray_auth_env(stack.data_dir).items():  # the stack's Ray wants its token
+        monkeypatch.setenv(name, value)
     ray.init(address=address, log_to_driver=False)
     try:
         # Everything the cluster has free is taken, as after losing a node: the run's 2 CPUs never come.
