@@ -110,6 +110,11 @@ def create_app(
     eval_service = EvalService(settings, db, store, files_service, model_registry, chat_service, stores)
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
     job_store = JobStore(db)
+    limits = TenantLimits(
+        settings.rate_limit_requests_per_minute,
+        settings.max_concurrent_streams_per_tenant,
+        settings.rate_limit_tokens_per_minute,
+    )
     services = Services(
         settings=settings,
         db=db,
@@ -123,10 +128,8 @@ def create_app(
         evals=eval_service,
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
-        limits=TenantLimits(
-            settings.rate_limit_requests_per_minute, settings.max_concurrent_streams_per_tenant
-        ),
-        metrics=ApiMetrics(cluster_metrics),
+        limits=limits,
+        metrics=ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens),
         launcher=launcher,
         probes=dict(probes or {}),
     )

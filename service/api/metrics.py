@@ -26,9 +26,15 @@ UNLABELLED = frozenset({"model_not_found", "rate_limit_exceeded", "too_many_stre
 
 
 class ApiMetrics:
-    def __init__(self, cluster: Callable[[], list[str]] | None = None) -> None:
-        """`cluster`: the Prometheus texts the cluster's nodes export (none in unit tests)."""
+    def __init__(
+        self,
+        cluster: Callable[[], list[str]] | None = None,
+        on_tokens: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """`cluster`: the Prometheus texts the cluster's nodes export (none in unit tests); `on_tokens`:
+        told each answer's tenant and total tokens (the tokens-per-minute limit)."""
         self.cluster = cluster
+        self.on_tokens = on_tokens
         self.registry = CollectorRegistry()
         labels = ["endpoint", "model", "tenant"]
         self.requests = Counter(
@@ -53,10 +59,14 @@ class ApiMetrics:
     ) -> None:
         self.requests.labels(endpoint, model, tenant, str(status)).inc()
         self.duration.labels(endpoint, model).observe(time.perf_counter() - start)
+        total = 0
         for kind in ("prompt", "completion"):
             n = (usage or {}).get(f"{kind}_tokens")
             if n:
                 self.tokens.labels(endpoint, model, tenant, kind).inc(n)
+                total += n
+        if total and self.on_tokens is not None:
+            self.on_tokens(tenant, total)
 
     def failed(self, endpoint: str, model: str, tenant: str, error: ApiError, start: float) -> None:
         """Record a request that ended in `error`; one that failed before its model was resolved is

@@ -1,5 +1,5 @@
-"""Per-tenant limits on the serving path: requests per minute and concurrent streams. Pure logic with an
-injectable clock; one limiter per API process (the embedded stack has one ingress, so these are the
+"""Per-tenant limits on the serving path: requests and tokens per minute, concurrent streams. Pure logic
+with an injectable clock; one limiter per API process (the embedded stack has one ingress, so these are the
 stack's limits; with several ingress replicas each enforces them on its own share).
 
 Over a limit the caller gets a 429 with `Retry-After`; every answer within it carries OpenAI's
@@ -30,10 +30,15 @@ class Admission:
 
 @dataclass
 class TenantLimits:
+    """Tokens are counted when an answer's usage is known (`record_tokens`): a tenant past its tokens of
+    the last minute is refused until enough of them age out (0: no token limit)."""
+
     requests_per_minute: int
     concurrent_streams: int
+    tokens_per_minute: int = 0
     clock: Callable[[], float] = time.monotonic
     _requests: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    _tokens: dict[str, deque[tuple[float, int]]] = field(default_factory=lambda: defaultdict(deque))
     _streams: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +61,25 @@ class TenantLimits:
                     code="rate_limit_exceeded",
                     headers={"Retry-After": str(retry), **self._headers(tenant, now)},
                 )
+            tokens = self._tokens[tenant]
+            while tokens and tokens[0][0] <= now - WINDOW_S:
+                tokens.popleft()
+            used = sum(n for _, n in tokens)
+            if self.tokens_per_minute and used >= self.tokens_per_minute:
+                # Until enough of the minute's tokens age out to go under the limit.
+                over, retry = used - self.tokens_per_minute, 1
+                for at, n in tokens:
+                    over -= n
+                    if over < 0:
+                        retry = max(1, math.ceil(at + WINDOW_S - now))
+                        break
+                raise ApiError(
+                    429,
+                    f"Rate limit reached: {self.tokens_per_minute} tokens per minute for your organization "
+                    f"({used} used in the last minute); try again in {retry} s.",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(retry), **self._headers(tenant, now)},
+                )
             if stream and self._streams[tenant] >= self.concurrent_streams:
                 raise ApiError(
                     429,
@@ -70,14 +94,30 @@ class TenantLimits:
             headers = self._headers(tenant, now)
         return Admission(headers, self._releaser(tenant) if stream else _nothing)
 
+    def record_tokens(self, tenant: str, n: int) -> None:
+        """Count `n` tokens (prompt and completion) of an answer of `tenant`."""
+        if n > 0:
+            with self._lock:
+                self._tokens[tenant].append((self.clock(), n))
+
     def _headers(self, tenant: str, now: float) -> dict[str, str]:
         window = self._requests[tenant]
         reset = max(0.0, window[0] + WINDOW_S - now) if window else 0.0
-        return {
+        headers = {
             "x-ratelimit-limit-requests": str(self.requests_per_minute),
             "x-ratelimit-remaining-requests": str(max(0, self.requests_per_minute - len(window))),
             "x-ratelimit-reset-requests": f"{reset:.0f}s",
         }
+        if self.tokens_per_minute:
+            tokens = self._tokens[tenant]
+            used = sum(n for _, n in tokens)
+            reset_tokens = max(0.0, tokens[0][0] + WINDOW_S - now) if tokens else 0.0
+            headers |= {
+                "x-ratelimit-limit-tokens": str(self.tokens_per_minute),
+                "x-ratelimit-remaining-tokens": str(max(0, self.tokens_per_minute - used)),
+                "x-ratelimit-reset-tokens": f"{reset_tokens:.0f}s",
+            }
+        return headers
 
     def _releaser(self, tenant: str) -> Callable[[], None]:
         released = False

@@ -155,6 +155,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Chat and completion requests per minute per tenant (the admin key is exempt).",
     )
+    rate_limit_tokens_per_minute: int = Field(
+        1_000_000,
+        ge=0,
+        description="Prompt and completion tokens per minute per tenant (0: no limit; the admin is exempt).",
+    )
     max_concurrent_streams_per_tenant: int = Field(
         32, ge=1, description="Streams a tenant may have open at once (chats, completions, followed jobs)."
     )

@@ -72,3 +72,39 @@ def test_the_api_answers_429_with_openai_headers_per_tenant(tmp_path: Path) -> N
         assert client.post("/v1/chat/completions", json=body, headers=auth(keys["b"])).status_code == 200
         assert all(client.post("/v1/chat/completions", json=body).status_code == 200 for _ in range(3))
         assert app.state.services.limits._streams["a"] == 0  # the finished stream gave its slot back
+
+
+def test_tokens_of_the_last_minute_are_a_limit_too() -> None:
+    clock = Clock()
+    limits = TenantLimits(requests_per_minute=100, concurrent_streams=2, tokens_per_minute=1000, clock=clock)
+    limits.admit("a", stream=False)
+    limits.record_tokens("a", 600)
+    clock.now += 20
+    headers = limits.admit("a", stream=False).headers
+    assert headers["x-ratelimit-remaining-tokens"] == "400" and headers["x-ratelimit-limit-tokens"] == "1000"
+    limits.record_tokens("a", 500)  # an answer may go past it: the next request is refused
+    with pytest.raises(ApiError) as err:
+        limits.admit("a", stream=False)
+    assert err.value.status == 429 and "1000 tokens per minute" in err.value.message
+    assert err.value.headers["Retry-After"] == "40"  # once the 600 of t=0 age out, 500 remain: under 1000
+    limits.admit("b", stream=False)  # another tenant
+    clock.now += 40
+    limits.admit("a", stream=False)
+
+
+def test_the_api_counts_each_answers_tokens(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path, models_dir=MODELS, rate_limit_tokens_per_minute=15)
+    app = create_app(settings, store=MemoryStore(), engine=FakeEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app) as client:
+        key = auth(
+            client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+        )
+        body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        first = client.post("/v1/chat/completions", json=body, headers=key)  # 9 tokens (the fake's usage)
+        assert first.headers["x-ratelimit-remaining-tokens"] == "15"  # counted once its usage is known
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=key) as s:
+            s.read()  # 9 more, from the stream's usage chunk
+        assert_openai_error(
+            client.post("/v1/chat/completions", json=body, headers=key), 429, "rate_limit_exceeded"
+        )
+        assert client.post("/v1/chat/completions", json=body, headers=auth(ADMIN)).status_code == 200
