@@ -48,6 +48,7 @@ from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
 from service.platform.db import Database
 from service.platform.limits import TenantLimits
+from service.platform.quotas import LimitPolicy
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore, store_credentials
 from service.platform.tasks import Background, TaskRunner, ThreadRunner
@@ -85,6 +86,7 @@ def create_app(
     tasks = tasks or ThreadRunner()
     background = Background()
     keys = KeyStore(db, resolve_admin_key(settings))
+    policy = LimitPolicy.of(settings, db)
     files_service = FileService(
         db,
         store,
@@ -93,11 +95,11 @@ def create_app(
             "fine-tune": partial(validate_training_file, image_domains=settings.image_url_domains),
             "vision": validate_image_file,
         },
-        settings.max_storage_bytes_per_tenant,
+        policy,
     )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
-    stores = VectorStores(settings, db, store, files_service, tasks, background)
+    stores = VectorStores(settings, db, store, files_service, tasks, background, policy)
     chat_service = ChatService(
         model_registry,
         adapters,
@@ -107,13 +109,16 @@ def create_app(
         settings.serving_max_images_per_prompt,
         tuple(settings.image_url_domains),
     )
-    eval_service = EvalService(settings, db, store, files_service, model_registry, chat_service, stores)
+    eval_service = EvalService(
+        settings, db, store, files_service, model_registry, chat_service, stores, policy
+    )
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
     job_store = JobStore(db)
     limits = TenantLimits(
         settings.rate_limit_requests_per_minute,
         settings.max_concurrent_streams_per_tenant,
         settings.rate_limit_tokens_per_minute,
+        per_tenant=lambda tenant: policy(tenant).rates(),
     )
     services = Services(
         settings=settings,
@@ -129,11 +134,12 @@ def create_app(
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
         limits=limits,
+        quotas=policy,
         metrics=ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens),
         launcher=launcher,
         probes=dict(probes or {}),
     )
-    scheduler = JobScheduler(settings, job_store, launcher) if launcher is not None else None
+    scheduler = JobScheduler(settings, job_store, launcher, policy) if launcher is not None else None
     if scheduler is not None:
         services.probes["jobs"] = scheduler.probe
     job_evals = JobEvals(job_store, eval_service, eval_runner)

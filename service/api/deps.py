@@ -21,6 +21,7 @@ from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
 from service.platform.errors import ApiError
 from service.platform.limits import TenantLimits
+from service.platform.quotas import LimitPolicy
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.vector_stores.service import VectorStores
@@ -46,6 +47,7 @@ class Services:
     eval_runs: EvalRunner
     jobs: JobService
     limits: TenantLimits
+    quotas: LimitPolicy
     metrics: ApiMetrics
     # Runs training jobs; None where nothing may train (unit tests).
     launcher: Launcher | None = None

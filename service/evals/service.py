@@ -20,7 +20,7 @@ from service.inference.chat import ChatService
 from service.models.registry import ModelRegistry
 from service.platform.db import Database, EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.errors import ApiError
-from service.platform.quotas import check_quota
+from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.protocol.evals import (
@@ -69,6 +69,7 @@ class EvalService:
     models: ModelRegistry
     chat: ChatService
     vector_stores: VectorStores
+    limits: LimitPolicy | None = None  # None: the settings' defaults
 
     # Evals -----------------------------------------------------------------------------------------
     def create(self, tenant: str, req: EvalCreate) -> EvalRow:
@@ -191,7 +192,7 @@ class EvalService:
             with self.db.session() as s:
                 q = select(func.count()).where(EvalRunRow.tenant_id == tenant, EvalRunRow.status.in_(ACTIVE))
                 active = s.scalar(q) or 0
-            limit = self.settings.max_active_eval_runs_per_tenant
+            limit = (self.limits or LimitPolicy.of(self.settings))(tenant).active_eval_runs
             check_quota(
                 "evaluation runs queued or running",
                 active,

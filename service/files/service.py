@@ -14,7 +14,7 @@ from service.platform.db import Database, FileRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.images import MAX_IMAGE_BYTES, ImageError, check_image
-from service.platform.quotas import check_quota
+from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.storage import ObjectInfo, ObjectStore
 from service.protocol.files import FileObject
 
@@ -27,13 +27,13 @@ FILES_PREFIX = "files/"
 @dataclass
 class FileService:
     """Uploads up to `max_bytes` each (0: this instance only writes files of the service's own, `create`),
-    and up to `max_tenant_bytes` in all per tenant (0: no limit)."""
+    and up to each tenant's `storage_bytes` limit in all (`limits`; none without it)."""
 
     db: Database
     store: ObjectStore
     max_bytes: int = 0
     validators: dict[str, Validator] = field(default_factory=dict)
-    max_tenant_bytes: int = 0
+    limits: LimitPolicy | None = None
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
         if purpose in self.validators:
@@ -51,13 +51,12 @@ class FileService:
             self.store.delete(key)
             raise too_large(self.max_bytes)
         try:
-            check_quota(
-                "stored file bytes",
-                self.stored_bytes(tenant),
-                info.size,
-                self.max_tenant_bytes,
-                "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT",
-            )
+            if self.limits is not None:
+                limit = self.limits(tenant).storage_bytes
+                used = self.stored_bytes(tenant)
+                check_quota(
+                    "stored file bytes", used, info.size, limit, "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT"
+                )
         except ApiError:
             self.store.delete(key)
             raise

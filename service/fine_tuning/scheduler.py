@@ -12,6 +12,7 @@ from service.fine_tuning.launcher import Launcher, job_context
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import JobRow
+from service.platform.quotas import LimitPolicy
 from service.platform.settings import Settings
 from service.protocol.fine_tuning import ResourceOptions, TrainingSpec
 
@@ -23,6 +24,7 @@ class JobScheduler:
     settings: Settings
     store: JobStore
     launcher: Launcher
+    limits: LimitPolicy | None = None  # None: the settings' defaults
     ticks: int = 0
     last_error: str | None = None
     _waiting_told: dict[str, str] = field(default_factory=dict)  # job id -> the wait last put in its events
@@ -63,7 +65,8 @@ class JobScheduler:
 
     def _maybe_submit(self, job: JobRow, free: dict[str, float]) -> dict[str, float]:
         """Submit `job` if its tenant may run another and `free` holds its resources; what stays free."""
-        if self.store.submitted_count(job.tenant_id) >= self.settings.max_running_jobs_per_tenant:
+        running_jobs = (self.limits or LimitPolicy.of(self.settings))(job.tenant_id).running_jobs
+        if self.store.submitted_count(job.tenant_id) >= running_jobs:
             return free
         spec = _spec(job)
         needed = demand(spec.resources)

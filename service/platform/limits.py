@@ -14,10 +14,17 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from service.platform.errors import ApiError
 
 WINDOW_S = 60.0
+
+
+class Rates(NamedTuple):
+    requests_per_minute: int
+    tokens_per_minute: int
+    concurrent_streams: int
 
 
 @dataclass
@@ -36,6 +43,8 @@ class TenantLimits:
     requests_per_minute: int
     concurrent_streams: int
     tokens_per_minute: int = 0
+    # A tenant's own (requests per minute, tokens per minute, streams), when the admin set them.
+    per_tenant: Callable[[str], Rates] | None = None
     clock: Callable[[], float] = time.monotonic
     _requests: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     _tokens: dict[str, deque[tuple[float, int]]] = field(default_factory=lambda: defaultdict(deque))
@@ -47,27 +56,28 @@ class TenantLimits:
         caller (the admin) is let through uncounted."""
         if exempt:
             return Admission({}, _nothing)
+        rpm, tpm, streams = self.rates(tenant)
         with self._lock:
             now = self.clock()
             window = self._requests[tenant]
             while window and window[0] <= now - WINDOW_S:
                 window.popleft()
-            if len(window) >= self.requests_per_minute:
+            if len(window) >= rpm:
                 retry = max(1, math.ceil(window[0] + WINDOW_S - now))
                 raise ApiError(
                     429,
-                    f"Rate limit reached: {self.requests_per_minute} requests per minute for your "
+                    f"Rate limit reached: {rpm} requests per minute for your "
                     f"organization; try again in {retry} s.",
                     code="rate_limit_exceeded",
-                    headers={"Retry-After": str(retry), **self._headers(tenant, now)},
+                    headers={"Retry-After": str(retry), **self._headers(tenant, now, rpm, tpm)},
                 )
             tokens = self._tokens[tenant]
             while tokens and tokens[0][0] <= now - WINDOW_S:
                 tokens.popleft()
             used = sum(n for _, n in tokens)
-            if self.tokens_per_minute and used >= self.tokens_per_minute:
+            if tpm and used >= tpm:
                 # Until enough of the minute's tokens age out to go under the limit.
-                over, retry = used - self.tokens_per_minute, 1
+                over, retry = used - tpm, 1
                 for at, n in tokens:
                     over -= n
                     if over < 0:
@@ -75,23 +85,22 @@ class TenantLimits:
                         break
                 raise ApiError(
                     429,
-                    f"Rate limit reached: {self.tokens_per_minute} tokens per minute for your organization "
+                    f"Rate limit reached: {tpm} tokens per minute for your organization "
                     f"({used} used in the last minute); try again in {retry} s.",
                     code="rate_limit_exceeded",
-                    headers={"Retry-After": str(retry), **self._headers(tenant, now)},
+                    headers={"Retry-After": str(retry), **self._headers(tenant, now, rpm, tpm)},
                 )
-            if stream and self._streams[tenant] >= self.concurrent_streams:
+            if stream and self._streams[tenant] >= streams:
                 raise ApiError(
                     429,
-                    f"Too many streams at once: {self.concurrent_streams} for your organization; wait for "
-                    "one to end.",
+                    f"Too many streams at once: {streams} for your organization; wait for one to end.",
                     code="too_many_streams",
                     headers={"Retry-After": "1"},
                 )
             window.append(now)
             if stream:
                 self._streams[tenant] += 1
-            headers = self._headers(tenant, now)
+            headers = self._headers(tenant, now, rpm, tpm)
         return Admission(headers, self._releaser(tenant) if stream else _nothing)
 
     def record_tokens(self, tenant: str, n: int) -> None:
@@ -100,21 +109,26 @@ class TenantLimits:
             with self._lock:
                 self._tokens[tenant].append((self.clock(), n))
 
-    def _headers(self, tenant: str, now: float) -> dict[str, str]:
+    def rates(self, tenant: str) -> Rates:
+        if self.per_tenant is not None:
+            return self.per_tenant(tenant)
+        return Rates(self.requests_per_minute, self.tokens_per_minute, self.concurrent_streams)
+
+    def _headers(self, tenant: str, now: float, rpm: int, tpm: int) -> dict[str, str]:
         window = self._requests[tenant]
         reset = max(0.0, window[0] + WINDOW_S - now) if window else 0.0
         headers = {
-            "x-ratelimit-limit-requests": str(self.requests_per_minute),
-            "x-ratelimit-remaining-requests": str(max(0, self.requests_per_minute - len(window))),
+            "x-ratelimit-limit-requests": str(rpm),
+            "x-ratelimit-remaining-requests": str(max(0, rpm - len(window))),
             "x-ratelimit-reset-requests": f"{reset:.0f}s",
         }
-        if self.tokens_per_minute:
+        if tpm:
             tokens = self._tokens[tenant]
             used = sum(n for _, n in tokens)
             reset_tokens = max(0.0, tokens[0][0] + WINDOW_S - now) if tokens else 0.0
             headers |= {
-                "x-ratelimit-limit-tokens": str(self.tokens_per_minute),
-                "x-ratelimit-remaining-tokens": str(max(0, self.tokens_per_minute - used)),
+                "x-ratelimit-limit-tokens": str(tpm),
+                "x-ratelimit-remaining-tokens": str(max(0, tpm - used)),
                 "x-ratelimit-reset-tokens": f"{reset_tokens:.0f}s",
             }
         return headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ApiKeyCreate(BaseModel):
@@ -48,3 +48,24 @@ class TenantObject(BaseModel):
     id: str
     created_at: int
     disabled_at: int | None = Field(None, description="When the admin disabled it; null while it is enabled.")
+
+
+class TenantLimitsUpdate(BaseModel):
+    """The admin's overrides of a tenant's limits; a field left out stays as it is, null goes back to the
+    default (the TUNESERVE_* setting). 0 means no limit where the setting allows it."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    concurrent_streams: int | None = Field(None, ge=1)
+    storage_bytes: int | None = Field(None, ge=0)
+    vector_stores: int | None = Field(None, ge=0)
+    active_eval_runs: int | None = Field(None, ge=0)
+    running_jobs: int | None = Field(None, ge=1)
+
+
+class TenantLimitsObject(BaseModel):
+    object: Literal["tenant.limits"] = "tenant.limits"
+    tenant: str
+    limits: dict[str, int] = Field(description="What applies to the tenant now.")
+    overrides: dict[str, int] = Field(description="Those set by the admin (the rest are the defaults).")

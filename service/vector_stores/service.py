@@ -26,7 +26,7 @@ from service.files.service import FileService
 from service.platform.db import Database, FileBatchRow, FileRow, VectorStoreFileRow, VectorStoreRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
-from service.platform.quotas import check_quota
+from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
 from service.platform.tasks import Background, TaskRunner
@@ -61,6 +61,7 @@ class VectorStores:
     files: FileService
     runner: TaskRunner
     background: Background
+    limits: LimitPolicy | None = None  # None: the settings' defaults
     _collections: dict[str, Collection] = field(default_factory=dict)
     _locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
@@ -81,7 +82,7 @@ class VectorStores:
         files = [self._file(tenant, f, "file_ids") for f in req.file_ids]
         with self.db.session() as s:
             count = s.scalar(select(func.count()).where(VectorStoreRow.tenant_id == tenant)) or 0
-        limit = self.settings.max_vector_stores_per_tenant
+        limit = (self.limits or LimitPolicy.of(self.settings))(tenant).vector_stores
         check_quota("vector stores", count, 1, limit, "TUNESERVE_MAX_VECTOR_STORES_PER_TENANT")
         row = VectorStoreRow(
             id="vs_" + secrets.token_hex(12),

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
-from service.api.deps import Admin, Svc
-from service.protocol.admin import ApiKey, ApiKeyCreate, ApiKeyCreated, TenantObject
+from service.api.deps import Admin, Services, Svc
+from service.platform.db import Tenant
+from service.protocol.admin import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    TenantLimitsObject,
+    TenantLimitsUpdate,
+    TenantObject,
+)
 from service.protocol.common import ListResponse
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -44,3 +54,22 @@ def disable_tenant(tenant: str, services: Svc, _: Admin) -> TenantObject:
 def enable_tenant(tenant: str, services: Svc, _: Admin) -> TenantObject:
     """Extension. Its keys work again; stopped work stays stopped."""
     return services.keys.tenant_to_api(services.keys.set_disabled(tenant, False))
+
+
+@router.get("/tenants/{tenant}/limits", response_model=TenantLimitsObject, summary="A tenant's limits")
+def get_tenant_limits(tenant: str, services: Svc, _: Admin) -> TenantLimitsObject:
+    """Extension: the limits that apply to the tenant, and which of them the admin set."""
+    services.db.get_or_404(Tenant, tenant, "tenant")
+    return _limits(tenant, services.quotas.overrides(tenant), services)
+
+
+@router.post("/tenants/{tenant}/limits", response_model=TenantLimitsObject, summary="Set a tenant's limits")
+def set_tenant_limits(tenant: str, body: TenantLimitsUpdate, services: Svc, _: Admin) -> TenantLimitsObject:
+    """Extension: override some of the tenant's limits (rates within seconds, quotas at once); null sets
+    one back to its default."""
+    overrides = services.quotas.set_overrides(tenant, body.model_dump(exclude_unset=True))
+    return _limits(tenant, overrides, services)
+
+
+def _limits(tenant: str, overrides: dict[str, int], services: Services) -> TenantLimitsObject:
+    return TenantLimitsObject(tenant=tenant, limits=asdict(services.quotas(tenant)), overrides=overrides)

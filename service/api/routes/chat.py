@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import partial
 
@@ -51,7 +52,9 @@ async def _generate(
     retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
     model = body.model
     try:
-        admission = services.limits.admit(tenant, stream=bool(body.stream), exempt=principal.is_admin)
+        admission = await asyncio.to_thread(  # the tenant's limits may be read from the database
+            services.limits.admit, tenant, stream=bool(body.stream), exempt=principal.is_admin
+        )
         try:
             result = await services.chat.generate(endpoint, payload, tenant, retrieval)
         except BaseException:

@@ -25,7 +25,9 @@ async def create_embeddings(
     A text longer than the model reads is a 400 naming it."""
     start, tenant = time.perf_counter(), principal.tenant
     try:
-        admission = services.limits.admit(tenant, stream=False, exempt=principal.is_admin)
+        admission = await asyncio.to_thread(
+            services.limits.admit, tenant, stream=False, exempt=principal.is_admin
+        )
         try:
             result = await asyncio.to_thread(services.embeddings.create, body)
         finally:

@@ -39,6 +39,8 @@ class Tenant(Base):
     created_at: Mapped[int] = mapped_column(Integer, default=now)
     # Set by the admin: the tenant's keys are refused and its work was stopped.
     disabled_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The admin's overrides of the default limits (platform.quotas.Limits field -> value), or None.
+    limits: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     keys: Mapped[list[ApiKeyRow]] = relationship(back_populates="tenant")
 
 

@@ -62,9 +62,10 @@ def _add_job_stop_requested_and_runs(conn: Connection) -> None:
     conn.execute(text("UPDATE fine_tuning_jobs SET runs = attempts"))
 
 
-def _add_run_created_by_key_and_tenant_disabled_at(conn: Connection) -> None:
+def _add_run_created_by_key_and_tenant_controls(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE eval_runs ADD COLUMN created_by_key VARCHAR(40)"))
     conn.execute(text("ALTER TABLE tenants ADD COLUMN disabled_at INTEGER"))
+    conn.execute(text("ALTER TABLE tenants ADD COLUMN limits JSON"))
 
 
 # version -> function(connection) that upgrades from version-1. Add an entry with each schema change.
@@ -74,7 +75,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     4: _add_job_created_ns,
     5: _add_checkpoint_model,
     6: _add_job_stop_requested_and_runs,
-    7: _add_run_created_by_key_and_tenant_disabled_at,
+    7: _add_run_created_by_key_and_tenant_controls,
 }
 
 

@@ -82,6 +82,7 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         conn.execute(text("ALTER TABLE fine_tuning_jobs DROP COLUMN runs"))
         conn.execute(text("ALTER TABLE eval_runs DROP COLUMN created_by_key"))
         conn.execute(text("ALTER TABLE tenants DROP COLUMN disabled_at"))
+        conn.execute(text("ALTER TABLE tenants DROP COLUMN limits"))
         conn.execute(text("UPDATE schema_version SET version = 1"))
     assert db.migrate() == 7
     with db.engine.connect() as conn:
@@ -96,7 +97,7 @@ def test_a_version_1_database_gains_every_later_column(tmp_path: Path) -> None:
         and "parent" in models
         and "model" in checkpoints
         and "created_by_key" in runs
-        and "disabled_at" in tenants
+        and {"disabled_at", "limits"} <= tenants
     )
     assert named == "m:x:ckpt-step-4"
     with db.session() as s:

@@ -71,3 +71,32 @@ def test_file_objects_left_by_a_crash_are_swept_and_live_ones_kept(tmp_path: Pat
     objects.put_bytes(f"files/default/{deleted}", b"x")  # a deleted file's object the crash left behind
     assert files.sweep_orphans() == 2
     assert sorted(objects.objects) == sorted([live_key, "files/default/file-in-flight"])
+
+
+def test_the_admin_overrides_one_tenants_limits(tmp_path: Path) -> None:
+    from tests.helpers import FakeEngine
+
+    models = Path(__file__).resolve().parents[4] / "data" / "models"
+    settings = offline_settings(tmp_path, models_dir=models)
+    app = create_app(settings, store=MemoryStore(), engine=FakeEngine({"SmolLM2-135M-Instruct"}))
+    with TestClient(app) as client:
+        acme, other = tenant_key(client, "acme"), tenant_key(client, "other")
+        url = "/v1/admin/tenants/acme/limits"
+        set_ = client.post(
+            url, json={"vector_stores": 1, "requests_per_minute": 2}, headers=auth(ADMIN)
+        ).json()
+        assert set_["overrides"] == {"vector_stores": 1, "requests_per_minute": 2}
+        assert set_["limits"]["vector_stores"] == 1 and set_["limits"]["running_jobs"] == 2  # the default
+        client.post("/v1/vector_stores", json={}, headers=acme)
+        assert_openai_error(client.post("/v1/vector_stores", json={}, headers=acme), 429, "quota_exceeded")
+        assert client.post("/v1/vector_stores", json={}, headers=other).status_code == 200
+        chat = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "hi"}]}
+        codes = [client.post("/v1/chat/completions", json=chat, headers=acme).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]  # its own rate, not the default 1200
+        reset = client.post(url, json={"vector_stores": None}, headers=auth(ADMIN)).json()
+        assert reset["overrides"] == {"requests_per_minute": 2} and reset["limits"]["vector_stores"] == 100
+        assert client.post("/v1/vector_stores", json={}, headers=acme).status_code == 200
+        assert client.get(url, headers=auth(ADMIN)).json() == reset
+        assert client.get("/v1/admin/tenants/nobody/limits", headers=auth(ADMIN)).status_code == 404
+        assert client.post(url, json={"vector_stores": 9}, headers=acme).status_code == 403
+        assert client.post(url, json={"vector_stores": -1}, headers=auth(ADMIN)).status_code == 400
