@@ -32,6 +32,7 @@ from service.platform.db import (
     JobRow,
 )
 from service.platform.db.models import now
+from service.platform.fair_share import FairShare
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.platform.tasks import Background, TaskRunner
@@ -54,6 +55,10 @@ class EvalRunner:
     background: Background
     _running: set[str] = field(default_factory=set)
     _manifest_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _share: FairShare | None = None  # the tasks in flight over all runs, shared between tenants
+
+    def __post_init__(self) -> None:
+        self._share = FairShare(self.settings.eval_tasks_in_flight)
 
     def start(self, run_id: str) -> None:
         """Drive the run in the background (from any thread); a run already driven is left alone."""
@@ -102,7 +107,7 @@ class EvalRunner:
             storing = asyncio.Lock()
 
             async def evaluate(batch: list[tuple[int, dict]]) -> None:
-                async with slots:
+                async with slots, self._share.slot(run.tenant_id):
                     if not await asyncio.to_thread(self._is_active, run_id):
                         return
                     try:

@@ -177,6 +177,15 @@ class Settings(BaseSettings):
     eval_concurrency: int = Field(
         16, ge=1, description="Requests one evaluation run has in flight at most (all its tasks together)."
     )
+    eval_tasks_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Evaluation tasks running at once over all runs; when they are all busy, tenants take "
+        "turns (one tenant's many runs do not hold another's back).",
+    )
+    ingest_tasks_in_flight: int = Field(
+        2, ge=1, description="Files being ingested into vector stores at once; tenants take turns past it."
+    )
     eval_task_cpus: float = Field(
         0,
         ge=0,

@@ -26,6 +26,7 @@ from service.files.service import FileService
 from service.platform.db import Database, FileBatchRow, FileRow, VectorStoreFileRow, VectorStoreRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
+from service.platform.fair_share import FairShare
 from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
@@ -62,8 +63,12 @@ class VectorStores:
     runner: TaskRunner
     background: Background
     limits: LimitPolicy | None = None  # None: the settings' defaults
+    _share: FairShare | None = None  # the ingestions in flight, shared between tenants
     _collections: dict[str, Collection] = field(default_factory=dict)
     _locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+
+    def __post_init__(self) -> None:
+        self._share = FairShare(self.settings.ingest_tasks_in_flight)
 
     @property
     def embedding(self) -> tuple[str | None, str]:
@@ -376,18 +381,19 @@ class VectorStores:
             row, file = await asyncio.to_thread(self._ingesting, store_id, file_id)
             if row is None:
                 return
-            data = await asyncio.to_thread(self.store.get_bytes, file.key, file.sha256)
-            async with self._locks[store_id]:
-                known = set((await self._collection(store_id)).shas)
-            prepared = await self.runner.run(
-                prepare_file,
-                file.filename,
-                data,
-                row.chunk_max_tokens,
-                row.chunk_overlap_tokens,
-                known,
-                *self.embedding,
-            )
+            async with self._share.slot(file.tenant_id):
+                data = await asyncio.to_thread(self.store.get_bytes, file.key, file.sha256)
+                async with self._locks[store_id]:
+                    known = set((await self._collection(store_id)).shas)
+                prepared = await self.runner.run(
+                    prepare_file,
+                    file.filename,
+                    data,
+                    row.chunk_max_tokens,
+                    row.chunk_overlap_tokens,
+                    known,
+                    *self.embedding,
+                )
             async with self._locks[store_id]:
                 current, _ = await asyncio.to_thread(self._ingesting, store_id, file_id)
                 if current is None:
