@@ -1,5 +1,6 @@
 """A crash of the whole stack (its supervisor killed with SIGKILL) loses no work: the keys and objects, a
-vector store's index, a file's ingestion cut off mid-way (ingested again on start), a fine-tuning job cut
+vector store's index, an upload cut off mid-way (no file, no object left), a file's ingestion cut off mid-way
+(ingested again on start), a fine-tuning job cut
 off mid-run (the scheduler finds its Ray job gone and runs it again from its last checkpoint) and an
 evaluation run cut off mid-way (it goes on with the items it had not graded, keeping those it had). One stack does it all, beside the session's: starting stacks is the slow
 part of this tier."""
@@ -10,20 +11,24 @@ import contextlib
 import json
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from pydoc_data.topics import topics
 
+import httpx
 import openai
 from sqlalchemy import select
 
-from service.platform.db import Database, EvalOutputItemRow, VectorStoreFileRow
+from service.platform.db import Database, EvalOutputItemRow, FileRow, VectorStoreFileRow
 from tests.integration.helpers import (
     RunningStack,
     eval_of_samples,
     make_stack,
     process_cmdlines,
     stack_pids,
+    store_of,
     three_checkpoint_job,
     wait_eval_run,
     wait_first_checkpoint,
@@ -56,14 +61,21 @@ def test_a_crash_of_the_whole_stack_loses_no_work(stack: RunningStack, tmp_path:
         big = client.files.create(file=("reference.txt", text), purpose="assistants").id
         client.vector_stores.files.create(vector_store_id=cut_off.id, file_id=big)
         objects = sorted(p.name for p in (s.data_dir / "objects").iterdir())
+        uploading = _upload_in_flight(s)  # its body still streaming in when the stack dies
 
         os.kill(s.state["pid"], signal.SIGKILL)
         # Its children die with it (parent-death signal), so no orphans hold ports or memory.
         wait_until(lambda: not stack_pids(s.data_dir), 60, "the killed stack's processes to exit")
         assert graded.keys() <= _stored(s) < set(range(ITEMS))  # the run was cut off mid-way
         assert _ingestion(s, cut_off.id) == "in_progress"  # and so was the ingestion
+        uploading.join(30)
         s.up()
         assert stack.get("/v1/models").status_code == 200  # the other stack never noticed
+        # The cut-off upload left no file and no object; every object under files/ is a file's.
+        assert "in-flight.txt" not in [f.filename for f in client.files.list()]
+        with _database(s) as session:
+            keys = set(session.scalars(select(FileRow.key)))
+        assert {o.key for o in store_of(s).list("files/")} <= keys
         assert s.get("/v1/models", key=key).status_code == 200  # the tenant key survived
         assert sorted(p.name for p in (s.data_dir / "objects").iterdir()) == objects
         assert _search(client, store_id) == found
@@ -103,6 +115,40 @@ def test_a_crash_of_the_whole_stack_loses_no_work(stack: RunningStack, tmp_path:
     wait_until(lambda: not stack_pids(s.data_dir), 30, "`tuneserve down` to stop every process")
     stopped = s.cli("status", check=False)
     assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+def _upload_in_flight(s: RunningStack) -> threading.Thread:
+    """A thread uploading a file slowly (its first chunks are in when this returns); it ends with an error
+    when the stack dies."""
+    started = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        boundary = b"--in-flight"
+        yield boundary + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        yield boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="in-flight.txt"\r\n\r\n'
+        for _ in range(600):
+            yield b"words " * 2000
+            started.set()
+            time.sleep(0.1)
+        yield b"\r\n" + boundary + b"--\r\n"
+
+    def upload() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                s.base_url + "/v1/files",
+                content=body(),
+                headers={
+                    "Authorization": f"Bearer {s.admin_key}",
+                    "Content-Type": "multipart/form-data; boundary=in-flight",
+                },
+                timeout=120,
+            )
+
+    thread = threading.Thread(target=upload, daemon=True)
+    thread.start()
+    assert started.wait(30)
+    time.sleep(0.5)
+    return thread
 
 
 def _vector_store(client: openai.OpenAI) -> tuple[str, list]:
