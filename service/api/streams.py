@@ -1,9 +1,10 @@
 """Server-sent-event streams that end when the key that opened them stops being valid.
 
 A stream (a chat answer, a job's events followed live) can outlive the request that authorised it by
-minutes or forever; revoking the key must end it. The key is checked every `interval_s` while the stream
-flows and while it waits for its next chunk, and the stream then ends with an error event in OpenAI's
-shape.
+minutes or forever; revoking the key (or disabling its tenant) must end it. A watcher checks the key every
+`interval_s`; the stream ends with an error event in OpenAI's shape at its next chunk after that. Chat
+streams send chunks all the time; a followed job sends a keep-alive comment while it has nothing to say,
+so both end within seconds. (A task per chunk, to end an idle stream at once, cost 25 us a chunk.)
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 
 from service.api.errors import error_body
 
 CHECK_INTERVAL_S = 1.0
 REVOKED = error_body(
-    "The API key of this stream was revoked; the stream has ended.",
+    "The API key of this stream was revoked (or its organization disabled); the stream has ended.",
     "authentication_error",
     code="invalid_api_key",
 )
@@ -27,31 +27,28 @@ REVOKED = error_body(
 async def while_authorized(
     stream: AsyncIterator[str], still_valid: Callable[[], bool], interval_s: float = CHECK_INTERVAL_S
 ) -> AsyncIterator[str]:
-    """`stream`, ended with an error event as soon as `still_valid()` (blocking: run in a thread) is False."""
-    chunks = aiter(stream)
-    checked = time.monotonic()
-    try:
+    """`stream`, ended with an error event at its first chunk after `still_valid()` (blocking: run in a
+    thread) turned False."""
+    revoked = asyncio.Event()
+
+    async def watch() -> None:
         while True:
-            pending = asyncio.ensure_future(anext(chunks))
-            while True:  # until the next chunk, checking the key whenever a check is due
-                due = checked + interval_s - time.monotonic()
-                done, _ = await asyncio.wait({pending}, timeout=max(0.0, due))
-                if time.monotonic() - checked >= interval_s:
-                    checked = time.monotonic()
-                    if not await asyncio.to_thread(still_valid):
-                        pending.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                            await pending
-                        yield f"data: {json.dumps(REVOKED)}\n\n"
-                        return
-                if done:
-                    break
-            try:
-                chunk = pending.result()
-            except StopAsyncIteration:
+            await asyncio.sleep(interval_s)
+            if not await asyncio.to_thread(still_valid):
+                revoked.set()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for chunk in stream:
+            if revoked.is_set():
+                yield f"data: {json.dumps(REVOKED)}\n\n"
                 return
             yield chunk
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         close = getattr(stream, "aclose", None)
         if close is not None:
             await close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +36,8 @@ from service.protocol.fine_tuning import (
     TrainingSpec,
 )
 from trainers.data_format import DatasetError, parse_jsonl
+
+KEEPALIVE_S = 2.0  # a followed job's stream says something at least this often
 
 
 def validate_training_file(stream: BinaryIO, image_domains: Collection[str] = ()) -> None:
@@ -246,8 +249,10 @@ class JobService:
         return self.store.list(tenant, after, limit)
 
     async def follow(self, job_id: str) -> AsyncIterator[str]:
-        """Every event, oldest first, as Server-Sent Events, until the job has ended."""
+        """Every event, oldest first, as Server-Sent Events, until the job has ended; a keep-alive comment
+        every `KEEPALIVE_S` while nothing happens (proxies keep the connection, the stream its checks)."""
         last: str | None = None
+        idle_since = time.monotonic()
         while True:
             rows, _ = await asyncio.to_thread(self.store.events, job_id, last, 1000, False)
             for row in rows:
@@ -257,7 +262,12 @@ class JobService:
             if job is None or (JobStatus(job.status).is_terminal and not rows):
                 yield "data: [DONE]\n\n"
                 return
-            if not rows:
+            if rows:
+                idle_since = time.monotonic()
+            else:
+                if time.monotonic() - idle_since >= KEEPALIVE_S:
+                    idle_since = time.monotonic()
+                    yield ": keep-alive\n\n"
                 await asyncio.sleep(0.5)
 
     def cancel(self, tenant: str, job_id: str) -> JobRow:

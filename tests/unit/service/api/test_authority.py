@@ -56,11 +56,12 @@ def test_revoking_a_key_or_disabling_its_tenant_ends_its_streams(tmp_path: Path,
         assert all("error" not in e for e in events[:-1])
 
 
-def test_a_waiting_stream_ends_too_and_a_valid_one_is_untouched() -> None:
-    async def idle() -> AsyncIterator[str]:
+def test_a_quiet_stream_ends_at_its_next_keep_alive_and_a_valid_one_is_untouched() -> None:
+    async def quiet() -> AsyncIterator[str]:
         yield "data: first\n\n"
-        await asyncio.Event().wait()  # nothing more, ever (a job that never logs again)
-        yield "data: never\n\n"
+        while True:  # a job that never logs again: only keep-alives
+            await asyncio.sleep(0.02)
+            yield ": keep-alive\n\n"
 
     async def finite() -> AsyncIterator[str]:
         for i in range(3):
@@ -74,16 +75,17 @@ def test_a_waiting_stream_ends_too_and_a_valid_one_is_untouched() -> None:
 
     async def scenario() -> tuple[list[str], list[str]]:
         ended = asyncio.ensure_future(
-            collect(while_authorized(idle(), lambda: valid["now"], interval_s=0.01))
+            collect(while_authorized(quiet(), lambda: valid["now"], interval_s=0.01))
         )
-        await asyncio.sleep(0.05)
-        assert not ended.done()  # still valid: it waits with its stream
+        await asyncio.sleep(0.1)
+        assert not ended.done()  # still valid: it goes on
         valid["now"] = False
         untouched = await collect(while_authorized(finite(), lambda: True, interval_s=0.01))
         return await asyncio.wait_for(ended, 10), untouched
 
     ended, untouched = asyncio.run(scenario())
-    assert ended[0] == "data: first\n\n" and "revoked" in ended[-1] and len(ended) == 2
+    assert ended[0] == "data: first\n\n" and "revoked" in ended[-1]
+    assert set(ended[1:-1]) == {": keep-alive\n\n"}
     assert untouched == ["data: 0\n\n", "data: 1\n\n", "data: 2\n\n"]
 
 
