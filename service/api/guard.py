@@ -36,6 +36,10 @@ class RequestGuard:
         except ApiError as err:
             await error_response(err)(scope, receive, send)
             return
+        if not principal.may_call(scope["path"]):
+            message = "This key belongs to an evaluation run: it may only ask for completions and embeddings."
+            await error_response(ApiError(403, message, code="key_scope"))(scope, receive, send)
+            return
         scope.setdefault("state", {})["principal"] = principal
         upload = headers.get("content-type", "").startswith("multipart/form-data")
         limit = self.max_upload_bytes + MULTIPART_OVERHEAD if upload else self.max_request_bytes

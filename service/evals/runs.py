@@ -36,10 +36,12 @@ from service.platform.fair_share import FairShare
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.platform.tasks import Background, TaskRunner
+from service.protocol.admin import EVAL_RUN_KEY_NAME
 
 log = logging.getLogger(__name__)
-# API keys made for runs are named so; any left over by a crash are revoked at start.
-KEY_NAME = "eval-run:"
+# API keys made for runs are named so (they may only ask for answers); any left over by a crash are
+# revoked at start.
+KEY_NAME = EVAL_RUN_KEY_NAME
 REVOKED = {"code": "api_key_revoked", "message": "The API key that started this run was revoked."}
 MANIFEST = "manifest.json"
 

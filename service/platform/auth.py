@@ -19,10 +19,12 @@ from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.secret_files import write_secret
 from service.platform.settings import Settings
-from service.protocol.admin import ApiKey, TenantObject
+from service.protocol.admin import EVAL_RUN_KEY_NAME, ApiKey, TenantObject
 
 ADMIN_TENANT = "default"
 KEY_PREFIX = "ts-"
+# Keys the service makes for its own evaluation runs (named EVAL_RUN_KEY_NAME...) may only ask for answers.
+INFERENCE_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class Principal:
     tenant: str
     is_admin: bool = False
     key_id: str | None = None
+    inference_only: bool = False  # a key of an evaluation run: INFERENCE_ROUTES only
+
+    def may_call(self, path: str) -> bool:
+        return not self.inference_only or path in INFERENCE_ROUTES
 
 
 def generate_key() -> str:
@@ -83,7 +89,8 @@ class KeyStore:
                     f"Your organization ('{row.tenant_id}') is disabled; ask the service's admin.",
                     code="tenant_disabled",
                 )
-            return Principal(row.tenant_id, is_admin=False, key_id=row.id)
+            scoped = (row.name or "").startswith(EVAL_RUN_KEY_NAME)
+            return Principal(row.tenant_id, is_admin=False, key_id=row.id, inference_only=scoped)
 
     def still_valid(self, principal: Principal) -> bool:
         """Whether the key `principal` authenticated with is still valid (a revoked key's work ends)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Names of the keys the service makes for its evaluation runs (inference only; revoked when the run ends).
+EVAL_RUN_KEY_NAME = "eval-run:"
 
 
 class ApiKeyCreate(BaseModel):
@@ -15,6 +18,13 @@ class ApiKeyCreate(BaseModel):
         description="Tenant the key belongs to; created if it does not exist.",
     )
     name: str | None = Field(None, max_length=128, description="A label for the key.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str | None) -> str | None:
+        if name is not None and name.startswith(EVAL_RUN_KEY_NAME):
+            raise ValueError(f"names starting with '{EVAL_RUN_KEY_NAME}' are the service's own")
+        return name
 
 
 class ApiKey(BaseModel):

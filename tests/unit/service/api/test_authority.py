@@ -104,3 +104,18 @@ def test_following_a_job_holds_one_of_the_tenants_stream_slots(tmp_path: Path) -
             assert client.get(path, headers=key).status_code == 200  # listing is not a stream
             client.delete(f"/v1/admin/api_keys/{created['id']}", headers=auth(ADMIN))  # ends the first
             assert "revoked" in followed.read().decode()
+
+
+def test_an_eval_runs_key_may_only_ask_for_answers(tmp_path: Path) -> None:
+    app = create_app(offline_settings(tmp_path), engine=EndlessEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app) as client:
+        _, key = app.state.services.keys.create("acme", name="eval-run:evalrun_1")  # as the runner makes it
+        body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        assert client.post("/v1/chat/completions", json=body, headers=auth(key)).status_code == 200
+        for method, path in (("GET", "/v1/files"), ("GET", "/v1/models"), ("POST", "/v1/vector_stores")):
+            refused = client.request(method, path, headers=auth(key))
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "key_scope", path
+        made = client.post(
+            "/v1/admin/api_keys", json={"tenant": "acme", "name": "eval-run:x"}, headers=auth(ADMIN)
+        )
+        assert made.status_code == 400  # the name is the service's own
