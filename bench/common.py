@@ -72,7 +72,7 @@ class FolderStore:
         assert sha256 is None or hashlib.sha256(data).hexdigest() == sha256
         return data
 
-    def put_folder(self, prefix: str, folder: str) -> None:
+    def put_folder(self, prefix: str, folder: str, unchecked=()) -> None:
         shutil.copytree(folder, self.root / prefix, dirs_exist_ok=True)
 
 

@@ -97,7 +97,7 @@ class MemoryStore:
             raise ObjectNotFound(key)
         return self.objects[key]
 
-    def put_folder(self, prefix: str, folder) -> None:
+    def put_folder(self, prefix: str, folder, unchecked=()) -> None:
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
                 self.put_bytes(prefix + path.relative_to(folder).as_posix(), path.read_bytes())

@@ -22,7 +22,7 @@ from pathlib import Path
 from service.platform.hardware import use_bf16
 from service.platform.net import free_port
 from service.platform.storage import ObjectStore, S3Credentials
-from service.protocol.fine_tuning import JobContext, TrainingSpec
+from service.protocol.fine_tuning import ADAPTER_MANIFEST, JobContext, TrainingSpec
 from trainers.batching import epoch_batches, shard, steps_per_epoch
 from trainers.checkpointing import (
     Progress,
@@ -39,7 +39,6 @@ from trainers.vision import VisionExample, data_url_loader, tokenize_all_vision
 
 WARMUP_FRACTION = 0.05
 FINAL_LR_FRACTION = 0.1
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -245,8 +244,8 @@ class LoRASFTRecipe:
         manifest["selected_checkpoint"] = {"step": step, "valid_loss": loss}
         with tempfile.TemporaryDirectory() as tmp:
             self.store.get_folder(adapter_key(self.spec.adapter_prefix, step), tmp)
-            Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
-            self.store.put_folder(self.spec.adapter_prefix, tmp)
+            Path(tmp, ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2))
+            self.store.put_folder(self.spec.adapter_prefix, tmp, unchecked=(ADAPTER_MANIFEST,))
         self.reporter.message(
             f"Published the checkpoint of step {step}: the lowest validation loss ({loss:.4f})"
         )
@@ -287,8 +286,8 @@ class LoRASFTRecipe:
             with tempfile.TemporaryDirectory() as tmp:
                 self.engine.module.save_pretrained(tmp)
                 if manifest is not None:
-                    Path(tmp, MANIFEST).write_text(json.dumps(manifest, indent=2))
-                self.store.put_folder(prefix, tmp)
+                    Path(tmp, ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2))
+                self.store.put_folder(prefix, tmp, unchecked=(ADAPTER_MANIFEST,))
 
     def _report(self, step: int, epoch: int, **metrics: float) -> None:
         if self.rank == 0:

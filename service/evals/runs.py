@@ -37,13 +37,13 @@ from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.platform.tasks import Background, TaskRunner
 from service.protocol.admin import EVAL_RUN_KEY_NAME
+from service.protocol.fine_tuning import ADAPTER_MANIFEST
 
 log = logging.getLogger(__name__)
 # API keys made for runs are named so (they may only ask for answers); any left over by a crash are
 # revoked at start.
 KEY_NAME = EVAL_RUN_KEY_NAME
 REVOKED = {"code": "api_key_revoked", "message": "The API key that started this run was revoked."}
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -223,7 +223,7 @@ class EvalRunner:
         if model is None or run.status in ACTIVE:
             return
         entry = {**run_result(run, model.id), "eval_name": ev.name if ev else None}
-        key = model.adapter_prefix + MANIFEST
+        key = model.adapter_prefix + ADAPTER_MANIFEST
         try:
             manifest = json.loads(self.store.get_bytes(key))
         except Exception:  # no manifest (an imported adapter): nothing to add to

@@ -21,7 +21,7 @@ from service.platform.errors import ApiError
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
 from service.protocol.common import Model, ModelEvalRun, ModelLineage
-from service.protocol.fine_tuning import LoraOptions
+from service.protocol.fine_tuning import ADAPTER_MANIFEST, LoraOptions
 from service.protocol.tool_format import renders_tools
 
 
@@ -205,7 +205,7 @@ class ModelRegistry:
                 400, f"The adapter cannot be imported: {exc}.", param="file", code="invalid_adapter"
             ) from None
         model_id = f"{base_model}:{suffix or 'imported'}-{secrets.token_hex(12)}"
-        self.store.put_folder(adapter_prefix(model_id), folder)
+        self.store.put_folder(adapter_prefix(model_id), folder, unchecked=(ADAPTER_MANIFEST,))
         with self.db.session() as s:
             s.add(
                 FineTunedModelRow(

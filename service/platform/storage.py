@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -217,14 +217,18 @@ class ObjectStore:
         self._call(self._s3.delete_object, Bucket=self.bucket, Key=key)
 
     # Folders ---------------------------------------------------------------------------------------
-    def put_folder(self, prefix: str, folder: Path | str) -> list[ObjectInfo]:
+    def put_folder(
+        self, prefix: str, folder: Path | str, unchecked: Collection[str] = ()
+    ) -> list[ObjectInfo]:
         """Upload every file below `folder` to `prefix/<relative path>`, plus `prefix/CHECKSUMS_FILE`
-        (relative path -> SHA-256) so that `get_folder` can verify the whole folder on any store."""
+        (relative path -> SHA-256) so that `get_folder` can verify the whole folder on any store. Files
+        named in `unchecked` (relative paths) are left out of the checksums: they may change later."""
         folder = Path(folder)
         prefix = prefix.rstrip("/") + "/"
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS_FILE)
         infos = [self.put_file(prefix + p.relative_to(folder).as_posix(), p) for p in files]
-        self.put_json(prefix + CHECKSUMS_FILE, {i.key[len(prefix) :]: i.sha256 for i in infos})
+        checksums = {i.key[len(prefix) :]: i.sha256 for i in infos}
+        self.put_json(prefix + CHECKSUMS_FILE, {k: v for k, v in checksums.items() if k not in unchecked})
         return infos
 
     def get_folder(self, prefix: str, folder: Path | str) -> Path:

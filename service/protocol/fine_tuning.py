@@ -290,6 +290,9 @@ class JobCheckpoint(BaseModel):
     step_number: int
 
 
+# An adapter folder's lineage (base, data, loss curve, and evaluation results added after it was published):
+# it changes after the weights are written, so the folder's checksums leave it out.
+ADAPTER_MANIFEST = "manifest.json"
 JOB_CONTEXT_ENV = "TS_JOB_CONTEXT"
 
 
