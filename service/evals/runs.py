@@ -229,6 +229,7 @@ class EvalRunner:
         except Exception:  # no manifest (an imported adapter): nothing to add to
             return
         manifest["evals"] = [e for e in manifest.get("evals", []) if e["run_id"] != run.id] + [entry]
+        self.store.uncheck(model.adapter_prefix, ADAPTER_MANIFEST)  # one published before it was unchecked
         self.store.put_bytes(key, json.dumps(manifest, indent=2).encode())
 
 

@@ -231,6 +231,18 @@ class ObjectStore:
         self.put_json(prefix + CHECKSUMS_FILE, {k: v for k, v in checksums.items() if k not in unchecked})
         return infos
 
+    def uncheck(self, prefix: str, rel: str) -> None:
+        """Leave `prefix/rel` out of its folder's checksums from now on (a folder written before it was
+        known to change)."""
+        prefix = prefix.rstrip("/") + "/"
+        try:
+            checksums = self.get_json(prefix + CHECKSUMS_FILE)
+        except ObjectNotFound:
+            return
+        if rel in checksums:
+            del checksums[rel]
+            self.put_json(prefix + CHECKSUMS_FILE, checksums)
+
     def get_folder(self, prefix: str, folder: Path | str) -> Path:
         """Download every object under `prefix/` into `folder`, verifying each against the checksums."""
         folder = Path(folder)

@@ -77,6 +77,10 @@ def test_folders_round_trip_and_delete_prefix(store: ObjectStore, tmp_path: Path
     store.put_bytes("adapters/m2/manifest.json", b'{"evals": [{"run_id": "r"}]}')
     again = store.get_folder("adapters/m2", tmp_path / "m2")
     assert json.loads((again / "manifest.json").read_text())["evals"] == [{"run_id": "r"}]
+    store.put_folder("adapters/m3", src)  # as before: the manifest checked
+    store.uncheck("adapters/m3", "manifest.json")
+    store.put_bytes("adapters/m3/manifest.json", b"{}")
+    assert (store.get_folder("adapters/m3", tmp_path / "m3") / "manifest.json").read_text() == "{}"
 
 
 def test_corruption_on_disk_is_detected(store: ObjectStore, stack: RunningStack, tmp_path: Path) -> None:
