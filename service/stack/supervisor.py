@@ -123,6 +123,16 @@ def ray_auth_env(data_dir: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
 
 
+def use_ray_auth(data_dir: Path) -> None:
+    """Make this process (and what it starts) use the stack's Ray token. Ray reads its configuration when
+    it is imported, so it is read again when Ray was imported before (as Ray's own token setup does)."""
+    os.environ.update(ray_auth_env(data_dir))
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
 def _die_with_parent() -> None:
     """preexec_fn: new process group (Ctrl-C is ours to forward) and SIGTERM when the supervisor dies."""
     os.setpgrp()
@@ -269,9 +279,13 @@ class Stack:
         return url
 
     def _start_ray(self) -> tuple[str, str | None]:
+        s = self.settings
+        if not s.ray_address:
+            # Token authentication for the head, this process and everything started from them (Serve
+            # replicas, job drivers): nothing reaches the cluster without the data dir's token.
+            use_ray_auth(s.resolved_data_dir)
         import ray
 
-        s = self.settings
         if s.ray_address:  # the cluster's own authentication, from this process's environment
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             try:
@@ -283,9 +297,6 @@ class Stack:
                 ) from None
             host = s.ray_address.removeprefix("ray://").split(":")[0]
             return s.ray_address, s.ray_dashboard_url or f"http://{host}:8265"
-        # Token authentication for the head, this process and everything started from them (Serve replicas,
-        # job drivers): nothing reaches the cluster without the data dir's token.
-        os.environ.update(ray_auth_env(s.resolved_data_dir))
         gcs, dashboard, agent, client, metrics, runtime_env = free_ports(6)
         cmd = [
             str(Path(sys.executable).parent / "ray"),

@@ -31,7 +31,7 @@ from service.protocol.fine_tuning import (
     ResourceOptions,
     TrainingSpec,
 )
-from service.stack.supervisor import ray_auth_env
+from service.stack.supervisor import ray_auth_env, use_ray_auth
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -131,6 +131,25 @@ def wait_until(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ray_auth_of(stack: RunningStack) -> Iterator[None]:
+    """This process speaks to `stack`'s Ray (its token) for the block; as before after it."""
+    names = ray_auth_env(stack.data_dir)
+    saved = {name: os.environ.get(name) for name in names}
+    use_ray_auth(stack.data_dir)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 @contextlib.contextmanager
