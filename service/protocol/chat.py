@@ -6,7 +6,7 @@ through unchanged to vLLM's OpenAI layer, which validates it and answers bad val
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,7 +64,15 @@ class ChatCompletionCreate(SamplingFields):
     )
 
 
+MAX_PROMPTS = 64  # prompts of one completions request: each is a sequence in the engine's batch, times n
+
+
 class CompletionCreate(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(description="Prompt text or token ids.")
+    prompt: (
+        str
+        | Annotated[list[str], Field(max_length=MAX_PROMPTS)]
+        | list[int]
+        | Annotated[list[list[int]], Field(max_length=MAX_PROMPTS)]
+    ) = Field(description=f"Prompt text or token ids; at most {MAX_PROMPTS} prompts per request.")
     echo: bool | None = Field(None, description="Return the prompt too (with `logprobs`, scored).")
     logprobs: int | None = None

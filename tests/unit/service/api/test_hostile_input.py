@@ -210,3 +210,10 @@ def test_n_is_bounded(client: TestClient) -> None:
 def test_an_empty_suite_name_is_a_400(client: TestClient) -> None:  # found by the fuzzer: it was a 500
     err = assert_openai_error(client.post("/v1/evals", json={"suite": ""}), 400, "invalid_value")
     assert err["param"] == "suite"
+
+
+def test_prompts_per_completions_request_are_bounded(client: TestClient) -> None:
+    body = {"model": DEFAULT_BASE_MODEL, "prompt": ["Hi"] * 65, "max_tokens": 1}
+    err = assert_openai_error(client.post("/v1/completions", json=body), 400, "invalid_value")
+    assert err["param"].startswith("prompt")
+    assert client.post("/v1/completions", json={**body, "prompt": ["Hi"] * 64}).status_code == 200
