@@ -64,13 +64,7 @@ class TenantLimits:
                 window.popleft()
             if len(window) >= rpm:
                 retry = max(1, math.ceil(window[0] + WINDOW_S - now))
-                raise ApiError(
-                    429,
-                    f"Rate limit reached: {rpm} requests per minute for your "
-                    f"organization; try again in {retry} s.",
-                    code="rate_limit_exceeded",
-                    headers={"Retry-After": str(retry), **self._headers(tenant, now, rpm, tpm)},
-                )
+                raise self._rate_error(f"{rpm} requests per minute", retry, tenant, now, rpm, tpm)
             tokens = self._tokens[tenant]
             while tokens and tokens[0][0] <= now - WINDOW_S:
                 tokens.popleft()
@@ -83,13 +77,7 @@ class TenantLimits:
                     if over < 0:
                         retry = max(1, math.ceil(at + WINDOW_S - now))
                         break
-                raise ApiError(
-                    429,
-                    f"Rate limit reached: {tpm} tokens per minute for your organization "
-                    f"({used} used in the last minute); try again in {retry} s.",
-                    code="rate_limit_exceeded",
-                    headers={"Retry-After": str(retry), **self._headers(tenant, now, rpm, tpm)},
-                )
+                raise self._rate_error(f"{tpm} tokens per minute", retry, tenant, now, rpm, tpm)
             if stream and self._streams[tenant] >= streams:
                 raise ApiError(
                     429,
@@ -108,6 +96,14 @@ class TenantLimits:
         if n > 0:
             with self._lock:
                 self._tokens[tenant].append((self.clock(), n))
+
+    def _rate_error(self, what: str, retry: int, tenant: str, now: float, rpm: int, tpm: int) -> ApiError:
+        return ApiError(
+            429,
+            f"Rate limit reached: {what} for your organization; try again in {retry} s.",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(retry), **self._headers(tenant, now, rpm, tpm)},
+        )
 
     def rates(self, tenant: str) -> Rates:
         if self.per_tenant is not None:
