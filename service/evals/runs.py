@@ -15,7 +15,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from evals.runner import RunSpec, evaluate_batch
 from evals.summary import fold
@@ -23,7 +22,6 @@ from service.evals.service import ACTIVE, run_result
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore
 from service.platform.db import (
-    ApiKeyRow,
     Database,
     EvalOutputItemRow,
     EvalRow,
@@ -133,7 +131,7 @@ class EvalRunner:
             run = s.get(EvalRunRow, run_id)
             if run is None or run.status not in ACTIVE:
                 return None
-            if not _key_valid(s, run):
+            if not self.keys.key_valid(run.created_by_key):
                 run.status, run.error, run.finished_at = "failed", REVOKED, now()
                 return None  # no key is made for a run whose authority is gone
             run.status = "in_progress"
@@ -178,7 +176,7 @@ class EvalRunner:
             run = s.get(EvalRunRow, run_id)
             if run is None or run.status not in ACTIVE:
                 return False
-            if not _key_valid(s, run):
+            if not self.keys.key_valid(run.created_by_key):
                 run.status, run.error, run.finished_at = "failed", REVOKED, now()
                 return False
             return True
@@ -231,14 +229,6 @@ class EvalRunner:
         manifest["evals"] = [e for e in manifest.get("evals", []) if e["run_id"] != run.id] + [entry]
         self.store.uncheck(model.adapter_prefix, ADAPTER_MANIFEST)  # one published before it was unchecked
         self.store.put_bytes(key, json.dumps(manifest, indent=2).encode())
-
-
-def _key_valid(s: Session, run: EvalRunRow) -> bool:
-    """Whether the tenant key that started `run` (if one did) is still valid."""
-    if run.created_by_key is None:
-        return True
-    key = s.get(ApiKeyRow, run.created_by_key)
-    return key is not None and key.revoked_at is None
 
 
 def api_url_for_tasks(settings: Settings) -> str:

@@ -69,7 +69,7 @@ class EvalService:
     models: ModelRegistry
     chat: ChatService
     vector_stores: VectorStores
-    limits: LimitPolicy | None = None  # None: the settings' defaults
+    limits: LimitPolicy
 
     # Evals -----------------------------------------------------------------------------------------
     def create(self, tenant: str, req: EvalCreate) -> EvalRow:
@@ -192,7 +192,7 @@ class EvalService:
             with self.db.session() as s:
                 q = select(func.count()).where(EvalRunRow.tenant_id == tenant, EvalRunRow.status.in_(ACTIVE))
                 active = s.scalar(q) or 0
-            limit = (self.limits or LimitPolicy.of(self.settings))(tenant).active_eval_runs
+            limit = self.limits(tenant).active_eval_runs
             check_quota(
                 "evaluation runs queued or running",
                 active,

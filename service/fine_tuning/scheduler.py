@@ -24,10 +24,13 @@ class JobScheduler:
     settings: Settings
     store: JobStore
     launcher: Launcher
-    limits: LimitPolicy | None = None  # None: the settings' defaults
+    limits: LimitPolicy | None = None  # None: the settings' defaults, no overrides
     ticks: int = 0
     last_error: str | None = None
     _waiting_told: dict[str, str] = field(default_factory=dict)  # job id -> the wait last put in its events
+
+    def __post_init__(self) -> None:
+        self.limits = self.limits or LimitPolicy.of(self.settings)
 
     def probe(self) -> str:
         """Health: raises while the last pass failed."""
@@ -65,7 +68,7 @@ class JobScheduler:
 
     def _maybe_submit(self, job: JobRow, free: dict[str, float]) -> dict[str, float]:
         """Submit `job` if its tenant may run another and `free` holds its resources; what stays free."""
-        running_jobs = (self.limits or LimitPolicy.of(self.settings))(job.tenant_id).running_jobs
+        running_jobs = self.limits(job.tenant_id).running_jobs
         if self.store.submitted_count(job.tenant_id) >= running_jobs:
             return free
         spec = _spec(job)

@@ -94,10 +94,15 @@ class KeyStore:
 
     def still_valid(self, principal: Principal) -> bool:
         """Whether the key `principal` authenticated with is still valid (a revoked key's work ends)."""
-        if principal.key_id is None:
-            return True  # the admin key: it changes only with the configuration
+        return self.key_valid(principal.key_id)
+
+    def key_valid(self, key_id: str | None) -> bool:
+        """Whether tenant key `key_id` is neither revoked nor of a disabled tenant (None: the admin key,
+        which changes only with the configuration)."""
+        if key_id is None:
+            return True
         with self.db.session() as s:
-            row = s.get(ApiKeyRow, principal.key_id)
+            row = s.get(ApiKeyRow, key_id)
             return (
                 row is not None
                 and row.revoked_at is None

@@ -62,7 +62,7 @@ class VectorStores:
     files: FileService
     runner: TaskRunner
     background: Background
-    limits: LimitPolicy | None = None  # None: the settings' defaults
+    limits: LimitPolicy
     _share: FairShare | None = None  # the ingestions in flight, shared between tenants
     _collections: dict[str, Collection] = field(default_factory=dict)
     _locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
@@ -87,7 +87,7 @@ class VectorStores:
         files = [self._file(tenant, f, "file_ids") for f in req.file_ids]
         with self.db.session() as s:
             count = s.scalar(select(func.count()).where(VectorStoreRow.tenant_id == tenant)) or 0
-        limit = (self.limits or LimitPolicy.of(self.settings))(tenant).vector_stores
+        limit = self.limits(tenant).vector_stores
         check_quota("vector stores", count, 1, limit, "TUNESERVE_MAX_VECTOR_STORES_PER_TENANT")
         row = VectorStoreRow(
             id="vs_" + secrets.token_hex(12),
