@@ -73,9 +73,19 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
 class MemoryStore:
     """The object store's interface over a dict (what the unit tests need of it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bucket: str = "tuneserve", buckets: dict[str, MemoryStore] | None = None) -> None:
+        self.bucket = bucket
         self.objects: dict[str, bytes] = {}
         self.modified: dict[str, float] = {}
+        self.buckets = buckets if buckets is not None else {bucket: self}  # shared by its bucket_stores
+
+    def bucket_store(self, bucket: str) -> MemoryStore:
+        return self.buckets.setdefault(bucket, MemoryStore(bucket, self.buckets))
+
+    def head(self, key: str) -> ObjectInfo:
+        if key not in self.objects:
+            raise ObjectNotFound(key)
+        return ObjectInfo(key, len(self.objects[key]), etag="")
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> ObjectInfo:
         self.objects[key] = data

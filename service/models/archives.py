@@ -60,6 +60,14 @@ def pack_adapter(folder: Path, files: list[Path]) -> bytes:
     return out.getvalue()
 
 
+def pack_folder(folder: Path, out: Path) -> Path:
+    """An uncompressed .tar of every file below `folder` (weights barely compress), written to `out`."""
+    with tarfile.open(out, mode="w") as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            archive.add(path, arcname=path.relative_to(folder).as_posix())
+    return out
+
+
 def check_fits_base(adapter: Path, base_model: str, base_path: Path) -> None:
     """AdapterError unless each LoRA pair of `adapter` fits the module of that name in the base model
     (`base_path`, safetensors weights): an adapter trained for another model is refused here, not by vLLM."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,12 +15,13 @@ from sqlalchemy import delete, select
 from evals.summary import criterion_results
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker, AdapterError, check_adapter_folder
-from service.models.archives import check_fits_base, pack_adapter
+from service.models.archives import ADAPTER_FILES, check_fits_base, pack_adapter, pack_folder
 from service.models.base_models import chat_template, modalities
+from service.models.sources import SourceError, allowed_folder
 from service.platform.db import Database, EvalRunRow, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
 from service.platform.settings import Settings
-from service.platform.storage import ObjectNotFound, ObjectStore
+from service.platform.storage import ObjectNotFound, ObjectStore, StoreError
 from service.protocol.common import Model, ModelEvalRun, ModelLineage
 from service.protocol.fine_tuning import ADAPTER_MANIFEST, LoraOptions
 from service.protocol.tool_format import renders_tools
@@ -29,6 +31,10 @@ def adapter_prefix(fine_tuned_model: str) -> str:
     """`base:name` -> `adapters/base/name/`: the layout Ray Serve LLM loads `base:name` adapters from."""
     base, _, name = fine_tuned_model.partition(":")
     return f"adapters/{base}/{name}/"
+
+
+# Writes an adapter's files into the given folder (AdapterError when it cannot).
+AdapterFill = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
@@ -186,9 +192,12 @@ class ModelRegistry:
             target_modules=sorted(targets) if isinstance(targets, list) else [targets],
         )
 
-    def import_adapter(self, tenant: str, folder: Path, base_model: str, suffix: str | None) -> Model:
-        """Register the PEFT adapter in `folder` (unpacked from an upload) as a new model of `tenant` over
-        `base_model`, after the checks a served adapter gets and a check that it fits that base model."""
+    def import_adapter(
+        self, tenant: str, base_model: str, suffix: str | None, fill: AdapterFill, param: str
+    ) -> Model:
+        """Register a PEFT adapter as a new model of `tenant` over `base_model`: `fill` writes its files into
+        a folder (from an upload or a source), then come the checks a served adapter gets and a check that
+        it fits that base model; each failure a 400 naming `param`."""
         base_path = self.settings.resolved_base_models.get(base_model)
         if base_path is None:
             raise ApiError(
@@ -197,15 +206,18 @@ class ModelRegistry:
                 param="base_model",
                 code="model_not_found",
             )
-        try:
-            check_adapter_folder(folder, self.adapters.max_rank)
-            check_fits_base(folder, base_model, base_path)
-        except AdapterError as exc:
-            raise ApiError(
-                400, f"The adapter cannot be imported: {exc}.", param="file", code="invalid_adapter"
-            ) from None
-        model_id = f"{base_model}:{suffix or 'imported'}-{secrets.token_hex(12)}"
-        self.store.put_folder(adapter_prefix(model_id), folder, unchecked=(ADAPTER_MANIFEST,))
+        with tempfile.TemporaryDirectory(prefix="adapter-import-") as tmp:
+            folder = Path(tmp)
+            try:
+                fill(folder)
+                check_adapter_folder(folder, self.adapters.max_rank)
+                check_fits_base(folder, base_model, base_path)
+            except AdapterError as exc:
+                raise ApiError(
+                    400, f"The adapter cannot be imported: {exc}.", param=param, code="invalid_adapter"
+                ) from None
+            model_id = f"{base_model}:{suffix or 'imported'}-{secrets.token_hex(12)}"
+            self.store.put_folder(adapter_prefix(model_id), folder, unchecked=(ADAPTER_MANIFEST,))
         with self.db.session() as s:
             s.add(
                 FineTunedModelRow(
@@ -217,17 +229,58 @@ class ModelRegistry:
             )
         return self.get(tenant, model_id)
 
+    def source(self, uri: str) -> AdapterFill:
+        """What fills an import's folder from the S3 folder `uri`, if the admin allows it (else a 400): the
+        adapter's two files, read by name, each at most TUNESERVE_MAX_FILE_BYTES."""
+        try:
+            folder = allowed_folder(uri, self.settings.adapter_import_sources, self.store.bucket)
+        except SourceError as exc:
+            raise ApiError(400, f"{exc}.", param="source", code="source_not_allowed") from None
+        bucket = self.store.bucket_store(folder.bucket)
+        max_bytes = self.settings.max_file_bytes
+
+        def fill(dest: Path) -> None:
+            for name in ADAPTER_FILES:
+                key = folder.prefix + name
+                try:
+                    if bucket.head(key).size > max_bytes:
+                        raise AdapterError(f"{folder}{name} is larger than {max_bytes} bytes")
+                    (dest / name).write_bytes(bucket.get_bytes(key))
+                except ObjectNotFound:
+                    raise AdapterError(
+                        f"{folder} has no {name} (a PEFT adapter folder holds {' and '.join(ADAPTER_FILES)})"
+                    ) from None
+                except StoreError as exc:
+                    raise AdapterError(f"{folder}{name} cannot be read: {exc}") from None
+
+        return fill
+
     def export_adapter(self, tenant: str, model: str) -> bytes:
         """The model's adapter as a .tar.gz of its PEFT folder (and manifest, for a fine-tuned one)."""
+        resolved = self._adapter_model(tenant, model)
+        with tempfile.TemporaryDirectory(prefix="adapter-export-") as tmp:
+            folder = self.store.get_folder(resolved.adapter_prefix, tmp)
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            return pack_adapter(folder, files)
+
+    def export_merged(self, tenant: str, model: str, dtype: str, dest: Path) -> Path:
+        """The model's adapter folded into its base, as a .tar of a Hugging Face folder written into `dest`
+        (weights in `dtype`: "auto" keeps the base's precision)."""
+        from service.models.merge import merge_adapter
+
+        resolved = self._adapter_model(tenant, model)
+        adapter = self.store.get_folder(resolved.adapter_prefix, dest / "adapter")
+        vision = "image" in self.modalities(resolved.base_model)
+        merged = merge_adapter(resolved.base_path, adapter, dest / "merged", dtype, vision)
+        return pack_folder(merged, dest / "merged.tar")
+
+    def _adapter_model(self, tenant: str, model: str) -> ResolvedModel:
         resolved = self.resolve(tenant, model)
         if resolved.is_base:
             raise ApiError(
                 400, f"'{model}' is a base model: it has no adapter.", param="model", code="invalid_model"
             )
-        with tempfile.TemporaryDirectory(prefix="adapter-export-") as tmp:
-            folder = self.store.get_folder(resolved.adapter_prefix, tmp)
-            files = sorted(p for p in folder.rglob("*") if p.is_file())
-            return pack_adapter(folder, files)
+        return resolved
 
     def delete(self, tenant: str, model: str) -> ResolvedModel:
         """Delete a fine-tuned model (or a job's checkpoint) the tenant owns: its registry entry, then its

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         "data), comma-separated; subdomains included. Default: none (images come as data URLs or files).",
     )
 
+    adapter_import_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="S3 folders adapters may be imported from (`POST /v1/models` with `source`), "
+        "comma-separated `s3://bucket/prefix/`; read with the service's S3 credentials, never from its own "
+        "bucket. Default: none (adapters come as uploads).",
+    )
+
     embedding_model: Path | None = Field(
         None, description="sentence-transformers folder for vector stores. Default: all-MiniLM-L6-v2."
     )
@@ -193,7 +200,7 @@ class Settings(BaseSettings):
         "must not wait behind training or serving that hold every CPU.",
     )
 
-    @field_validator("served_models", "image_url_domains", mode="before")
+    @field_validator("served_models", "image_url_domains", "adapter_import_sources", mode="before")
     @classmethod
     def _parse_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -217,6 +224,14 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("only sqlite:// and postgresql:// URLs are supported")
+        return value
+
+    @field_validator("adapter_import_sources")
+    @classmethod
+    def _check_import_sources(cls, value: list[str]) -> list[str]:
+        wrong = [uri for uri in value if not uri.startswith("s3://") or len(uri) <= len("s3://")]
+        if wrong:
+            raise ValueError(f"each source must be an s3://bucket/prefix/ URI, not {', '.join(wrong)}")
         return value
 
     # Derived locations -------------------------------------------------------------------------------

@@ -101,6 +101,10 @@ class ObjectStore:
             multipart_threshold=_MULTIPART_THRESHOLD, multipart_chunksize=_MULTIPART_THRESHOLD
         )
 
+    def bucket_store(self, bucket: str) -> ObjectStore:
+        """The same endpoint and credentials over another bucket (adapters imported from a shared one)."""
+        return ObjectStore(self.credentials, bucket)
+
     @property
     def where(self) -> str:
         return f"s3://{self.bucket} at {self.credentials.endpoint_url or 'AWS S3'}"

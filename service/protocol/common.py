@@ -104,8 +104,16 @@ class ModelLineage(BaseModel):
 class ModelImport(BaseModel):
     """POST /v1/models (an extension): an existing PEFT LoRA adapter becomes a model of the caller's."""
 
-    file: str = Field(
-        description="A file uploaded with purpose `adapter`: the adapter folder as .tar.gz or .zip."
+    file: str | None = Field(
+        None,
+        description="A file uploaded with purpose `adapter`: the adapter folder as .tar.gz or .zip. Give "
+        "this or `source`.",
+    )
+    source: str | None = Field(
+        None,
+        description="An S3 folder holding the adapter's files, `s3://bucket/prefix/`, under a prefix the "
+        "admin allows (TUNESERVE_ADAPTER_IMPORT_SOURCES). Give this or `file`.",
+        examples=["s3://shared-adapters/support-bot/"],
     )
     base_model: str = Field(description="The base model the adapter was trained on.")
     suffix: str | None = Field(

@@ -16,7 +16,13 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
-from tests.integration.helpers import MODELS_DIR, RunningStack, make_stack, postgres_server
+from tests.integration.helpers import (
+    MODELS_DIR,
+    SHARED_ADAPTERS,
+    RunningStack,
+    make_stack,
+    postgres_server,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,7 +46,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     batch as alone" depend on luck. Throughput is measured in bfloat16 (bench/bench_serving.py).
 
     TUNESERVE_TEST_STACK=<data dir> runs the tests against a stack a developer started (with
-    TUNESERVE_SERVING_DTYPE=float32, TUNESERVE_RAY_NUM_CPUS=6 and both base models) instead of starting one."""
+    TUNESERVE_SERVING_DTYPE=float32, TUNESERVE_RAY_NUM_CPUS=6, both base models and
+    TUNESERVE_ADAPTER_IMPORT_SOURCES=s3://shared-adapters/) instead of starting one."""
     reuse = os.environ.get("TUNESERVE_TEST_STACK")
     if reuse:  # a developer's stack that is already up (same settings as below): no start, no stop
         data_dir = Path(reuse)
@@ -58,6 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         TUNESERVE_SERVING_DTYPE="float32",
         TUNESERVE_BASE_MODELS=json.dumps(bases),
         TUNESERVE_RAY_NUM_CPUS="6",
+        TUNESERVE_ADAPTER_IMPORT_SOURCES=f"s3://{SHARED_ADAPTERS}/",
     )
     running.up()
     try:

@@ -247,6 +247,8 @@ def make_stack(data_dir: Path, serve: bool = False, **extra_env: str) -> Running
 
 
 BASE_PATH = MODELS_DIR / DEFAULT_BASE_MODEL
+# A second bucket of the stack's S3 server that the session's stack may import adapters from.
+SHARED_ADAPTERS = "shared-adapters"
 
 
 def make_adapter(folder: Path, seed: int, rank: int = 8, scale: float = 0.05) -> Path:

@@ -15,6 +15,7 @@ import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import (
+    SHARED_ADAPTERS,
     RunningStack,
     import_adapter,
     make_adapter,
@@ -56,7 +57,18 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     from tests.integration.helpers import BASE_PATH, greedy
 
     folder = make_adapter(tmp_path / "strong", seed=3, scale=0.1)  # changes some answers, coherently
-    imported = import_adapter(stack, folder, "strong")
+    # Imported from a second bucket of the same S3 server, a prefix the stack allows (not an upload).
+    shared = store_of(stack).bucket_store(SHARED_ADAPTERS)
+    shared.ensure_bucket()
+    shared.put_folder("team/strong/", folder)
+    resp = httpx.post(
+        stack.base_url + "/v1/models",
+        json={"source": f"s3://{SHARED_ADAPTERS}/team/strong/", "base_model": BASE, "suffix": "strong"},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    imported = resp.json()["id"]
     tokenizer = AutoTokenizer.from_pretrained(BASE_PATH)
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), folder

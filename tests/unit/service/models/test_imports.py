@@ -49,9 +49,18 @@ def tar_gz(folder: Path, inside: str = "my-adapter/") -> bytes:
     return out.getvalue()
 
 
+SHARED = "s3://shared-adapters/team-a/"
+
+
 @pytest.fixture
-def client(tmp_path: Path):
-    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=MemoryStore())
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def client(tmp_path: Path, store: MemoryStore):
+    settings = offline_settings(tmp_path, models_dir=MODELS, adapter_import_sources=[SHARED])
+    app = create_app(settings, store=store)
     with TestClient(app, headers=auth(ADMIN)) as client:
         yield client
 
@@ -136,3 +145,66 @@ def test_what_is_not_an_adapter_archive_is_refused(client: TestClient, tmp_path:
     )
     bad_base = client.post("/v1/models", json={"file": upload(client, tar_gz(twice)), "base_model": "nope"})
     assert_openai_error(bad_base, 404, "model_not_found")
+
+
+def share(store: MemoryStore, folder: Path, prefix: str = "team-a/bot/") -> str:
+    """Put the adapter `folder` into the shared bucket under `prefix`; its s3:// URI."""
+    shared = store.bucket_store("shared-adapters")
+    for path in folder.iterdir():
+        shared.put_bytes(prefix + path.name, path.read_bytes())
+    return f"s3://shared-adapters/{prefix}"
+
+
+def from_source(client: TestClient, source: str, **body: object):
+    return client.post("/v1/models", json={"source": source, "base_model": DEFAULT_BASE_MODEL, **body})
+
+
+def test_an_adapter_is_imported_from_an_allowed_s3_folder(
+    client: TestClient, store: MemoryStore, tmp_path: Path
+) -> None:
+    folder = adapter(tmp_path / "a")
+    resp = from_source(client, share(store, folder), suffix="shared")
+    assert resp.status_code == 200, resp.text
+    model = resp.json()["id"]
+    assert model.startswith(f"{DEFAULT_BASE_MODEL}:shared-")
+    # A copy in the service's own store: the model stays when the shared folder changes.
+    store.bucket_store("shared-adapters").delete_prefix("team-a/")
+    got = client.get(f"/v1/models/{model}/content")
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
+        weights = archive.extractfile("adapter_model.safetensors").read()
+    assert weights == (folder / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "words"),
+    [
+        ("s3://shared-adapters/team-b/bot/", "source_not_allowed", "not under a prefix the admin allows"),
+        ("s3://shared-adapters/team-a/../team-b/bot/", "source_not_allowed", "'..' path segment"),
+        ("s3://tuneserve/adapters/x/", "source_not_allowed", "own bucket"),
+        ("https://example.com/adapter/", "source_not_allowed", "not an s3:// URI"),
+        ("s3://shared-adapters/team-a/missing/", "invalid_adapter", "has no adapter_config.json"),
+    ],
+)
+def test_a_source_that_is_not_allowed_or_not_an_adapter_is_a_400(
+    client: TestClient, store: MemoryStore, tmp_path: Path, source: str, code: str, words: str
+) -> None:
+    share(store, adapter(tmp_path / "a"), "team-b/bot/")  # there, but not allowed
+    error = assert_openai_error(from_source(client, source), 400, code)
+    assert words in error["message"] and error["param"] == "source"
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [DEFAULT_BASE_MODEL]
+
+
+def test_an_adapter_from_a_source_gets_the_same_checks(
+    client: TestClient, store: MemoryStore, tmp_path: Path
+) -> None:
+    source = share(store, adapter(tmp_path / "a", rank=64))
+    error = assert_openai_error(from_source(client, source), 400, "invalid_adapter")
+    assert "rank 64 is above the served maximum 16" in error["message"] and error["param"] == "source"
+
+
+def test_exactly_one_of_file_and_source(client: TestClient, store: MemoryStore, tmp_path: Path) -> None:
+    folder = adapter(tmp_path / "a")
+    both = {"file": upload(client, tar_gz(folder)), "source": share(store, folder)}
+    for body in (both, {}):
+        resp = client.post("/v1/models", json={"base_model": DEFAULT_BASE_MODEL, **body})
+        assert "exactly one of `file` and `source`" in assert_openai_error(resp, 400)["message"]
