@@ -23,6 +23,7 @@ from service.api.metrics import ApiMetrics
 from service.api.routes import (
     admin,
     chat,
+    console,
     embeddings,
     evals,
     files,
@@ -178,6 +179,7 @@ def create_app(
         admin,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(console.router)  # the web console at /, outside the OpenAPI document
     return app
 
 
