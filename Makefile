@@ -9,7 +9,7 @@ ACCEL ?= cpu
 # pip on these machines warns once per package about missing local index folders; hide that noise.
 QUIET_PIP := grep -v -e "^WARNING: Location" -e "^Requirement already satisfied" || true
 
-.PHONY: setup run test test-unit test-integration lint bench image clean-venv
+.PHONY: setup run test test-unit test-integration lint bench image browser clean-venv
 
 setup: $(VENV)/.installed-$(ACCEL)
 	@$(BIN)/tuneserve models prepare
@@ -33,7 +33,13 @@ VISION_BASES := {"SmolLM2-135M-Instruct": "data/models/SmolLM2-135M-Instruct", "
 run: setup
 	$(if $(filter 1,$(VISION)),TUNESERVE_BASE_MODELS='$(VISION_BASES)') $(BIN)/tuneserve up
 
-test: setup test-unit test-integration
+test: setup browser test-unit test-integration
+
+# The console's browser tests drive Debian's chromium with Playwright (never a browser a tool downloads).
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the console's browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium (not root?): the browser tests will skip"; }
 
 # The unit tier records which API operations its tests call; the integration tier adds its own and fails
 # if an operation of the OpenAPI document was called by no test (tests/route_coverage.py).

@@ -436,7 +436,7 @@ async function playgroundPage(params) {
   const [list, stores] = await Promise.all([models(), api("/v1/vector_stores?limit=100")]);
   const wanted = params.get("model") || list[0]?.id;
   const first = modelSelect(list, wanted, { name: "model" });
-  const second = modelSelect(list, list[0]?.id, { name: "compare_model" });
+  const second = modelSelect(list, list[0]?.id, { name: "compare_model", "aria-label": "Second model" });
   const compare = h("input", { type: "checkbox", name: "compare" });
   const system = h("textarea", { name: "system", rows: 2, placeholder: "optional" });
   const prompt = h("textarea", { name: "prompt", rows: 4, required: true });
@@ -452,7 +452,7 @@ async function playgroundPage(params) {
     "Playground",
     [
       field("Model", first),
-      h("label", {}, h("span", {}, compare, " compare with"), second),
+      h("div", {}, h("label", { class: "inline" }, compare, " Compare with"), second),
       field("Temperature", temperature),
       field("Max tokens", maxTokens),
       field("Top p", topP),
@@ -566,7 +566,7 @@ async function vectorStorePage(id) {
     return list.some((f) => f.status === "in_progress");
   }
   const query = h("input", { name: "query", required: true, "aria-label": "Search query" });
-  const results = h("div");
+  const results = h("section", { "aria-label": "Search results" });
   show(
     h("h1", {}, `Vector store ${store.name || id}`),
     drop,

@@ -1,0 +1,197 @@
+"""The web console in a real headless browser (Debian's chromium driven by Playwright) against the running
+stack: sign in, start a job from an uploaded file and watch its loss curve grow, chat with the new model
+in the playground, fill a vector store and search it, run a suite; a wrong key and another tenant's
+resources. The main pages' screenshots are written to docs/console/ (the README shows them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.integration.helpers import DATA, REPO, RunningStack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = REPO / "docs" / "console"
+# As the machines' probe runs it: headless, no sandbox (root), and none of Chromium's own network calls,
+# which this closed network refuses.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium is not installed (make browser)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, stack: RunningStack):
+    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], errors  # no uncaught script error on any page
+
+
+def sign_in(page, key: str) -> None:
+    page.goto("/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def poll(what: str, check, timeout: float = 600, every: float = 0.5):
+    """`check()`'s first truthy value, polled from Python (the page's CSP forbids evaluated strings)."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+    return value
+
+
+def test_a_wrong_key_is_refused_with_a_clear_message(page) -> None:
+    sign_in(page, "sk-not-a-key")
+    alert = page.get_by_role("alert").filter(has_text="That key was refused")
+    alert.wait_for()
+    assert "API key" in alert.inner_text() or "key" in alert.inner_text().lower()
+    assert page.locator("#nav").is_hidden()
+
+
+def test_a_tenant_fine_tunes_chats_retrieves_and_evaluates_in_the_browser(
+    page, stack: RunningStack, tmp_path: Path
+) -> None:
+    key = stack.tenant_key("console")
+    sign_in(page, key)
+    page.get_by_role("heading", name="Fine-tuning").wait_for()
+
+    # A bad file: the API's message, naming the line, next to the form.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    page.get_by_label("Training data (JSONL)").set_input_files(str(bad))
+    page.get_by_role("button", name="Start").click()
+    error = page.get_by_role("alert").filter(has_text="line")
+    error.wait_for()
+    assert "line 1" in error.inner_text() or "line 2" in error.inner_text(), error.inner_text()
+
+    # A good one: 8 examples, 2 epochs of 8 steps; the job page follows it live.
+    good = tmp_path / "train.jsonl"
+    good.write_text("\n".join((DATA / "codeword_train.jsonl").read_text().splitlines()[:8]) + "\n")
+    page.get_by_label("Training data (JSONL)").set_input_files(str(good))
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_label("Suffix").fill("console")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/#/jobs/ftjob-*")
+    job_id = page.url.rsplit("/", 1)[1]
+    chart = page.locator("svg.chart")
+
+    def points() -> int:
+        return int(chart.get_attribute("data-train-points") or 0) if chart.count() else 0
+
+    first = poll("the first point of the loss curve", points)
+    grown = poll("the curve to grow while the job runs", lambda: points() > first and points())
+    assert grown > first
+    shot(page, "job")
+    page.locator(".status.succeeded").first.wait_for(timeout=600_000)
+    assert points() == 16
+    model = f"{DEFAULT_BASE_MODEL}:console-"
+    page.get_by_role("link", name=model).first.wait_for()
+
+    # The new model in the playground: a streamed answer.
+    page.get_by_role("link", name=model).first.click()
+    page.get_by_role("heading", name="Playground").wait_for()
+    assert page.get_by_label("Model", exact=True).input_value().startswith(model)
+    page.get_by_label("Message").fill("What is the capital of France?")
+    page.get_by_label("Max tokens").fill("8")
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator(".answer")
+    poll("a streamed answer", lambda: answer.count() and answer.first.inner_text().strip())
+    shot(page, "playground")
+
+    # A vector store: a document uploaded, ingested and found by a search.
+    page.get_by_role("link", name="Vector stores").click()
+    page.get_by_label("Name").fill("handbook")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url("**/#/vector-stores/vs_*")
+    doc = tmp_path / "handbook.md"
+    doc.write_text(
+        "# Travel\n\nEmployees book flights through the travel desk at least two weeks ahead.\n\n"
+        "# Equipment\n\nLaptops are replaced every three years; ask the helpdesk for a new one.\n"
+    )
+    page.get_by_label("Documents to add").set_input_files(str(doc))
+    page.locator(".status.completed").first.wait_for(timeout=120_000)
+    page.get_by_label("Query").fill("how often are laptops replaced?")
+    page.get_by_role("button", name="Search").click()
+    hit = page.get_by_role("region", name="Search results")
+    hit.get_by_text("handbook.md").first.wait_for()
+    assert "three years" in hit.inner_text()
+    shot(page, "vector-store")
+
+    # A built-in suite on the base model: the run's pass rate.
+    page.get_by_role("link", name="Evals").click()
+    page.get_by_label("Model to evaluate").select_option(DEFAULT_BASE_MODEL)
+    page.locator("button[data-suite='json-answers']").click()
+    page.wait_for_url("**/#/evals/*/runs/*")
+    page.locator(".status.completed").first.wait_for(timeout=300_000)
+    rate = page.locator("[data-pass-rate]").first
+    assert rate.inner_text().endswith("%"), rate.inner_text()
+    shot(page, "eval-run")
+    page.get_by_role("link", name="Fine-tuning").click()
+    page.get_by_role("link", name=job_id).wait_for()
+    shot(page, "jobs")
+
+    # Another tenant sees none of it.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, stack.tenant_key("console-other"))
+    page.get_by_role("heading", name="Fine-tuning").wait_for()
+    page.get_by_role("heading", name="Jobs").wait_for()
+    assert job_id not in page.locator("main").inner_text()
+    page.get_by_role("link", name="Models").click()
+    page.get_by_role("heading", name="Models").wait_for()
+    assert model not in page.locator("main").inner_text()
+    page.get_by_role("link", name="Vector stores").click()
+    page.get_by_role("heading", name="Vector stores").wait_for()
+    assert "handbook" not in page.locator("main").inner_text()
+    assert page.locator("#nav-admin").is_hidden()  # a tenant key has no admin page
+
+
+def test_the_admin_sees_health_and_makes_a_key(page, stack: RunningStack) -> None:
+    sign_in(page, stack.admin_key)
+    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("heading", name="API keys").wait_for()
+    assert "ray" in page.locator("main table").first.inner_text()  # the stack's components
+    page.get_by_label("Tenant").fill("made-in-console")
+    page.get_by_role("button", name="Create key").click()
+    made = page.get_by_text("Key for made-in-console (shown once)")
+    made.wait_for()
+    new_key = made.locator("code").inner_text()
+    tenants = [k["tenant"] for k in json.loads(stack.cli("keys", "list").stdout)]
+    assert new_key.startswith("sk-") and "made-in-console" in tenants
+    shot(page, "admin")
