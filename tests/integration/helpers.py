@@ -4,6 +4,8 @@ registered the way a finished job registers its model, waiting for a fine-tuning
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import os
 import shutil
@@ -251,14 +253,21 @@ BASE_PATH = MODELS_DIR / DEFAULT_BASE_MODEL
 SHARED_ADAPTERS = "shared-adapters"
 
 
+@functools.cache
+def _base_model():  # SmolLM2 in float32, loaded once per test session
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32)
+
+
 def make_adapter(folder: Path, seed: int, rank: int = 8, scale: float = 0.05) -> Path:
     """A LoRA adapter on q/v projections whose B matrices are random (seeded), so it changes the answers."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32)
+    model = copy.deepcopy(_base_model())  # peft changes the model it wraps
     peft_model = get_peft_model(
         model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"])
     )
