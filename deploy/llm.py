@@ -54,11 +54,9 @@ def cpu_binding_env(threads: str, cores: int) -> dict[str, str]:
     return {"VLLM_CPU_OMP_THREADS_BIND": threads, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
-def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLMConfig
-    """The LLMConfig of base model `name` (a local HF folder) with LoRA from the object store."""
-    from ray.serve.llm import LLMConfig
-
-    engine_kwargs: dict = {
+def engine_kwargs(settings: Settings, name: str, path: str) -> dict:
+    """vLLM's engine arguments for base model `name` (a local HF folder), from the settings. Pure."""
+    kwargs: dict = {
         "enable_lora": True,
         "max_loras": settings.serving_max_loras,
         "max_lora_rank": settings.serving_max_lora_rank,
@@ -72,15 +70,24 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
         "enable_auto_tool_choice": True,
         "tool_call_parser": settings.serving_tool_parsers.get(name, DEFAULT_TOOL_PARSER),
     }
+    if settings.serving_tensor_parallel_size > 1:  # a base that does not fit one GPU
+        kwargs["tensor_parallel_size"] = settings.serving_tensor_parallel_size
     if "image" in modalities(Path(path)):
-        engine_kwargs["limit_mm_per_prompt"] = {"image": settings.serving_max_images_per_prompt}
+        kwargs["limit_mm_per_prompt"] = {"image": settings.serving_max_images_per_prompt}
     kv_gib = settings.serving_kv_cache_gib or (None if settings.serving_gpu else CPU_KV_CACHE_GIB)
     if kv_gib:
-        engine_kwargs["kv_cache_memory_bytes"] = int(kv_gib * GIB)
+        kwargs["kv_cache_memory_bytes"] = int(kv_gib * GIB)
+    return kwargs
+
+
+def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLMConfig
+    """The LLMConfig of base model `name` (a local HF folder) with LoRA from the object store."""
+    from ray.serve.llm import LLMConfig
+
     return LLMConfig(
         model_loading_config={"model_id": name, "model_source": path},
         accelerator_config=None if settings.serving_gpu else {"kind": "cpu"},
-        engine_kwargs=engine_kwargs,
+        engine_kwargs=engine_kwargs(settings, name, path),
         lora_config={
             "dynamic_lora_loading_path": f"s3://{settings.s3_bucket}/adapters/{name}",
             "max_num_adapters_per_replica": settings.serving_max_loras,

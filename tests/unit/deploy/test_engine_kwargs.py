@@ -1,0 +1,49 @@
+"""vLLM's engine arguments as the settings give them (no engine started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy.llm import engine_kwargs
+from service.platform.settings import (
+    DEFAULT_BASE_MODEL,
+    VISION_TEST_MODEL,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+
+MODELS = Path(__file__).resolve().parents[3] / "data" / "models"
+
+
+def test_cpu_defaults() -> None:
+    kwargs = engine_kwargs(
+        Settings(serving_dtype="float32"), DEFAULT_BASE_MODEL, str(MODELS / DEFAULT_BASE_MODEL)
+    )
+    assert kwargs["enable_lora"] and (kwargs["max_loras"], kwargs["max_lora_rank"]) == (4, 16)
+    assert kwargs["dtype"] == "float32" and kwargs["kv_cache_memory_bytes"] == 1024**3
+    assert kwargs["tool_call_parser"] == "hermes"
+    assert "tensor_parallel_size" not in kwargs and "limit_mm_per_prompt" not in kwargs
+
+
+def test_a_vision_base_limits_images_per_prompt() -> None:
+    settings = Settings(serving_max_images_per_prompt=2)
+    kwargs = engine_kwargs(settings, VISION_TEST_MODEL, str(MODELS / VISION_TEST_MODEL))
+    assert kwargs["limit_mm_per_prompt"] == {"image": 2}
+
+
+def test_gpu_profile_tensor_parallel_and_memory() -> None:
+    settings = Settings(
+        serving_gpu=True, serving_tensor_parallel_size=2, serving_tool_parsers={"big": "llama3_json"}
+    )
+    kwargs = engine_kwargs(settings, "big", str(MODELS / DEFAULT_BASE_MODEL))
+    assert kwargs["tensor_parallel_size"] == 2 and kwargs["dtype"] == "bfloat16"
+    assert "kv_cache_memory_bytes" not in kwargs  # vLLM's share of GPU memory instead
+    assert kwargs["tool_call_parser"] == "llama3_json"
+
+
+def test_tensor_parallel_needs_gpus() -> None:
+    with pytest.raises(SettingsError, match="TENSOR_PARALLEL_SIZE above 1 needs TUNESERVE_SERVING_GPU"):
+        load_settings(serving_tensor_parallel_size=2)
