@@ -150,8 +150,14 @@ function every(seconds, fn) {
   timers.push(setTimeout(tick, seconds * 1000));
 }
 
+// Replace `el`'s children with `nodes` (nested lists flattened; null, undefined and false left out, where
+// the DOM's own replaceChildren would write them as text).
+function fill(el, ...nodes) {
+  el.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+}
+
 function show(...nodes) {
-  main.replaceChildren(...nodes.flat());
+  fill(main, ...nodes);
 }
 
 async function models() {
@@ -334,7 +340,7 @@ async function jobPage(id) {
     const ordered = [...events.values()].sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1));
     const metrics = ordered.filter((e) => e.type === "metrics").map((e) => e.data);
     const hp = job.hyperparameters || {};
-    parts.head.replaceChildren(
+    fill(parts.head,
       h("p", {}, "Status: ", status(job.status), job.fine_tuned_model ? [" — model ", playLink(job.fine_tuned_model)] : null),
       job.error?.message ? h("p", { class: "error" }, job.error.message) : null,
       h("div", { class: "row" },
@@ -355,11 +361,11 @@ async function jobPage(id) {
         job.status === "paused" ? h("button", { type: "button", class: "plain", onclick: act(`/v1/fine_tuning/jobs/${id}/resume`) }, "Resume") : null,
       ),
     );
-    parts.chart.replaceChildren(
+    fill(parts.chart,
       lossChart(metrics),
       h("p", {}, h("span", { class: "legend-train" }, "— training loss "), h("span", { class: "legend-valid" }, "— validation loss")),
     );
-    parts.checkpoints.replaceChildren(table(
+    fill(parts.checkpoints, table(
       [
         ["Step", (c) => c.step_number],
         ["Validation loss", (c) => c.metrics?.valid_loss?.toFixed?.(4) ?? ""],
@@ -368,7 +374,7 @@ async function jobPage(id) {
       checkpoints,
       "No checkpoints yet.",
     ));
-    parts.events.replaceChildren(table(
+    fill(parts.events, table(
       [["Time", (e) => when(e.created_at)], ["Level", (e) => e.level], ["Message", (e) => e.message]],
       ordered.filter((e) => e.type !== "metrics").reverse().slice(0, 50),
     ));
@@ -420,7 +426,7 @@ async function stream(body, out, cites) {
         if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
         const chunk = JSON.parse(line.slice(6));
         if (chunk.error) throw new Error(chunk.error.message);
-        if (chunk.citations) cites.replaceChildren(citationList(chunk.citations));
+        if (chunk.citations) fill(cites, citationList(chunk.citations));
         for (const choice of chunk.choices || []) out.append(choice.delta?.content || "");
       }
     }
@@ -471,7 +477,7 @@ async function playgroundPage(params) {
         { role: "user", content: picture && takesImages(model) ? [{ type: "image_url", image_url: { url: picture } }, ...content] : prompt.value },
       ];
       const selected = [...retrieval.selectedOptions].map((o) => o.value);
-      answers.replaceChildren();
+      fill(answers);
       await Promise.all(chosen.map(async (model) => {
         const out = h("div", { class: "answer", "aria-live": "polite", "data-model": model });
         const cites = h("div");
@@ -554,7 +560,7 @@ async function vectorStorePage(id) {
     const names = new Map();
     await Promise.all(list.map(async (f) => names.set(f.id, (await api(`/v1/files/${f.id}`).catch(() => ({}))).filename)));
     if (mine !== page) return false;
-    files.replaceChildren(table(
+    fill(files, table(
       [
         ["File", (f) => names.get(f.id) || f.id],
         ["Status", (f) => status(f.status)],
@@ -577,7 +583,7 @@ async function vectorStorePage(id) {
     h("h2", {}, "Search"),
     cardForm("Search", [field("Query", query)], "Search", async () => {
       const res = await api(`/v1/vector_stores/${id}/search`, { method: "POST", body: { query: query.value } });
-      results.replaceChildren(table(
+      fill(results, table(
         [
           ["Score", (r) => r.score.toFixed(3)],
           ["File", (r) => r.filename],
@@ -654,7 +660,7 @@ async function evalPage(id) {
     const query = [...picked].map((r) => `run_ids=${encodeURIComponent(r)}`).join("&");
     try {
       const c = await api(`/v1/evals/${id}/compare?${query}`);
-      comparison.replaceChildren(
+      fill(comparison,
         table(
           [["Criterion", (r) => r.testing_criteria], ...c.runs.map((run, i) => [run.model, (r) => (r.pass_rate[i] === null ? "" : `${(100 * r.pass_rate[i]).toFixed(1)} %`)])],
           c.criteria,
@@ -697,7 +703,7 @@ async function runPage(evalId, runId) {
     const run = await api(`/v1/evals/${evalId}/runs/${runId}`);
     const output = (await api(`/v1/evals/${evalId}/runs/${runId}/output_items?limit=100`)).data;
     if (mine !== page) return false;
-    head.replaceChildren(
+    fill(head,
       h("p", {}, "Model ", playLink(run.model), " — ", status(run.status), ` — ${run.progress?.completed ?? 0} of ${run.progress?.total ?? "?"} items`),
       run.error?.message ? h("p", { class: "error" }, run.error.message) : null,
       table(
@@ -706,7 +712,7 @@ async function runPage(evalId, runId) {
         "No results yet.",
       ),
     );
-    items.replaceChildren(table(
+    fill(items, table(
       [
         ["Item", (it) => it.datasource_item_id],
         ["Status", (it) => status(it.status)],
@@ -787,7 +793,7 @@ async function adminPage() {
     h("h2", {}, "API keys"),
     cardForm("Create a key", [field("Tenant", tenant), field("Name", name)], "Create key", async () => {
       const k = await api("/v1/admin/api_keys", { method: "POST", body: { tenant: tenant.value, name: name.value || null } });
-      created.replaceChildren(h("p", { class: "ok" }, `Key for ${k.tenant} (shown once): `, h("code", {}, k.key)));
+      fill(created, h("p", { class: "ok" }, `Key for ${k.tenant} (shown once): `, h("code", {}, k.key)));
     }),
     created,
     table(
