@@ -141,6 +141,9 @@ class KeyStore:
     def list(self) -> list[ApiKeyRow]:
         return self.db.page(select(ApiKeyRow))[0]
 
+    def tenants(self) -> list[Tenant]:
+        return self.db.page(select(Tenant))[0]
+
     def revoke(self, key_id: str) -> ApiKeyRow:
         self.db.get_or_404(ApiKeyRow, key_id, "key_id")
         with self.db.session() as s:

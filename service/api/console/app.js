@@ -774,29 +774,47 @@ async function modelPage(id) {
 // ---------------------------------------------------------------------------------------------- admin
 
 async function adminPage() {
-  const [keys, health] = await Promise.all([api("/v1/admin/api_keys"), api("/health").catch((e) => ({ status: e.message }))]);
+  const health = await api("/health").catch((e) => ({ status: e.message }));
+  const tenantsBox = h("div");
+  const keysBox = h("div");
+  const limits = h("section", { "aria-label": "Tenant limits" });
   const tenant = h("input", { name: "tenant", required: true });
   const name = h("input", { name: "name" });
   const created = h("div", { "aria-live": "polite" });
-  const revoke = (id) => async () => {
-    await api(`/v1/admin/api_keys/${id}`, { method: "DELETE" });
-    route();
-  };
-  show(
-    h("h1", {}, "Admin"),
-    h("h2", {}, "Health"),
-    h("p", {}, "Service: ", status(health.status)),
-    table(
-      [["Component", (c) => c[0]], ["Status", (c) => status(c[1].status)], ["Detail", (c) => c[1].detail || ""]],
-      Object.entries(health.components || {}),
-    ),
-    h("h2", {}, "API keys"),
-    cardForm("Create a key", [field("Tenant", tenant), field("Name", name)], "Create key", async () => {
-      const k = await api("/v1/admin/api_keys", { method: "POST", body: { tenant: tenant.value, name: name.value || null } });
-      fill(created, h("p", { class: "ok" }, `Key for ${k.tenant} (shown once): `, h("code", {}, k.key)));
-    }),
-    created,
-    table(
+
+  async function refresh() {
+    const [tenants, keys] = await Promise.all([api("/v1/admin/tenants"), api("/v1/admin/api_keys")]);
+    const toggle = (t) => async () => {
+      const id = encodeURIComponent(t.id);
+      const path = t.disabled_at ? `/v1/admin/tenants/${id}/enable` : `/v1/admin/tenants/${id}/disable`;
+      await api(path, { method: "POST" });
+      await refresh();
+    };
+    const showLimits = (t) => async () => {
+      const l = await api(`/v1/admin/tenants/${encodeURIComponent(t.id)}/limits`);
+      fill(limits, h("h2", {}, `Limits of ${t.id}`), table(
+        [["Limit", (r) => r[0]], ["Value", (r) => String(r[1])], ["", (r) => (r[0] in l.overrides ? "set by the admin" : "default")]],
+        Object.entries(l.limits),
+      ));
+    };
+    const revoke = (id) => async () => {
+      await api(`/v1/admin/api_keys/${id}`, { method: "DELETE" });
+      await refresh();
+    };
+    fill(tenantsBox, table(
+      [
+        ["Tenant", (t) => t.id],
+        ["Created", (t) => when(t.created_at)],
+        ["Status", (t) => (t.disabled_at ? status("disabled") : "enabled")],
+        ["", (t) => (t.id === "default" ? "" : [
+          h("button", { type: "button", class: "plain", onclick: toggle(t), "data-tenant": t.id }, t.disabled_at ? "Enable" : "Disable"),
+          " ",
+          h("button", { type: "button", class: "plain", onclick: showLimits(t) }, "Limits"),
+        ])],
+      ],
+      tenants.data,
+    ));
+    fill(keysBox, table(
       [
         ["Tenant", (k) => k.tenant],
         ["Name", (k) => k.name || ""],
@@ -805,7 +823,29 @@ async function adminPage() {
         ["", (k) => (k.revoked_at ? "revoked" : h("button", { type: "button", class: "plain", onclick: revoke(k.id) }, "Revoke"))],
       ],
       keys.data,
+    ));
+  }
+
+  await refresh();
+  show(
+    h("h1", {}, "Admin"),
+    h("h2", {}, "Health"),
+    h("p", {}, "Service: ", status(health.status)),
+    table(
+      [["Component", (c) => c[0]], ["Status", (c) => status(c[1].status)], ["Detail", (c) => c[1].detail || ""]],
+      Object.entries(health.components || {}),
     ),
+    h("h2", {}, "Tenants"),
+    tenantsBox,
+    limits,
+    h("h2", {}, "API keys"),
+    cardForm("Create a key", [field("Tenant", tenant), field("Name", name)], "Create key", async () => {
+      const k = await api("/v1/admin/api_keys", { method: "POST", body: { tenant: tenant.value, name: name.value || null } });
+      fill(created, h("p", { class: "ok" }, `Key for ${k.tenant} (shown once): `, h("code", {}, k.key)));
+      await refresh();
+    }),
+    created,
+    keysBox,
   );
 }
 

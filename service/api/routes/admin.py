@@ -38,6 +38,12 @@ def revoke_api_key(key_id: str, services: Svc, _: Admin) -> ApiKey:
     return services.keys.to_api(services.keys.revoke(key_id))
 
 
+@router.get("/tenants", response_model=ListResponse[TenantObject], summary="List tenants")
+def list_tenants(services: Svc, _: Admin) -> ListResponse[TenantObject]:
+    """Extension: every tenant (made with its first key), and whether it is disabled."""
+    return ListResponse[TenantObject].page([services.keys.tenant_to_api(r) for r in services.keys.tenants()])
+
+
 @router.post("/tenants/{tenant}/disable", response_model=TenantObject, summary="Disable a tenant")
 def disable_tenant(tenant: str, services: Svc, _: Admin) -> TenantObject:
     """Extension. The tenant's keys are refused from now on (403 `tenant_disabled`), its open streams end,

@@ -188,11 +188,18 @@ def test_the_admin_sees_health_and_makes_a_key(page, stack: RunningStack) -> Non
     page.get_by_role("link", name="Admin").click()
     page.get_by_role("heading", name="API keys").wait_for()
     assert "ray" in page.locator("main table").first.inner_text()  # the stack's components
-    page.get_by_label("Tenant").fill("made-in-console")
+    page.get_by_label("Tenant", exact=True).fill("made-in-console")
     page.get_by_role("button", name="Create key").click()
     made = page.get_by_text("Key for made-in-console (shown once)")
     made.wait_for()
     new_key = made.locator("code").inner_text()
     tenants = [k["tenant"] for k in json.loads(stack.cli("keys", "list").stdout)]
     assert stack.get("/v1/models", key=new_key).status_code == 200 and "made-in-console" in tenants
+    # Disable the new tenant from its row (its key is refused at once), then enable it again.
+    page.locator("button[data-tenant='made-in-console']").click()
+    page.locator("button[data-tenant='made-in-console']", has_text="Enable").wait_for()
+    assert stack.get("/v1/models", key=new_key).status_code == 403
+    page.locator("button[data-tenant='made-in-console']").click()
+    page.locator("button[data-tenant='made-in-console']", has_text="Disable").wait_for()
+    assert stack.get("/v1/models", key=new_key).status_code == 200
     shot(page, "admin")

@@ -100,3 +100,9 @@ def test_the_admin_overrides_one_tenants_limits(tmp_path: Path) -> None:
         assert client.get("/v1/admin/tenants/nobody/limits", headers=auth(ADMIN)).status_code == 404
         assert client.post(url, json={"vector_stores": 9}, headers=acme).status_code == 403
         assert client.post(url, json={"vector_stores": -1}, headers=auth(ADMIN)).status_code == 400
+        # The tenants, and which are disabled.
+        client.post("/v1/admin/tenants/other/disable", headers=auth(ADMIN))
+        tenants = {t["id"]: t for t in client.get("/v1/admin/tenants", headers=auth(ADMIN)).json()["data"]}
+        assert {"acme", "other"} <= set(tenants) and tenants["other"]["disabled_at"] is not None
+        assert tenants["acme"]["disabled_at"] is None
+        assert client.get("/v1/admin/tenants", headers=acme).status_code == 403
