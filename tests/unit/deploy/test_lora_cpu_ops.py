@@ -18,16 +18,39 @@ def reference(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor
     return torch.stack(rows)
 
 
+def dense(out: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor:
+    return torch.zeros(rows, cols) if out is None else out  # None: no token has weights here
+
+
+@pytest.mark.parametrize("expand", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("indices", [[0, 1, 2, 1, 0, 2], [-1, 0, -1, 3, 3, -1], [2, 2, 2, 2, 2, 2], [-1] * 6])
-def test_lora_matmul_matches_the_per_token_reference(dtype: torch.dtype, indices: list[int]) -> None:
+@pytest.mark.parametrize(
+    "indices",
+    [[0, 1, 2, 1, 0, 2], [-1, 0, -1, 3, 3, -1], [2, 2, 2, 2, 2, 2], [-1] * 6, [1, -1, 1, 1, 1, 1], [3]],
+)
+def test_lora_matmul_matches_the_per_token_reference(
+    dtype: torch.dtype, indices: list[int], expand: bool
+) -> None:
     torch.manual_seed(0)
-    x = torch.randn(6, 32, dtype=dtype)
+    x = torch.randn(len(indices), 32, dtype=dtype)
     w = torch.randn(4, 1, 8, 32, dtype=dtype)  # 4 slots, rank 8, vLLM's [slots, 1, out, in] layout
     idx = torch.tensor(indices)
-    out = lora_matmul(x, w, idx, torch.float32)
-    assert out.shape == (6, 8)
+    out = dense(lora_matmul(x, w, idx, torch.float32, expand=expand), len(indices), 8)
+    assert out.shape == (len(indices), 8)
     torch.testing.assert_close(out, reference(x, w, idx), rtol=2e-2, atol=2e-2)
+
+
+def test_a_slot_written_after_a_call_is_used_by_the_next() -> None:
+    """The concatenated weights are cached while the slot tensor is unchanged: vLLM loading another adapter
+    into a slot (an in-place copy, as `set_lora` does) must be seen at once."""
+    x = torch.ones(2, 4)
+    w = torch.zeros(3, 1, 2, 4)
+    idx = torch.tensor([0, 1])
+    assert lora_matmul(x, w, idx, torch.float32) is None  # no adapter has weights in this module
+    w[1, 0].copy_(torch.ones(2, 4))
+    assert dense(lora_matmul(x, w, idx, torch.float32), 2, 2).tolist() == [[0.0, 0.0], [4.0, 4.0]]
+    w[1, 0].fill_(0.5)
+    assert dense(lora_matmul(x, w, idx, torch.float32), 2, 2).tolist() == [[0.0, 0.0], [2.0, 2.0]]
 
 
 def test_a_token_without_adapter_never_gets_the_last_slot() -> None:
@@ -50,3 +73,13 @@ def test_expand_adds_or_sets_and_slices() -> None:
     wide = torch.zeros(3, 10)
     bgmv_expand_slice(x, w, wide, torch.tensor([1, 1, -1]), slice_offset=3, slice_size=4, add_inputs=True)
     assert wide[:, 3:7].tolist() == [[2.0] * 4, [2.0] * 4, [0.0] * 4] and wide[:, :3].abs().sum() == 0
+    # A module none of the batch's adapters has: adds nothing, or sets zeros.
+    zero = torch.zeros(2, 4, 2)
+    out = torch.ones(3, 4)
+    bgmv_expand(x, zero, out, torch.tensor([0, 1, -1]), add_inputs=True)
+    assert out.tolist() == [[1.0] * 4] * 3
+    bgmv_expand_slice(x, zero, wide, torch.tensor([0, 1, 1]), slice_offset=3, slice_size=4, add_inputs=False)
+    assert wide[:, 3:7].abs().sum() == 0
+    shrunk = torch.full((3, 2), 7.0)
+    bgmv_shrink(torch.ones(3, 2), zero, shrunk, torch.tensor([0, 1, 0]))
+    assert shrunk.abs().sum() == 0
