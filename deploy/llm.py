@@ -143,10 +143,13 @@ def server_class():  # a subclass of ray.serve.llm.LLMServer (imported lazily: v
             return stream()
 
         async def engine_load(self) -> dict:
+            import ray
+
             client = self.engine._engine_client  # vLLM's AsyncLLM
             return {
                 "running": client.get_num_unfinished_requests(),
                 "adapters": len(await client.list_loras()),
+                "node": ray.util.get_node_ip_address(),  # on a cluster: where Ray placed this replica
             }
 
     return TuneserveLLMServer
@@ -167,11 +170,13 @@ class ServeLLMEngine:
         return base_model in self._handles
 
     def probe(self) -> str:
-        """Requests in flight and adapters loaded, per base model (one replica's view each)."""
+        """Requests in flight, adapters loaded and the node, per base model (one replica's view each)."""
         parts = []
         for name, handle in self._handles.items():
             load = handle.options(stream=False).engine_load.remote().result(timeout_s=10)
-            parts.append(f"{name}: {load['running']} running, {load['adapters']} adapters loaded")
+            parts.append(
+                f"{name}: {load['running']} running, {load['adapters']} adapters loaded, on {load['node']}"
+            )
         return "; ".join(parts) or "no models served"
 
     async def generate(self, endpoint: Endpoint, model: ResolvedModel, body: dict) -> EngineResult:

@@ -370,7 +370,11 @@ class Stack:
 
         from deploy.app import build_application
 
+        # The proxy on the head only: the stack's address is the head's. With Serve's default (a proxy on
+        # every node with a replica), nodes sharing a machine (tests, `ray start` beside the stack) would
+        # each try to bind the same host:port.
         serve.start(
+            proxy_location="HeadOnly",
             http_options={"host": settings.host, "port": settings.port},
             logging_config={"log_level": "WARNING"},
         )

@@ -118,6 +118,24 @@ def process_cmdlines() -> dict[int, str]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, their children and so on."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:  # "pid (name) state ppid ...": the name may hold spaces, so split after its ")"
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def stack_pids(data_dir: Path) -> list[int]:
     """Every process whose command line mentions this stack's data dir or Ray temp dir."""
     from service.stack.supervisor import ray_temp_dir
@@ -157,30 +175,8 @@ def ray_auth_of(stack: RunningStack) -> Iterator[None]:
 @contextlib.contextmanager
 def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
     """A second Ray node (its own raylet, on 127.0.0.2) joined to the stack's head until the block ends."""
-    env = {
-        **os.environ,
-        **ray_auth_env(stack.data_dir),  # the head refuses a node without the stack's token
-        "RAY_worker_niceness": "0",
-        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-    }
-    # Its own IP (else Ray Train sees one node), its own temp dir and agent port (else they collide).
-    node = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            f"--address={stack.state['ray_address']}",
-            "--block",
-            "--node-ip-address=127.0.0.2",
-            f"--num-cpus={cpus}",
-            f"--temp-dir={tempfile.mkdtemp(prefix='ts-node-')}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    env = {**os.environ, **ray_auth_env(stack.data_dir)}  # the head refuses a node without the stack's token
+    node = ray_node("127.0.0.2", cpus, env, f"--address={stack.state['ray_address']}")
     try:
         wait_until(
             lambda: (
@@ -193,8 +189,46 @@ def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
         assert node.poll() is None, "the second Ray node exited"
         yield
     finally:
-        node.terminate()
+        stop_ray_node(node)
+
+
+def ray_node(ip: str, cpus: int, env: dict[str, str], *args: str) -> subprocess.Popen:
+    """A Ray node on this machine (`ray start --block`): a head when `args` has --head, else one joining the
+    --address in `args`. Its own IP (else Ray sees one node), temp dir and agent port (else nodes on one
+    machine collide), and its own session, so that `stop_ray_node(..., lose=True)` takes all of it at once
+    as a lost machine would."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--block",
+            f"--node-ip-address={ip}",
+            f"--num-cpus={cpus}",
+            f"--temp-dir={tempfile.mkdtemp(prefix='ts-node-')}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--disable-usage-stats",
+            *args,
+        ],
+        env={**env, "RAY_worker_niceness": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_ray_node(node: subprocess.Popen, lose: bool = False) -> None:
+    """Stops a node of `ray_node`; `lose`: SIGKILL to every process of it at once (no goodbye to the head).
+    Every process: Ray starts some in sessions of their own, so the process group is not all of the node."""
+    if lose:
+        for pid in [node.pid, *descendants(node.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    node.terminate()
+    try:
         node.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
 
 
 def kill_training_workers() -> None:
