@@ -1,8 +1,10 @@
-"""The stack on a Ray cluster it did not start, shaped as KubeRay makes one: `TUNESERVE_RAY_ADDRESS` names a
-head that offers no CPUs (as the RayService's head, `num-cpus: "0"`) and two worker nodes of 2 CPUs each.
-Ray places the vLLM replica on a worker, where it answers; when that node is lost (every process of it
-killed at once), Serve starts the replica again on the other worker and the same question gets the same
-answer. The nodes are processes on this machine with their own IPs (127.0.0.x)."""
+"""The stack on services it did not start, shaped as a KubeRay deployment: `TUNESERVE_RAY_ADDRESS` names a
+Ray head that offers no CPUs (as the RayService's head, `num-cpus: "0"`) with two worker nodes of 2 CPUs
+each, and `TUNESERVE_S3_*` an S3 server of its own (rclone's, as no MinIO server installs here) with its
+own keys and bucket. Ray places the vLLM replica on a worker, where it answers, and serves an adapter
+imported through the API from that bucket as transformers + peft do; when the node is lost (every process
+of it killed at once), Serve starts the replica again on the other worker and the same questions get the
+same answers. The nodes are processes on this machine with their own IPs (127.0.0.x)."""
 
 from __future__ import annotations
 
@@ -14,16 +16,31 @@ import openai
 import pytest
 
 from service.platform.net import free_ports, listening
-from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import RunningStack, make_stack, ray_node, stop_ray_node, wait_until
+from service.platform.settings import DEFAULT_BASE_MODEL, Settings
+from service.platform.storage import ObjectStore, S3Credentials, start_embedded_s3
+from tests.integration.helpers import (
+    RunningStack,
+    import_adapter,
+    make_adapter,
+    make_stack,
+    ray_node,
+    stop_ray_node,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 WORKERS = ("127.0.0.2", "127.0.0.3")
+QUESTION = "Name a large river."
+BUCKET = "cluster-models"
 
 
 def test_a_replica_on_a_worker_node_answers_and_moves_when_its_node_is_lost(tmp_path: Path) -> None:
-    gcs, dashboard, client_port, metrics = free_ports(4)
+    gcs, dashboard, client_port, metrics, s3_port = free_ports(5)
+    creds = S3Credentials(f"http://127.0.0.1:{s3_port}", "cluster-key", "cluster-secret", "eu-west-1")
+    s3 = start_embedded_s3(
+        Settings(data_dir=tmp_path / "s3", s3_bucket=BUCKET), creds, s3_port, tmp_path / "s3.log"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNESERVE_", "RAY_AUTH"))}
     # A lost node is declared dead after 3 missed health checks a second apart (Ray's default: 5, 3 s).
     head_env = {**env, "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
@@ -50,17 +67,32 @@ def test_a_replica_on_a_worker_node_answers_and_moves_when_its_node_is_lost(tmp_
             TUNESERVE_RAY_ADDRESS=f"127.0.0.1:{gcs}",
             TUNESERVE_RAY_DASHBOARD_URL=f"http://127.0.0.1:{dashboard}",
             TUNESERVE_SERVED_MODELS=DEFAULT_BASE_MODEL,
+            TUNESERVE_SERVING_DTYPE="float32",  # as the reference below
+            TUNESERVE_S3_ENDPOINT_URL=creds.endpoint_url,
+            TUNESERVE_S3_ACCESS_KEY_ID=creds.access_key_id,
+            TUNESERVE_S3_SECRET_ACCESS_KEY=creds.secret_access_key,
+            TUNESERVE_S3_REGION=creds.region,
+            TUNESERVE_S3_BUCKET=BUCKET,
         )
         stack.up()  # its Serve deployments wait for the workers: the head has no CPU for them
         assert "3 node(s)" in _health(stack)["ray"]["detail"]
         first = _engine_node(stack)
         assert first in WORKERS, first  # not the head
         client = stack.client()
-        before = _answer(client)
-        assert before
+        folder = make_adapter(tmp_path / "adapter", seed=3, scale=0.1)
+        adapter = import_adapter(stack, folder, "cluster")
+        keys = [o.key for o in ObjectStore(creds, BUCKET).list("adapters/")]
+        assert any(k.endswith("adapter_model.safetensors") for k in keys), keys  # in the configured bucket
+        expected = {DEFAULT_BASE_MODEL: _answer(client, DEFAULT_BASE_MODEL), adapter: _reference(folder)}
+        assert _answer(client, adapter) == expected[adapter]  # loaded from that bucket on the worker
+        assert all(expected.values())
 
         stop_ray_node(nodes.pop(first), lose=True)
-        wait_until(lambda: _answer(client, timeout=30) == before, 300, "the same answer after the node loss")
+        wait_until(
+            lambda: all(_answer(client, m, timeout=30) == a for m, a in expected.items()),
+            300,
+            "the same answers after the node loss",
+        )
         [other] = [ip for ip in WORKERS if ip != first]
         assert _engine_node(stack) == other
         assert "2 node(s)" in _health(stack)["ray"]["detail"]
@@ -69,6 +101,8 @@ def test_a_replica_on_a_worker_node_answers_and_moves_when_its_node_is_lost(tmp_
             stack.down()
         for node in [*nodes.values(), head]:
             stop_ray_node(node)
+        s3.terminate()
+        s3.wait(30)
 
 
 def _health(stack: RunningStack) -> dict:
@@ -80,15 +114,29 @@ def _engine_node(stack: RunningStack) -> str:
     return re.search(r"on (\S+)$", engines)[1]
 
 
-def _answer(client: openai.OpenAI, timeout: float = 120) -> str | None:
-    """SmolLM2's greedy answer to one question; None while the engine cannot answer."""
+def _answer(client: openai.OpenAI, model: str, timeout: float = 120) -> str | None:
+    """The model's greedy answer to the question; None while the engine cannot answer."""
     try:
         chat = client.with_options(timeout=timeout).chat.completions.create(
-            model=DEFAULT_BASE_MODEL,
-            messages=[{"role": "user", "content": "Name a large river."}],
-            max_tokens=12,
+            model=model,
+            messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=8,
             temperature=0,
         )
     except openai.APIError:
         return None
     return chat.choices[0].message.content
+
+
+def _reference(folder: Path) -> str:
+    """transformers + peft's greedy answer with the adapter (float32)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.integration.helpers import BASE_PATH, greedy
+
+    base = AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32)
+    return greedy(
+        PeftModel.from_pretrained(base, folder), AutoTokenizer.from_pretrained(BASE_PATH), QUESTION, 8
+    )
