@@ -26,20 +26,23 @@ _WEIGHTS: dict = {}  # (slot tensor, slots, dtype, kind) -> (its version, the co
 _MAX_CACHED = 4096
 
 
-def _plan(indices: torch.Tensor) -> tuple:
+def _plan(indices: torch.Tensor, seq_lens: torch.Tensor | None = None) -> tuple:
     """The batch's adapter slots (sorted), each token's position among them (None when every token has the
-    same one) and a 0/1 mask of the tokens with an adapter (None when all have one). Cached by content:
-    every call of a step gets the same indices."""
-    key = tuple(indices.tolist())
+    same one) and a 0/1 mask of the tokens with an adapter (None when all have one). `indices` gives each
+    token's slot, or with `seq_lens` each sequence's (vLLM's sgmv ops; expanding them with
+    `repeat_interleave` on every call cost more than the matmuls). Cached by content: every call of a step
+    gets the same indices."""
+    key = tuple(indices.tolist()) if seq_lens is None else (tuple(indices.tolist()), tuple(seq_lens.tolist()))
     found = _PLANS.get(key)
     if found is None:
-        slots = tuple(sorted({s for s in key if s >= 0}))
+        tokens = key if seq_lens is None else [s for s, n in zip(*key, strict=True) for _ in range(n)]
+        slots = tuple(sorted({s for s in tokens if s >= 0}))
         position = mask = None
-        if len(slots) > 1 or (slots and -1 in key):
-            position = torch.tensor([slots.index(s) if s >= 0 else 0 for s in key])
-            if -1 in key:
-                mask = torch.tensor([[1.0] if s >= 0 else [0.0] for s in key])
-        found = (slots, position, mask, torch.arange(len(key)))
+        if len(slots) > 1 or (slots and -1 in tokens):
+            position = torch.tensor([slots.index(s) if s >= 0 else 0 for s in tokens])
+            if -1 in tokens:
+                mask = torch.tensor([[1.0] if s >= 0 else [0.0] for s in tokens])
+        found = (slots, position, mask, torch.arange(len(tokens)))
         _remember(_PLANS, key, found)
     return found
 
@@ -84,16 +87,18 @@ def lora_matmul(
     indices: torch.Tensor,
     dtype: torch.dtype,
     expand: bool = False,
+    seq_lens: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """out[t] = weights[indices[t]] @ inputs[t] for each token t; zeros where indices[t] < 0. None means
     all zeros (no token has an adapter with weights here).
 
-    inputs [T, in]; weights [slots, out, in] (or [slots, 1, out, in]); indices [T]. Returns [T, out].
+    inputs [T, in]; weights [slots, out, in] (or [slots, 1, out, in]); indices [T], or one per sequence
+    with `seq_lens` (summing to T). Returns [T, out].
     `expand` says which of two equal computations is cheaper: False for LoRA's A (in >> out), True for B.
     """
     if weights.dim() == 4:
         weights = weights.squeeze(1)
-    slots, position, mask, tokens = _plan(indices)
+    slots, position, mask, tokens = _plan(indices, seq_lens)
     matrix = _prepared(weights, slots, dtype, expand) if slots else None
     if matrix is None:
         return None
@@ -110,14 +115,18 @@ def lora_matmul(
     return out if mask is None else out * mask.to(dtype)
 
 
-def bgmv_shrink(inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0) -> None:
-    out = lora_matmul(inputs, lora_a_weights, lora_indices_tensor, output_tensor.dtype)
+def bgmv_shrink(
+    inputs, lora_a_weights, output_tensor, lora_indices_tensor, scaling: float = 1.0, seq_lens=None
+):
+    out = lora_matmul(inputs, lora_a_weights, lora_indices_tensor, output_tensor.dtype, seq_lens=seq_lens)
     rank = lora_a_weights.shape[-2]
     output_tensor[:, :rank] = 0 if out is None else scaling * out
 
 
-def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True) -> None:
-    out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, expand=True)
+def bgmv_expand(
+    inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs: bool = True, seq_lens=None
+):
+    out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, True, seq_lens)
     common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
     if out is None:
         if not add_inputs:
@@ -138,8 +147,9 @@ def bgmv_expand_slice(  # vLLM's signature
     slice_offset: int,
     slice_size: int,
     add_inputs: bool = True,
+    seq_lens=None,
 ) -> None:
-    out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, expand=True)
+    out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, True, seq_lens)
     target = output_tensor[:, slice_offset : slice_offset + slice_size]
     if out is None:
         if not add_inputs:
@@ -148,6 +158,44 @@ def bgmv_expand_slice(  # vLLM's signature
         target += out
     else:
         target.copy_(out)
+
+
+# vLLM's sgmv_* (a slot per sequence: b_seq_start_loc, seq_len_tensor, lora_indices_tensor, batches,
+# max_seq_length, token_nums) are the bgmv_* above with the sequences' lengths.
+def sgmv_shrink(inputs, lora_a_weights, output_tensor, _starts, seq_lens, indices, _b, _m, _t, scaling):
+    bgmv_shrink(inputs, lora_a_weights, output_tensor, indices, scaling, seq_lens=seq_lens)
+
+
+def sgmv_expand(
+    inputs, lora_b_weights, output_tensor, _starts, seq_lens, indices, _b, _m, _t, add_inputs=False
+):
+    bgmv_expand(inputs, lora_b_weights, output_tensor, indices, add_inputs, seq_lens=seq_lens)
+
+
+def sgmv_expand_slice(  # vLLM's signature
+    inputs,
+    lora_b_weights,
+    output_tensor,
+    _starts,
+    seq_lens,
+    indices,
+    _batches,
+    _max_seq_length,
+    _token_nums,
+    slice_offset: int,
+    slice_size: int,
+    add_inputs: bool = False,
+) -> None:
+    bgmv_expand_slice(
+        inputs,
+        lora_b_weights,
+        output_tensor,
+        indices,
+        slice_offset,
+        slice_size,
+        add_inputs,
+        seq_lens=seq_lens,
+    )
 
 
 def register() -> None:
@@ -160,11 +208,14 @@ def register() -> None:
     import vllm.lora.ops.torch_ops.lora_ops as ops
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
-    # The sgmv_* (prefill) ops call bgmv_* through `ops`' globals; punica_cpu imported bgmv_* by name.
+    # punica_cpu imported the ops by name (vLLM's CPU path uses the sgmv_* for every batch).
     for name, fn in (
         ("bgmv_shrink", bgmv_shrink),
         ("bgmv_expand", bgmv_expand),
         ("bgmv_expand_slice", bgmv_expand_slice),
+        ("sgmv_shrink", sgmv_shrink),
+        ("sgmv_expand", sgmv_expand),
+        ("sgmv_expand_slice", sgmv_expand_slice),
     ):
         for module in (ops, package, punica_cpu):
             if hasattr(module, name):

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploy.lora_cpu_ops import bgmv_expand, bgmv_expand_slice, bgmv_shrink, lora_matmul
+from deploy.lora_cpu_ops import (
+    bgmv_expand,
+    bgmv_expand_slice,
+    bgmv_shrink,
+    lora_matmul,
+    sgmv_expand,
+    sgmv_expand_slice,
+    sgmv_shrink,
+)
 
 
 def reference(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -83,3 +91,26 @@ def test_expand_adds_or_sets_and_slices() -> None:
     shrunk = torch.full((3, 2), 7.0)
     bgmv_shrink(torch.ones(3, 2), zero, shrunk, torch.tensor([0, 1, 0]))
     assert shrunk.abs().sum() == 0
+
+
+@pytest.mark.parametrize("slots", [[0, -1, 2], [1, 1, 1], [-1, -1, -1]])
+def test_the_sequence_ops_equal_the_token_ops_on_each_sequences_tokens(slots: list[int]) -> None:
+    """vLLM's sgmv_* give a slot per sequence with the sequences' lengths (it expands them per token)."""
+    torch.manual_seed(1)
+    lens = torch.tensor([3, 1, 2])
+    per_token = torch.repeat_interleave(torch.tensor(slots), lens)
+    starts, meta = torch.tensor([0, 3, 4]), (3, 3, 6)  # batches, longest, tokens: unused on CPU
+    x, a, b = torch.randn(6, 16), torch.randn(3, 1, 4, 16), torch.randn(3, 1, 10, 4)
+    want, got = torch.zeros(6, 4), torch.zeros(6, 4)
+    bgmv_shrink(x, a, want, per_token, 0.5)
+    sgmv_shrink(x, a, got, starts, lens, torch.tensor(slots), *meta, 0.5)
+    torch.testing.assert_close(got, want)
+    want_out, got_out = torch.ones(6, 10), torch.ones(6, 10)
+    bgmv_expand(want, b, want_out, per_token, add_inputs=True)
+    sgmv_expand(got, b, got_out, starts, lens, torch.tensor(slots), *meta, add_inputs=True)
+    torch.testing.assert_close(got_out, want_out)
+    want_wide, got_wide = torch.ones(6, 30), torch.ones(6, 30)
+    bgmv_expand_slice(want, b, want_wide, per_token, 12, 10, add_inputs=False)
+    sgmv_expand_slice(got, b, got_wide, starts, lens, torch.tensor(slots), *meta, 12, 10, add_inputs=False)
+    torch.testing.assert_close(got_wide, want_wide)
+    assert got_wide[:, :12].eq(1).all() and got_wide[:, 22:].eq(1).all()
