@@ -75,7 +75,7 @@ def test_a_replica_on_a_worker_node_answers_and_moves_when_its_node_is_lost(tmp_
             TUNESERVE_S3_BUCKET=BUCKET,
         )
         stack.up()  # its Serve deployments wait for the workers: the head has no CPU for them
-        assert "3 node(s)" in _health(stack)["ray"]["detail"]
+        wait_until(lambda: "3 node(s)" in _health(stack)["ray"]["detail"], 60, "both workers to join")
         first = _engine_node(stack)
         assert first in WORKERS, first  # not the head
         client = stack.client()
