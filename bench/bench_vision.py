@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import vision_task  # noqa: E402
-from bench.common import MODELS_DIR, child, percentile, plain_trainer, run_job, stack, stream_chat  # noqa: E402
+from bench.common import MODELS_DIR, chat_burst, child, percentile, plain_trainer, run_job, stack  # noqa: E402
 
 NAME = "SmolLM2-135M-LLaVA"
 MODEL = MODELS_DIR / NAME
@@ -178,13 +178,11 @@ def run_vllm() -> dict:
 
 
 def run_service_serving() -> dict:
-    """The whole service serving the VLM, images as data URLs over HTTP, streamed."""
-    import httpx
-
+    """The whole service serving the VLM, images as data URLs over HTTP, streamed (a thread per chat:
+    `bench.common.chat_burst`, the same thin client as bench_serving)."""
     with stack(base_models=json.dumps({NAME: str(MODEL)})) as (url, headers, _):
-
-        async def one(client: httpx.AsyncClient, picture: str) -> tuple[float, int]:
-            body = {
+        bodies = [
+            {
                 "model": NAME,
                 "messages": [vision_task.user_message(picture)],
                 "max_tokens": N_TOKENS,
@@ -193,19 +191,11 @@ def run_service_serving() -> dict:
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
-            return await stream_chat(client, body, headers)
-
-        async def burst() -> dict:
-            async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-                start = time.perf_counter()
-                res = await asyncio.gather(*(one(client, p) for p in pictures()))
-            return summary(time.perf_counter() - start, sum(n for _, n in res), [t for t, _ in res])
-
-        async def main() -> dict:
-            await burst()  # warm-up
-            return await burst()
-
-        return asyncio.run(main())
+            for picture in pictures()
+        ]
+        chat_burst(url, headers, bodies)  # warm-up
+        wall, res = chat_burst(url, headers, bodies)
+        return summary(wall, sum(n for _, n in res), [t for t, _ in res])
 
 
 # The tables --------------------------------------------------------------------------------------------

@@ -168,23 +168,6 @@ def chat_burst(base_url: str, headers: dict, bodies: list[dict]) -> tuple[float,
     return wall, results
 
 
-async def stream_chat(client, body: dict, headers: dict) -> tuple[float | None, int]:
-    """POST a streamed chat (`client` an httpx.AsyncClient): time to the first content, completion tokens."""
-    start, first, n = time.perf_counter(), None, 0
-    async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp:
-        if resp.status_code != 200:
-            raise RuntimeError(f"{body['model']}: {resp.status_code} {(await resp.aread()).decode()}")
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                n = event["usage"]["completion_tokens"]
-            elif first is None and any(c["delta"].get("content") for c in event["choices"]):
-                first = time.perf_counter() - start
-    return first, n
-
-
 def run_job(base: str, headers: dict, body: dict) -> tuple[float, list[dict], list[dict]]:
     """POST a fine-tuning job, wait for it to succeed (polling gently: on 2 cores a busy poller slows the
     job it measures); when it was posted, its step-metric events in step order, and all its events."""
