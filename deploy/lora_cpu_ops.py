@@ -19,10 +19,14 @@ runs in every vLLM process:
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 _PLANS: dict = {}  # token->slot indices -> (slots, position of each token's slot or None, mask or None)
-_WEIGHTS: dict = {}  # (slot tensor, slots, dtype, kind) -> (its version, the concatenated matrix or None)
+# (slot tensor's address, shape, slots, dtype, kind) -> (the tensor, its version, the concatenated matrix or
+# None); the tensor is held weakly and must be the same object: a freed tensor's address is reused.
+_WEIGHTS: dict = {}
 _MAX_CACHED = 4096
 
 
@@ -60,15 +64,17 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
-def _prepared(weights: torch.Tensor, slots: tuple, dtype: torch.dtype, expand: bool) -> torch.Tensor | None:
+def _prepared(stacked: torch.Tensor, slots: tuple, dtype: torch.dtype, expand: bool) -> torch.Tensor | None:
     """The slots' weights [S, out, in] as one right-hand matrix for all tokens: [in, S*out] (shrink: each
     token then picks its slot's block of the result) or [S*in, out] (expand: each token's input is put in
-    its slot's block). None when every one of these slots is zero (a module the adapters do not have)."""
-    version = _version(weights)
-    key = (weights.data_ptr(), tuple(weights.shape), slots, dtype, expand)
+    its slot's block). None when every one of these slots is zero (a module the adapters do not have).
+    `stacked` is vLLM's slot tensor, [slots, out, in] or [slots, 1, out, in]."""
+    version = _version(stacked)
+    key = (stacked.data_ptr(), tuple(stacked.shape), slots, dtype, expand)
     hit = _WEIGHTS.get(key)
-    if hit is not None and version is not None and hit[0] == version:
-        return hit[1]
+    if hit is not None and version is not None and hit[0]() is stacked and hit[1] == version:
+        return hit[2]
+    weights = stacked.squeeze(1) if stacked.dim() == 4 else stacked
     w = weights[list(slots)].to(dtype)
     if not bool(w.any()):
         matrix = None
@@ -77,7 +83,7 @@ def _prepared(weights: torch.Tensor, slots: tuple, dtype: torch.dtype, expand: b
     else:
         matrix = w.reshape(-1, w.shape[2]).T.contiguous()
     if version is not None:
-        _remember(_WEIGHTS, key, (version, matrix))
+        _remember(_WEIGHTS, key, (weakref.ref(stacked), version, matrix))
     return matrix
 
 
@@ -96,8 +102,6 @@ def lora_matmul(
     with `seq_lens` (summing to T). Returns [T, out].
     `expand` says which of two equal computations is cheaper: False for LoRA's A (in >> out), True for B.
     """
-    if weights.dim() == 4:
-        weights = weights.squeeze(1)
     slots, position, mask, tokens = _plan(indices, seq_lens)
     matrix = _prepared(weights, slots, dtype, expand) if slots else None
     if matrix is None:
