@@ -132,15 +132,10 @@ def bgmv_expand(
 ):
     out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, True, seq_lens)
     common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
-    if out is None:
-        if not add_inputs:
-            output_tensor[:, :common] = 0
-        return
-    limit = 1 if out.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
-    if add_inputs:
-        output_tensor[:, :common] += out[:limit, :common]
-    else:
-        output_tensor[:, :common] = out[:limit, :common]
+    # vLLM's rule: one row of result for many rows of output is broadcast to all of them.
+    limit = 1 if out is not None and out.shape[0] == 1 and output_tensor.shape[0] != 1 else None
+    rows = out if out is None else out[: limit or output_tensor.shape[0], :common]
+    _store(output_tensor[:, :common], rows, add_inputs)
 
 
 def bgmv_expand_slice(  # vLLM's signature
@@ -154,7 +149,11 @@ def bgmv_expand_slice(  # vLLM's signature
     seq_lens=None,
 ) -> None:
     out = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, True, seq_lens)
-    target = output_tensor[:, slice_offset : slice_offset + slice_size]
+    _store(output_tensor[:, slice_offset : slice_offset + slice_size], out, add_inputs)
+
+
+def _store(target: torch.Tensor, out: torch.Tensor | None, add_inputs: bool) -> None:
+    """target += out, or target = out (in place); None is zeros."""
     if out is None:
         if not add_inputs:
             target.zero_()

@@ -195,8 +195,8 @@ def second_node(stack: RunningStack, cpus: int = 2) -> Iterator[None]:
 def ray_node(ip: str, cpus: int, env: dict[str, str], *args: str) -> subprocess.Popen:
     """A Ray node on this machine (`ray start --block`): a head when `args` has --head, else one joining the
     --address in `args`. Its own IP (else Ray sees one node), temp dir and agent port (else nodes on one
-    machine collide), and its own session, so that `stop_ray_node(..., lose=True)` takes all of it at once
-    as a lost machine would."""
+    machine collide); `stop_ray_node(..., lose=True)` kills its whole process tree at once, as a lost
+    machine would."""
     return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
