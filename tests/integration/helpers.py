@@ -87,7 +87,9 @@ class RunningStack:
         return proc
 
     def up(self) -> None:
-        self.cli("up", "--detach")
+        # `up --detach` gives up after the stack's own TUNESERVE_STARTUP_TIMEOUT_S; this waits a bit longer
+        # so its message (what did not start) is what a failing test shows.
+        self.cli("up", "--detach", timeout=float(self.env.get("TUNESERVE_STARTUP_TIMEOUT_S", 300)) + 30)
 
     def down(self) -> None:
         self.cli("down", timeout=120, check=False)

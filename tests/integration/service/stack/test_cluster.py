@@ -28,7 +28,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.first]
 
 WORKERS = ("127.0.0.2", "127.0.0.3")
 QUESTION = "Name a large river."
@@ -73,6 +73,7 @@ def test_a_replica_on_a_worker_node_answers_and_moves_when_its_node_is_lost(tmp_
             TUNESERVE_S3_SECRET_ACCESS_KEY=creds.secret_access_key,
             TUNESERVE_S3_REGION=creds.region,
             TUNESERVE_S3_BUCKET=BUCKET,
+            TUNESERVE_STARTUP_TIMEOUT_S="600",  # its deployments wait for the workers to join and start
         )
         stack.up()  # its Serve deployments wait for the workers: the head has no CPU for them
         wait_until(lambda: "3 node(s)" in _health(stack)["ray"]["detail"], 60, "both workers to join")
