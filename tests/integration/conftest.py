@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,27 @@ from tests.integration.helpers import (
     make_stack,
     postgres_server,
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """TUNESERVE_TEST_CPU_LOG=<file>: a line per test of its wall time and the CPU time the whole machine
+    spent meanwhile (the tier is CPU-bound on CI's 2 cores; a test whose machine stays busy while it waits
+    shows work left running by an earlier one)."""
+    path = os.environ.get("TUNESERVE_TEST_CPU_LOG")
+    started, cpu = time.monotonic(), _machine_cpu_seconds()
+    yield
+    if path:
+        with open(path, "a") as log:
+            log.write(
+                f"{time.monotonic() - started:7.1f} s {_machine_cpu_seconds() - cpu:7.1f} cpu-s  {item.nodeid}\n"
+            )
+
+
+def _machine_cpu_seconds() -> float:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
