@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -138,7 +139,11 @@ def run_vllm() -> dict:
 
     # The service's engine arguments (the object store settings only feed the replicas' environment).
     settings = Settings(s3_endpoint_url="http://127.0.0.1:9", s3_access_key_id="-", s3_secret_access_key="-")
-    engine_kwargs = llm_config(settings, NAME, str(MODEL)).engine_kwargs
+    # The engine's own arguments: the tool-call ones are for the OpenAI front end (Ray Serve LLM's there).
+    fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    engine_kwargs = {
+        k: v for k, v in llm_config(settings, NAME, str(MODEL)).engine_kwargs.items() if k in fields
+    }
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=str(MODEL), **engine_kwargs))
     params = SamplingParams(max_tokens=N_TOKENS, ignore_eos=True, temperature=0)
 
