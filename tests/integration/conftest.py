@@ -28,17 +28,18 @@ from tests.integration.helpers import (
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """TEST_CPU_LOG=<file> (not a TUNESERVE_ name: the CLI refuses unknown settings): a line per test of its wall time and the CPU time the whole machine
-    spent meanwhile (the tier is CPU-bound on CI's 2 cores; a test whose machine stays busy while it waits
-    shows work left running by an earlier one)."""
+    """TEST_CPU_LOG=<file> (not a TUNESERVE_ name: the CLI refuses unknown settings) writes a line per test:
+    its wall time and the CPU time the whole machine spent meanwhile. The tier is CPU-bound on CI's 2
+    cores; a test whose machine stays busy while it waits shows work left running by an earlier one."""
     path = os.environ.get("TEST_CPU_LOG")
+    if not path:
+        yield
+        return
     started, cpu = time.monotonic(), _machine_cpu_seconds()
     yield
-    if path:
-        with open(path, "a") as log:
-            log.write(
-                f"{time.monotonic() - started:7.1f} s {_machine_cpu_seconds() - cpu:7.1f} cpu-s  {item.nodeid}\n"
-            )
+    wall, spent = time.monotonic() - started, _machine_cpu_seconds() - cpu
+    with open(path, "a") as log:
+        log.write(f"{wall:7.1f} s {spent:7.1f} cpu-s  {item.nodeid}\n")
 
 
 def _machine_cpu_seconds() -> float:
