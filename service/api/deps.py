@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -26,8 +26,10 @@ from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.vector_stores.service import VectorStores
 
-# A health probe returns a short status detail, or raises to say the component is down.
-HealthProbe = Callable[[], str]
+# A health probe returns a short status detail, or raises to say the component is down. A coroutine function
+# is awaited on the API's event loop (a Serve handle must be: the replica's loop may run its router); any
+# other probe runs in a thread.
+HealthProbe = Callable[[], str] | Callable[[], Awaitable[str]]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -12,6 +13,7 @@ from service.platform.errors import ApiError
 from service.protocol.admin import Health
 
 router = APIRouter(tags=["health"])
+PROBE_TIMEOUT_S = 10.0
 
 
 @router.get(
@@ -29,7 +31,7 @@ async def health(request: Request, services: Svc) -> JSONResponse:
         "object_store": lambda: _store(services),
         **services.probes,
     }
-    results = await asyncio.gather(*(asyncio.to_thread(_run, p) for p in probes.values()))
+    results = await asyncio.gather(*(_run(p) for p in probes.values()))
     components = dict(zip(probes, results, strict=True))
     ok = all(c["status"] == "ok" for c in components.values())
     body: dict = {"status": "ok" if ok else "degraded"}
@@ -47,9 +49,15 @@ def _is_admin(request: Request, services: Services) -> bool:
         return False
 
 
-def _run(probe: HealthProbe) -> dict:
+async def _run(probe: HealthProbe) -> dict:
     try:
-        return {"status": "ok", "detail": probe()}
+        if inspect.iscoroutinefunction(probe):
+            detail = await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+        else:
+            detail = await asyncio.to_thread(probe)
+        return {"status": "ok", "detail": detail}
+    except TimeoutError:
+        return {"status": "error", "detail": f"no answer in {PROBE_TIMEOUT_S:g} s"}
     except Exception as exc:  # a probe failing is the information we report
         return {"status": "error", "detail": f"{type(exc).__name__}: {exc}"}
 

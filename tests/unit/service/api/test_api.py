@@ -194,3 +194,30 @@ def test_vision_uploads_must_be_images_that_decode(tmp_path: Path) -> None:
     err = assert_openai_error(upload(out.getvalue()[:30]), 400, "invalid_image")
     assert "does not decode" in err["message"] and err["param"] == "file"
     assert len(store.objects) == 1  # the refused upload stored nothing
+
+
+def test_health_awaits_async_probes_and_reports_their_failures(tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from service.api.routes import health
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 0.2)
+
+    async def engines() -> str:
+        await asyncio.sleep(0)
+        return "2 running"
+
+    async def broken() -> str:
+        raise RuntimeError("replica gone")
+
+    async def stuck() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    probes = {"engines": engines, "broken": broken, "stuck": stuck, "sync": lambda: "fine"}
+    client = TestClient(create_app(offline_settings(tmp_path), probes=probes))
+    components = client.get("/health", headers=auth(ADMIN)).json()["components"]
+    assert components["engines"] == {"status": "ok", "detail": "2 running"}
+    assert components["sync"] == {"status": "ok", "detail": "fine"}
+    assert components["broken"] == {"status": "error", "detail": "RuntimeError: replica gone"}
+    assert components["stuck"] == {"status": "error", "detail": "no answer in 0.2 s"}
