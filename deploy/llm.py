@@ -124,6 +124,15 @@ def server_class():  # a subclass of ray.serve.llm.LLMServer (imported lazily: v
             async with locks.setdefault(serve.get_multiplexed_model_id(), asyncio.Lock()):
                 await super()._maybe_resolve_lora_from_multiplex()
 
+        async def _start_engine(self) -> None:
+            # Ray Serve LLM's `_start_engine` also reports the model to a "TelemetryAgent" actor it creates
+            # for Ray's usage statistics, which the stack turns off (`--disable-usage-stats`): one more
+            # Ray worker process for ever, waking ~150 times a second on the engine's cores, for nothing.
+            # (Ray Serve LLM's own start, less that report.)
+            if self.engine is None:
+                raise ValueError("Engine is not set")
+            await self.engine.start()
+
         def _batch_output_stream(self, generator):
             # Chunks coalesced under load, the first sent at once (deploy.streaming), instead of Ray Serve
             # LLM's fixed 50 ms batches that also hold back the first token.
@@ -169,11 +178,11 @@ class ServeLLMEngine:
     def serves(self, base_model: str) -> bool:
         return base_model in self._handles
 
-    def probe(self) -> str:
+    async def probe(self) -> str:
         """Requests in flight, adapters loaded and the node, per base model (one replica's view each)."""
         parts = []
         for name, handle in self._handles.items():
-            load = handle.options(stream=False).engine_load.remote().result(timeout_s=10)
+            load = await handle.options(stream=False).engine_load.remote()
             parts.append(
                 f"{name}: {load['running']} running, {load['adapters']} adapters loaded, on {load['node']}"
             )

@@ -334,6 +334,7 @@ class Stack:
             # and we stop Serve ourselves first.
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
+        env.update(IDLE_WORKERS_ENV)
         with open(log_path(s), "ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -385,6 +386,13 @@ class Stack:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self.state), indent=2))
         tmp.replace(path)
+
+
+# No idle Ray workers kept beyond a minute (Ray keeps up to one per CPU for ever): each Ray worker process
+# wakes ~150 times a second (its main thread checks for signals every 10 ms), and on a small machine every
+# wakeup preempts one of the busy engine's OpenMP threads while the other spins at a barrier. The minute
+# keeps a batch of ingestion or evaluation tasks on warm workers. Measured in bench/RESULTS.md (serving).
+IDLE_WORKERS_ENV = {"RAY_num_workers_soft_limit": "0", "RAY_idle_worker_killing_time_threshold_ms": "60000"}
 
 
 def ray_temp_dir(settings: Settings) -> str:

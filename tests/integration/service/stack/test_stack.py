@@ -12,7 +12,15 @@ import openai
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
-from tests.integration.helpers import DATA, REPO, RunningStack, make_stack, stack_pids, wait_until
+from tests.integration.helpers import (
+    DATA,
+    REPO,
+    RunningStack,
+    make_stack,
+    ray_auth_of,
+    stack_pids,
+    wait_until,
+)
 
 
 def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
@@ -39,6 +47,21 @@ def test_health_reports_every_component_ok(stack: RunningStack) -> None:
     assert body["status"] == "ok", body
     assert set(body["components"]) == {"db", "object_store", "ray", "serving", "engines", "jobs"}
     assert "1 node(s)" in body["components"]["ray"]["detail"]
+
+
+def test_the_stack_runs_no_usage_telemetry_actor(stack: RunningStack) -> None:
+    # Ray Serve LLM would start one per cluster (deploy.llm's `_start_engine` says why it must not).
+    import ray
+    from ray.util.state import list_actors
+
+    with ray_auth_of(stack):
+        ray.init(address=stack.state["ray_address"], log_to_driver=False)
+        try:
+            alive = {a.class_name for a in list_actors(filters=[("state", "=", "ALIVE")])}
+        finally:
+            ray.shutdown()
+    assert any(name.startswith("ServeReplica:tuneserve:vllm:") for name in alive), alive  # the listing works
+    assert not any("Telemetry" in name for name in alive), alive
 
 
 def test_status_command(stack: RunningStack) -> None:
