@@ -327,6 +327,7 @@ class Stack:
             "--disable-usage-stats",
         ]
         env = {
+            **IDLE_WORKERS_ENV,  # unless this process's environment says otherwise (bench/compare_stacks.py)
             **os.environ,
             # Ray starts workers at nice 15; serving and training must not starve behind other processes.
             "RAY_worker_niceness": "0",
@@ -334,7 +335,6 @@ class Stack:
             # and we stop Serve ourselves first.
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
-        env.update(IDLE_WORKERS_ENV)
         with open(log_path(s), "ab") as out:
             proc = subprocess.Popen(
                 cmd,
