@@ -13,6 +13,9 @@ Configurations:
 - vLLM alone: `AsyncLLM` in this process, bf16, the service's engine settings, 16 concurrent requests.
 - vLLM's OpenAI server alone: `vllm.entrypoints.openai.api_server`, same settings, over HTTP, streamed
   and not: what a user runs without the service.
+- Ray Serve LLM's direct streaming alone: its leanest path (HAProxy -> the LLMServer replica serving vLLM's
+  own app), on a bare Ray with the same engine settings, streamed and not: the reference for any Ray
+  Serve deployment of this engine.
 - the service: `tuneserve up` with defaults, the 16 chats over HTTP (Ray Serve ingress -> Ray Serve LLM ->
   vLLM), streamed and not, the adapter mix, then ten streamed bursts in a row.
 Both HTTP configurations use `bench.common.chat_burst` (a thread per chat with the standard library's
@@ -218,6 +221,67 @@ def run_vllm_server() -> dict:
         proc.wait(60)
 
 
+def run_serve_llm_direct() -> dict:
+    """Ray Serve LLM's leanest path, for reference: its direct streaming mode (the LLMServer replica is the
+    ingress and serves vLLM's own OpenAI app; HAProxy forwards HTTP to it), on a bare local Ray without the
+    service (no dashboard, object store or API), with the service's engine settings. What any Ray Serve
+    deployment of this engine can reach on this machine."""
+    import urllib.request
+
+    from service.platform.net import free_port, free_ports
+
+    haproxy_dir = tempfile.mkdtemp(prefix="haproxy-")
+    metrics_port, stats_port = free_ports(2)
+    os.environ.update(  # read by Ray Serve at import, and by the processes ray.init starts
+        RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING="1",
+        RAY_SERVE_ENABLE_HA_PROXY="1",
+        # HAProxy's defaults: fixed ports on every interface and files under /tmp/haproxy-serve
+        RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics_port),
+        RAY_SERVE_HAPROXY_STATS_PORT=str(stats_port),
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{haproxy_dir}/haproxy.cfg",
+        RAY_SERVE_HAPROXY_SOCKET_PATH=f"{haproxy_dir}/admin.sock",
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=haproxy_dir,
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{haproxy_dir}/server-state",
+    )
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from deploy.llm import cpu_binding_env, engine_kwargs
+    from service.platform.settings import Settings
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+        config = LLMConfig(  # deploy.llm.llm_config's, less the object store (no adapters here)
+            model_loading_config={"model_id": MODEL.name, "model_source": str(MODEL)},
+            accelerator_config={"kind": "cpu"},
+            engine_kwargs=engine_kwargs(Settings(), MODEL.name, str(MODEL)),
+            runtime_env={
+                "env_vars": {**cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
+            },
+        )
+        serve.run(build_openai_app({"llm_configs": [config]}), blocking=False)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Ray Serve LLM did not start") from None
+                time.sleep(1)
+        http_burst(url, {}, [MODEL.name], True)  # warm-up
+        return {
+            "stream": http_burst(url, {}, [MODEL.name], True),
+            "plain": http_burst(url, {}, [MODEL.name], False),
+        }
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def run_service(messages_per_s: str = "") -> dict:
     """The full service on a fresh data dir, over HTTP: base streamed and not, the adapter mix, then ten
     streamed bursts in a row (they must not get slower). With `messages_per_s`, that stream budget and
@@ -257,6 +321,7 @@ def main() -> None:
             "vllm": lambda: run_vllm(rest[0]),
             "service": lambda: run_service(*rest),
             "vllm_server": run_vllm_server,
+            "serve_llm_direct": run_serve_llm_direct,
         }
         print(json.dumps(runs[name]()))
         return
@@ -277,6 +342,9 @@ def main() -> None:
     server = child(__file__, "vllm_server")
     rows["vLLM's OpenAI server alone (HTTP), base, streamed"] = server["stream"]
     rows["vLLM's OpenAI server alone (HTTP), base, not streamed"] = server["plain"]
+    direct = child(__file__, "serve_llm_direct")
+    rows["Ray Serve LLM direct streaming alone (HTTP), base, streamed"] = direct["stream"]
+    rows["Ray Serve LLM direct streaming alone (HTTP), base, not streamed"] = direct["plain"]
     service = child(__file__, "service")
     rows["service (HTTP -> Ray Serve -> vLLM), base, streamed"] = service["stream"]
     rows["service, base, not streamed"] = service["plain"]
