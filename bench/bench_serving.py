@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, chat_burst, child, percentile, stack  # noqa: E402
+from bench.common import MODELS_DIR, chat_burst, child, percentile, serve_llm_direct, stack  # noqa: E402
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_CHATS, N_TOKENS, N_ADAPTERS, CORES = 16, 128, 3, 2
@@ -222,64 +222,13 @@ def run_vllm_server() -> dict:
 
 
 def run_serve_llm_direct() -> dict:
-    """Ray Serve LLM's leanest path, for reference: its direct streaming mode (the LLMServer replica is the
-    ingress and serves vLLM's own OpenAI app; HAProxy forwards HTTP to it), on a bare local Ray without the
-    service (no dashboard, object store or API), with the service's engine settings. What any Ray Serve
-    deployment of this engine can reach on this machine."""
-    import urllib.request
-
-    from service.platform.net import free_port, free_ports
-
-    haproxy_dir = tempfile.mkdtemp(prefix="haproxy-")
-    metrics_port, stats_port = free_ports(2)
-    os.environ.update(  # read by Ray Serve at import, and by the processes ray.init starts
-        RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING="1",
-        RAY_SERVE_ENABLE_HA_PROXY="1",
-        # HAProxy's defaults: fixed ports on every interface and files under /tmp/haproxy-serve
-        RAY_SERVE_HAPROXY_METRICS_PORT=str(metrics_port),
-        RAY_SERVE_HAPROXY_STATS_PORT=str(stats_port),
-        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{haproxy_dir}/haproxy.cfg",
-        RAY_SERVE_HAPROXY_SOCKET_PATH=f"{haproxy_dir}/admin.sock",
-        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=haproxy_dir,
-        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{haproxy_dir}/server-state",
-    )
-    import ray
-    from ray import serve
-    from ray.serve.llm import LLMConfig, build_openai_app
-
-    from deploy.llm import cpu_binding_env, engine_kwargs
-    from service.platform.settings import Settings
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
-        config = LLMConfig(  # deploy.llm.llm_config's, less the object store (no adapters here)
-            model_loading_config={"model_id": MODEL.name, "model_source": str(MODEL)},
-            accelerator_config={"kind": "cpu"},
-            engine_kwargs=engine_kwargs(Settings(), MODEL.name, str(MODEL)),
-            runtime_env={
-                "env_vars": {**cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
-            },
-        )
-        serve.run(build_openai_app({"llm_configs": [config]}), blocking=False)
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/v1/models", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("Ray Serve LLM did not start") from None
-                time.sleep(1)
+    """Ray Serve LLM's leanest path alone (`bench.common.serve_llm_direct`), streamed and not."""
+    with serve_llm_direct(MODEL) as url:
         http_burst(url, {}, [MODEL.name], True)  # warm-up
         return {
             "stream": http_burst(url, {}, [MODEL.name], True),
             "plain": http_burst(url, {}, [MODEL.name], False),
         }
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def run_service(messages_per_s: str = "") -> dict:

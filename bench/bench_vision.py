@@ -7,8 +7,9 @@ one process (2 threads); then a fine-tuning job through the service with its def
 x 1 thread). Steady-state tokens/s (image tokens included), median over steps after the first.
 
 Serving: 16 concurrent chats, each with one picture (a data URL) and the colour question, 32 output tokens
-(`ignore_eos`, greedy). vLLM alone (`AsyncLLM` in one process, the service's engine settings) against the
-service over HTTP (Ray Serve ingress -> Ray Serve LLM -> vLLM). Output tokens/s and time to first token.
+(`ignore_eos`, greedy). vLLM alone (`AsyncLLM` in one process, the service's engine settings) against
+Ray Serve LLM's leanest path alone (`bench.common.serve_llm_direct`) and the service over HTTP (Ray Serve
+ingress -> Ray Serve LLM -> vLLM). Output tokens/s and time to first token.
 
     .venv/bin/python bench/bench_vision.py             # both (~15 min on 2 cores)
     .venv/bin/python bench/bench_vision.py --training  # training only
@@ -31,7 +32,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import vision_task  # noqa: E402
-from bench.common import MODELS_DIR, chat_burst, child, percentile, plain_trainer, run_job, stack  # noqa: E402
+from bench.common import (  # noqa: E402
+    MODELS_DIR,
+    chat_burst,
+    child,
+    percentile,
+    plain_trainer,
+    run_job,
+    serve_llm_direct,
+    stack,
+)
 
 NAME = "SmolLM2-135M-LLaVA"
 MODEL = MODELS_DIR / NAME
@@ -182,25 +192,36 @@ def run_vllm() -> dict:
         engine.shutdown()
 
 
+def image_burst(url: str, headers: dict) -> dict:
+    """The chats over HTTP, streamed, after one warm-up burst (a thread per chat: `bench.common.chat_burst`,
+    the same thin client as bench_serving)."""
+    bodies = [
+        {
+            "model": NAME,
+            "messages": [vision_task.user_message(picture)],
+            "max_tokens": N_TOKENS,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for picture in pictures()
+    ]
+    chat_burst(url, headers, bodies)  # warm-up
+    wall, res = chat_burst(url, headers, bodies)
+    return summary(wall, sum(n for _, n in res), [t for t, _ in res])
+
+
 def run_service_serving() -> dict:
-    """The whole service serving the VLM, images as data URLs over HTTP, streamed (a thread per chat:
-    `bench.common.chat_burst`, the same thin client as bench_serving)."""
+    """The whole service serving the VLM, images as data URLs."""
     with stack(base_models=json.dumps({NAME: str(MODEL)})) as (url, headers, _):
-        bodies = [
-            {
-                "model": NAME,
-                "messages": [vision_task.user_message(picture)],
-                "max_tokens": N_TOKENS,
-                "ignore_eos": True,
-                "temperature": 0,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-            for picture in pictures()
-        ]
-        chat_burst(url, headers, bodies)  # warm-up
-        wall, res = chat_burst(url, headers, bodies)
-        return summary(wall, sum(n for _, n in res), [t for t, _ in res])
+        return image_burst(url, headers)
+
+
+def run_serve_llm_direct() -> dict:
+    """Ray Serve LLM's leanest path alone (`bench.common.serve_llm_direct`) serving the VLM."""
+    with serve_llm_direct(MODEL) as url:
+        return image_burst(url, {})
 
 
 # The tables --------------------------------------------------------------------------------------------
@@ -217,6 +238,7 @@ def main() -> None:
         "service-training": run_service_training,
         "vllm": run_vllm,
         "service-serving": run_service_serving,
+        "serve-llm-direct": run_serve_llm_direct,
     }
     if args.one:
         print(json.dumps(runs[args.one]()))
@@ -237,10 +259,15 @@ def main() -> None:
             print(f"{label:<58} {tps:>9.0f} {tps / hf['tokens_per_second']:>6.2f} {first:>15}")
     if args.serving or both:
         alone = child(__file__, "vllm")
+        direct = child(__file__, "serve-llm-direct")
         service = child(__file__, "service-serving")
         print(f"\n{N_CHATS} concurrent chats with one picture each x {N_TOKENS} tokens")
         print(f"{'configuration':<58} {'tokens/s':>9} {'ratio':>6} {'TTFT p50':>9} {'TTFT p95':>9}")
-        for label, r in (("vLLM alone (baseline)", alone), ("service (HTTP -> Ray Serve -> vLLM)", service)):
+        for label, r in (
+            ("vLLM alone (baseline)", alone),
+            ("Ray Serve LLM direct streaming alone (HTTP)", direct),
+            ("service (HTTP -> Ray Serve -> vLLM)", service),
+        ):
             tps = r["tokens_per_second"]
             ratio = tps / alone["tokens_per_second"]
             p50, p95 = r["ttft_p50"] * 1000, r["ttft_p95"] * 1000
