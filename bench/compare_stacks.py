@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -21,22 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving import MODEL, http_burst  # noqa: E402
 from bench.common import stack  # noqa: E402
-
-
-@contextlib.contextmanager
-def environment(pairs: list[str]):
-    """`stack` starts `tuneserve up` with this process's environment: set the side's settings meanwhile."""
-    updates = dict(p.split("=", 1) for p in pairs)
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+from tests.integration.helpers import environ  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +32,7 @@ def main() -> None:
     with contextlib.ExitStack() as stacks:
         sides = {}
         for name, pairs in (("A", args.a), ("B", args.b)):
-            with environment(pairs):
+            with environ(dict(p.split("=", 1) for p in pairs)):  # `tuneserve up` takes this environment
                 sides[name] = stacks.enter_context(stack())
         for url, headers, _ in sides.values():
             http_burst(url, headers, [MODEL.name], True)  # warm-up

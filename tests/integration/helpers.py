@@ -156,11 +156,10 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 
 @contextlib.contextmanager
-def ray_auth_of(stack: RunningStack) -> Iterator[None]:
-    """This process speaks to `stack`'s Ray (its token) for the block; as before after it."""
-    names = ray_auth_env(stack.data_dir)
-    saved = {name: os.environ.get(name) for name in names}
-    use_ray_auth(stack.data_dir)
+def environ(updates: dict[str, str]) -> Iterator[None]:
+    """These environment variables set for the block; as before after it."""
+    saved = {name: os.environ.get(name) for name in updates}
+    os.environ.update(updates)
     try:
         yield
     finally:
@@ -169,6 +168,16 @@ def ray_auth_of(stack: RunningStack) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def ray_auth_of(stack: RunningStack) -> Iterator[None]:
+    """This process speaks to `stack`'s Ray (its token) for the block; as before after it."""
+    try:
+        with environ(ray_auth_env(stack.data_dir)):
+            use_ray_auth(stack.data_dir)  # and Ray reads its configuration again
+            yield
+    finally:
         from ray._raylet import Config
 
         Config.initialize("")
