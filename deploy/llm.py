@@ -84,6 +84,8 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
     """The LLMConfig of base model `name` (a local HF folder) with LoRA from the object store."""
     from ray.serve.llm import LLMConfig
 
+    from deploy.node_init import CALLBACK_CLASS
+
     return LLMConfig(
         model_loading_config={"model_id": name, "model_source": path},
         accelerator_config=None if settings.serving_gpu else {"kind": "cpu"},
@@ -97,6 +99,7 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
             "max_ongoing_requests": settings.serving_max_concurrent_requests * 2,
         },
         runtime_env={"env_vars": engine_env(settings)},
+        callback_config={"callback_class": CALLBACK_CLASS},  # no download task: the folder is on the node
         experimental_configs={STREAM_MESSAGES_KEY: settings.serving_stream_messages_per_s},
     )
 

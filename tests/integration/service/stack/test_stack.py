@@ -49,18 +49,31 @@ def test_health_reports_every_component_ok(stack: RunningStack) -> None:
     assert "1 node(s)" in body["components"]["ray"]["detail"]
 
 
-def test_the_stack_runs_no_usage_telemetry_actor(stack: RunningStack) -> None:
-    # Ray Serve LLM would start one per cluster (deploy.llm's `_start_engine` says why it must not).
+def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stack: RunningStack) -> None:
+    # Ray Serve LLM would start a telemetry actor per cluster, and a task per node to download the base
+    # model, which is a local folder (deploy.llm's `_start_engine` and deploy.node_init say why not).
     import ray
+    from ray.util.state import list_tasks
+
+    def task_names() -> set[str]:
+        return {t.func_or_class_name for t in list_tasks(address=stack.state["ray_dashboard_url"])}
+
+    def listed() -> int:
+        return 1
 
     with ray_auth_of(stack):
         ray.init(address=stack.state["ray_address"], log_to_driver=False)
         try:  # from this stack's GCS (Ray's state API would look for "the" local cluster: tests run several)
             named = [f"{a['namespace']}/{a['name']}" for a in ray.util.list_named_actors(all_namespaces=True)]
+            ray.get(ray.remote(num_cpus=0)(listed).remote())
+            # the task listing works: a task is listed once its worker reports it (every second)
+            wait_until(lambda: any(n.endswith("listed") for n in task_names()), 30, "this test's task listed")
+            tasks = task_names()
         finally:
             ray.shutdown()
     assert any("SERVE_REPLICA::tuneserve#vllm:" in name for name in named), named  # the listing works
     assert not any("telemetry" in name.lower() for name in named), named
+    assert "initialize_remote_node" not in tasks, tasks
 
 
 def test_status_command(stack: RunningStack) -> None:
