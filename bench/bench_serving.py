@@ -35,7 +35,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MODELS_DIR, chat_burst, child, percentile, serve_llm_direct, stack  # noqa: E402
+from bench.common import (  # noqa: E402
+    MODELS_DIR,
+    chat_burst,
+    child,
+    percentile,
+    serve_llm_direct,
+    stack,
+    vllm_server,
+)
 
 MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 N_CHATS, N_TOKENS, N_ADAPTERS, CORES = 16, 128, 3, 2
@@ -179,46 +187,13 @@ def http_burst(url: str, headers: dict, models: list[str], stream: bool) -> dict
 
 
 def run_vllm_server() -> dict:
-    """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) with the service's engine settings,
-    over HTTP with the same client: what a user would run without the service."""
-    import subprocess
-    import urllib.request
-
-    from deploy.llm import cpu_binding_env
-    from service.platform.net import free_port
-    from service.platform.settings import Settings
-
-    s, port = Settings(), free_port()
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(MODEL),
-        "--served-model-name", MODEL.name, "--port", str(port), "--host", "127.0.0.1",
-        "--dtype", "bfloat16", "--enable-lora", "--max-loras", str(s.serving_max_loras),
-        "--max-lora-rank", str(s.serving_max_lora_rank),
-        "--max-num-seqs", str(s.serving_max_concurrent_requests),
-        "--max-model-len", str(s.serving_max_model_len), "--kv-cache-memory-bytes", str(1024**3),
-        "--enable-prefix-caching", "--disable-uvicorn-access-log",
-    ]  # fmt: skip
-    env = {**os.environ, **cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("vLLM's server did not start") from None
-                time.sleep(1)
+    """vLLM's own OpenAI server alone (`bench.common.vllm_server`), over HTTP with the same client."""
+    with vllm_server(MODEL) as url:
         http_burst(url, {}, [MODEL.name], True)  # warm-up
         return {
             "stream": http_burst(url, {}, [MODEL.name], True),
             "plain": http_burst(url, {}, [MODEL.name], False),
         }
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def run_serve_llm_direct() -> dict:

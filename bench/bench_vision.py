@@ -41,6 +41,7 @@ from bench.common import (  # noqa: E402
     run_job,
     serve_llm_direct,
     stack,
+    vllm_server,
 )
 
 NAME = "SmolLM2-135M-LLaVA"
@@ -218,6 +219,12 @@ def run_service_serving() -> dict:
         return image_burst(url, headers)
 
 
+def run_vllm_server() -> dict:
+    """vLLM's own OpenAI server alone (`bench.common.vllm_server`) serving the VLM, images as data URLs."""
+    with vllm_server(MODEL) as url:
+        return image_burst(url, {})
+
+
 def run_serve_llm_direct() -> dict:
     """Ray Serve LLM's leanest path alone (`bench.common.serve_llm_direct`) serving the VLM."""
     with serve_llm_direct(MODEL) as url:
@@ -237,6 +244,7 @@ def main() -> None:
         "hf": run_hf_trainer,
         "service-training": run_service_training,
         "vllm": run_vllm,
+        "vllm-server": run_vllm_server,
         "service-serving": run_service_serving,
         "serve-llm-direct": run_serve_llm_direct,
     }
@@ -259,12 +267,14 @@ def main() -> None:
             print(f"{label:<58} {tps:>9.0f} {tps / hf['tokens_per_second']:>6.2f} {first:>15}")
     if args.serving or both:
         alone = child(__file__, "vllm")
+        server = child(__file__, "vllm-server")
         direct = child(__file__, "serve-llm-direct")
         service = child(__file__, "service-serving")
         print(f"\n{N_CHATS} concurrent chats with one picture each x {N_TOKENS} tokens")
         print(f"{'configuration':<58} {'tokens/s':>9} {'ratio':>6} {'TTFT p50':>9} {'TTFT p95':>9}")
         for label, r in (
             ("vLLM alone (baseline)", alone),
+            ("vLLM's OpenAI server alone (HTTP)", server),
             ("Ray Serve LLM direct streaming alone (HTTP)", direct),
             ("service (HTTP -> Ray Serve -> vLLM)", service),
         ):

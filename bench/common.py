@@ -62,6 +62,49 @@ def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
 
 
 @contextlib.contextmanager
+def vllm_server(model: Path) -> Iterator[str]:
+    """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) alone, with the service's engine
+    arguments (`deploy.llm.engine_kwargs`, as command-line flags) and CPU binding: what a user would run
+    without the service. Yields the base URL."""
+    import urllib.request
+
+    from deploy.llm import cpu_binding_env, engine_kwargs
+    from service.platform.net import free_port
+    from service.platform.settings import Settings
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    cmd += ["--served-model-name", model.name, "--port", str(port), "--host", "127.0.0.1"]
+    cmd += ["--disable-uvicorn-access-log"]
+    for key, value in engine_kwargs(Settings(), model.name, str(model)).items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            cmd.append(flag)
+        elif value is not False:
+            cmd += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    env = {**os.environ, **cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/health", timeout=2)
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        proc.kill()
+                        log.seek(0)
+                        raise RuntimeError(f"vLLM's server did not start:\n{log.read()[-3000:]}") from None
+                    time.sleep(1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+@contextlib.contextmanager
 def serve_llm_direct(model: Path) -> Iterator[str]:
     """Ray Serve LLM's leanest path, for reference: its direct streaming mode (the LLMServer replica is the
     ingress and serves vLLM's own OpenAI app; HAProxy forwards HTTP straight to it), on a bare local Ray
