@@ -46,6 +46,8 @@ class JobScheduler:
             if job.submission_id:
                 self._reconcile(job)
         jobs = self.store.non_terminal()
+        if not any(job.status == JobStatus.QUEUED and not job.submission_id for job in jobs):
+            return  # nothing to submit: no need to ask the cluster (a GCS call a second, on its cores)
         free = self.launcher.free()
         # Submitted runs that have not started yet hold nothing yet: count them as taken.
         for job in jobs:

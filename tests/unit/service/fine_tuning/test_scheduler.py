@@ -18,6 +18,7 @@ class FakeLauncher:
         self.runs: dict[str, RunInfo] = {}
         self.fail_submit = False
         self.free_resources: dict[str, float] = {}  # unknown: every job fits
+        self.free_asked = 0
 
     def submit(self, submission_id: str, context) -> None:
         if self.fail_submit:
@@ -35,6 +36,7 @@ class FakeLauncher:
         return {"CPU": 4.0}
 
     def free(self) -> dict[str, float]:
+        self.free_asked += 1
         return self.free_resources
 
 
@@ -100,6 +102,17 @@ def test_submitted_runs_that_have_not_started_count_as_taken(env) -> None:
     launcher.free_resources = {"CPU": 4.0}
     scheduler.tick()
     assert set(launcher.runs) == {"j1-1", "j2-1"}
+
+
+def test_the_cluster_is_asked_for_free_resources_only_when_a_job_waits_to_be_submitted(env) -> None:
+    scheduler, store, launcher = env
+    scheduler.tick()  # no jobs: a tick a second must not cost a call to the cluster
+    assert launcher.free_asked == 0
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    assert launcher.free_asked == 1 and set(launcher.runs) == {"j1-1"}
+    scheduler.tick()  # submitted, still queued in Ray: reconciled, nothing to submit
+    assert launcher.free_asked == 1
 
 
 def test_jobs_of_the_same_second_run_in_the_order_they_were_created(env) -> None:
