@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -55,14 +56,26 @@ def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stac
     import ray
     from ray.util.state import list_tasks
 
+    from service.stack.supervisor import ray_auth_env
+
     def task_names() -> set[str]:
         return {t.func_or_class_name for t in list_tasks(address=stack.state["ray_dashboard_url"])}
 
+    # Proof that the listing shows tasks: one run by a driver of its own (a fresh process: this one's Ray
+    # state after the earlier modules' clusters once kept its own task from being listed).
+    probe = (
+        "import ray\n"
+        "def tuneserve_listing_probe():\n    return 1\n"
+        f"ray.init(address={stack.state['ray_address']!r}, log_to_driver=False)\n"
+        "ray.get(ray.remote(num_cpus=0)(tuneserve_listing_probe).remote())\n"
+    )
+    env = {**os.environ, **ray_auth_env(stack.data_dir)}
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, timeout=120)
     with ray_auth_of(stack):
         ray.init(address=stack.state["ray_address"], log_to_driver=False)
         try:  # from this stack's GCS (Ray's state API would look for "the" local cluster: tests run several)
             named = [f"{a['namespace']}/{a['name']}" for a in ray.util.list_named_actors(all_namespaces=True)]
-            # Ray lists the tasks its workers reported (the download task was listed before deploy.node_init)
+            wait_until(lambda: "tuneserve_listing_probe" in task_names(), 90, "the probe task listed")
             tasks = task_names()
         finally:
             ray.shutdown()
