@@ -9,7 +9,8 @@ x 1 thread). Steady-state tokens/s (image tokens included), median over steps af
 Serving: 16 concurrent chats, each with one picture (a data URL) and the colour question, 32 output tokens
 (`ignore_eos`, greedy). vLLM alone (`AsyncLLM` in one process, the service's engine settings) against
 Ray Serve LLM's leanest path alone (`bench.common.serve_llm_direct`) and the service over HTTP (Ray Serve
-ingress -> Ray Serve LLM -> vLLM). Output tokens/s and time to first token.
+ingress -> Ray Serve LLM -> vLLM). Output tokens/s and time to first token over four bursts after a
+warm-up one (each burst's tokens/s in brackets).
 
     .venv/bin/python bench/bench_vision.py             # both (~15 min on 2 cores)
     .venv/bin/python bench/bench_vision.py --training  # training only
@@ -48,6 +49,7 @@ NAME = "SmolLM2-135M-LLaVA"
 MODEL = MODELS_DIR / NAME
 N_EXAMPLES, BATCH, EPOCHS, CORES = 48, 8, 2, 2
 N_CHATS, N_TOKENS = 16, 32
+BURSTS = 4  # measured bursts after the warm-up one: a single burst (~2.5 s) is too short on a noisy machine
 
 
 def dataset_bytes() -> bytes:
@@ -129,9 +131,13 @@ def pictures() -> list[str]:
     return [vision_task.data_url(png) for png, _ in vision_task.held_out(N_CHATS, seed=5)]
 
 
-def summary(wall: float, tokens: int, ttfts: list[float]) -> dict:
+def summary(bursts: list[tuple[float, list[tuple[float, int]]]]) -> dict:
+    """Over the measured bursts (each: wall time, and per chat its TTFT and tokens): tokens/s of all of
+    them together, each burst's, and TTFT percentiles over every chat."""
+    ttfts = [t for _, res in bursts for t, _ in res]
     return {
-        "tokens_per_second": tokens / wall,
+        "tokens_per_second": sum(n for _, res in bursts for _, n in res) / sum(w for w, _ in bursts),
+        "per_burst": [round(sum(n for _, n in res) / w) for w, res in bursts],
         "ttft_p50": percentile(ttfts, 0.5),
         "ttft_p95": percentile(ttfts, 0.95),
     }
@@ -178,14 +184,14 @@ def run_vllm() -> dict:
             n = len(out.outputs[0].token_ids)
         return first, n
 
-    async def burst(tag: str) -> dict:
+    async def burst(tag: str) -> tuple[float, list[tuple[float, int]]]:
         start = time.perf_counter()
         res = await asyncio.gather(*(one(i, url, tag) for i, url in enumerate(pictures())))
-        return summary(time.perf_counter() - start, sum(n for _, n in res), [t for t, _ in res])
+        return time.perf_counter() - start, res
 
     async def main() -> dict:
         await burst("warm")
-        return await burst("run")
+        return summary([await burst(f"run{b}") for b in range(BURSTS)])
 
     try:
         return asyncio.run(main())
@@ -194,8 +200,8 @@ def run_vllm() -> dict:
 
 
 def image_burst(url: str, headers: dict) -> dict:
-    """The chats over HTTP, streamed, after one warm-up burst (a thread per chat: `bench.common.chat_burst`,
-    the same thin client as bench_serving)."""
+    """The chats over HTTP, streamed, `BURSTS` bursts after a warm-up one (a thread per chat:
+    `bench.common.chat_burst`, the same thin client as bench_serving)."""
     bodies = [
         {
             "model": NAME,
@@ -209,8 +215,7 @@ def image_burst(url: str, headers: dict) -> dict:
         for picture in pictures()
     ]
     chat_burst(url, headers, bodies)  # warm-up
-    wall, res = chat_burst(url, headers, bodies)
-    return summary(wall, sum(n for _, n in res), [t for t, _ in res])
+    return summary([chat_burst(url, headers, bodies) for _ in range(BURSTS)])
 
 
 def run_service_serving() -> dict:
@@ -281,7 +286,8 @@ def main() -> None:
             tps = r["tokens_per_second"]
             ratio = tps / alone["tokens_per_second"]
             p50, p95 = r["ttft_p50"] * 1000, r["ttft_p95"] * 1000
-            print(f"{label:<58} {tps:>9.0f} {ratio:>6.2f} {p50:>7.0f}ms {p95:>7.0f}ms")
+            bursts = " ".join(str(b) for b in r["per_burst"])
+            print(f"{label:<58} {tps:>9.0f} {ratio:>6.2f} {p50:>7.0f}ms {p95:>7.0f}ms   ({bursts})")
 
 
 if __name__ == "__main__":
