@@ -56,12 +56,7 @@ class ChatService:
         self, endpoint: Endpoint, payload: dict, tenant: str, retrieval: RetrievalOptions | None = None
     ) -> EngineResult:
         """The engine's answer (a JSON body, or an SSE stream), with the citations retrieval added."""
-        model = await asyncio.to_thread(self.servable, tenant, payload["model"])
-        if endpoint == "chat":
-            payload["messages"] = await asyncio.to_thread(
-                self._with_images, tenant, model, payload.get("messages")
-            )
-            payload["messages"] = await asyncio.to_thread(self._with_tools, model, payload)  # schema checks
+        model = await asyncio.to_thread(self._prepare, endpoint, payload, tenant)
         citations = None
         if retrieval is not None:
             payload["messages"], citations = await self._retrieve(retrieval, payload["messages"], tenant)
@@ -71,6 +66,16 @@ class ChatService:
         if isinstance(result, dict):
             return {**result, "citations": citations}
         return _with_citations(result, citations)
+
+    def _prepare(self, endpoint: Endpoint, payload: dict, tenant: str) -> ResolvedModel:
+        """The model, and for a chat its messages with images checked and tools written out: one trip off the
+        event loop (blocking: database, object store, files; every thread hop wakes a thread on the engine's
+        cores)."""
+        model = self.servable(tenant, payload["model"])
+        if endpoint == "chat":
+            payload["messages"] = self._with_images(tenant, model, payload.get("messages"))
+            payload["messages"] = self._with_tools(model, payload)  # schema checks
+        return model
 
     def _with_tools(self, model: ResolvedModel, payload: dict) -> object:
         """The messages with tools, tool calls and tool results written as text, for a base model whose chat
