@@ -7,6 +7,7 @@ from service.platform.settings import Settings
 
 INGRESS_NAME = "api"
 SERVE_APP_NAME = "tuneserve"  # the Serve application of a stack, on one machine and on a cluster
+HEAD_RESOURCE = "tuneserve_head"  # a custom resource only the stack's own Ray head has
 
 
 def ray_probe() -> str:
@@ -94,11 +95,13 @@ def build_application(settings: Settings):  # a Ray Serve Application
                 cluster_metrics=cluster_metrics,
             )
 
+    # With direct ingress the API replica serves the stack's address, so it must run on the head.
+    pinned = {"resources": {HEAD_RESOURCE: 0.01}} if settings.api_serves_http else {}
     ingress = serve.deployment(
         Ingress,
         name=INGRESS_NAME,
         num_replicas=1,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={"num_cpus": 0, **pinned},
         max_ongoing_requests=256,
     )
     return ingress.bind(llms)

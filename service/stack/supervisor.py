@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deploy.app import SERVE_APP_NAME
+from deploy.app import HEAD_RESOURCE, SERVE_APP_NAME
 from service.models.base_models import BaseModelError, prepare_base_models
 from service.platform.auth import resolve_admin_key
 from service.platform.db import Database, DatabaseError
@@ -325,9 +325,15 @@ class Stack:
             "--runtime-env-agent-port",
             str(runtime_env),
             "--disable-usage-stats",
+            # The API replica is placed on the head: with direct ingress the stack's address is its own.
+            "--resources",
+            json.dumps({HEAD_RESOURCE: 1}),
         ]
+        if s.api_serves_http:
+            os.environ.update(direct_ingress_env(s.port))  # Serve reads them here too (serve.start)
         env = {
             **IDLE_WORKERS_ENV,  # unless this process's environment says otherwise (bench/compare_stacks.py)
+            **(direct_ingress_env(s.port) if s.api_serves_http else {}),
             **os.environ,
             # Ray starts workers at nice 15; serving and training must not starve behind other processes.
             "RAY_worker_niceness": "0",
@@ -374,9 +380,12 @@ class Stack:
         # The proxy on the head only: the stack's address is the head's. With Serve's default (a proxy on
         # every node with a replica), nodes sharing a machine (tests, `ray start` beside the stack) would
         # each try to bind the same host:port.
+        # With direct ingress the API replica listens on the stack's port itself, and Serve's proxy (which
+        # Serve needs running for direct ingress) gets a port of its own that nothing uses.
+        port = free_port() if settings.api_serves_http else settings.port
         serve.start(
             proxy_location="HeadOnly",
-            http_options={"host": settings.host, "port": settings.port},
+            http_options={"host": settings.host, "port": port},
             logging_config={"log_level": "WARNING"},
         )
         serve.run(build_application(settings), name=SERVE_APP_NAME, route_prefix="/")
@@ -393,6 +402,19 @@ class Stack:
 # wakeup preempts one of the busy engine's OpenMP threads while the other spins at a barrier. The minute
 # keeps a batch of ingestion or evaluation tasks on warm workers. Measured in bench/RESULTS.md (serving).
 IDLE_WORKERS_ENV = {"RAY_num_workers_soft_limit": "0", "RAY_idle_worker_killing_time_threshold_ms": "60000"}
+
+
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Ray Serve settings for a head whose API replica serves HTTP on `port` itself ("direct ingress"):
+    no Ray hop between the HTTP server and the API, and no proxy process on a request's path
+    (bench/bench_request_cpu.py measures what each costs a request). The replica binds the stack's host."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # exclusive: the range is [min, max)
+        # A replica being replaced waits this long for its open requests; `down` would wait 30 s.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+    }
 
 
 def ray_temp_dir(settings: Settings) -> str:

@@ -71,3 +71,22 @@ def test_readme_documents_every_setting() -> None:
         ENV_PREFIX + n.upper() for n in Settings.model_fields if f"`{ENV_PREFIX}{n.upper()}`" not in readme
     ]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_the_api_serves_http_itself_only_on_a_head_of_the_stacks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.stack.supervisor import direct_ingress_env
+
+    assert load_settings().api_serves_http
+    monkeypatch.setenv(
+        "TUNESERVE_RAY_ADDRESS", "10.0.0.1:6379"
+    )  # a cluster's head: its environment, not ours
+    assert not load_settings().api_serves_http
+    monkeypatch.delenv("TUNESERVE_RAY_ADDRESS")
+    monkeypatch.setenv("TUNESERVE_DIRECT_INGRESS", "false")
+    assert not load_settings().api_serves_http
+    # Ray Serve allocates replica ports from range(min, max): exactly the stack's port
+    env = direct_ingress_env(8000)
+    ports = range(
+        int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+    )
+    assert list(ports) == [8000] and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
