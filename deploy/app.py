@@ -74,6 +74,10 @@ def build_application(settings: Settings):  # a Ray Serve Application
     class Ingress:
         def __init__(self, llm_handles: dict) -> None:
             self.llm_handles = llm_handles
+            if settings.api_serves_http:
+                from deploy.direct_ingress import rebindable_after_crash
+
+                rebindable_after_crash()
 
         def __serve_build_asgi_app__(self):  # evaluated in the replica process
             from deploy.llm import ServeLLMEngine

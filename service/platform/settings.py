@@ -56,10 +56,9 @@ class Settings(BaseSettings):
         None, ge=1, description="Logical CPUs of the local Ray head. Default: max(4, cores)."
     )
     direct_ingress: bool = Field(
-        False,
+        True,
         description="The local head's API replica serves HTTP on the stack's port itself (Ray Serve's direct "
-        "ingress) instead of behind Ray Serve's proxy: one process and one Ray hop fewer on every request. "
-        "Off by default: after a crash the API replica's process can hold the port past a restart.",
+        "ingress) instead of behind Ray Serve's proxy: one process and one Ray hop fewer on every request.",
     )
     base_models: Annotated[dict[str, Path], NoDecode] = Field(
         default_factory=dict,

@@ -173,13 +173,8 @@ class Stack:
     def start(self) -> StackState:
         s = self.settings
         self._acquire_lock()
-        # A stack that just crashed frees its port when its last Ray worker (the API replica, which serves
-        # the port itself) notices the raylet is gone: a few seconds.
-        deadline = time.monotonic() + PORT_WAIT_S
-        while not port_is_free(s.host, s.port):
-            if time.monotonic() > deadline:
-                raise StackError(f"port {s.port} on {s.host} is in use; set TUNESERVE_PORT to a free port")
-            time.sleep(0.5)
+        if not port_is_free(s.host, s.port):
+            raise StackError(f"port {s.port} on {s.host} is in use; set TUNESERVE_PORT to a free port")
         t0 = time.monotonic()
         admin_key = resolve_admin_key(s, create=True)
         self._prepare_database()
@@ -338,7 +333,6 @@ class Stack:
             os.environ.update(direct_ingress_env(s.port))  # Serve reads them here too (serve.start)
         env = {
             **IDLE_WORKERS_ENV,  # unless this process's environment says otherwise (bench/compare_stacks.py)
-            **(direct_ingress_env(s.port) if s.api_serves_http else {}),
             **os.environ,
             # Ray starts workers at nice 15; serving and training must not starve behind other processes.
             "RAY_worker_niceness": "0",
@@ -407,9 +401,6 @@ class Stack:
 # wakeup preempts one of the busy engine's OpenMP threads while the other spins at a barrier. The minute
 # keeps a batch of ingestion or evaluation tasks on warm workers. Measured in bench/RESULTS.md (serving).
 IDLE_WORKERS_ENV = {"RAY_num_workers_soft_limit": "0", "RAY_idle_worker_killing_time_threshold_ms": "60000"}
-
-
-PORT_WAIT_S = 20  # how long `up` waits for its port to be freed before it says the port is in use
 
 
 def direct_ingress_env(port: int) -> dict[str, str]:

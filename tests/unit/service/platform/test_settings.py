@@ -76,10 +76,11 @@ def test_readme_documents_every_setting() -> None:
 def test_the_api_serves_http_itself_only_on_a_head_of_the_stacks_own(monkeypatch: pytest.MonkeyPatch) -> None:
     from service.stack.supervisor import direct_ingress_env
 
-    assert not load_settings().api_serves_http  # off by default (README: direct ingress)
-    monkeypatch.setenv("TUNESERVE_DIRECT_INGRESS", "true")
-    assert load_settings().api_serves_http
+    assert load_settings().api_serves_http  # on by default (README: direct ingress)
     monkeypatch.setenv("TUNESERVE_RAY_ADDRESS", "10.0.0.1:6379")  # a cluster's head: not our environment
+    assert not load_settings().api_serves_http
+    monkeypatch.delenv("TUNESERVE_RAY_ADDRESS")
+    monkeypatch.setenv("TUNESERVE_DIRECT_INGRESS", "false")
     assert not load_settings().api_serves_http
     # Ray Serve allocates replica ports from range(min, max): exactly the stack's port
     env = direct_ingress_env(8000)
