@@ -61,13 +61,26 @@ def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
         subprocess.run([*cli, "down"], env=env, capture_output=True)
 
 
+def wait_until_answers(url: str, what: str, alive=lambda: True, timeout: float = 300) -> None:
+    """Polls `url` until it answers; a RuntimeError naming `what` once `alive()` is false or at `timeout`."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if not alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(1)
+
+
 @contextlib.contextmanager
 def vllm_server(model: Path) -> Iterator[str]:
     """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) alone, with the service's engine
     arguments (`deploy.llm.engine_kwargs`, as command-line flags) and CPU binding: what a user would run
     without the service. Yields the base URL."""
-    import urllib.request
-
     from deploy.llm import cpu_binding_env, engine_kwargs
     from service.platform.net import free_port
     from service.platform.settings import Settings
@@ -87,17 +100,12 @@ def vllm_server(model: Path) -> Iterator[str]:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        proc.kill()
-                        log.seek(0)
-                        raise RuntimeError(f"vLLM's server did not start:\n{log.read()[-3000:]}") from None
-                    time.sleep(1)
+            try:
+                wait_until_answers(f"{url}/health", "vLLM's server", alive=lambda: proc.poll() is None)
+            except RuntimeError as exc:
+                proc.kill()
+                log.seek(0)
+                raise RuntimeError(f"{exc}:\n{log.read()[-3000:]}") from None
             yield url
         finally:
             proc.terminate()
@@ -111,8 +119,6 @@ def serve_llm_direct(model: Path) -> Iterator[str]:
     without the service (no dashboard, object store or API), with the service's engine settings: what any
     Ray Serve deployment of this engine reaches on this machine. Yields the base URL; one per process (Ray
     Serve reads these settings at import)."""
-    import urllib.request
-
     from service.platform.net import free_port, free_ports
 
     haproxy_dir = tempfile.mkdtemp(prefix="haproxy-")
@@ -148,15 +154,8 @@ def serve_llm_direct(model: Path) -> Iterator[str]:
             },
         )
         serve.run(build_openai_app({"llm_configs": [config]}), blocking=False)
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/v1/models", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("Ray Serve LLM did not start") from None
-                time.sleep(1)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_answers(f"{url}/v1/models", "Ray Serve LLM")
         yield url
     finally:
         serve.shutdown()

@@ -32,8 +32,14 @@ def main() -> None:
     with contextlib.ExitStack() as stacks:
         sides = {}
         for name, pairs in (("A", args.a), ("B", args.b)):
-            with environ(dict(p.split("=", 1) for p in pairs)):  # `tuneserve up` takes this environment
-                sides[name] = stacks.enter_context(stack())
+            given = dict(p.split("=", 1) for p in pairs)
+            # TUNESERVE_ settings as the stack's own (`stack` passes no others on); Ray's through the
+            # environment `tuneserve up` runs in, which its Ray head inherits
+            settings = {
+                k.removeprefix("TUNESERVE_").lower(): v for k, v in given.items() if k[:10] == "TUNESERVE_"
+            }
+            with environ({k: v for k, v in given.items() if k[:10] != "TUNESERVE_"}):
+                sides[name] = stacks.enter_context(stack(**settings))
         for url, headers, _ in sides.values():
             http_burst(url, headers, [MODEL.name], True)  # warm-up
         tps = {(n, s): [] for n in sides for s in (False, True)}
