@@ -35,10 +35,9 @@ def main() -> None:
             given = dict(p.split("=", 1) for p in pairs)
             # TUNESERVE_ settings as the stack's own (`stack` passes no others on); Ray's through the
             # environment `tuneserve up` runs in, which its Ray head inherits
-            settings = {
-                k.removeprefix("TUNESERVE_").lower(): v for k, v in given.items() if k[:10] == "TUNESERVE_"
-            }
-            with environ({k: v for k, v in given.items() if k[:10] != "TUNESERVE_"}):
+            ours = {k for k in given if k.startswith("TUNESERVE_")}
+            settings = {k.removeprefix("TUNESERVE_").lower(): given[k] for k in ours}
+            with environ({k: v for k, v in given.items() if k not in ours}):
                 sides[name] = stacks.enter_context(stack(**settings))
         for url, headers, _ in sides.values():
             http_burst(url, headers, [MODEL.name], True)  # warm-up
