@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving import MODEL, http_burst  # noqa: E402
 from bench.common import stack  # noqa: E402
+from bench.compare_stacks import print_ab  # noqa: E402
 
 ENGINE = ("VLLM::EngineCore", "VLLM::Worker", "VllmWorker")
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -115,13 +115,7 @@ def main() -> None:
                 )
         finally:
             set_policy(root, args.group, os.SCHED_OTHER)
-    print(f"\n{'':<10} {'A tokens/s':>11} {'B tokens/s':>11} {'B/A (median of pairs)':>22}")
-    for stream, label in ((False, "plain"), (True, "streamed")):
-        a, b = tps[("A", stream)], tps[("B", stream)]
-        pairs = statistics.median(y / x for x, y in zip(a, b, strict=True))
-        print(f"{label:<10} {statistics.mean(a):>11.0f} {statistics.mean(b):>11.0f} {pairs:>22.3f}")
-    a_ms, b_ms = (statistics.median(ttft[s]) * 1000 for s in ("A", "B"))
-    print(f"TTFT p50 (median): A {a_ms:.0f} ms, B {b_ms:.0f} ms")
+    print_ab(tps, ttft)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,17 @@ from bench.common import stack  # noqa: E402
 from tests.integration.helpers import environ  # noqa: E402
 
 
+def print_ab(tps: dict[tuple[str, bool], list[float]], ttft: dict[str, list[float]]) -> None:
+    """The A/B table: mean tokens/s of each side, B/A as the median of the pairs, and TTFT p50."""
+    print(f"\n{'':<10} {'A tokens/s':>11} {'B tokens/s':>11} {'B/A (median of pairs)':>22}")
+    for stream, label in ((False, "plain"), (True, "streamed")):
+        a, b = tps[("A", stream)], tps[("B", stream)]
+        pairs = statistics.median(y / x for x, y in zip(a, b, strict=True))
+        print(f"{label:<10} {statistics.mean(a):>11.0f} {statistics.mean(b):>11.0f} {pairs:>22.3f}")
+    a_ms, b_ms = (statistics.median(ttft[n]) * 1000 for n in ("A", "B"))
+    print(f"TTFT p50 (median): A {a_ms:.0f} ms, B {b_ms:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--a", nargs="*", default=[], help="KEY=VALUE settings of stack A (default: none)")
@@ -56,13 +67,7 @@ def main() -> None:
                 f"round {i + 1}: "
                 + ", ".join(f"{n} {'streamed' if s else 'plain'} {v[-1]:.0f}" for (n, s), v in tps.items())
             )
-        print(f"\n{'':<10} {'A tokens/s':>11} {'B tokens/s':>11} {'B/A (median of pairs)':>22}")
-        for stream, label in ((False, "plain"), (True, "streamed")):
-            a, b = tps[("A", stream)], tps[("B", stream)]
-            pairs = statistics.median(y / x for x, y in zip(a, b, strict=True))
-            print(f"{label:<10} {statistics.mean(a):>11.0f} {statistics.mean(b):>11.0f} {pairs:>22.3f}")
-        a_ms, b_ms = (statistics.median(ttft[n]) * 1000 for n in ("A", "B"))
-        print(f"TTFT p50 (median): A {a_ms:.0f} ms, B {b_ms:.0f} ms")
+        print_ab(tps, ttft)
 
 
 if __name__ == "__main__":
