@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.llm import engine_kwargs
+from deploy.llm import OMP_SPIN_COUNT, cpu_binding_env, engine_kwargs
 from service.platform.settings import (
     DEFAULT_BASE_MODEL,
     VISION_TEST_MODEL,
@@ -16,6 +16,14 @@ from service.platform.settings import (
 )
 
 MODELS = Path(__file__).resolve().parents[3] / "data" / "models"
+
+
+def test_cpu_binding_pins_one_thread_per_core_that_spins_briefly() -> None:
+    assert cpu_binding_env("auto", 8) == {}  # vLLM's own choice, one core kept free
+    every = cpu_binding_env("all", 2)
+    assert every["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and every["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert every["GOMP_SPINCOUNT"] == OMP_SPIN_COUNT and int(OMP_SPIN_COUNT) < 300_000  # libgomp's default
+    assert cpu_binding_env("2-5", 8)["VLLM_CPU_OMP_THREADS_BIND"] == "2-5"
 
 
 def test_cpu_defaults() -> None:
