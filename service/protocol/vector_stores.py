@@ -138,13 +138,8 @@ class VectorStoreFileDeleted(BaseModel):
     deleted: bool = True
 
 
-class BatchFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    file_id: str
-    attributes: Attributes | None = None
-    chunking_strategy: ChunkingStrategy | None = None
-
-    _check = field_validator("attributes")(check_attributes)
+class BatchFile(VectorStoreFileCreate):
+    """One file of a batch: the fields of adding a single file."""
 
 
 class FileBatchCreate(BaseModel):
