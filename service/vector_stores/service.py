@@ -44,6 +44,7 @@ from service.protocol.vector_stores import (
     VectorStore,
     VectorStoreCreate,
     VectorStoreFile,
+    VectorStoreFileCreate,
 )
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class VectorStores:
         with self.db.session() as s:
             s.add(row)
         for f in files:
-            self.add_file(tenant, row.id, BatchFile(file_id=f.id))
+            self.add_file(tenant, row.id, VectorStoreFileCreate(file_id=f.id))
         return row
 
     def get(self, tenant: str, store_id: str) -> VectorStoreRow:
@@ -151,7 +152,7 @@ class VectorStores:
 
     # Files -----------------------------------------------------------------------------------------
     def add_file(
-        self, tenant: str, store_id: str, entry: BatchFile, batch_id: str | None = None
+        self, tenant: str, store_id: str, entry: VectorStoreFileCreate, batch_id: str | None = None
     ) -> VectorStoreFileRow:
         """Attach a file and start its ingestion; the row says `in_progress` until it is searchable."""
         store = self.get(tenant, store_id)

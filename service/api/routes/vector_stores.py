@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 from service.api.deps import CurrentPrincipal, Svc
 from service.protocol.common import ListResponse
 from service.protocol.vector_stores import (
-    BatchFile,
     FileBatch,
     FileBatchCreate,
     SearchRequest,
@@ -87,8 +86,7 @@ def add_file(
     """Loads (.txt .md .html .pdf .json .jsonl .docx), splits, embeds and indexes the file in the background:
     poll until `status` is `completed`, or `failed` with `last_error`."""
     stores = services.vector_stores
-    entry = BatchFile(file_id=req.file_id, attributes=req.attributes, chunking_strategy=req.chunking_strategy)
-    return stores.file_to_api(stores.add_file(principal.tenant, store_id, entry))
+    return stores.file_to_api(stores.add_file(principal.tenant, store_id, req))
 
 
 @router.get("/{store_id}/files", response_model=ListResponse[VectorStoreFile], summary="List a store's files")
