@@ -199,10 +199,9 @@ def run_vllm() -> dict:
         engine.shutdown()
 
 
-def image_burst(url: str, headers: dict) -> dict:
-    """The chats over HTTP, streamed, `BURSTS` bursts after a warm-up one (a thread per chat:
-    `bench.common.chat_burst`, the same thin client as bench_serving)."""
-    bodies = [
+def image_bodies() -> list[dict]:
+    """The 16 chats, each with its picture as a data URL, streamed."""
+    return [
         {
             "model": NAME,
             "messages": [vision_task.user_message(picture)],
@@ -214,6 +213,12 @@ def image_burst(url: str, headers: dict) -> dict:
         }
         for picture in pictures()
     ]
+
+
+def image_burst(url: str, headers: dict) -> dict:
+    """The chats over HTTP, streamed, `BURSTS` bursts after a warm-up one (a thread per chat:
+    `bench.common.chat_burst`, the same thin client as bench_serving)."""
+    bodies = image_bodies()
     chat_burst(url, headers, bodies)  # warm-up
     return summary([chat_burst(url, headers, bodies) for _ in range(BURSTS)])
 

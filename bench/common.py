@@ -39,12 +39,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def stack(**settings: str) -> Iterator[tuple[str, dict, Path]]:
-    """A stack on a fresh data dir and a free port: (base URL, auth headers, data dir); stopped after."""
+def stack(extra_env: dict[str, str] | None = None, **settings: str) -> Iterator[tuple[str, dict, Path]]:
+    """A stack on a fresh data dir and a free port: (base URL, auth headers, data dir); stopped after.
+    `extra_env` (Ray's RAY_ settings, say) is added to the environment `tuneserve up` runs in."""
     from service.platform.net import free_port
 
     data_dir = Path(tempfile.mkdtemp(prefix="ts-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESERVE_")} | (extra_env or {})
     port = free_port()
     env.update(
         TUNESERVE_DATA_DIR=str(data_dir),
@@ -212,6 +213,30 @@ def plain_trainer(
         model=model, args=args, train_dataset=examples, data_collator=collate, callbacks=[Timer()]
     ).train()
     return step_times
+
+
+# Processes ----------------------------------------------------------------------------------------
+
+
+def read_proc(path: str) -> str:
+    """A /proc file as text (NULs as spaces); empty if the process is gone."""
+    try:
+        return Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := read_proc(f"/proc/{entry}/stat")):
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [p for p, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
 
 
 # Serving: one streamed chat over HTTP ----------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving import MODEL, http_burst  # noqa: E402
-from bench.common import stack  # noqa: E402
+from bench.common import descendants, read_proc, stack  # noqa: E402
 from bench.compare_stacks import print_ab  # noqa: E402
 
 ENGINE = ("VLLM::EngineCore", "VLLM::Worker", "VllmWorker")
@@ -40,26 +40,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 POLICIES = {"batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def descendants(root: int) -> list[int]:
-    """`root` and every process below it."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _read(f"/proc/{entry}/stat")):
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [root], [root]
-    while frontier:
-        frontier = [p for p, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
-
-
 def in_group(cmdline: str, group: str) -> bool:
     if not cmdline or any(marker in cmdline for marker in ENGINE):
         return False
@@ -74,7 +54,7 @@ def set_policy(root: int, group: str, policy: int) -> int:
     """Every thread of the group's processes under `root` to `policy`; how many threads."""
     threads = 0
     for pid in descendants(root):
-        if not in_group(_read(f"/proc/{pid}/cmdline"), group):
+        if not in_group(read_proc(f"/proc/{pid}/cmdline"), group):
             continue
         for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
             try:

@@ -20,7 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving import MODEL, http_burst  # noqa: E402
 from bench.common import stack  # noqa: E402
-from tests.integration.helpers import environ  # noqa: E402
+
+
+def stack_with(pairs: list[str]):  # the context manager of `bench.common.stack`
+    """`bench.common.stack` with KEY=VALUE settings: TUNESERVE_ ones as the stack's own, others (Ray's
+    RAY_ ones) in the environment `tuneserve up` runs in, which its Ray head inherits."""
+    given = dict(p.split("=", 1) for p in pairs)
+    ours = {k for k in given if k.startswith("TUNESERVE_")}
+    settings = {k.removeprefix("TUNESERVE_").lower(): given[k] for k in ours}
+    return stack(extra_env={k: v for k, v in given.items() if k not in ours}, **settings)
 
 
 def print_ab(tps: dict[tuple[str, bool], list[float]], ttft: dict[str, list[float]]) -> None:
@@ -41,15 +49,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     with contextlib.ExitStack() as stacks:
-        sides = {}
-        for name, pairs in (("A", args.a), ("B", args.b)):
-            given = dict(p.split("=", 1) for p in pairs)
-            # TUNESERVE_ settings as the stack's own (`stack` passes no others on); Ray's through the
-            # environment `tuneserve up` runs in, which its Ray head inherits
-            ours = {k for k in given if k.startswith("TUNESERVE_")}
-            settings = {k.removeprefix("TUNESERVE_").lower(): given[k] for k in ours}
-            with environ({k: v for k, v in given.items() if k not in ours}):
-                sides[name] = stacks.enter_context(stack(**settings))
+        sides = {
+            name: stacks.enter_context(stack_with(pairs)) for name, pairs in (("A", args.a), ("B", args.b))
+        }
         for url, headers, _ in sides.values():
             http_burst(url, headers, [MODEL.name], True)  # warm-up
         tps = {(n, s): [] for n in sides for s in (False, True)}

@@ -1,0 +1,143 @@
+"""The service against vLLM's own OpenAI server on the same minute: both up at once, the one not being
+measured frozen (SIGSTOP on every one of its processes), turns alternating.
+
+Sequential runs (A B B A) on this machine drift by +-20 % within an hour, as much as the effects measured,
+and two stacks up at once each pay for the other's idle processes. Here the side that waits is stopped
+outright, so the side measured has the machine to itself as if alone, and the two sides' turns are
+seconds apart. Each turn starts with the side thawed and left alone for `SETTLE_S`, then its bursts;
+rounds alternate which side goes first. The result is the median over rounds of service / vLLM.
+
+    .venv/bin/python bench/compare_frozen.py --rounds 8            # text: 16 chats x 128 tokens
+    .venv/bin/python bench/compare_frozen.py --vision --rounds 8   # images: 16 chats x 32 tokens
+    .venv/bin/python bench/compare_frozen.py --service --service RAY_X=1   # two stacks: defaults, and RAY_X=1
+
+Ray's health checks survive the freeze: every process of the stack stops and resumes together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import bench_serving, bench_vision  # noqa: E402
+from bench.common import chat_burst, descendants, read_proc, vllm_server  # noqa: E402
+from bench.compare_stacks import stack_with  # noqa: E402
+
+SETTLE_S = 3.0  # after a thaw, before the side's first burst: the catch-up of timers that fired meanwhile
+
+
+def signal_tree(root: int, sig: int) -> None:
+    """`sig` to `root` and every process below it."""
+    for pid in descendants(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def vllm_server_pid() -> int:
+    """This process's child running vLLM's OpenAI server."""
+    for pid in descendants(os.getpid()):
+        if "vllm.entrypoints.openai.api_server" in read_proc(f"/proc/{pid}/cmdline"):
+            return pid
+    raise RuntimeError("vLLM's server is not a child of this process")
+
+
+def burst(url: str, headers: dict, bodies: list[dict]) -> tuple[float, float]:
+    """One burst: tokens/s and the median time to first token."""
+    wall, results = chat_burst(url, headers, bodies)
+    return sum(n for _, n in results) / wall, statistics.median(t for t, _ in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--vision", action="store_true", help="the test VLM, a picture per chat, streamed")
+    parser.add_argument(
+        "--service",
+        nargs="*",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a service stack with these settings (TUNESERVE_ or RAY_ ones); repeat for several; default: "
+        "one with none",
+    )
+    args = parser.parse_args()
+    services = args.service or [[]]
+    if args.vision:
+        model = bench_vision.MODEL
+        services = [[f"TUNESERVE_BASE_MODELS={json.dumps({model.name: str(model)})}", *s] for s in services]
+        kinds = {"streamed": bench_vision.image_bodies(), "streamed, again": bench_vision.image_bodies()}
+    else:
+        model, names = bench_serving.MODEL, [bench_serving.MODEL.name]
+        kinds = {
+            "streamed": bench_serving.chat_bodies(names, True),
+            "plain": bench_serving.chat_bodies(names, False),
+        }
+    with contextlib.ExitStack() as running:
+        sides = {}  # name -> (URL, headers, root process)
+        for i, pairs in enumerate(services):
+            url, headers, data_dir = running.enter_context(stack_with(pairs))
+            root = json.loads((data_dir / "run" / "stack.json").read_text())["pid"]
+            sides[f"service {'ABCDEFGH'[i]}"] = (url, headers, root)
+            print(f"service {'ABCDEFGH'[i]}: {' '.join(pairs) or 'defaults'}", flush=True)
+        sides["vllm"] = (running.enter_context(vllm_server(model)), {}, vllm_server_pid())
+        for _, _, root in sides.values():
+            running.callback(signal_tree, root, signal.SIGCONT)  # however this ends: `down` needs them
+        tps = {(side, kind): [] for side in sides for kind in kinds}
+        ttft = {side: [] for side in sides}
+        order = list(sides)
+        for side in order:  # warm-up, each alone
+            alone(sides, side)
+            chat_burst(*sides[side][:2], next(iter(kinds.values())))
+        for i in range(args.rounds):
+            for side in order[i % len(order) :] + order[: i % len(order)]:  # each side first in turn
+                alone(sides, side)
+                time.sleep(SETTLE_S)
+                for kind, bodies in kinds.items():
+                    rate, first = burst(*sides[side][:2], bodies)
+                    tps[(side, kind)].append(rate)
+                    if kind == "streamed":
+                        ttft[side].append(first)
+            print(
+                f"round {i + 1}: "
+                + ", ".join(f"{side} {kind} {v[-1]:.0f}" for (side, kind), v in tps.items()),
+                flush=True,
+            )
+    print_table(tps, ttft, list(kinds), [s for s in sides if s != "vllm"])
+
+
+def alone(sides: dict, side: str) -> None:
+    """Every side but `side` stopped, `side` running."""
+    for name, (_, _, root) in sides.items():
+        if name != side:
+            signal_tree(root, signal.SIGSTOP)
+    signal_tree(sides[side][2], signal.SIGCONT)
+
+
+def print_table(tps: dict, ttft: dict, kinds: list[str], services: list[str]) -> None:
+    """Per service and kind of burst: mean tokens/s, and against vLLM as the median over rounds."""
+    print(f"\n{'':<12} {'':<16} {'tokens/s':>9} {'/ vLLM (median of rounds)':>26}")
+    for side in ["vllm", *services]:
+        for kind in kinds:
+            mine, ref = tps[(side, kind)], tps[("vllm", kind)]
+            ratio = statistics.median(y / x for x, y in zip(ref, mine, strict=True))
+            print(f"{side:<12} {kind:<16} {statistics.mean(mine):>9.0f} {ratio:>26.3f}")
+        ratio = statistics.median(y / x for x, y in zip(ttft["vllm"], ttft[side], strict=True))
+        ms = statistics.median(ttft[side]) * 1000
+        print(f"{side:<12} {'TTFT p50':<16} {ms:>7.0f}ms {ratio:>26.3f}")
+    for a, b in itertools.combinations(services, 2):
+        for kind in kinds:
+            ratio = statistics.median(y / x for x, y in zip(tps[(a, kind)], tps[(b, kind)], strict=True))
+            print(f"{b} / {a}, {kind}: {ratio:.3f} (median of rounds)")
+
+
+if __name__ == "__main__":
+    main()
