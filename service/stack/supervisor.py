@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -331,15 +332,7 @@ class Stack:
         ]
         if s.api_serves_http:
             os.environ.update(direct_ingress_env(s.port))  # Serve reads them here too (serve.start)
-        env = {
-            **IDLE_WORKERS_ENV,  # unless this process's environment says otherwise (bench/compare_stacks.py)
-            **os.environ,
-            # Ray starts workers at nice 15; serving and training must not starve behind other processes.
-            "RAY_worker_niceness": "0",
-            # On SIGTERM a node waits up to 30 s for Serve to drain it; one node has nowhere to drain to,
-            # and we stop Serve ourselves first.
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-        }
+        env = ray_head_env(os.environ)
         with open(log_path(s), "ab") as out:
             proc = subprocess.Popen(
                 cmd,
@@ -401,6 +394,32 @@ class Stack:
 # wakeup preempts one of the busy engine's OpenMP threads while the other spins at a barrier. The minute
 # keeps a batch of ingestion or evaluation tasks on warm workers. Measured in bench/RESULTS.md (serving).
 IDLE_WORKERS_ENV = {"RAY_num_workers_soft_limit": "0", "RAY_idle_worker_killing_time_threshold_ms": "60000"}
+
+# Ray's and Ray Serve's background loops that run every 100 ms, at a pace nobody using the stack sees.
+# Idle, the stack took 120 ms of CPU a second (Serve's controller 28, the GCS 14); with these 85 (9 and 6),
+# and on 2 cores every millisecond is one the engine's pinned threads lose: images through the service
+# +4-13 % in three runs against the same stacks without (bench/compare_frozen.py, bench/RESULTS.md).
+QUIET_LOOPS_ENV = {
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",  # Serve's controller: deployments, replicas' health
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",  # replicas' and routers' metrics, to Ray's exporter
+    "RAY_raylet_report_resources_period_milliseconds": "1000",  # a node's resource use, to the GCS
+    "RAY_raylet_check_gc_period_milliseconds": "1000",  # whether the cluster's objects need a GC
+}
+
+
+def ray_head_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the stack's Ray head (every Ray process inherits it): the defaults above unless
+    `environ` (this process's) sets them otherwise (bench/compare_stacks.py does), then what must hold."""
+    return {
+        **IDLE_WORKERS_ENV,
+        **QUIET_LOOPS_ENV,
+        **environ,
+        # Ray starts workers at nice 15; serving and training must not starve behind other processes.
+        "RAY_worker_niceness": "0",
+        # On SIGTERM a node waits up to 30 s for Serve to drain it; one node has nowhere to drain to, and
+        # we stop Serve ourselves first.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
 
 
 def direct_ingress_env(port: int) -> dict[str, str]:

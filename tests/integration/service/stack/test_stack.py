@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     REPO,
     RunningStack,
     make_stack,
+    process_cmdlines,
     ray_auth_of,
     stack_pids,
     wait_until,
@@ -83,6 +84,22 @@ def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stac
     assert any("SERVE_REPLICA::tuneserve#vllm:" in name for name in named), named  # the listing works
     assert not any("telemetry" in name.lower() for name in named), named
     assert not downloaded
+
+
+def test_rays_background_loops_run_at_the_stacks_pace(stack: RunningStack) -> None:
+    # Serve's controller is a worker of this stack's raylet: it inherits the head's environment, where the
+    # supervisor slows Ray's 100 ms loops (service.stack.supervisor.QUIET_LOOPS_ENV says why).
+    from service.stack.supervisor import QUIET_LOOPS_ENV
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    cmdlines = process_cmdlines()
+    [raylet] = [p for p in stack_pids(stack.data_dir) if "raylet/raylet" in cmdlines.get(p, "")]
+    [controller] = [p for p, cmd in cmdlines.items() if "ServeController" in cmd and parent(p) == raylet]
+    environ = Path(f"/proc/{controller}/environ").read_bytes().decode(errors="replace").split("\0")
+    env = dict(line.split("=", 1) for line in environ if "=" in line)
+    assert {k: env.get(k) for k in QUIET_LOOPS_ENV} == QUIET_LOOPS_ENV
 
 
 def test_status_command(stack: RunningStack) -> None:

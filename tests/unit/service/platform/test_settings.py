@@ -88,3 +88,14 @@ def test_the_api_serves_http_itself_only_on_a_head_of_the_stacks_own(monkeypatch
         int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     )
     assert list(ports) == [8000] and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+
+
+def test_the_ray_head_gets_quiet_loops_unless_told_otherwise() -> None:
+    from service.stack.supervisor import QUIET_LOOPS_ENV, ray_head_env
+
+    env = ray_head_env({"PATH": "/bin"})
+    assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.5" and env["PATH"] == "/bin"
+    assert QUIET_LOOPS_ENV.items() <= env.items() and env["RAY_num_workers_soft_limit"] == "0"
+    # this process's environment wins (bench/compare_stacks.py compares settings that way), except what must hold
+    env = ray_head_env({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_worker_niceness": "15"})
+    assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.1" and env["RAY_worker_niceness"] == "0"
