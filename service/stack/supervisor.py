@@ -407,12 +407,27 @@ QUIET_LOOPS_ENV = {
 }
 
 
+# Ray Serve's throughput-optimized mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED`), less the direct ingress it
+# would also turn on (the stack decides that: `TUNESERVE_DIRECT_INGRESS`): the replicas run our code and
+# their handles' routers on their main event loop instead of a thread and a loop of their own (no
+# cross-thread hop per request and per streamed message), and handles call replicas over gRPC. Images
+# through the service +1-12 % in two runs (bench/compare_frozen.py, bench/RESULTS.md). Our code must
+# not block its loop (blocking work goes to threads) nor wait on a handle synchronously (`.result()`).
+SERVE_FAST_PATH_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+
+
 def ray_head_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment of the stack's Ray head (every Ray process inherits it): the defaults above unless
     `environ` (this process's) sets them otherwise (bench/compare_stacks.py does), then what must hold."""
     return {
         **IDLE_WORKERS_ENV,
         **QUIET_LOOPS_ENV,
+        **SERVE_FAST_PATH_ENV,
         **environ,
         # Ray starts workers at nice 15; serving and training must not starve behind other processes.
         "RAY_worker_niceness": "0",

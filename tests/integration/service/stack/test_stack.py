@@ -88,8 +88,8 @@ def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stac
 
 def test_rays_background_loops_run_at_the_stacks_pace(stack: RunningStack) -> None:
     # Serve's controller is a worker of this stack's raylet: it inherits the head's environment, where the
-    # supervisor slows Ray's 100 ms loops (service.stack.supervisor.QUIET_LOOPS_ENV says why).
-    from service.stack.supervisor import QUIET_LOOPS_ENV
+    # supervisor slows Ray's 100 ms loops and puts Serve on its fast path (service.stack.supervisor says why).
+    from service.stack.supervisor import QUIET_LOOPS_ENV, SERVE_FAST_PATH_ENV
 
     def parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -99,7 +99,8 @@ def test_rays_background_loops_run_at_the_stacks_pace(stack: RunningStack) -> No
     [controller] = [p for p, cmd in cmdlines.items() if "ServeController" in cmd and parent(p) == raylet]
     environ = Path(f"/proc/{controller}/environ").read_bytes().decode(errors="replace").split("\0")
     env = dict(line.split("=", 1) for line in environ if "=" in line)
-    assert {k: env.get(k) for k in QUIET_LOOPS_ENV} == QUIET_LOOPS_ENV
+    wanted = QUIET_LOOPS_ENV | SERVE_FAST_PATH_ENV
+    assert {k: env.get(k) for k in wanted} == wanted
 
 
 def test_status_command(stack: RunningStack) -> None:
