@@ -226,6 +226,11 @@ def read_proc(path: str) -> str:
         return ""
 
 
+def stack_root(data_dir: Path) -> int:
+    """The supervisor of the stack on `data_dir`: every process of the stack is below it."""
+    return json.loads((data_dir / "run" / "stack.json").read_text())["pid"]
+
+
 def descendants(root: int) -> list[int]:
     """`root` and every process below it."""
     parents = {}

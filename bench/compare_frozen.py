@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_serving, bench_vision  # noqa: E402
-from bench.common import chat_burst, descendants, read_proc, vllm_server  # noqa: E402
+from bench.common import chat_burst, descendants, read_proc, stack_root, vllm_server  # noqa: E402
 from bench.compare_stacks import stack_with  # noqa: E402
 
 SETTLE_S = 3.0  # after a thaw, before the side's first burst: the catch-up of timers that fired meanwhile
@@ -85,9 +85,9 @@ def main() -> None:
         sides = {}  # name -> (URL, headers, root process)
         for i, pairs in enumerate(services):
             url, headers, data_dir = running.enter_context(stack_with(pairs))
-            root = json.loads((data_dir / "run" / "stack.json").read_text())["pid"]
-            sides[f"service {'ABCDEFGH'[i]}"] = (url, headers, root)
-            print(f"service {'ABCDEFGH'[i]}: {' '.join(pairs) or 'defaults'}", flush=True)
+            name = f"service {'ABCDEFGH'[i]}"
+            sides[name] = (url, headers, stack_root(data_dir))
+            print(f"{name}: {' '.join(pairs) or 'defaults'}", flush=True)
         sides["vllm"] = (running.enter_context(vllm_server(model)), {}, vllm_server_pid())
         for _, _, root in sides.values():
             running.callback(signal_tree, root, signal.SIGCONT)  # however this ends: `down` needs them

@@ -11,7 +11,6 @@ vLLM's engine core and worker are never touched. Groups, by what a process's com
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_serving import MODEL, http_burst  # noqa: E402
-from bench.common import descendants, read_proc, stack  # noqa: E402
+from bench.common import descendants, read_proc, stack, stack_root  # noqa: E402
 from bench.compare_stacks import print_ab  # noqa: E402
 
 ENGINE = ("VLLM::EngineCore", "VLLM::Worker", "VllmWorker")
@@ -72,7 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     with stack() as (url, headers, data_dir):
-        root = json.loads((data_dir / "run" / "stack.json").read_text())["pid"]
+        root = stack_root(data_dir)
         http_burst(url, headers, [MODEL.name], True)  # warm-up
         tps = {(side, stream): [] for side in "AB" for stream in (True, False)}
         ttft = {"A": [], "B": []}

@@ -97,9 +97,8 @@ def test_the_ray_head_gets_quiet_loops_unless_told_otherwise() -> None:
     assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.5" and env["PATH"] == "/bin"
     assert (QUIET_LOOPS_ENV | SERVE_FAST_PATH_ENV).items() <= env.items()
     assert env["RAY_num_workers_soft_limit"] == "0"
-    assert (
-        "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in env
-    )  # the stack's own setting decides (direct_ingress_env)
+    # the stack's own setting decides direct ingress (direct_ingress_env), not the fast path
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in env
     # this process's environment wins (bench/compare_stacks.py compares settings that way), except what must hold
     env = ray_head_env({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_worker_niceness": "15"})
     assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.1" and env["RAY_worker_niceness"] == "0"
