@@ -78,10 +78,10 @@ def wait_until_answers(url: str, what: str, alive=lambda: True, timeout: float =
 
 
 @contextlib.contextmanager
-def vllm_server(model: Path) -> Iterator[str]:
+def vllm_server(model: Path, adapters: dict[str, Path] | None = None) -> Iterator[str]:
     """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) alone, with the service's engine
     arguments (`deploy.llm.engine_kwargs`, as command-line flags) and CPU binding: what a user would run
-    without the service. Yields the base URL."""
+    without the service. `adapters` (served name -> PEFT folder) are served too. Yields the base URL."""
     from deploy.llm import cpu_binding_env, engine_kwargs
     from service.platform.net import free_port
     from service.platform.settings import Settings
@@ -90,6 +90,8 @@ def vllm_server(model: Path) -> Iterator[str]:
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
     cmd += ["--served-model-name", model.name, "--port", str(port), "--host", "127.0.0.1"]
     cmd += ["--disable-uvicorn-access-log"]
+    if adapters:
+        cmd += ["--lora-modules", *(f"{name}={folder}" for name, folder in adapters.items())]
     for key, value in engine_kwargs(Settings(), model.name, str(model)).items():
         flag = "--" + key.replace("_", "-")
         if value is True:

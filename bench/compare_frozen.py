@@ -10,6 +10,7 @@ rounds alternate which side goes first. The result is the median over rounds of 
     .venv/bin/python bench/compare_frozen.py --rounds 8            # text: 16 chats x 128 tokens
     .venv/bin/python bench/compare_frozen.py --vision --rounds 8   # images: 16 chats x 32 tokens
     .venv/bin/python bench/compare_frozen.py --service --service RAY_X=1   # two stacks: defaults, and RAY_X=1
+    .venv/bin/python bench/compare_frozen.py --mix   # text, base streamed and a mix of 3 adapters, streamed
 
 Ray's health checks survive the freeze: every process of the stack stops and resumes together.
 """
@@ -24,6 +25,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--vision", action="store_true", help="the test VLM, a picture per chat, streamed")
+    parser.add_argument("--mix", action="store_true", help="text, base and a 3-adapter mix, both streamed")
     parser.add_argument(
         "--service",
         nargs="*",
@@ -71,38 +74,47 @@ def main() -> None:
     )
     args = parser.parse_args()
     services = args.service or [[]]
+    folders = []  # the adapter mix's PEFT folders, the same on every side
     if args.vision:
         model = bench_vision.MODEL
         services = [[f"TUNESERVE_BASE_MODELS={json.dumps({model.name: str(model)})}", *s] for s in services]
-        kinds = {"streamed": bench_vision.image_bodies(), "streamed, again": bench_vision.image_bodies()}
+        kinds = {
+            "streamed": lambda _: bench_vision.image_bodies(),
+            "streamed, again": lambda _: bench_vision.image_bodies(),
+        }
     else:
         model, names = bench_serving.MODEL, [bench_serving.MODEL.name]
-        kinds = {
-            "streamed": bench_serving.chat_bodies(names, True),
-            "plain": bench_serving.chat_bodies(names, False),
-        }
+        kinds = {"streamed": lambda _: bench_serving.chat_bodies(names, True)}
+        if args.mix:
+            folders = bench_serving.adapters(Path(tempfile.mkdtemp(prefix="ts-bench-adapters-")))
+            kinds["mix"] = lambda adapters: bench_serving.chat_bodies(adapters, True)
+        else:
+            kinds["plain"] = lambda _: bench_serving.chat_bodies(names, False)
     with contextlib.ExitStack() as running:
-        sides = {}  # name -> (URL, headers, root process)
+        sides = {}  # name -> (URL, headers, root process, the mix's model ids)
         for i, pairs in enumerate(services):
             url, headers, data_dir = running.enter_context(stack_with(pairs))
             name = f"service {'ABCDEFGH'[i]}"
-            sides[name] = (url, headers, stack_root(data_dir))
+            sides[name] = (url, headers, stack_root(data_dir), register(url, data_dir, folders))
             print(f"{name}: {' '.join(pairs) or 'defaults'}", flush=True)
-        sides["vllm"] = (running.enter_context(vllm_server(model)), {}, vllm_server_pid())
-        for _, _, root in sides.values():
+        served = {f"a{i}": folder for i, folder in enumerate(folders)}
+        url = running.enter_context(vllm_server(model, served))
+        sides["vllm"] = (url, {}, vllm_server_pid(), list(served))
+        for _, _, root, _ in sides.values():
             running.callback(signal_tree, root, signal.SIGCONT)  # however this ends: `down` needs them
         tps = {(side, kind): [] for side in sides for kind in kinds}
         ttft = {side: [] for side in sides}
         order = list(sides)
-        for side in order:  # warm-up, each alone
+        for side in order:  # warm-up, each alone (the mix's burst loads the adapters)
             alone(sides, side)
-            chat_burst(*sides[side][:2], next(iter(kinds.values())))
+            for bodies in kinds.values():
+                chat_burst(*sides[side][:2], bodies(sides[side][3]))
         for i in range(args.rounds):
             for side in order[i % len(order) :] + order[: i % len(order)]:  # each side first in turn
                 alone(sides, side)
                 time.sleep(SETTLE_S)
                 for kind, bodies in kinds.items():
-                    rate, first = burst(*sides[side][:2], bodies)
+                    rate, first = burst(*sides[side][:2], bodies(sides[side][3]))
                     tps[(side, kind)].append(rate)
                     if kind == "streamed":
                         ttft[side].append(first)
@@ -114,9 +126,17 @@ def main() -> None:
     print_table(tps, ttft, list(kinds), [s for s in sides if s != "vllm"])
 
 
+def register(url: str, data_dir: Path, folders: list[Path]) -> list[str]:
+    """The adapters in `folders` registered on the stack at `url`: their model ids."""
+    from tests.integration.helpers import RunningStack, register_adapter
+
+    running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
+    return [register_adapter(running, folder, f"bench{i}") for i, folder in enumerate(folders)]
+
+
 def alone(sides: dict, side: str) -> None:
     """Every side but `side` stopped, `side` running."""
-    for name, (_, _, root) in sides.items():
+    for name, (_, _, root, _) in sides.items():
         if name != side:
             signal_tree(root, signal.SIGSTOP)
     signal_tree(sides[side][2], signal.SIGCONT)
