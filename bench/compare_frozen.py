@@ -11,6 +11,8 @@ rounds alternate which side goes first. The result is the median over rounds of 
     .venv/bin/python bench/compare_frozen.py --vision --rounds 8   # images: 16 chats x 32 tokens
     .venv/bin/python bench/compare_frozen.py --service --service RAY_X=1   # two stacks: defaults, and RAY_X=1
     .venv/bin/python bench/compare_frozen.py --mix   # text, base streamed and a mix of 3 adapters, streamed
+    .venv/bin/python bench/compare_frozen.py --bare  # also the first stack with everything off the
+                                                     # request's path stopped: what its background costs
 
 Ray's health checks survive the freeze: every process of the stack stops and resumes together.
 """
@@ -27,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,6 +46,17 @@ def signal_tree(root: int, sig: int) -> None:
     for pid in descendants(root):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+@dataclass(frozen=True)
+class Side:
+    """What is measured in turns: a stack, or vLLM's server."""
+
+    url: str
+    headers: dict
+    root: int  # the process whose tree is stopped and resumed
+    models: list[str]  # the adapter mix's model ids
+    held: frozenset[int] = frozenset()  # processes kept stopped during this side's turns
 
 
 def vllm_server_pid() -> int:
@@ -63,6 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--vision", action="store_true", help="the test VLM, a picture per chat, streamed")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="one more side: the first stack with only its Serve replicas (and their engines) running",
+    )
     parser.add_argument("--mix", action="store_true", help="text, base and a 3-adapter mix, both streamed")
     parser.add_argument(
         "--service",
@@ -91,30 +110,33 @@ def main() -> None:
         else:
             kinds["plain"] = lambda _: bench_serving.chat_bodies(names, False)
     with contextlib.ExitStack() as running:
-        sides = {}  # name -> (URL, headers, root process, the mix's model ids)
+        sides: dict[str, Side] = {}
         for i, pairs in enumerate(services):
             url, headers, data_dir = running.enter_context(stack_with(pairs))
             name = f"service {'ABCDEFGH'[i]}"
-            sides[name] = (url, headers, stack_root(data_dir), register(url, data_dir, folders))
+            sides[name] = Side(url, headers, stack_root(data_dir), register(url, data_dir, folders))
             print(f"{name}: {' '.join(pairs) or 'defaults'}", flush=True)
+        if args.bare:
+            first = sides["service A"]
+            sides["A, bare"] = Side(first.url, first.headers, first.root, first.models, off_path(first.root))
         served = {f"a{i}": folder for i, folder in enumerate(folders)}
         url = running.enter_context(vllm_server(model, served))
-        sides["vllm"] = (url, {}, vllm_server_pid(), list(served))
-        for _, _, root, _ in sides.values():
-            running.callback(signal_tree, root, signal.SIGCONT)  # however this ends: `down` needs them
+        sides["vllm"] = Side(url, {}, vllm_server_pid(), list(served))
+        for side in sides.values():
+            running.callback(signal_tree, side.root, signal.SIGCONT)  # however this ends: `down` needs them
         tps = {(side, kind): [] for side in sides for kind in kinds}
         ttft = {side: [] for side in sides}
         order = list(sides)
         for side in order:  # warm-up, each alone (the mix's burst loads the adapters)
             alone(sides, side)
             for bodies in kinds.values():
-                chat_burst(*sides[side][:2], bodies(sides[side][3]))
+                chat_burst(sides[side].url, sides[side].headers, bodies(sides[side].models))
         for i in range(args.rounds):
             for side in order[i % len(order) :] + order[: i % len(order)]:  # each side first in turn
                 alone(sides, side)
                 time.sleep(SETTLE_S)
                 for kind, bodies in kinds.items():
-                    rate, first = burst(*sides[side][:2], bodies(sides[side][3]))
+                    rate, first = burst(sides[side].url, sides[side].headers, bodies(sides[side].models))
                     tps[(side, kind)].append(rate)
                     if kind == "streamed":
                         ttft[side].append(first)
@@ -134,12 +156,28 @@ def register(url: str, data_dir: Path, folders: list[Path]) -> list[str]:
     return [register_adapter(running, folder, f"bench{i}") for i, folder in enumerate(folders)]
 
 
-def alone(sides: dict, side: str) -> None:
-    """Every side but `side` stopped, `side` running."""
-    for name, (_, _, root, _) in sides.items():
-        if name != side:
-            signal_tree(root, signal.SIGSTOP)
-    signal_tree(sides[side][2], signal.SIGCONT)
+def alone(sides: dict[str, Side], side: str) -> None:
+    """Every side but `side` stopped, `side` running (less its `held` processes)."""
+    mine = sides[side]
+    for other in sides.values():
+        if other.root != mine.root:
+            signal_tree(other.root, signal.SIGSTOP)
+    signal_tree(mine.root, signal.SIGCONT)
+    if mine.held:
+        time.sleep(SETTLE_S)  # the timers that fired while the stack was stopped, caught up first
+        for pid in mine.held:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+
+def off_path(root: int) -> frozenset[int]:
+    """The stack's processes a request does not pass through: all but its Serve replicas and their
+    children (vLLM's engine)."""
+    on_path = set()
+    for pid in descendants(root):
+        if "ServeReplica" in read_proc(f"/proc/{pid}/cmdline"):
+            on_path.update(descendants(pid))
+    return frozenset(set(descendants(root)) - on_path)
 
 
 def print_table(tps: dict, ttft: dict, kinds: list[str], services: list[str]) -> None:
