@@ -60,6 +60,14 @@ def adapters(tmp: Path) -> list[Path]:
     return [make_adapter(tmp / f"adapter{i}", seed=i) for i in range(N_ADAPTERS)]
 
 
+def register_adapters(url: str, data_dir: Path, folders: list[Path]) -> list[str]:
+    """The adapters in `folders` registered on the stack at `url` (data dir `data_dir`): their model ids."""
+    from tests.integration.helpers import RunningStack, register_adapter
+
+    running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
+    return [register_adapter(running, folder, f"bench{i}") for i, folder in enumerate(folders)]
+
+
 def summary(wall: float, tokens: int, ttfts: list[float]) -> dict:
     return {
         "tokens_per_second": tokens / wall,
@@ -210,16 +218,12 @@ def run_service(messages_per_s: str = "") -> dict:
     """The full service on a fresh data dir, over HTTP: base streamed and not, the adapter mix, then ten
     streamed bursts in a row (they must not get slower). With `messages_per_s`, that stream budget and
     only the base model, streamed."""
-    from tests.integration.helpers import RunningStack, register_adapter
-
     settings = {"serving_stream_messages_per_s": messages_per_s} if messages_per_s else {}
     with stack(**settings) as (url, headers, data_dir):
         http_burst(url, headers, [MODEL.name], True)  # warm-up
         if messages_per_s:
             return {"stream": http_burst(url, headers, [MODEL.name], True)}
-        running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
-        paths = adapters(data_dir / "tmp")
-        models = [register_adapter(running, p, f"bench{i}") for i, p in enumerate(paths)]
+        models = register_adapters(url, data_dir, adapters(data_dir / "tmp"))
         http_burst(url, headers, models, True)  # loads the adapters
         result = {
             "stream": http_burst(url, headers, [MODEL.name], True),

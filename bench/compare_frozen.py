@@ -92,6 +92,8 @@ def main() -> None:
         "one with none",
     )
     args = parser.parse_args()
+    if args.mix and args.vision:
+        parser.error("--mix is for text: the adapters are the text model's")
     services = args.service or [[]]
     folders = []  # the adapter mix's PEFT folders, the same on every side
     if args.vision:
@@ -114,7 +116,8 @@ def main() -> None:
         for i, pairs in enumerate(services):
             url, headers, data_dir = running.enter_context(stack_with(pairs))
             name = f"service {'ABCDEFGH'[i]}"
-            sides[name] = Side(url, headers, stack_root(data_dir), register(url, data_dir, folders))
+            models = bench_serving.register_adapters(url, data_dir, folders)
+            sides[name] = Side(url, headers, stack_root(data_dir), models)
             print(f"{name}: {' '.join(pairs) or 'defaults'}", flush=True)
         if args.bare:
             first = sides["service A"]
@@ -148,14 +151,6 @@ def main() -> None:
     print_table(tps, ttft, list(kinds), [s for s in sides if s != "vllm"])
 
 
-def register(url: str, data_dir: Path, folders: list[Path]) -> list[str]:
-    """The adapters in `folders` registered on the stack at `url`: their model ids."""
-    from tests.integration.helpers import RunningStack, register_adapter
-
-    running = RunningStack(data_dir, int(url.rsplit(":", 1)[1]), {})
-    return [register_adapter(running, folder, f"bench{i}") for i, folder in enumerate(folders)]
-
-
 def alone(sides: dict[str, Side], side: str) -> None:
     """Every side but `side` stopped, `side` running (less its `held` processes)."""
     mine = sides[side]
@@ -173,11 +168,12 @@ def alone(sides: dict[str, Side], side: str) -> None:
 def off_path(root: int) -> frozenset[int]:
     """The stack's processes a request does not pass through: all but its Serve replicas and their
     children (vLLM's engine)."""
+    stack = descendants(root)
     on_path = set()
-    for pid in descendants(root):
+    for pid in stack:
         if "ServeReplica" in read_proc(f"/proc/{pid}/cmdline"):
             on_path.update(descendants(pid))
-    return frozenset(set(descendants(root)) - on_path)
+    return frozenset(stack) - on_path
 
 
 def print_table(tps: dict, ttft: dict, kinds: list[str], services: list[str]) -> None:
