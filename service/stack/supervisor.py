@@ -410,7 +410,8 @@ QUIET_LOOPS_ENV = {
 # Ray Serve's throughput-optimized mode (`RAY_SERVE_THROUGHPUT_OPTIMIZED`), less the direct ingress it
 # would also turn on (the stack decides that: `TUNESERVE_DIRECT_INGRESS`): the replicas run our code and
 # their handles' routers on their main event loop instead of a thread and a loop of their own (no
-# cross-thread hop per request and per streamed message), and handles call replicas over gRPC. Images
+# cross-thread hop per request and per streamed message), and handles call replicas over gRPC (the
+# API's handles only because deploy.llm.ServeLLMEngine tells them to). Images
 # through the service +1-12 % in two runs (bench/compare_frozen.py, bench/RESULTS.md). Our code must
 # not block its loop (blocking work goes to threads) nor wait on a handle synchronously (`.result()`).
 SERVE_FAST_PATH_ENV = {
