@@ -61,7 +61,7 @@ def build_application(settings: Settings):  # a Ray Serve Application
     from ray import serve
     from ray.serve.llm import build_llm_deployment
 
-    from deploy.llm import llm_config, server_class
+    from deploy.llm import llm_config, serve_transport_env, server_class
 
     llms = {
         name: build_llm_deployment(
@@ -105,7 +105,11 @@ def build_application(settings: Settings):  # a Ray Serve Application
         Ingress,
         name=INGRESS_NAME,
         num_replicas=1,
-        ray_actor_options={"num_cpus": 0, **pinned},
+        ray_actor_options={
+            "num_cpus": 0,
+            "runtime_env": {"env_vars": serve_transport_env(settings)},  # responses over gRPC
+            **pinned,
+        },
         max_ongoing_requests=256,
     )
     return ingress.bind(llms)

@@ -22,6 +22,7 @@ from service.models.base_models import modalities
 from service.models.registry import ResolvedModel
 from service.platform.errors import ApiError, root_cause
 from service.platform.hardware import cpu_has_bf16
+from service.platform.images import MAX_IMAGE_BYTES
 from service.platform.settings import Settings
 from service.platform.storage import store_credentials
 
@@ -31,9 +32,20 @@ CPU_KV_CACHE_GIB = 1.0
 DEFAULT_TOOL_PARSER = "hermes"
 
 
+def serve_transport_env(settings: Settings) -> dict[str, str]:
+    """The largest message Ray Serve's gRPC transport between the API and the vLLM replicas accepts
+    (ServeLLMEngine; gRPC's default is 4 MB): a chat's body (up to TUNESERVE_MAX_REQUEST_BYTES) plus the
+    images its file ids bring in, each up to 10 MB and base64-encoded. Both ends read it: the API's and the
+    vLLM replicas' environments."""
+    image = (MAX_IMAGE_BYTES // 3 + 1) * 4
+    limit = settings.max_request_bytes + settings.serving_max_images_per_prompt * image + 1024**2
+    return {"RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(min(limit, 2**31 - 1))}
+
+
 def engine_env(settings: Settings) -> dict[str, str]:
     """Environment of the vLLM replicas: the object store for LoRA downloads, and CPU thread binding."""
     env = {
+        **serve_transport_env(settings),
         **store_credentials(settings).as_env(),
         # Adapters and engine logs; keep the many per-request INFO lines out of the worker logs.
         "VLLM_LOGGING_LEVEL": "WARNING",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.llm import OMP_SPIN_COUNT, cpu_binding_env, engine_kwargs
+from deploy.llm import OMP_SPIN_COUNT, cpu_binding_env, engine_kwargs, serve_transport_env
+from service.platform.images import MAX_IMAGE_BYTES
 from service.platform.settings import (
     DEFAULT_BASE_MODEL,
     VISION_TEST_MODEL,
@@ -55,3 +56,14 @@ def test_gpu_profile_tensor_parallel_and_memory() -> None:
 def test_tensor_parallel_needs_gpus() -> None:
     with pytest.raises(SettingsError, match="TENSOR_PARALLEL_SIZE above 1 needs TUNESERVE_SERVING_GPU"):
         load_settings(serving_tensor_parallel_size=2)
+
+
+def test_the_transport_to_the_engines_carries_the_largest_request() -> None:
+    # gRPC's default message limit is 4 MB; a chat may carry its body and ten 10 MB images as base64.
+    settings = Settings(max_request_bytes=64 * 1024**2, serving_max_images_per_prompt=10)
+    limit = int(serve_transport_env(settings)["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"])
+    assert limit >= 64 * 1024**2 + 10 * MAX_IMAGE_BYTES * 4 // 3
+    huge = Settings(max_request_bytes=2**40)
+    assert (
+        int(serve_transport_env(huge)["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"]) == 2**31 - 1
+    )  # gRPC's most

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from pathlib import Path
 
 import openai
+from PIL import Image
 
 from bench import vision_task
 from service.fine_tuning.service import adapter_prefix
@@ -97,6 +99,16 @@ def test_a_vision_fine_tune_with_the_defaults_learns_to_see_the_colour(
         stream=True,
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected[0]
+    # A 5 MB picture, past gRPC's default 4 MB message limit between the API and the engine once the API
+    # has inlined the file as a data URL, is served too.
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (1400, 1200), random.Random(0).randbytes(1400 * 1200 * 3)).save(noise, "PNG")
+    assert len(noise.getvalue()) > 4 * 1024**2
+    big = client.files.create(file=("noise.png", noise.getvalue()), purpose="vision").id
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=[vision_task.user_message(big)], temperature=0, max_tokens=4
+    )
+    assert answer.choices[0].message.content
 
     # An eval over image items reports the same accuracy.
     items = [{"item": {"picture": vision_task.data_url(p), "colour": c}} for p, c in held_out]
