@@ -42,6 +42,10 @@ def root_cause(exc: BaseException) -> str:
     """The innermost error's type and last meaningful line: Ray and vLLM wrap errors in several layers."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if callable(getattr(exc, "details", None)) and callable(getattr(exc, "code", None)):
+        # A gRPC error (Ray Serve's transport between the API and the engines): its text is a multi-line
+        # repr whose last line is ">"; its status and details say what happened.
+        return f"{type(exc).__name__}: {getattr(exc.code(), 'name', exc.code())}: {exc.details()}"[:1000]
     lines = [
         line
         for line in str(exc).strip().splitlines()
