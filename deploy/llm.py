@@ -22,7 +22,7 @@ from service.models.base_models import modalities
 from service.models.registry import ResolvedModel
 from service.platform.errors import ApiError, root_cause
 from service.platform.hardware import cpu_has_bf16
-from service.platform.images import MAX_IMAGE_BYTES
+from service.platform.images import MAX_IMAGE_BASE64_CHARS
 from service.platform.settings import Settings
 from service.platform.storage import store_credentials
 
@@ -37,8 +37,8 @@ def serve_transport_env(settings: Settings) -> dict[str, str]:
     (ServeLLMEngine; gRPC's default is 4 MB): a chat's body (up to TUNESERVE_MAX_REQUEST_BYTES) plus the
     images its file ids bring in, each up to 10 MB and base64-encoded. Both ends read it: the API's and the
     vLLM replicas' environments."""
-    image = (MAX_IMAGE_BYTES // 3 + 1) * 4
-    limit = settings.max_request_bytes + settings.serving_max_images_per_prompt * image + 1024**2
+    images = settings.serving_max_images_per_prompt * MAX_IMAGE_BASE64_CHARS
+    limit = settings.max_request_bytes + images + 1024**2
     return {"RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(min(limit, 2**31 - 1))}
 
 

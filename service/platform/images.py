@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_IMAGE_BASE64_CHARS = (MAX_IMAGE_BYTES // 3 + 1) * 4  # the largest image, base64-encoded
 MAX_IMAGES_PER_EXAMPLE = 10
 MAX_IMAGE_PIXELS = 50_000_000  # far above any real image; stops a decompression bomb before it decodes
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -87,7 +88,7 @@ def decode_data_url(url: str) -> bytes:
     mime = header.removeprefix("data:").removesuffix(";base64").lower()
     if mime not in _DATA_URL_TYPES:
         raise ImageError(f"images of type {mime!r} are not accepted: PNG, JPEG or WEBP only")
-    if len(payload) > (MAX_IMAGE_BYTES // 3 + 1) * 4:
+    if len(payload) > MAX_IMAGE_BASE64_CHARS:
         raise ImageError(f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     try:
         return base64.b64decode(payload, validate=True)
