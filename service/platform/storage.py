@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import boto3
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -29,6 +30,9 @@ from service.platform.settings import Settings
 SHA256_META = "sha256"
 CHECKSUMS_FILE = ".checksums.json"
 _MULTIPART_THRESHOLD = 8 * 1024 * 1024
+# Tries of a whole upload or download when the server fails (see `ObjectStore._restarting`).
+_TRANSFER_ATTEMPTS = 3
+_TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
 
 
 class StoreError(RuntimeError):
@@ -143,7 +147,7 @@ class ObjectStore:
         """Upload a file, in parts when it is large; its SHA-256 is stored as metadata."""
         path = Path(path)
         digest = sha256_file(path)
-        self._call(
+        self._restarting(
             self._s3.upload_file,
             str(path),
             self.bucket,
@@ -180,7 +184,7 @@ class ObjectStore:
         """Download to `path` (in parts when large), checked like `get_bytes`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._call(self._s3.download_file, self.bucket, key, str(path), Config=self._transfer)
+        self._restarting(self._s3.download_file, self.bucket, key, str(path), Config=self._transfer)
         try:
             _verify(key, sha256_file(path), sha256 or self.head(key).sha256)
         except ChecksumMismatch:
@@ -275,10 +279,27 @@ class ObjectStore:
     def _call(self, fn, *args, **kwargs):  # thin wrapper over boto3
         try:
             return fn(*args, **kwargs)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, S3UploadFailedError, RetriesExceededError) as exc:
             raise self._translate(exc, kwargs.get("Key") or (args[2] if len(args) > 2 else None)) from exc
 
+    def _restarting(self, fn, *args, **kwargs):
+        """`_call` for a whole transfer, started again after a transient server error. botocore retries
+        each request, but a multipart upload whose stream broke is not mended by sending its parts again:
+        the embedded rclone server streams the parts into one file, and once that stream fails every
+        later part fails too (a training job lost to one such error in CI). Only a new upload recovers."""
+        for attempt in range(1, _TRANSFER_ATTEMPTS + 1):
+            try:
+                return self._call(fn, *args, **kwargs)
+            except StoreError as exc:
+                if attempt == _TRANSFER_ATTEMPTS or not is_transient(exc):
+                    raise
+                time.sleep(0.5 * 2**attempt)
+
     def _translate(self, exc: Exception, key: str | None = None) -> StoreError:
+        if isinstance(exc, RetriesExceededError):
+            exc = exc.last_exception
+        elif isinstance(exc, S3UploadFailedError):  # raised inside `except ClientError`: that error says more
+            exc = _client_error(exc) or exc
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code"))
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
@@ -288,13 +309,30 @@ class ObjectStore:
                     f"object store {self.where} refused the credentials ({code}); "
                     "check TUNESERVE_S3_ACCESS_KEY_ID / TUNESERVE_S3_SECRET_ACCESS_KEY"
                 )
-            return StoreError(f"object store {self.where}: {code}: {exc}")
+            where = f" ({self.url(key)})" if key else ""
+            return StoreError(f"object store {self.where}: {code}{where}: {exc}")
         if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
             return StoreUnavailable(
                 f"object store {self.where} is unreachable ({type(exc).__name__}); "
                 "check TUNESERVE_S3_ENDPOINT_URL or that the stack is up"
             )
         return StoreError(f"object store {self.where}: {type(exc).__name__}: {exc}")
+
+
+def _client_error(exc: BaseException | None) -> ClientError | None:
+    """The S3 error behind `exc`, following its causes."""
+    while exc is not None and not isinstance(exc, ClientError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the server failed in a way that a new try may not (HTTP 5xx, S3's "try again" codes)."""
+    err = _client_error(exc)
+    if err is None:
+        return False
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or err.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
 
 
 def _stored_sha256(resp: dict) -> str | None:

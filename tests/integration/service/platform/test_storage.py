@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from service.platform.net import free_port
 from service.platform.settings import Settings
@@ -56,6 +58,63 @@ def test_large_file_goes_up_in_parts_and_comes_back_intact(store: ObjectStore, t
     out = store.download_file("big/big.bin", tmp_path / "back.bin")
     assert hashlib.sha256(out.read_bytes()).hexdigest() == info.sha256
     assert b"".join(store.open("big/big.bin")) == src.read_bytes()
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: object):
+        yield self.data
+
+
+def _break_uploads(
+    store: ObjectStore, broken: int, code: str = "InternalError", status: int = 500
+) -> list[str]:
+    """Make the server answer every part of the first `broken` multipart uploads with an error, as the
+    embedded rclone server does once its stream of an upload's parts to disk has failed; returns the ids of
+    the uploads started."""
+    uploads: list[str] = []
+
+    def answer(request, **_: object) -> AWSResponse | None:
+        upload = parse_qs(urlsplit(request.url).query)["uploadId"][0]
+        if upload not in uploads:
+            uploads.append(upload)
+        if uploads.index(upload) >= broken:
+            return None  # sent to the server
+        body = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+        return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Body(body))
+
+    store._s3.meta.events.register("before-send.s3.UploadPart", answer)
+    return uploads
+
+
+def test_an_upload_the_server_broke_is_started_again(store: ObjectStore, tmp_path: Path) -> None:
+    src = tmp_path / "state.bin"
+    src.write_bytes(os.urandom(9 * 1024 * 1024))  # two parts
+    own = ObjectStore(store.credentials, store.bucket)  # the injected errors stay with this client
+    uploads = _break_uploads(own, broken=2)
+    info = own.put_file("retry/state.bin", src)
+    assert len(uploads) == 3  # two broken uploads, the third lands
+    assert store.get_bytes("retry/state.bin", sha256=info.sha256) == src.read_bytes()
+
+
+def test_an_upload_that_keeps_failing_or_is_refused_says_why(store: ObjectStore, tmp_path: Path) -> None:
+    from service.platform.storage import StoreError
+
+    src = tmp_path / "state.bin"
+    src.write_bytes(os.urandom(9 * 1024 * 1024))
+    own = ObjectStore(store.credentials, store.bucket)
+    uploads = _break_uploads(own, broken=99)
+    with pytest.raises(StoreError, match=r"InternalError \(s3://tuneserve/retry/lost.bin\)"):
+        own.put_file("retry/lost.bin", src)
+    assert len(uploads) == 3 and not store.exists("retry/lost.bin")
+    # An error that a new try would not mend is not retried.
+    refused = ObjectStore(store.credentials, store.bucket)
+    uploads = _break_uploads(refused, broken=99, code="EntityTooLarge", status=400)
+    with pytest.raises(StoreError, match="EntityTooLarge"):
+        refused.put_file("retry/refused.bin", src)
+    assert len(uploads) == 1
 
 
 def test_folders_round_trip_and_delete_prefix(store: ObjectStore, tmp_path: Path) -> None:
