@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from service.api.metrics import ApiMetrics
 from service.evals.runs import EvalRunner
@@ -57,20 +58,23 @@ class Services:
     probes: dict[str, HealthProbe] = field(default_factory=dict)
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in its thread pool, a thread
+# hop per dependency and request that wakes a thread on the engine's cores for an attribute read.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_principal(request: Request, services: Annotated[Services, Depends(get_services)]) -> Principal:
-    """The caller, as `guard.RequestGuard` authenticated it before the body was read (or now, for an app
-    without the guard)."""
+async def get_principal(request: Request, services: Annotated[Services, Depends(get_services)]) -> Principal:
+    """The caller, as `guard.RequestGuard` authenticated it before the body was read (or now, in a thread,
+    for an app without the guard)."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
-        principal = authenticate_header(services.keys, request.headers.get("authorization", ""))
+        header = request.headers.get("authorization", "")
+        principal = await run_in_threadpool(authenticate_header, services.keys, header)
     return principal
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "This operation needs the admin API key.", code="admin_required")
     return principal

@@ -35,16 +35,16 @@ async def health(request: Request, services: Svc) -> JSONResponse:
     components = dict(zip(probes, results, strict=True))
     ok = all(c["status"] == "ok" for c in components.values())
     body: dict = {"status": "ok" if ok else "degraded"}
-    if _is_admin(request, services):
+    if await _is_admin(request, services):
         body["components"] = components
     return JSONResponse(body, 200 if ok else 503)
 
 
-def _is_admin(request: Request, services: Services) -> bool:
+async def _is_admin(request: Request, services: Services) -> bool:
     if "authorization" not in request.headers:
         return False
     try:
-        return get_principal(request, services).is_admin
+        return (await get_principal(request, services)).is_admin
     except ApiError:
         return False
 
