@@ -79,3 +79,19 @@ def test_a_consumer_that_goes_away_stops_the_reader():
 
     count = asyncio.run(run())
     assert len(reads) == count  # nothing read after the consumer left
+
+
+def test_what_is_left_goes_as_soon_as_the_stream_ends():
+    # A wait of an hour after each message: the chunks that arrived meanwhile, and the end, go when the
+    # stream ends (the last tokens of every stream in a burst would otherwise wait out the interval).
+    async def run():
+        return await asyncio.wait_for(collect(coalesce(ticking(5, 0.01), lambda: 3600.0)), 30)
+
+    assert [b for _, b in asyncio.run(run())] == [[0], [1, 2, 3, 4]]
+
+    async def failing():
+        async for _ in coalesce(ticking(5, 0.01, fail_at=3), lambda: 3600.0):
+            pass
+
+    with pytest.raises(RuntimeError, match="engine died"):
+        asyncio.run(asyncio.wait_for(failing(), 30))
