@@ -61,9 +61,13 @@ async def coalesce(items: AsyncIterator[T], wait_s: Callable[[], float]) -> Asyn
                 return
             if reader.done():
                 continue  # ended while the list was sent: the rest goes now
+            wait = wait_s()
+            if wait <= 0:
+                await asyncio.sleep(0)
+                continue
             # asyncio.sleep's own mechanism (a future and a timer), woken early by the end of `items`.
             waiting.append(loop.create_future())
-            timer = loop.call_later(wait_s(), _wake, waiting)
+            timer = loop.call_later(wait, _wake, waiting)
             try:
                 await waiting[0]
             finally:
