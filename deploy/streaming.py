@@ -32,10 +32,8 @@ async def coalesce(items: AsyncIterator[T], wait_s: Callable[[], float]) -> Asyn
     (at least one item per list), and what is left as soon as `items` ends: a stream's last tokens (and
     the end of a burst of streams) do not wait out the interval. An error of `items` is raised after the
     items before it."""
-    loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     end = object()
-    waiting: list[asyncio.Future] = []  # the consumer's wait, while it waits
 
     async def read() -> None:
         try:
@@ -43,7 +41,6 @@ async def coalesce(items: AsyncIterator[T], wait_s: Callable[[], float]) -> Asyn
                 queue.put_nowait(item)
         finally:
             queue.put_nowait(end)
-            _wake(waiting)
 
     reader = asyncio.create_task(read())
     try:
@@ -59,24 +56,10 @@ async def coalesce(items: AsyncIterator[T], wait_s: Callable[[], float]) -> Asyn
             if done:
                 await reader  # raises the error that ended `items`, if any
                 return
-            if reader.done():
-                continue  # ended while the list was sent: the rest goes now
             wait = wait_s()
-            if wait <= 0:
+            if wait > 0:
+                await asyncio.wait([reader], timeout=wait)  # cut short when `items` ends; never cancels it
+            else:
                 await asyncio.sleep(0)
-                continue
-            # asyncio.sleep's own mechanism (a future and a timer), woken early by the end of `items`.
-            waiting.append(loop.create_future())
-            timer = loop.call_later(wait, _wake, waiting)
-            try:
-                await waiting[0]
-            finally:
-                timer.cancel()
-                waiting.clear()
     finally:
         reader.cancel()
-
-
-def _wake(waiting: list[asyncio.Future]) -> None:
-    if waiting and not waiting[0].done():
-        waiting[0].set_result(None)
