@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from service.models.folders import model_folder
@@ -31,10 +32,16 @@ def missing_base_models(settings: Settings) -> dict[str, Path]:
 def modalities(path: Path) -> list[str]:
     """What a base model folder takes as input: text, and images when its config has a vision tower."""
     try:
-        config = json.loads((path / "config.json").read_text())
+        return ["text", "image"] if _has_vision_tower(path) else ["text"]
     except (OSError, ValueError):
         return ["text"]
-    return ["text", "image"] if "vision_config" in config else ["text"]
+
+
+@lru_cache(maxsize=64)
+def _has_vision_tower(path: Path) -> bool:
+    """Read once per folder (every chat asks, to check its images): a base model's config does not change
+    under a running service. A folder not yet built raises, and so is read again next time."""
+    return "vision_config" in json.loads((path / "config.json").read_text())
 
 
 def chat_template(path: Path) -> str | None:

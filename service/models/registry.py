@@ -7,7 +7,7 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -56,8 +56,14 @@ class ModelRegistry:
     store: ObjectStore
     adapters: AdapterChecker
 
+    @cached_property
+    def bases(self) -> dict[str, Path]:
+        """Base model name -> its folder, resolved once: every request looks its model up here, and
+        resolving a path costs a system call per path component."""
+        return self.settings.resolved_base_models
+
     def list(self, tenant: str) -> list[Model]:
-        bases = self.settings.resolved_base_models
+        bases = self.bases
         models = [
             Model(
                 id=name,
@@ -84,12 +90,12 @@ class ModelRegistry:
     def renders_tools(self, base_model: str) -> bool:
         """Whether the base model's chat template presents tools itself (else the service writes them as
         text, `service.protocol.tool_format`)."""
-        path = self.settings.resolved_base_models.get(base_model)
+        path = self.bases.get(base_model)
         return path is not None and _renders_tools(str(path))
 
     def modalities(self, base_model: str) -> list[str]:
         """What a base model (and so every model trained from it) takes as input."""
-        path = self.settings.resolved_base_models.get(base_model)
+        path = self.bases.get(base_model)
         return modalities(path) if path is not None else ["text"]
 
     def get(self, tenant: str, model: str) -> Model:
@@ -152,7 +158,7 @@ class ModelRegistry:
 
     def resolve(self, tenant: str, model: str, param: str = "model") -> ResolvedModel:
         """The model `tenant` asked for, or 404 (another tenant's model does not exist for this one)."""
-        bases = self.settings.resolved_base_models
+        bases = self.bases
         if model in bases:
             return ResolvedModel(model, model, bases[model])
         with self.db.session() as s:
@@ -198,7 +204,7 @@ class ModelRegistry:
         """Register a PEFT adapter as a new model of `tenant` over `base_model`: `fill` writes its files into
         a folder (from an upload or a source), then come the checks a served adapter gets and a check that
         it fits that base model; each failure a 400 naming `param`."""
-        base_path = self.settings.resolved_base_models.get(base_model)
+        base_path = self.bases.get(base_model)
         if base_path is None:
             raise ApiError(
                 404,
