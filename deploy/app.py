@@ -3,6 +3,8 @@ deployments."""
 
 from __future__ import annotations
 
+import os
+
 from service.platform.settings import Settings
 
 INGRESS_NAME = "api"
@@ -55,13 +57,23 @@ def cluster_metrics() -> list[str]:
     return texts
 
 
+def api_env(settings: Settings) -> dict[str, str]:
+    """The API replica's environment: responses over gRPC (deploy.llm.serve_transport_env), and torch on
+    every core for the embedder (POST /v1/embeddings, vector store queries, retrieval). Ray caps a worker
+    that holds no CPUs (the API's num_cpus is 0) at one OpenMP thread, which ran the embeddings API at 0.40x
+    of the same embedder alone (bench/RESULTS.md, embeddings)."""
+    from deploy.llm import serve_transport_env
+
+    return {**serve_transport_env(settings), "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+
+
 def build_application(settings: Settings):  # a Ray Serve Application
     """The application bound with fully resolved settings: the API ingress and, for every served base model,
     a vLLM deployment (deploy.llm) whose handle the ingress gets. The FastAPI app is built on the replica."""
     from ray import serve
     from ray.serve.llm import build_llm_deployment
 
-    from deploy.llm import llm_config, serve_transport_env, server_class
+    from deploy.llm import llm_config, server_class
 
     llms = {
         name: build_llm_deployment(
@@ -107,7 +119,7 @@ def build_application(settings: Settings):  # a Ray Serve Application
         num_replicas=1,
         ray_actor_options={
             "num_cpus": 0,
-            "runtime_env": {"env_vars": serve_transport_env(settings)},  # responses over gRPC
+            "runtime_env": {"env_vars": api_env(settings)},
             **pinned,
         },
         max_ongoing_requests=256,

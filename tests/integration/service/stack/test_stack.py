@@ -86,21 +86,34 @@ def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stac
     assert not downloaded
 
 
-def test_rays_background_loops_run_at_the_stacks_pace(stack: RunningStack) -> None:
-    # Serve's controller is a worker of this stack's raylet: it inherits the head's environment, where the
-    # supervisor slows Ray's 100 ms loops and puts Serve on its fast path (service.stack.supervisor says why).
-    from service.stack.supervisor import QUIET_LOOPS_ENV, SERVE_FAST_PATH_ENV
+def ray_worker_environ(stack: RunningStack, title: str) -> dict[str, str]:
+    """The environment the stack's Ray worker whose process title has `title` started with."""
 
     def parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
     cmdlines = process_cmdlines()
     [raylet] = [p for p in stack_pids(stack.data_dir) if "raylet/raylet" in cmdlines.get(p, "")]
-    [controller] = [p for p, cmd in cmdlines.items() if "ServeController" in cmd and parent(p) == raylet]
-    environ = Path(f"/proc/{controller}/environ").read_bytes().decode(errors="replace").split("\0")
-    env = dict(line.split("=", 1) for line in environ if "=" in line)
+    [worker] = [p for p, cmd in cmdlines.items() if title in cmd and parent(p) == raylet]
+    environ = Path(f"/proc/{worker}/environ").read_bytes().decode(errors="replace").split("\0")
+    return dict(line.split("=", 1) for line in environ if "=" in line)
+
+
+def test_rays_background_loops_run_at_the_stacks_pace(stack: RunningStack) -> None:
+    # Serve's controller is a worker of this stack's raylet: it inherits the head's environment, where the
+    # supervisor slows Ray's 100 ms loops and puts Serve on its fast path (service.stack.supervisor says why).
+    from service.stack.supervisor import QUIET_LOOPS_ENV, SERVE_FAST_PATH_ENV
+
+    env = ray_worker_environ(stack, "ServeController")
     wanted = QUIET_LOOPS_ENV | SERVE_FAST_PATH_ENV
     assert {k: env.get(k) for k in wanted} == wanted
+
+
+def test_the_apis_embedder_may_use_every_core(stack: RunningStack) -> None:
+    # Ray gives a worker that holds no CPUs one OpenMP thread unless its environment says otherwise; the API
+    # replica holds none, and embeds on every core (deploy.app.api_env).
+    env = ray_worker_environ(stack, "ServeReplica:tuneserve:api")
+    assert env.get("OMP_NUM_THREADS") == str(os.cpu_count())
 
 
 def test_status_command(stack: RunningStack) -> None:
