@@ -129,6 +129,9 @@ def run_service() -> dict:
 
     import httpx
 
+    from rag.collection import OBJECT as COLLECTION_OBJECT
+    from rag.collection import Collection
+
     with stack(served_models="") as (url, headers, data_dir):
         base = url + "/v1"
         ids = [
@@ -153,9 +156,9 @@ def run_service() -> dict:
         ]:
             time.sleep(0.25)
         wall = time.perf_counter() - start
-        # The chunk store the service wrote (the embedded S3 server keeps objects as plain files).
-        chunk_store = data_dir / "objects" / "tuneserve" / "vector_stores" / store / "chunks.jsonl"
-        n = len(chunk_store.read_text().splitlines()) - 1  # minus its header line
+        # The collection the service wrote (the embedded S3 server keeps objects as plain files).
+        stored = data_dir / "objects" / "tuneserve" / "vector_stores" / store / COLLECTION_OBJECT
+        n = len(Collection.from_bytes(stored.read_bytes()).chunks)
         ranked, latencies = [], []
         for q in QUESTIONS:
             t = time.perf_counter()

@@ -116,6 +116,29 @@ def test_the_apis_embedder_may_use_every_core(stack: RunningStack) -> None:
     assert env.get("OMP_NUM_THREADS") == str(os.cpu_count())
 
 
+def omp_threads() -> str:
+    return os.environ["OMP_NUM_THREADS"]
+
+
+def test_a_task_gets_as_many_threads_as_cpus_whatever_its_submitter_has(stack: RunningStack) -> None:
+    # Tasks inherit their submitter's environment, and the API's allows every core (the test above): files
+    # ingested in parallel would each run that many threads on the same cores (deploy.tasks).
+    import asyncio
+
+    import ray
+
+    from deploy.tasks import RayTaskRunner
+
+    submitter = {"env_vars": {"OMP_NUM_THREADS": "7"}}
+    with ray_auth_of(stack):
+        ray.init(address=stack.state["ray_address"], log_to_driver=False, runtime_env=submitter)
+        try:
+            threads = asyncio.run(RayTaskRunner().run(omp_threads, cpus=1))
+        finally:
+            ray.shutdown()
+    assert threads == "1"
+
+
 def test_status_command(stack: RunningStack) -> None:
     out = stack.cli("status").stdout
     assert '"running": true' in out and '"status": "ok"' in out
