@@ -5,7 +5,7 @@ Sequential runs (A B B A) on this machine drift by +-20 % within an hour, as muc
 and two stacks up at once each pay for the other's idle processes. Here the side that waits is stopped
 outright, so the side measured has the machine to itself as if alone, and the two sides' turns are
 seconds apart. Each turn starts with the side thawed and left alone for `SETTLE_S`, then its bursts;
-rounds alternate which side goes first. The result is the median over rounds of service / vLLM.
+the rounds' orders are balanced (`balanced_orders`). The result is the median over rounds of service / vLLM.
 
     .venv/bin/python bench/compare_frozen.py --rounds 8            # text: 16 chats x 128 tokens
     .venv/bin/python bench/compare_frozen.py --vision --rounds 8   # images: 16 chats x 32 tokens
@@ -134,8 +134,9 @@ def main() -> None:
             alone(sides, side)
             for bodies in kinds.values():
                 chat_burst(sides[side].url, sides[side].headers, bodies(sides[side].models))
+        orders = balanced_orders(order)
         for i in range(args.rounds):
-            for side in order[i % len(order) :] + order[: i % len(order)]:  # each side first in turn
+            for side in orders[i % len(orders)]:
                 alone(sides, side)
                 time.sleep(SETTLE_S)
                 for kind, bodies in kinds.items():
@@ -149,6 +150,21 @@ def main() -> None:
                 flush=True,
             )
     print_table(tps, ttft, list(kinds), [s for s in sides if s != "vllm"])
+
+
+def balanced_orders(sides: list[str]) -> list[list[str]]:
+    """The orders of the rounds: each side first in turn, and each side right after each other side
+    equally often (a Williams design: n orders for an even n, 2n for an odd one). Rotating one order
+    let the second of two stacks run right after the first in most rounds, and it gained ~4 % either
+    way (bench/RESULTS.md, twenty-fourth session)."""
+    n = len(sides)
+    first = [0]
+    for k in range(1, n):  # 0, 1, n-1, 2, n-2, ...
+        first.append((k + 1) // 2 if k % 2 else n - k // 2)
+    rows = [[(x + i) % n for x in first] for i in range(n)]
+    if n % 2:
+        rows += [row[::-1] for row in rows]
+    return [[sides[x] for x in row] for row in rows]
 
 
 def alone(sides: dict[str, Side], side: str) -> None:
