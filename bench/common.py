@@ -78,10 +78,13 @@ def wait_until_answers(url: str, what: str, alive=lambda: True, timeout: float =
 
 
 @contextlib.contextmanager
-def vllm_server(model: Path, adapters: dict[str, Path] | None = None) -> Iterator[str]:
+def vllm_server(
+    model: Path, adapters: dict[str, Path] | None = None, cpu_threads: str = "all"
+) -> Iterator[str]:
     """vLLM's own OpenAI server (`vllm.entrypoints.openai.api_server`) alone, with the service's engine
-    arguments (`deploy.llm.engine_kwargs`, as command-line flags) and CPU binding: what a user would run
-    without the service. `adapters` (served name -> PEFT folder) are served too. Yields the base URL."""
+    arguments (`deploy.llm.engine_kwargs`, as command-line flags) and CPU binding (`cpu_threads`, as
+    TUNESERVE_SERVING_CPU_THREADS): what a user would run without the service. `adapters` (served name ->
+    PEFT folder) are served too. Yields the base URL."""
     from deploy.llm import cpu_binding_env, engine_kwargs
     from service.platform.net import free_port
     from service.platform.settings import Settings
@@ -98,7 +101,7 @@ def vllm_server(model: Path, adapters: dict[str, Path] | None = None) -> Iterato
             cmd.append(flag)
         elif value is not False:
             cmd += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
-    env = {**os.environ, **cpu_binding_env("all", os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, **cpu_binding_env(cpu_threads, os.cpu_count() or 1), "VLLM_LOGGING_LEVEL": "WARNING"}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"

@@ -13,6 +13,8 @@ the rounds' orders are balanced (`balanced_orders`). The result is the median ov
     .venv/bin/python bench/compare_frozen.py --mix   # text, base streamed and a mix of 3 adapters, streamed
     .venv/bin/python bench/compare_frozen.py --bare  # also the first stack with everything off the
                                                      # request's path stopped: what its background costs
+    .venv/bin/python bench/compare_frozen.py --engine-cores auto  # the engines on one core, the other
+                                                                  # left to the rest of each side
 
 Ray's health checks survive the freeze: every process of the stack stops and resumes together.
 """
@@ -84,6 +86,13 @@ def main() -> None:
     )
     parser.add_argument("--mix", action="store_true", help="text, base and a 3-adapter mix, both streamed")
     parser.add_argument(
+        "--engine-cores",
+        choices=["all", "auto"],
+        default="all",
+        help="the engines' CPU binding on every side (TUNESERVE_SERVING_CPU_THREADS); auto: vLLM's default, "
+        "one core left to everything else",
+    )
+    parser.add_argument(
         "--service",
         nargs="*",
         action="append",
@@ -94,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.mix and args.vision:
         parser.error("--mix is for text: the adapters are the text model's")
-    services = args.service or [[]]
+    services = [[f"TUNESERVE_SERVING_CPU_THREADS={args.engine_cores}", *s] for s in args.service or [[]]]
     folders = []  # the adapter mix's PEFT folders, the same on every side
     if args.vision:
         model = bench_vision.MODEL
@@ -123,7 +132,7 @@ def main() -> None:
             first = sides["service A"]
             sides["A, bare"] = Side(first.url, first.headers, first.root, first.models, off_path(first.root))
         served = {f"a{i}": folder for i, folder in enumerate(folders)}
-        url = running.enter_context(vllm_server(model, served))
+        url = running.enter_context(vllm_server(model, served, args.engine_cores))
         sides["vllm"] = Side(url, {}, vllm_server_pid(), list(served))
         for side in sides.values():
             running.callback(signal_tree, side.root, signal.SIGCONT)  # however this ends: `down` needs them
