@@ -163,9 +163,9 @@ def main() -> None:
 
 def balanced_orders(sides: list[str]) -> list[list[str]]:
     """The orders of the rounds: each side first in turn, and each side right after each other side
-    equally often (a Williams design: n orders for an even n, 2n for an odd one). Rotating one order
-    let the second of two stacks run right after the first in most rounds, and it gained ~4 % either
-    way (bench/RESULTS.md, twenty-fourth session)."""
+    equally often (a Williams design: n orders for an even n, 2n for an odd one). Under a rotated
+    order the second of two stacks, which ran right after the first in most rounds, gained ~4 %
+    whatever it ran (bench/RESULTS.md, twenty-fourth session)."""
     n = len(sides)
     first = [0]
     for k in range(1, n):  # 0, 1, n-1, 2, n-2, ...
