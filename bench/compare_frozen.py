@@ -15,6 +15,8 @@ the rounds' orders are balanced (`balanced_orders`). The result is the median ov
                                                      # request's path stopped: what its background costs
     .venv/bin/python bench/compare_frozen.py --engine-cores auto  # the engines on one core, the other
                                                                   # left to the rest of each side
+    .venv/bin/python bench/compare_frozen.py --serve-llm-direct  # also Ray Serve LLM's leanest
+                                                                 # deployment (bench.common.serve_llm_direct)
 
 Ray's health checks survive the freeze: every process of the stack stops and resumes together.
 """
@@ -28,6 +30,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +40,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bench_serving, bench_vision  # noqa: E402
-from bench.common import chat_burst, descendants, read_proc, stack_root, vllm_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    chat_burst,
+    descendants,
+    read_proc,
+    serve_llm_direct,
+    stack_root,
+    vllm_server,
+)
 from bench.compare_stacks import stack_with  # noqa: E402
 
 SETTLE_S = 3.0  # after a thaw, before the side's first burst: the catch-up of timers that fired meanwhile
@@ -86,6 +96,12 @@ def main() -> None:
     )
     parser.add_argument("--mix", action="store_true", help="text, base and a 3-adapter mix, both streamed")
     parser.add_argument(
+        "--serve-llm-direct",
+        action="store_true",
+        help="one more side: Ray Serve LLM's direct streaming alone on a bare Ray (engines on all cores)",
+    )
+    parser.add_argument("--hold-serve-llm-direct", type=Path, help=argparse.SUPPRESS)  # the side's process
+    parser.add_argument(
         "--engine-cores",
         choices=["all", "auto"],
         default="all",
@@ -101,8 +117,13 @@ def main() -> None:
         "one with none",
     )
     args = parser.parse_args()
+    if args.hold_serve_llm_direct:
+        model = bench_vision.MODEL if args.vision else bench_serving.MODEL
+        return hold_serve_llm_direct(model, args.hold_serve_llm_direct)
     if args.mix and args.vision:
         parser.error("--mix is for text: the adapters are the text model's")
+    if args.serve_llm_direct and (args.mix or args.engine_cores != "all"):
+        parser.error("--serve-llm-direct serves the base model with the engine on all cores")
     services = [[f"TUNESERVE_SERVING_CPU_THREADS={args.engine_cores}", *s] for s in args.service or [[]]]
     folders = []  # the adapter mix's PEFT folders, the same on every side
     if args.vision:
@@ -131,6 +152,9 @@ def main() -> None:
         if args.bare:
             first = sides["service A"]
             sides["A, bare"] = Side(first.url, first.headers, first.root, first.models, off_path(first.root))
+        if args.serve_llm_direct:
+            url, root = running.enter_context(serve_llm_direct_side(model))
+            sides["serve llm"] = Side(url, {}, root, [])
         served = {f"a{i}": folder for i, folder in enumerate(folders)}
         url = running.enter_context(vllm_server(model, served, args.engine_cores))
         sides["vllm"] = Side(url, {}, vllm_server_pid(), list(served))
@@ -159,6 +183,38 @@ def main() -> None:
                 flush=True,
             )
     print_table(tps, ttft, list(kinds), [s for s in sides if s != "vllm"])
+
+
+@contextlib.contextmanager
+def serve_llm_direct_side(model: Path):
+    """Ray Serve LLM's leanest deployment in a process of its own (this script, `--hold-serve-llm-direct`),
+    so that it can be stopped like the other sides: (its URL, that process's pid)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "url"
+        cmd = [sys.executable, __file__, "--hold-serve-llm-direct", str(ready)]
+        proc = subprocess.Popen([*cmd, *(["--vision"] if model == bench_vision.MODEL else [])])
+        try:
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError("Ray Serve LLM's direct deployment did not start")
+                time.sleep(1)
+            yield ready.read_text(), proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(120)
+
+
+def hold_serve_llm_direct(model: Path, ready: Path) -> None:
+    """Ray Serve LLM's direct deployment of `model` until terminated; its URL written to `ready`."""
+    stopped = []
+    with serve_llm_direct(model) as url:
+        # After ray.init, whose own SIGTERM handler exits at once and leaves Ray's agents running.
+        signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+        tmp = ready.with_suffix(".tmp")
+        tmp.write_text(url)
+        tmp.rename(ready)
+        while not stopped:
+            time.sleep(0.5)
 
 
 def balanced_orders(sides: list[str]) -> list[list[str]]:
