@@ -123,6 +123,8 @@ def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLM
         deployment_config={
             "num_replicas": settings.serving_replicas,
             "max_ongoing_requests": settings.serving_max_concurrent_requests * 2,
+            # Past it the API's handle raises BackPressureError at once (ServeLLMEngine.generate: a 503).
+            "max_queued_requests": settings.serving_max_queued_requests or -1,
         },
         runtime_env={"env_vars": engine_env(settings)},
         callback_config={"callback_class": CALLBACK_CLASS},  # no download task: the folder is on the node
@@ -233,6 +235,7 @@ class ServeLLMEngine:
             _openai_json_wrapper,
             _sanitize_chat_completion_request,
         )
+        from ray.serve.exceptions import BackPressureError
 
         request = _parse(endpoint, body)
         if endpoint == "chat":
@@ -245,6 +248,8 @@ class ServeLLMEngine:
             first = await stream.__anext__()
         except StopAsyncIteration:
             raise ApiError(502, f"The engine of '{model.id}' returned nothing.") from None
+        except BackPressureError as exc:  # every replica full and the queue too: come back shortly
+            raise overloaded(model.base_model, exc.args[0]) from None  # args: (queued, limit, ...)
         except Exception as exc:  # a replica error: an adapter vLLM failed to load, an engine crash
             raise ApiError(
                 502, f"The engine of '{model.id}' failed: {root_cause(exc)}", code="engine_error"
@@ -255,6 +260,18 @@ class ServeLLMEngine:
         if isinstance(head, NON_STREAMING_RESPONSE_TYPES):
             return head.model_dump(mode="json", exclude_none=True)
         return _openai_json_wrapper(_chain(first, stream))
+
+
+def overloaded(base_model: str, queued: int) -> ApiError:
+    """The answer to a request that found `base_model`'s replicas full and `queued` requests waiting:
+    a 503 the official clients retry after `Retry-After`."""
+    return ApiError(
+        503,
+        f"The engine of '{base_model}' is at capacity ({queued} requests waiting, "
+        "TUNESERVE_SERVING_MAX_QUEUED_REQUESTS); try again shortly.",
+        code="engine_overloaded",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _parse(endpoint: Endpoint, body: dict):  # a vLLM request object

@@ -40,16 +40,19 @@ class ApiScorer:
         self.timeout = timeout
 
     def post(self, path: str, body: dict) -> dict:
-        """The API's answer; over the tenant's rate limit (429), waits as `Retry-After` says and tries again
-        (a run goes at the pace its tenant may go) until the client's timeout has passed."""
+        """The API's answer; over the tenant's rate limit (429) or with the engine at capacity (a 503 with
+        `Retry-After`), waits as `Retry-After` says and tries again (a run goes at the pace its tenant and
+        the engine allow) until the client's timeout has passed."""
         deadline = time.monotonic() + self.timeout
         while True:
             try:
                 resp = self.http.post(path, json=body)
             except httpx.HTTPError as exc:
                 raise ModelCallError(503, f"the API did not answer: {exc}", "api_unreachable") from None
-            wait = float(resp.headers.get("retry-after", "1") or 1)
-            if resp.status_code != 429 or time.monotonic() + wait > deadline:
+            retry_after = resp.headers.get("retry-after")
+            wait = float(retry_after or 1)
+            busy = resp.status_code == 429 or (resp.status_code == 503 and retry_after is not None)
+            if not busy or time.monotonic() + wait > deadline:
                 break
             time.sleep(wait)
         if resp.status_code >= 400:

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     serving_max_concurrent_requests: int = Field(
         64, ge=1, description="Requests one vLLM replica runs at once (vLLM `max_num_seqs`); more queue."
     )
+    serving_max_queued_requests: int = Field(
+        512,
+        ge=0,
+        description="Requests an API replica keeps waiting for a base model whose replicas are all full "
+        "(each takes twice TUNESERVE_SERVING_MAX_CONCURRENT_REQUESTS); past it a 503 with Retry-After. "
+        "0: no limit.",
+    )
     serving_stream_messages_per_s: float = Field(
         64,
         ge=0,

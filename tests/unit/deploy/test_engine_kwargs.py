@@ -67,3 +67,13 @@ def test_the_transport_to_the_engines_carries_the_largest_request() -> None:
     assert (
         int(serve_transport_env(huge)["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"]) == 2**31 - 1
     )  # gRPC's most
+
+
+@pytest.mark.parametrize(("setting", "ray_limit"), [("512", 512), ("0", -1)])
+def test_the_queue_limit_reaches_the_deployment(setting: str, ray_limit: int) -> None:
+    from deploy.llm import llm_config
+
+    store = {"s3_endpoint_url": "http://s3.example", "s3_access_key_id": "k", "s3_secret_access_key": "s"}
+    settings = Settings(serving_max_queued_requests=setting, serving_max_concurrent_requests=8, **store)
+    config = llm_config(settings, DEFAULT_BASE_MODEL, str(MODELS / DEFAULT_BASE_MODEL)).deployment_config
+    assert config["max_queued_requests"] == ray_limit and config["max_ongoing_requests"] == 16

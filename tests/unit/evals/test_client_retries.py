@@ -40,3 +40,19 @@ def test_past_the_timeout_the_429_is_the_answer() -> None:
     with pytest.raises(ModelCallError) as err:
         scorer.post("/chat/completions", {})
     assert err.value.status == 429 and err.value.code == "rate_limit_exceeded" and len(calls) == 1
+
+
+def test_an_engine_at_capacity_is_retried_but_a_model_not_deployed_is_not() -> None:
+    busy = httpx.Response(
+        503,
+        json={"error": {"message": "at capacity", "code": "engine_overloaded"}},
+        headers={"Retry-After": "0"},
+    )
+    scorer, calls = scorer_with([busy, httpx.Response(200, json={"ok": True})])
+    assert scorer.post("/chat/completions", {}) == {"ok": True} and len(calls) == 2
+
+    absent = httpx.Response(503, json={"error": {"message": "not deployed", "code": "model_not_deployed"}})
+    scorer, calls = scorer_with([absent])
+    with pytest.raises(ModelCallError) as err:
+        scorer.post("/chat/completions", {})
+    assert err.value.code == "model_not_deployed" and len(calls) == 1
