@@ -10,6 +10,12 @@ from service.platform.settings import Settings
 INGRESS_NAME = "api"
 SERVE_APP_NAME = "tuneserve"  # the Serve application of a stack, on one machine and on a cluster
 HEAD_RESOURCE = "tuneserve_head"  # a custom resource only the stack's own Ray head has
+# Requests the API replica runs at once. Ray Serve queues the rest before they reach the app, a health
+# check as much as a chat, so a small number let open requests (long chats, slow or stalled uploads) hold
+# up every other caller (300 held a limit of 256: tests/integration/service/stack/test_stack.py). The API
+# is asynchronous and bounds what matters itself: the engines' queues (a 503), tenants' rates and streams
+# (429s), bodies (413). Ray Serve LLM's own ingress has no practical limit either.
+INGRESS_MAX_ONGOING_REQUESTS = 1_000_000
 
 
 def ray_probe() -> str:
@@ -122,6 +128,6 @@ def build_application(settings: Settings):  # a Ray Serve Application
             "runtime_env": {"env_vars": api_env(settings)},
             **pinned,
         },
-        max_ongoing_requests=256,
+        max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )
     return ingress.bind(llms)

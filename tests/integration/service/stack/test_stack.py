@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -49,6 +51,28 @@ def test_health_reports_every_component_ok(stack: RunningStack) -> None:
     assert body["status"] == "ok", body
     assert set(body["components"]) == {"db", "object_store", "ray", "serving", "engines", "jobs"}
     assert "1 node(s)" in body["components"]["ray"]["detail"]
+
+
+def test_hundreds_of_open_requests_do_not_hold_up_the_next_one(stack: RunningStack) -> None:
+    # Uploads whose bodies never come (a slow client, or a hostile one) each hold a request open in the API
+    # replica. Ray Serve admits as many at once as the replica's max_ongoing_requests and queues the rest:
+    # past that a health check or a chat would wait behind them, however light.
+    held = []
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {stack.admin_key}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+    )
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", stack.port))
+            sock.sendall(head.encode())
+            held.append(sock)
+        time.sleep(2)  # all of them in the API, waiting for their bodies
+        assert stack.get("/health").json()["status"] == "ok"  # 30 s at most
+        assert stack.get("/v1/models").status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stack: RunningStack) -> None:
