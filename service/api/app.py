@@ -165,6 +165,7 @@ def create_app(
         RequestGuard,
         max_request_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_file_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
     )
     for module in (
         health,

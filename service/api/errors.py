@@ -91,4 +91,5 @@ def _union_member(part: str) -> bool:
 
 
 def _code_for(status: int) -> str | None:
-    return {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(status)
+    codes = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}
+    return codes.get(status)

@@ -1,12 +1,15 @@
 """`RequestGuard`: in front of every /v1 route, the caller's key is checked before a byte of the body is
 read, and bodies are bounded while they stream in (413), so that an anonymous caller cannot make the API
-read and parse a 300 MB body, and nobody can make it hold more than the limit.
+read and parse a 300 MB body, and nobody can make it hold more than the limit. A body that stops coming
+for longer than the body timeout is a 408: a stalled client cannot hold a request open for ever.
 
 A pure ASGI middleware (Starlette's BaseHTTPMiddleware would buffer streamed responses). The principal it
 authenticated rides on the request's state, where `deps.get_principal` picks it up.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from anyio import to_thread
 from starlette.exceptions import HTTPException
@@ -20,10 +23,13 @@ MULTIPART_OVERHEAD = 1024 * 1024  # boundaries and part headers around an upload
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, max_request_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_request_bytes: int, max_upload_bytes: int, body_timeout_s: float = 60
+    ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -47,21 +53,33 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > limit:
             await error_response(_too_large(limit, upload))(scope, receive, send)
             return
-        await self.app(scope, _bounded(receive, limit, upload), send)
+        await self.app(scope, _bounded(receive, limit, upload, self.body_timeout_s), send)
 
 
-def _bounded(receive: Receive, limit: int, upload: bool) -> Receive:
-    """`receive` that stops a body (chunked, or longer than it declared) once it passes `limit`."""
+def _bounded(receive: Receive, limit: int, upload: bool, timeout_s: float) -> Receive:
+    """`receive` that stops a body (chunked, or longer than it declared) once it passes `limit`, or once
+    its next part has not come for `timeout_s`. After the body, `receive` waits for the client to leave
+    (a stream's disconnect) as long as it takes."""
     seen = 0
+    body_done = False
 
     async def bounded() -> Message:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, body_done
+        if body_done:
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout_s)
+        except TimeoutError:
+            what = "upload" if upload else "request"
+            setting = "TUNESERVE_REQUEST_BODY_TIMEOUT_S"
+            message = f"The {what}'s body stopped coming for {timeout_s:g} s ({setting})."
+            raise HTTPException(408, message) from None  # as 413: FastAPI lets it out of body parsing
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 err = _too_large(limit, upload)
-                raise HTTPException(413, err.message)  # FastAPI lets an HTTPException out of body parsing
+                raise HTTPException(413, err.message)
+            body_done = not message.get("more_body", False)
         return message
 
     return bounded

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body other than an upload, in bytes."
     )
+    request_body_timeout_s: float = Field(
+        60,
+        gt=0,
+        description="Seconds the API waits for the next part of a request's body (as nginx's "
+        "client_body_timeout); a client that stalls longer gets a 408 and its request is dropped.",
+    )
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
     max_storage_bytes_per_tenant: int = Field(
         20 * 1024**3,

@@ -92,6 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         TUNESERVE_BASE_MODELS=json.dumps(bases),
         TUNESERVE_RAY_NUM_CPUS="6",
         TUNESERVE_ADAPTER_IMPORT_SOURCES=f"s3://{SHARED_ADAPTERS}/",
+        TUNESERVE_REQUEST_BODY_TIMEOUT_S="10",  # test_stack waits out a stalled upload's
     )
     running.up()
     try:

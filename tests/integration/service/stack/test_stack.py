@@ -58,14 +58,10 @@ def test_hundreds_of_open_requests_do_not_hold_up_the_next_one(stack: RunningSta
     # replica. Ray Serve admits as many at once as the replica's max_ongoing_requests and queues the rest:
     # past that a health check or a chat would wait behind them, however light.
     held = []
-    head = (
-        f"POST /v1/files HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {stack.admin_key}\r\n"
-        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
-    )
     try:
         for _ in range(300):
             sock = socket.create_connection(("127.0.0.1", stack.port))
-            sock.sendall(head.encode())
+            sock.sendall(_stalled_upload(stack.admin_key))
             held.append(sock)
         time.sleep(2)  # all of them in the API, waiting for their bodies
         assert stack.get("/health").json()["status"] == "ok"  # 30 s at most
@@ -73,6 +69,28 @@ def test_hundreds_of_open_requests_do_not_hold_up_the_next_one(stack: RunningSta
     finally:
         for sock in held:
             sock.close()
+
+
+def test_an_upload_whose_body_stops_coming_gets_a_408(stack: RunningStack) -> None:
+    timeout_s = float(stack.env.get("TUNESERVE_REQUEST_BODY_TIMEOUT_S", 60))
+    with socket.create_connection(("127.0.0.1", stack.port)) as sock:
+        sock.sendall(_stalled_upload(stack.admin_key))
+        sock.settimeout(timeout_s + 30)
+        started = time.monotonic()
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert (
+        '"code":"request_timeout"' in answer.replace(" ", "") and "TUNESERVE_REQUEST_BODY_TIMEOUT_S" in answer
+    )
+    assert time.monotonic() - started >= timeout_s - 1
+
+
+def _stalled_upload(key: str) -> bytes:
+    """The start of a file upload whose body never comes."""
+    return (
+        f"POST /v1/files HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+    ).encode()
 
 
 def test_the_stack_runs_no_usage_telemetry_actor_and_no_model_download_task(stack: RunningStack) -> None:

@@ -89,9 +89,12 @@ def test_a_500_carries_a_request_id_and_no_internals(client: TestClient, monkeyp
 # Authentication before the body; bodies bounded while they stream in ----------------------------------
 
 
-async def _call(app, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, int, dict]:
-    """Drive the ASGI app with a POST /v1/chat/completions whose body arrives in `chunks`; returns the
-    status, how many chunks the app read, and the response body."""
+async def _call(
+    app, headers: dict[str, str], chunks: list[bytes], stall: bool = False
+) -> tuple[int, int, dict]:
+    """Drive the ASGI app with a POST /v1/chat/completions whose body arrives in `chunks` (and then never
+    ends, if `stall`); returns the status, how many chunks the app read, and the response body."""
+    import asyncio
     import json
 
     pending = list(chunks)
@@ -101,8 +104,10 @@ async def _call(app, headers: dict[str, str], chunks: list[bytes]) -> tuple[int,
     async def receive() -> dict:
         nonlocal read
         read += 1
+        if stall and not pending:
+            await asyncio.Event().wait()  # the client stopped sending
         body = pending.pop(0) if pending else b""
-        return {"type": "http.request", "body": body, "more_body": bool(pending)}
+        return {"type": "http.request", "body": body, "more_body": bool(pending) or stall}
 
     async def send(message: dict) -> None:
         sent.append(message)
@@ -150,6 +155,38 @@ def test_no_key_no_body_read_and_bodies_stop_at_the_limit(client: TestClient) ->
         and read <= limit // len(megabyte) + 1 < n
         and body["error"]["code"] == "request_too_large"
     )
+
+
+def test_a_body_that_stops_coming_is_a_408_and_a_streams_wait_for_its_client_is_not_cut(
+    client: TestClient,
+) -> None:
+    import asyncio
+
+    from service.api.guard import RequestGuard, _bounded
+
+    settings = client.app.state.services.settings
+    guard = RequestGuard(client.app, settings.max_request_bytes, settings.max_file_bytes, 0.2)
+
+    async def impatient(scope, receive, send) -> None:  # a guard with a short timeout in front of the app
+        await guard({**scope, "app": client.app}, receive, send)  # the app whose keys it checks
+
+    headers = {**auth(ADMIN), "content-type": "application/json"}
+    status, read, body = asyncio.run(_call(impatient, headers, [b'{"model": '], stall=True))
+    assert (status, read, body["error"]["code"]) == (408, 2, "request_timeout")
+    assert "TUNESERVE_REQUEST_BODY_TIMEOUT_S" in body["error"]["message"]
+
+    async def client_leaves_later() -> list[str]:
+        messages = [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]
+
+        async def receive() -> dict:
+            if len(messages) == 1:
+                await asyncio.sleep(0.5)  # a stream runs on until its client leaves
+            return messages.pop(0)
+
+        bounded = _bounded(receive, 1024, upload=False, timeout_s=0.1)
+        return [(await bounded())["type"], (await bounded())["type"]]
+
+    assert asyncio.run(client_leaves_later()) == ["http.request", "http.disconnect"]
 
 
 def test_user_patterns_run_in_linear_time_or_are_refused(client: TestClient) -> None:
