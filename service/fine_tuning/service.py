@@ -109,6 +109,8 @@ class JobService:
         # Unique by construction: the job id is the jobs table's key (a short random tail was not, and a
         # collision would have handed one tenant's model id to another).
         name = f"{model.id}:{req.suffix or 'ft'}-{job_id.removeprefix('ftjob-')}"
+        made: list[str] = []  # vision files made from fetched images: removed again if no job comes of them
+        image_files = self._image_keys(tenant, image_refs, fetched, made)
         spec = TrainingSpec(
             job_id=job_id,
             tenant=tenant,
@@ -137,7 +139,7 @@ class JobService:
             checkpoint_prefix=f"jobs/{job_id}/checkpoints/",
             integrations=req.integrations,
             vision="image" in modalities(model.base_path),
-            image_files=self._image_keys(tenant, image_refs, fetched),
+            image_files=image_files,
             image_url_domains=self.settings.image_url_domains,
         )
         row = JobRow(
@@ -152,14 +154,18 @@ class JobService:
             spec=spec.model_dump(mode="json"),
             metadata_=req.metadata,
         )
-        self.store.create(
-            row,
-            events=[
-                f"Validated training file {training.id}: {stats.n_examples} examples, "
-                f"{stats.n_tokens} tokens ({stats.n_trained_tokens} trained on)",
-                "Fine-tuning job queued until resources are free",
-            ],
-        )
+        events = [
+            f"Validated training file {training.id}: {stats.n_examples} examples, "
+            f"{stats.n_tokens} tokens ({stats.n_trained_tokens} trained on)",
+            "Fine-tuning job queued until resources are free",
+        ]
+        try:
+            self.store.create(row, events=events)
+        except BaseException:
+            for file_id in made:
+                with contextlib.suppress(Exception):  # the job's own error is the one to report
+                    self.files.delete(tenant, file_id)
+            raise
         return self.get(tenant, job_id)
 
     def _check_capacity(self, req: FineTuningJobCreate) -> None:
@@ -209,17 +215,19 @@ class JobService:
         return self.files.read_bytes(row)
 
     def _image_keys(
-        self, tenant: str, refs: set[str], fetched: dict[str, tuple[bytes, str]]
+        self, tenant: str, refs: set[str], fetched: dict[str, tuple[bytes, str]], made: list[str]
     ) -> dict[str, str]:
         """Where the run reads each image from: an uploaded file's object, or, for a URL, the object of a
         `vision` file of the tenant made from what was fetched (the run never fetches; what it trains on
-        is what was checked)."""
+        is what was checked). The ids of the files made are added to `made`."""
         keys = {}
         for ref in sorted(refs):
             if ref in fetched:
                 name = ref.rsplit("/", 1)[-1].split("?", 1)[0][:100] or "image"
                 data, mime = fetched[ref]
-                keys[ref] = self.files.create(tenant, name, "vision", data, mime).key
+                row = self.files.create(tenant, name, "vision", data, mime)
+                made.append(row.id)
+                keys[ref] = row.key
             else:
                 keys[ref] = self.files.get(tenant, ref).key
         return keys

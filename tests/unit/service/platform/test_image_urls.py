@@ -169,6 +169,23 @@ def test_training_images_by_url_are_fetched_once_into_files_of_the_tenant(tmp_pa
         assert {row.filename for row in kept.values()} == {"a.png", "moved"}
         assert all(services.store.get_bytes(key) == PNG for key in kept)
 
+        # A job that is not created after all (its insert fails) leaves none of the files it made.
+        jobs = services.jobs.store
+
+        def failing_insert(*args, **kwargs) -> None:
+            raise RuntimeError("the database went away")
+
+        original, jobs.create = jobs.create, failing_insert
+        try:
+            again = _training_file(client, f"{host}/a.png").json()["id"]
+            with pytest.raises(RuntimeError, match="went away"):  # the test client re-raises it
+                client.post("/v1/fine_tuning/jobs", json={"model": VISION_TEST_MODEL, "training_file": again})
+        finally:
+            jobs.create = original
+        with services.db.session() as s:
+            live = s.query(FileRow).filter_by(purpose="vision", deleted_at=None).count()
+        assert live == len(kept)
+
     with _app(tmp_path / "off") as client:  # the default: no domain is listed
         err = assert_openai_error(_training_file(client, f"{host}/a.png"), 400, "invalid_file")
         assert "line 1" in err["message"] and "TUNESERVE_IMAGE_URL_DOMAINS" in err["message"]
