@@ -497,3 +497,20 @@ def postgres_server() -> Iterator[str]:
         stop = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
         subprocess.run(_as_postgres(*stop), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def vllm_greedy(folder: Path, questions: list[str], max_tokens: int) -> list[str]:
+    """vLLM's greedy answers (float32) to `questions` from the model folder, in a process of its own
+    (tests/integration/vllm_greedy.py)."""
+    from tests.integration.vllm_greedy import RESULT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.integration.vllm_greedy", str(folder), str(max_tokens), *questions],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith(RESULT))
+    return json.loads(line.removeprefix(RESULT))

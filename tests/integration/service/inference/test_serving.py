@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     make_adapter,
     register_adapter,
     store_of,
+    vllm_greedy,
     wait_until,
 )
 
@@ -89,6 +90,17 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
         weights = archive.extractfile("adapter_model.safetensors").read()
     assert weights == (folder / "adapter_model.safetensors").read_bytes()
+    # Its merged export (the adapter folded into the base, an HF folder) loads in vLLM and answers the same.
+    merged = httpx.get(
+        f"{client.base_url}models/{imported}/content",
+        params={"format": "merged", "dtype": "float32"},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        timeout=300,
+    )
+    assert merged.status_code == 200, merged.text
+    with tarfile.open(fileobj=io.BytesIO(merged.content)) as archive:
+        archive.extractall(tmp_path / "merged", filter="data")
+    assert vllm_greedy(tmp_path / "merged", QUESTIONS, max_tokens=8) == [expected[q] for q in QUESTIONS]
 
 
 def _ask(client: openai.OpenAI, model: str, question: str, **kw: object) -> str:
