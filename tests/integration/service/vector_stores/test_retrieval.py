@@ -100,3 +100,22 @@ def test_embeddings_are_the_vector_stores_vectors(client: openai.OpenAI) -> None
     np.testing.assert_allclose(
         np.array([d.embedding for d in got.data]), embedder(None, "auto").embed(texts), atol=1e-3
     )
+
+
+def test_langchain_against_the_stack_builds_a_faiss_store_that_finds_the_right_text(
+    client: openai.OpenAI,
+) -> None:
+    """LangChain's OpenAIEmbeddings pointed at the stack's HTTP API, as a user's RAG code would."""
+    from langchain_community.vectorstores import FAISS
+    from langchain_openai import OpenAIEmbeddings
+
+    embeddings = OpenAIEmbeddings(
+        model="all-MiniLM-L6-v2",
+        base_url=str(client.base_url),
+        api_key=client.api_key,
+        check_embedding_ctx_length=False,  # send texts, not tiktoken's token ids
+    )
+    texts = ["Owls hunt at night.", "Bread rises because yeast makes gas.", "Comets have icy cores."]
+    store = FAISS.from_texts(texts, embeddings)
+    assert store.similarity_search("Why does dough get bigger?", k=1)[0].page_content == texts[1]
+    assert store.similarity_search("What is inside a comet?", k=1)[0].page_content == texts[2]
