@@ -499,18 +499,27 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def vllm_greedy(folder: Path, questions: list[str], max_tokens: int) -> list[str]:
-    """vLLM's greedy answers (float32) to `questions` from the model folder, in a process of its own
-    (tests/integration/vllm_greedy.py)."""
-    from tests.integration.vllm_greedy import RESULT
-
+def script_result(module: str, *args: str, prefix: str, env: dict[str, str] | None = None) -> object:
+    """`python -m module args...` in a process of its own: the JSON on the line of its stdout that starts
+    with `prefix` (Ray and vLLM write their own lines there too)."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.integration.vllm_greedy", str(folder), str(max_tokens), *questions],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    line = next(x for x in out.stdout.splitlines() if x.startswith(RESULT))
-    return json.loads(line.removeprefix(RESULT))
+    line = next(x for x in out.stdout.splitlines() if x.startswith(prefix))
+    return json.loads(line.removeprefix(prefix))
+
+
+def vllm_greedy(folder: Path, questions: list[str], max_tokens: int) -> list[str]:
+    """vLLM's greedy answers (float32) to `questions` from the model folder, in a process of its own
+    (tests/integration/vllm_greedy.py)."""
+    from tests.integration.vllm_greedy import RESULT
+
+    return script_result(
+        "tests.integration.vllm_greedy", str(folder), str(max_tokens), *questions, prefix=RESULT
+    )
