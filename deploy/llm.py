@@ -249,7 +249,7 @@ class ServeLLMEngine:
         except StopAsyncIteration:
             raise ApiError(502, f"The engine of '{model.id}' returned nothing.") from None
         except BackPressureError as exc:  # every replica full and the queue too: come back shortly
-            raise overloaded(model.base_model, exc.args[0]) from None  # args: (queued, limit, ...)
+            raise _overloaded(model.base_model, exc.args[0]) from None  # args: (queued, limit, ...)
         except Exception as exc:  # a replica error: an adapter vLLM failed to load, an engine crash
             raise ApiError(
                 502, f"The engine of '{model.id}' failed: {root_cause(exc)}", code="engine_error"
@@ -262,7 +262,7 @@ class ServeLLMEngine:
         return _openai_json_wrapper(_chain(first, stream))
 
 
-def overloaded(base_model: str, queued: int) -> ApiError:
+def _overloaded(base_model: str, queued: int) -> ApiError:
     """The answer to a request that found `base_model`'s replicas full and `queued` requests waiting:
     a 503 the official clients retry after `Retry-After`."""
     return ApiError(

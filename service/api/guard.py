@@ -24,7 +24,7 @@ MULTIPART_OVERHEAD = 1024 * 1024  # boundaries and part headers around an upload
 
 class RequestGuard:
     def __init__(
-        self, app: ASGIApp, max_request_bytes: int, max_upload_bytes: int, body_timeout_s: float = 60
+        self, app: ASGIApp, max_request_bytes: int, max_upload_bytes: int, body_timeout_s: float
     ) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
