@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -38,10 +41,38 @@ class ApiClient:
             resp = httpx.request(method, self.base_url + path, headers=self.headers, timeout=600, **kwargs)
         except httpx.TransportError:
             raise self._unreachable() from None
-        data = resp.json()
         if resp.status_code >= 400:
-            raise CliError(data.get("error", {}).get("message", resp.text))
-        return data
+            raise _api_error(resp)
+        return resp.json()
+
+    def upload(self, name: str, content: bytes | BinaryIO, purpose: str) -> dict:
+        """POST /v1/files: the new file object."""
+        return self.call("POST", "/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
+
+    def download(self, path: str, dest: Path, params: dict | None = None, waiting: str = "") -> None:
+        """A response body written to `dest` with a progress bar in bytes; CliError with the API's message.
+        `waiting` is printed while the service prepares the body (its first byte can take minutes)."""
+        from tqdm import tqdm
+
+        if waiting:
+            print(waiting, file=sys.stderr, flush=True)
+        try:
+            with httpx.stream(
+                "GET", self.base_url + path, params=params, headers=self.headers, timeout=None
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _api_error(resp)
+                total = int(resp.headers.get("content-length", 0)) or None
+                with (
+                    dest.open("wb") as out,
+                    tqdm(total=total, unit="B", unit_scale=True, dynamic_ncols=True, desc=dest.name) as bar,
+                ):
+                    for chunk in resp.iter_bytes(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except httpx.TransportError:
+            raise self._unreachable() from None
 
     def events(self, method: str, path: str, **kwargs: object) -> Iterator[dict]:
         """A Server-Sent Events response, one decoded `data:` event at a time, until `[DONE]`."""
@@ -51,7 +82,7 @@ class ApiClient:
             ) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise CliError(resp.json().get("error", {}).get("message", resp.text))
+                    raise _api_error(resp)
                 for line in resp.iter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
                         yield json.loads(line[6:])
@@ -60,6 +91,15 @@ class ApiClient:
 
     def _unreachable(self) -> CliError:
         return CliError(f"cannot reach {self.base_url}; is the stack up (`tuneserve status`)?")
+
+
+def _api_error(resp: httpx.Response) -> CliError:
+    """The API's message (OpenAI's error shape), or the status and body of anything else (a proxy's 502)."""
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {resp.status_code}: {resp.text[:500]}"
+    return CliError(message)
 
 
 Handler = Callable[[ApiClient, argparse.Namespace], int]

@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from service.cli.client import ApiClient, command
+from service.cli.client import ApiClient, CliError, command
+from service.protocol.fine_tuning import METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft = sub.add_parser("finetune", help="fine-tune a model on a JSONL file and follow it")
     ft.add_argument("--model", required=True, help="base model id (see `GET /v1/models`)")
     ft.add_argument("--training-file", required=True, help="a local JSONL path or an uploaded file id")
-    ft.add_argument("--validation-file")
-    ft.add_argument("--suffix")
-    ft.add_argument("--epochs", type=int)
-    ft.add_argument("--batch-size", type=int)
-    ft.add_argument("--lr-multiplier", type=float)
+    ft.add_argument("--validation-file", help="a local JSONL path or an uploaded file id")
+    ft.add_argument(
+        "--method",
+        choices=METHODS,
+        default="supervised",
+        help="supervised: chat or prompt/completion examples; dpo: preference pairs "
+        "(input, preferred_output, non_preferred_output)",
+    )
+    ft.add_argument("--suffix", help="part of the fine-tuned model's id")
+    ft.add_argument("--epochs", type=int, help="default: chosen from the dataset's size")
+    ft.add_argument("--batch-size", type=int, help="default: chosen from the dataset's size")
+    ft.add_argument("--lr-multiplier", type=float, help="times the recipe's learning rate (default: auto)")
+    ft.add_argument("--beta", type=float, help="dpo only: how close the model stays to where it started")
     ft.add_argument("--seed", type=int)
     ft.add_argument("--detach", action="store_true", help="return once the job is created")
     ft.set_defaults(func=command(_finetune))
@@ -65,7 +74,7 @@ def _summary(job: dict) -> dict:
 
 def _upload(api: ApiClient, args: argparse.Namespace, path: Path, purpose: str) -> dict:
     with path.open("rb") as f:
-        return api.call("POST", "/v1/files", files={"file": (path.name, f)}, data={"purpose": purpose})
+        return api.upload(path.name, f, purpose)
 
 
 def _file_id(api: ApiClient, args: argparse.Namespace, value: str | None) -> str | None:
@@ -75,12 +84,15 @@ def _file_id(api: ApiClient, args: argparse.Namespace, value: str | None) -> str
 
 
 def _finetune(api: ApiClient, args: argparse.Namespace) -> int:
+    if args.beta is not None and args.method != "dpo":
+        raise CliError("--beta is a DPO hyperparameter: add --method dpo")
     hyper = {
         k: v
         for k, v in {
             "n_epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate_multiplier": args.lr_multiplier,
+            "beta": args.beta,
         }.items()
         if v is not None
     }
@@ -90,7 +102,7 @@ def _finetune(api: ApiClient, args: argparse.Namespace) -> int:
         "validation_file": _file_id(api, args, args.validation_file),
         "suffix": args.suffix,
         "seed": args.seed,
-        "hyperparameters": hyper or None,
+        "method": {"type": args.method, args.method: {"hyperparameters": hyper}},
     }
     job = api.call("POST", "/v1/fine_tuning/jobs", json={k: v for k, v in body.items() if v is not None})
     print(f"created {job['id']} ({job['status']})")

@@ -62,14 +62,11 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     shared = store_of(stack).bucket_store(SHARED_ADAPTERS)
     shared.ensure_bucket()
     shared.put_folder("team/strong/", folder)
-    resp = httpx.post(
-        stack.base_url + "/v1/models",
-        json={"source": f"s3://{SHARED_ADAPTERS}/team/strong/", "base_model": BASE, "suffix": "strong"},
-        headers={"Authorization": f"Bearer {client.api_key}"},
-        timeout=60,
-    )
-    assert resp.status_code == 200, resp.text
-    imported = resp.json()["id"]
+    # Through the CLI, as a user would: `tuneserve models import` and `models download`.
+    source = f"s3://{SHARED_ADAPTERS}/team/strong/"
+    imported = json.loads(stack.cli("models", "import", source, "--base", BASE, "--suffix", "strong").stdout)[
+        "id"
+    ]
     tokenizer = AutoTokenizer.from_pretrained(BASE_PATH)
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32), folder
@@ -79,28 +76,13 @@ def test_an_imported_adapter_answers_as_transformers_and_peft_do(
     assert {q: _ask(client, imported, q, max_tokens=8) for q in QUESTIONS} == expected
     assert any(_ask(client, BASE, q, max_tokens=8) != expected[q] for q in QUESTIONS)  # it changes answers
     # Its adapter downloads as it was imported.
-    got = httpx.get(
-        f"{client.base_url}models/{imported}/content",
-        headers={"Authorization": f"Bearer {client.api_key}"},
-        timeout=60,
-    )
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(got.content)) as archive:
-        weights = archive.extractfile("adapter_model.safetensors").read()
+    stack.cli("models", "download", imported, "-o", str(tmp_path / "back"))
+    weights = (tmp_path / "back" / "adapter_model.safetensors").read_bytes()
     assert weights == (folder / "adapter_model.safetensors").read_bytes()
     # Its merged export (the adapter folded into the base, an HF folder) loads in vLLM and answers the same.
-    merged = httpx.get(
-        f"{client.base_url}models/{imported}/content",
-        params={"format": "merged", "dtype": "float32"},
-        headers={"Authorization": f"Bearer {client.api_key}"},
-        timeout=300,
-    )
-    assert merged.status_code == 200, merged.text
-    with tarfile.open(fileobj=io.BytesIO(merged.content)) as archive:
-        archive.extractall(tmp_path / "merged", filter="data")
-    assert vllm_greedy(tmp_path / "merged", QUESTIONS, max_tokens=8) == [expected[q] for q in QUESTIONS]
+    merged = tmp_path / "merged"
+    stack.cli("models", "download", imported, "--merged", "--dtype", "float32", "-o", str(merged))
+    assert vllm_greedy(merged, QUESTIONS, max_tokens=8) == [expected[q] for q in QUESTIONS]
 
 
 def _ask(client: openai.OpenAI, model: str, question: str, **kw: object) -> str:

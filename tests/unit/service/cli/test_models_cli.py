@@ -1,0 +1,122 @@
+"""`tuneserve models ...` and `tuneserve finetune --method` as a user runs them: the CLI's main() over real
+HTTP to the app served by uvicorn in this process (real base model weights, an in-memory object store)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from service.api.app import create_app
+from service.cli.main import main
+from service.platform.net import free_port
+from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.helpers import ADMIN, MemoryStore, offline_settings
+from tests.unit.service.models.test_imports import MODELS, adapter
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    settings = offline_settings(tmp_path_factory.mktemp("cli"), models_dir=MODELS)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store=MemoryStore()), host="127.0.0.1", port=port, log_level="error"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def cli(port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """Runs `tuneserve ARGS...` against the server: (exit code, stdout, stderr)."""
+    for name, value in {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "API_KEY": ADMIN,
+        "DATA_DIR": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(f"TUNESERVE_{name}", value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_an_adapter_folder_goes_in_and_comes_out_the_same(cli, tmp_path: Path) -> None:
+    folder = adapter(tmp_path / "my-adapter")
+    code, out, err = cli("models", "import", str(folder), "--base", DEFAULT_BASE_MODEL, "--suffix", "cli")
+    assert code == 0, err
+    model = json.loads(out)["id"]
+    assert model.startswith(f"{DEFAULT_BASE_MODEL}:cli-")
+
+    code, out, _ = cli("models", "list")
+    assert {
+        "id": model,
+        "parent": DEFAULT_BASE_MODEL,
+        "owned_by": "default",
+        "modalities": ["text"],
+    } in json.loads(out)
+    code, out, _ = cli("models", "show", model)
+    assert json.loads(out)["lineage"]["base_model"] == DEFAULT_BASE_MODEL
+
+    code, out, err = cli("models", "download", model, "-o", str(tmp_path / "back"))
+    assert code == 0, err
+    assert json.loads(out)["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "back" / name).read_bytes() == (folder / name).read_bytes()
+    # A folder that holds something is never written into.
+    code, _, err = cli("models", "download", model, "-o", str(folder))
+    assert code == 1 and "not an empty folder" in err
+
+    code, out, _ = cli("models", "delete", model)
+    assert code == 0 and json.loads(out)["deleted"] is True
+    code, _, err = cli("models", "show", model)
+    assert code == 1 and model in err  # the API's 404, in one line
+
+
+def test_bad_imports_and_downloads_say_what_is_wrong(cli, tmp_path: Path) -> None:
+    folder = adapter(tmp_path / "half")
+    (folder / "adapter_model.safetensors").unlink()
+    code, _, err = cli("models", "import", str(folder), "--base", DEFAULT_BASE_MODEL)
+    assert code == 1 and "has no adapter_model.safetensors" in err
+    code, _, err = cli("models", "import", str(tmp_path / "nowhere"), "--base", DEFAULT_BASE_MODEL)
+    assert code == 1 and "no such folder or archive" in err
+    # The API's own check: q_proj's LoRA does not fit this base model (its input is not 576 wide).
+    wide = adapter(tmp_path / "wide", v_inputs=1000)
+    code, _, err = cli("models", "import", str(wide), "--base", DEFAULT_BASE_MODEL)
+    assert code == 1 and err.startswith("tuneserve: error: ") and "v_proj" in err
+    code, _, err = cli("models", "download", f"{DEFAULT_BASE_MODEL}:nope-1", "--dtype", "float32")
+    assert code == 1 and "--merged" in err
+
+
+def test_finetune_sends_the_method_the_user_names(cli, tmp_path: Path) -> None:
+    """A supervised dataset sent as DPO is refused by the API for its first line: the method got there."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    )
+    code, _, err = cli(
+        "finetune", "--model", DEFAULT_BASE_MODEL, "--training-file", str(data), "--method", "dpo", "--detach"
+    )
+    assert code == 1 and "line 1" in err and "preferred_output" in err, err
+    code, _, err = cli(
+        "finetune", "--model", DEFAULT_BASE_MODEL, "--training-file", str(data), "--beta", "0.2"
+    )
+    assert code == 1 and "--method dpo" in err
