@@ -730,8 +730,28 @@ async function runPage(evalId, runId) {
 
 async function modelsPage() {
   const list = await models();
+  const bases = list.filter((m) => !m.parent);
+  const file = h("input", { type: "file", name: "adapter", accept: ".tar.gz,.tgz,.zip", required: true });
+  const bar = h("progress", { value: 0, max: 1, "aria-label": "Upload progress" });
+  const base = modelSelect(bases, bases[0]?.id, { name: "base_model" });
+  const suffix = h("input", { name: "suffix", maxlength: 40, placeholder: "optional" });
+  const importForm = cardForm(
+    "Import an adapter",
+    [field("PEFT adapter (.tar.gz or .zip of its folder)", file), bar, field("Base model", base), field("Suffix", suffix)],
+    "Import",
+    async () => {
+      const uploaded = await uploadFile(file.files[0], "adapter", bar);
+      const body = { file: uploaded.id, base_model: base.value };
+      if (suffix.value) body.suffix = suffix.value;
+      const model = await api("/v1/models", { method: "POST", body });
+      location.hash = `#/models/${encodeURIComponent(model.id)}`;
+    },
+  );
   show(
     h("h1", {}, "Models"),
+    h("h2", {}, "Import an adapter"),
+    importForm,
+    h("h2", {}, "All models"),
     table(
       [
         ["Model", (m) => link(`#/models/${encodeURIComponent(m.id)}`, m.id)],
@@ -745,12 +765,52 @@ async function modelsPage() {
   );
 }
 
+// The adapter's .tar.gz through the API (it needs the key, so no plain link), saved as a download.
+async function downloadAdapter(id) {
+  const resp = await api(`/v1/models/${encodeURIComponent(id)}/content`, { raw: true });
+  const url = URL.createObjectURL(await resp.blob());
+  const a = h("a", { href: url, download: `${id.replaceAll(":", "_").replaceAll("/", "_")}.tar.gz` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 async function modelPage(id) {
-  const m = await api(`/v1/models/${id}`);
+  const m = await api(`/v1/models/${encodeURIComponent(id)}`);
   const l = m.lineage || {};
+  const error = errorBox("model-error");
+  const act = (fn) => async () => {
+    error.textContent = "";
+    try {
+      await fn();
+    } catch (exc) {
+      error.textContent = exc.message;
+    }
+  };
+  const remove = act(async () => {
+    if (!confirm(`Delete ${m.id} and its adapter? This cannot be undone.`)) return;
+    await api(`/v1/models/${encodeURIComponent(m.id)}`, { method: "DELETE" });
+    location.hash = "#/models";
+  });
+  const actions = m.parent
+    ? [
+        h("p", {},
+          h("button", { type: "button", class: "plain", onclick: act(() => downloadAdapter(m.id)) }, "Download adapter"),
+          " ",
+          h("button", { type: "button", class: "plain", onclick: remove }, "Delete"),
+        ),
+        h("p", { class: "muted" },
+          "The model merged into its base (a Hugging Face folder, the base model's size) is too large for a browser: ",
+          h("code", {}, `tuneserve models download ${m.id} --merged`),
+        ),
+        error,
+      ]
+    : null;
   show(
     h("h1", {}, m.id),
     h("p", {}, playLink(m.id)),
+    actions,
     h("h2", {}, "Lineage"),
     h("ol", { class: "lineage" },
       h("li", {}, "Base model: ", l.base_model || m.root),
@@ -861,7 +921,7 @@ const ROUTES = [
   [/^#\/evals\/([^/]+)$/, evalPage],
   [/^#\/evals\/([^/]+)\/runs\/([^/]+)$/, runPage],
   [/^#\/models$/, modelsPage],
-  [/^#\/models\/(.+)$/, (id) => modelPage(id)],
+  [/^#\/models\/(.+)$/, (id) => modelPage(decodeURIComponent(id))],
   [/^#\/admin$/, adminPage],
 ];
 

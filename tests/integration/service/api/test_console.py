@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.integration.helpers import DATA, REPO, RunningStack
+from tests.integration.helpers import DATA, REPO, RunningStack, make_adapter
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = REPO / "docs" / "console"
@@ -181,6 +182,52 @@ def test_a_tenant_fine_tunes_chats_retrieves_and_evaluates_in_the_browser(
     page.get_by_role("heading", name="Vector stores").wait_for()
     assert "handbook" not in page.locator("main").inner_text()
     assert page.locator("#nav-admin").is_hidden()  # a tenant key has no admin page
+
+
+def test_a_tenant_imports_downloads_and_deletes_an_adapter_in_the_browser(
+    page, stack: RunningStack, tmp_path: Path
+) -> None:
+    folder = make_adapter(tmp_path / "team-adapter", seed=5)
+    archive, broken = tmp_path / "team-adapter.tar.gz", tmp_path / "broken.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="team-adapter")
+    with tarfile.open(broken, "w:gz") as tar:
+        tar.add(folder / "adapter_config.json", arcname="adapter_config.json")  # no weights
+    key = stack.tenant_key("console-models")
+    sign_in(page, key)
+    page.get_by_role("heading", name="Fine-tuning").wait_for()
+    page.get_by_role("link", name="Models").click()
+    page.get_by_role("heading", name="Import an adapter").wait_for()
+
+    # An archive without its weights: the API's reason, next to the form.
+    page.get_by_label("PEFT adapter").set_input_files(str(broken))
+    page.get_by_role("button", name="Import").click()
+    page.get_by_role("alert").filter(has_text="no adapter_model.safetensors").wait_for()
+
+    page.get_by_label("PEFT adapter").set_input_files(str(archive))
+    page.get_by_label("Suffix").fill("team")
+    page.get_by_role("button", name="Import").click()
+    heading = page.get_by_role("heading", name=f"{DEFAULT_BASE_MODEL}:team-")
+    heading.wait_for()  # the model's own page
+    model = heading.inner_text()
+    assert f"Base model: {DEFAULT_BASE_MODEL}" in page.locator("main").inner_text()
+
+    # Its adapter downloads as it went in.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download adapter").click()
+    saved = tmp_path / "downloaded.tar.gz"
+    download.value.save_as(saved)
+    with tarfile.open(saved) as tar:
+        weights = tar.extractfile("adapter_model.safetensors").read()
+    assert weights == (folder / "adapter_model.safetensors").read_bytes()
+
+    # Deleted after the browser's confirmation: gone from the list and from the API.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url("**/#/models")
+    page.get_by_role("heading", name="All models").wait_for()
+    assert model not in page.locator("main").inner_text()
+    assert stack.get(f"/v1/models/{model}", key=key).status_code == 404
 
 
 def test_the_admin_sees_health_and_makes_a_key(page, stack: RunningStack) -> None:
