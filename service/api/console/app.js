@@ -237,15 +237,23 @@ async function jobsPage() {
   const epochs = h("input", { type: "number", name: "n_epochs", min: 1, max: 100, placeholder: "auto" });
   const suffix = h("input", { name: "suffix", maxlength: 40, placeholder: "optional" });
   const model = modelSelect(bases, bases[0]?.id, { name: "model" });
+  const method = h("select", { name: "method" },
+    h("option", { value: "supervised" }, "Supervised (chat or prompt/completion)"),
+    h("option", { value: "dpo" }, "DPO (preference pairs)"),
+  );
   const form = cardForm(
     "Start a job",
-    [field("Training data (JSONL)", file), bar, field("Model", model), field("Suffix", suffix), field("Epochs", epochs)],
+    [field("Training data (JSONL)", file), bar, field("Model", model), field("Method", method), field("Suffix", suffix), field("Epochs", epochs)],
     "Start",
     async () => {
       const uploaded = await uploadFile(file.files[0], "fine-tune", bar);
-      const body = { model: model.value, training_file: uploaded.id };
+      const hyperparameters = epochs.value ? { n_epochs: Number(epochs.value) } : {};
+      const body = {
+        model: model.value,
+        training_file: uploaded.id,
+        method: { type: method.value, [method.value]: { hyperparameters } },
+      };
       if (suffix.value) body.suffix = suffix.value;
-      if (epochs.value) body.hyperparameters = { n_epochs: Number(epochs.value) };
       const job = await api("/v1/fine_tuning/jobs", { method: "POST", body });
       location.hash = `#/jobs/${job.id}`;
     },

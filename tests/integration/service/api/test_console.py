@@ -102,9 +102,16 @@ def test_a_tenant_fine_tunes_chats_retrieves_and_evaluates_in_the_browser(
     error.wait_for()
     assert "line 1" in error.inner_text() or "line 2" in error.inner_text(), error.inner_text()
 
-    # A good one: 8 examples, 2 epochs of 8 steps; the job page follows it live.
+    # Chat examples sent for DPO: the method reaches the API, which asks for preference pairs.
     good = tmp_path / "train.jsonl"
     good.write_text("\n".join((DATA / "codeword_train.jsonl").read_text().splitlines()[:8]) + "\n")
+    page.get_by_label("Training data (JSONL)").set_input_files(str(good))
+    page.get_by_label("Method").select_option("dpo")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("alert").filter(has_text="preferred_output").wait_for()
+
+    # Supervised: 8 examples, 2 epochs of 8 steps; the job page follows it live.
+    page.get_by_label("Method").select_option("supervised")
     page.get_by_label("Training data (JSONL)").set_input_files(str(good))
     page.get_by_label("Epochs").fill("2")
     page.get_by_label("Suffix").fill("console")
@@ -176,7 +183,7 @@ def test_a_tenant_fine_tunes_chats_retrieves_and_evaluates_in_the_browser(
     page.get_by_role("heading", name="Jobs").wait_for()
     assert job_id not in page.locator("main").inner_text()
     page.get_by_role("link", name="Models").click()
-    page.get_by_role("heading", name="Models").wait_for()
+    page.get_by_role("heading", name="Models", exact=True).wait_for()
     assert model not in page.locator("main").inner_text()
     page.get_by_role("link", name="Vector stores").click()
     page.get_by_role("heading", name="Vector stores").wait_for()
