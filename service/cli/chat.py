@@ -2,7 +2,8 @@
 
 Each line read is a user turn (a terminal gets a `you>` prompt; piped input works too); an empty line or
 end of input ends the chat. The conversation so far is sent with every turn. `--image PATH` (repeatable)
-attaches images to the first turn, as data URLs, for a vision-language model.
+attaches images to the first turn, as data URLs, for a vision-language model. `--vector-store ID`
+(repeatable) answers from the store's documents and prints the chunks it was given as citations.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     chat.add_argument("--system", help="a system message")
     chat.add_argument("--temperature", type=float, default=0.7)
     chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument(
+        "--vector-store",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="answer from this vector store's documents, with citations (repeatable)",
+    )
     chat.add_argument(
         "--image",
         action="append",
@@ -66,14 +74,19 @@ def _chat(api: ApiClient, args: argparse.Namespace) -> int:
             "max_tokens": args.max_tokens,
             "stream": True,
         }
+        if args.vector_store:
+            body["retrieval"] = {"vector_store_ids": args.vector_store}
         if interactive:
             print(f"{args.model}> ", end="", flush=True)
-        answer = []
+        answer, citations = [], []
         for event in api.events("POST", "/v1/chat/completions", json=body):
+            citations += event.get("citations") or []  # retrieval's, in the first chunk
             for choice in event.get("choices", []):
                 piece = choice.get("delta", {}).get("content") or ""
                 answer.append(piece)
                 print(piece, end="", flush=True)
         print(flush=True)
+        for c in citations:
+            print(f"  [{c['index']}] {c['filename']} ({c['score']:.2f}): {' '.join(c['text'].split())[:120]}")
         messages.append({"role": "assistant", "content": "".join(answer)})
     return 0

@@ -45,6 +45,20 @@ class ApiClient:
             raise _api_error(resp)
         return resp.json()
 
+    def all(self, path: str, **params: str) -> list[dict]:
+        """Every item of a list endpoint, page after page (OpenAI's `after` cursors). The query goes in
+        `params`: httpx drops a query string in `path` when it is given params."""
+        items: list[dict] = []
+        after = None
+        while True:
+            page = self.call(
+                "GET", path, params={**params, "limit": 100, **({"after": after} if after else {})}
+            )
+            items += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return items
+            after = page["data"][-1]["id"]
+
     def upload(self, name: str, content: bytes | BinaryIO, purpose: str) -> dict:
         """POST /v1/files: the new file object."""
         return self.call("POST", "/v1/files", files={"file": (name, content)}, data={"purpose": purpose})

@@ -46,9 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     jobs = sub.add_parser("jobs", help="fine-tuning jobs").add_subparsers(required=True, metavar="ACTION")
     jobs.add_parser("list", help="list jobs").set_defaults(
-        func=command(
-            lambda api, a: _print([_summary(j) for j in api.call("GET", "/v1/fine_tuning/jobs")["data"]])
-        )
+        func=command(lambda api, a: _print([_summary(j) for j in api.all("/v1/fine_tuning/jobs")]))
     )
     for name, help_text in [
         ("show", "show a job"),

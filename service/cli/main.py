@@ -5,7 +5,7 @@ tuneserve down               stop it
 tuneserve status             is it running, and the health of each component
 tuneserve keys create --tenant NAME [--name LABEL] | keys list | keys revoke KEY_ID
 tuneserve models prepare     build the default base model folder (what `make setup` runs)
-tuneserve files | finetune | jobs | chat | evals | models   the API from the shell (`tuneserve COMMAND -h`)
+tuneserve files | finetune | jobs | chat | evals | models | vector-stores   the API (`tuneserve COMMAND -h`)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from service.cli import chat, evals, jobs, models
+from service.cli import chat, evals, jobs, models, vector_stores
 from service.cli.client import ApiClient, CliError, health, model_usage
 from service.platform.auth import resolve_admin_key
 from service.platform.settings import Settings, SettingsError, load_settings
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     chat.register(sub)
     evals.register(sub)
+    vector_stores.register(sub)
     parser.add_argument("--api-key", help="API key for the API's commands (default: the admin key)")
 
     models_sub = sub.add_parser("models", help="models: list, show, import, download, delete").add_subparsers(

@@ -1,62 +1,13 @@
-"""`tuneserve models ...` and `tuneserve finetune --method` as a user runs them: the CLI's main() over real
-HTTP to the app served by uvicorn in this process (real base model weights, an in-memory object store)."""
+"""`tuneserve models ...` and `tuneserve finetune --method` as a user runs them (conftest.py: the CLI's
+main() over real HTTP to the app, with the real base model's weights and an in-memory object store)."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import uvicorn
-
-from service.api.app import create_app
-from service.cli.main import main
-from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL
-from tests.helpers import ADMIN, MemoryStore, offline_settings
-from tests.unit.service.models.test_imports import MODELS, adapter
-
-
-@pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    settings = offline_settings(tmp_path_factory.mktemp("cli"), models_dir=MODELS)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, store=MemoryStore()), host="127.0.0.1", port=port, log_level="error"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def cli(port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """Runs `tuneserve ARGS...` against the server: (exit code, stdout, stderr)."""
-    for name, value in {
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "API_KEY": ADMIN,
-        "DATA_DIR": str(tmp_path),
-    }.items():
-        monkeypatch.setenv(f"TUNESERVE_{name}", value)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+from tests.unit.service.models.test_imports import adapter
 
 
 def test_an_adapter_folder_goes_in_and_comes_out_the_same(cli, tmp_path: Path) -> None:
