@@ -1,5 +1,5 @@
-"""`tuneserve files ...`, `tuneserve finetune ...`, `tuneserve jobs ...`: fine-tuning from the shell,
-with a progress bar that follows the job's event stream."""
+"""`tuneserve files ...` (upload, list, download, delete), `tuneserve finetune ...`, `tuneserve jobs ...`:
+fine-tuning from the shell, with a progress bar that follows the job's event stream."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     files.add_parser("list", help="list files").set_defaults(
         func=command(lambda api, a: _print(api.call("GET", "/v1/files")["data"]))
     )
+    down = files.add_parser("download", help="download a file's content")
+    down.add_argument("file_id")
+    down.add_argument("-o", "--output", type=Path, help="where to write it (default: its filename, here)")
+    down.set_defaults(func=command(_download))
+    delete = files.add_parser("delete", help="delete a file")
+    delete.add_argument("file_id")
+    delete.set_defaults(func=command(lambda api, a: _print(api.call("DELETE", f"/v1/files/{a.file_id}"))))
 
     ft = sub.add_parser("finetune", help="fine-tune a model on a JSONL file and follow it")
     ft.add_argument("--model", required=True, help="base model id (see `GET /v1/models`)")
@@ -73,6 +80,16 @@ def _summary(job: dict) -> dict:
 def _upload(api: ApiClient, args: argparse.Namespace, path: Path, purpose: str) -> dict:
     with path.open("rb") as f:
         return api.upload(path.name, f, purpose)
+
+
+def _download(api: ApiClient, args: argparse.Namespace) -> int:
+    """Never over an existing file: a filename from the service is only a default, and only its last part."""
+    file = api.call("GET", f"/v1/files/{args.file_id}")
+    out = args.output or Path(Path(file["filename"]).name or args.file_id)
+    if out.exists():
+        raise CliError(f"{out} exists: give another --output")
+    api.download(f"/v1/files/{args.file_id}/content", out)
+    return _print({"id": file["id"], "path": str(out), "bytes": out.stat().st_size})
 
 
 def _file_id(api: ApiClient, args: argparse.Namespace, value: str | None) -> str | None:

@@ -1,5 +1,6 @@
-"""`tuneserve models ...` and `tuneserve finetune --method` as a user runs them (conftest.py: the CLI's
-main() over real HTTP to the app, with the real base model's weights and an in-memory object store)."""
+"""`tuneserve models ...`, `tuneserve files ...` and `tuneserve finetune --method` as a user runs them
+(conftest.py: the CLI's main() over real HTTP to the app, with the real base model's weights and an
+in-memory object store)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,23 @@ def test_finetune_sends_the_method_the_user_names(cli, tmp_path: Path) -> None:
         "finetune", "--model", DEFAULT_BASE_MODEL, "--training-file", str(data), "--beta", "0.2"
     )
     assert code == 1 and "--method dpo" in err
+
+
+def test_a_file_downloads_as_uploaded_and_is_deleted(cli, tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b'{"prompt": "a", "completion": "b"}\n' * 50)
+    code, out, err = cli("files", "upload", str(data))
+    assert code == 0, err
+    file_id = json.loads(out)["id"]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, out, err = cli("files", "download", file_id)  # named as uploaded, in the working folder
+    assert code == 0, err
+    assert (here / "train.jsonl").read_bytes() == data.read_bytes()
+    code, _, err = cli("files", "download", file_id)
+    assert code == 1 and "exists" in err  # never over a file
+    code, _, _ = cli("files", "delete", file_id)
+    assert code == 0
+    code, _, err = cli("files", "download", file_id, "-o", str(here / "again.jsonl"))
+    assert code == 1 and file_id in err and not (here / "again.jsonl").exists()
