@@ -51,12 +51,7 @@ def _run(api: ApiClient, args: argparse.Namespace) -> int:
     data_source: dict = {"type": "completions", "model": args.model}
     if args.items is not None:
         with args.items.open("rb") as f:
-            file = api.call(
-                "POST",
-                "/v1/files",
-                files={"file": (args.items.name, f)},
-                data={"purpose": "evals"},
-            )
+            file = api.upload(args.items.name, f, "evals")
         data_source["source"] = {"type": "file_id", "id": file["id"]}
     run = api.call("POST", f"/v1/evals/{eval_id}/runs", json={"data_source": data_source})
     print(f"created {run['id']} of {eval_id} ({run['progress']['total']} items)")
@@ -77,7 +72,7 @@ def _run(api: ApiClient, args: argparse.Namespace) -> int:
 
 def _suite_eval(api: ApiClient, args: argparse.Namespace, suite: str) -> str:
     """The caller's eval of a suite (the newest), made if there is none: runs of it stay comparable."""
-    mine = [e for e in api.call("GET", "/v1/evals?limit=100&order=desc")["data"] if e.get("suite") == suite]
+    mine = [e for e in api.all("/v1/evals", order="desc") if e.get("suite") == suite]
     if mine:
         return mine[0]["id"]
     return api.call("POST", "/v1/evals", json={"suite": suite})["id"]

@@ -5,9 +5,13 @@ in-memory object store)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import httpx
+
 from service.platform.settings import DEFAULT_BASE_MODEL
+from tests.helpers import ADMIN, auth
 from tests.unit.service.models.test_imports import adapter
 
 
@@ -92,3 +96,35 @@ def test_a_file_downloads_as_uploaded_and_is_deleted(cli, tmp_path: Path, monkey
     assert code == 0
     code, _, err = cli("files", "download", file_id, "-o", str(here / "again.jsonl"))
     assert code == 1 and file_id in err and not (here / "again.jsonl").exists()
+
+
+def test_a_suite_keeps_its_one_eval_past_the_first_page_of_evals(cli, port: int) -> None:
+    """`evals run --suite` reuses the tenant's eval of the suite, so that its runs stay comparable, however
+    many evals the tenant made since (the list API gives 100 a page)."""
+
+    def run_suite() -> str:
+        code, out, err = cli(
+            "evals", "run", "--suite", "easy-choices", "--model", DEFAULT_BASE_MODEL, "--detach"
+        )
+        assert code == 0, err
+        return out.split(" of ", 1)[1].split()[0]  # "created evalrun_... of eval_... (N items)"
+
+    first = run_suite()
+    time.sleep(1.1)  # created_at counts seconds: the others are strictly newer, so the suite's eval is last
+    custom = {
+        "name": "other",
+        "data_source_config": {"type": "custom", "item_schema": {"type": "object", "properties": {}}},
+        "testing_criteria": [
+            {
+                "type": "string_check",
+                "name": "x",
+                "input": "{{sample.output_text}}",
+                "reference": "x",
+                "operation": "eq",
+            }
+        ],
+    }
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth(ADMIN)) as http:
+        for _ in range(100):
+            http.post("/v1/evals", json=custom).raise_for_status()
+    assert run_suite() == first
