@@ -1,7 +1,8 @@
-"""Shared test setup: keep the developer's own TUNESERVE_* variables out of every test, and record which
-API operations the tests call (tests/route_coverage.py)."""
+"""Shared test setup: keep the developer's own TUNESERVE_* variables out of every test, record which API
+operations the tests call (tests/route_coverage.py), and end the process with pytest's status."""
 
 import os
+import sys
 
 import pytest
 
@@ -27,3 +28,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if missing:
         print("\nAPI operations that no test calls:\n  " + "\n  ".join(missing))
         session.exitstatus = 1
+
+
+_SESSION = pytest.StashKey[pytest.Session]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION] = session
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process once pytest has reported, with pytest's exit status, before the interpreter's own
+    teardown. The tests leave native libraries in this process (Ray's core worker and its gRPC threads,
+    torch, faiss), and once in a while one of them crashed while Python finalised its modules: every
+    integration test passed, the summary was printed, then a segmentation fault made `make test` fail
+    (2026-12-06). Nothing after this point is the tests' business: stacks and servers are stopped and route
+    coverage is saved at the session's finish. A run stopped by Ctrl-C ends as usual, so that pytest reports
+    where it stopped. To find the crashing library, run without this hook and with PYTHONFAULTHANDLER=1."""
+    session = config.stash.get(_SESSION, None)
+    if session is None or session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(session.exitstatus))

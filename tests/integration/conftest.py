@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,29 +40,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     wall, spent = time.monotonic() - started, _machine_cpu_seconds() - cpu
     with open(path, "a") as log:
         log.write(f"{wall:7.1f} s {spent:7.1f} cpu-s  {item.nodeid}\n")
-
-
-_SESSION = pytest.StashKey[pytest.Session]()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_SESSION] = session
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """End the process once pytest has reported, with pytest's exit status, before the interpreter's own
-    teardown. The tier leaves native libraries in this process (Ray's core worker and its gRPC threads,
-    torch, faiss), and once in a while one of them crashed while Python finalised its modules: every test
-    passed, the summary was printed, then a segmentation fault made `make test` fail (2026-12-06). Nothing
-    after this point is the tests' business: the stacks are stopped and route coverage is saved at the
-    session's finish. A run stopped by Ctrl-C ends as usual, so that pytest reports where it stopped."""
-    session = config.stash.get(_SESSION, None)
-    if session is None or session.exitstatus == pytest.ExitCode.INTERRUPTED:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(int(session.exitstatus))
 
 
 def _machine_cpu_seconds() -> float:
