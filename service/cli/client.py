@@ -107,6 +107,12 @@ class ApiClient:
         return CliError(f"cannot reach {self.base_url}; is the stack up (`tuneserve status`)?")
 
 
+def print_json(obj: object) -> int:
+    """A command's result on stdout, as indented JSON; exit code 0."""
+    print(json.dumps(obj, indent=2))
+    return 0
+
+
 def _api_error(resp: httpx.Response) -> CliError:
     """The API's message (OpenAI's error shape), or the status and body of anything else (a proxy's 502)."""
     try:

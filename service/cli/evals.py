@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from service.cli.client import ApiClient, command
+from service.cli.client import ApiClient, command, print_json
 
 ACTIVE = ("queued", "in_progress")
 
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     evals.add_parser("suites", help="list the built-in suites").set_defaults(
         func=command(
-            lambda api, a: _print(
+            lambda api, a: print_json(
                 [
                     {k: x[k] for k in ("name", "items", "description", "license")}
                     for x in api.call("GET", "/v1/evals/suites")["data"]
@@ -39,11 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--eval", dest="eval_id", required=True)
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     compare.set_defaults(func=command(_compare))
-
-
-def _print(obj: object) -> int:
-    print(json.dumps(obj, indent=2))
-    return 0
 
 
 def _run(api: ApiClient, args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from service.cli.client import ApiClient, CliError, command
+from service.cli.client import ApiClient, CliError, command, print_json
 from service.protocol.fine_tuning import METHODS
 
 
@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = files.add_parser("upload", help="upload a file")
     up.add_argument("path", type=Path)
     up.add_argument("--purpose", default="fine-tune")
-    up.set_defaults(func=command(lambda api, a: _print(_upload(api, a, a.path, a.purpose))))
+    up.set_defaults(func=command(lambda api, a: print_json(_upload(api, a, a.path, a.purpose))))
     files.add_parser("list", help="list files").set_defaults(
-        func=command(lambda api, a: _print(api.call("GET", "/v1/files")["data"]))
+        func=command(lambda api, a: print_json(api.call("GET", "/v1/files")["data"]))
     )
     down = files.add_parser("download", help="download a file's content")
     down.add_argument("file_id")
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=command(_download))
     delete = files.add_parser("delete", help="delete a file")
     delete.add_argument("file_id")
-    delete.set_defaults(func=command(lambda api, a: _print(api.call("DELETE", f"/v1/files/{a.file_id}"))))
+    delete.set_defaults(func=command(lambda api, a: print_json(api.call("DELETE", f"/v1/files/{a.file_id}"))))
 
     ft = sub.add_parser("finetune", help="fine-tune a model on a JSONL file and follow it")
     ft.add_argument("--model", required=True, help="base model id (see `GET /v1/models`)")
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     jobs = sub.add_parser("jobs", help="fine-tuning jobs").add_subparsers(required=True, metavar="ACTION")
     jobs.add_parser("list", help="list jobs").set_defaults(
-        func=command(lambda api, a: _print([_summary(j) for j in api.all("/v1/fine_tuning/jobs")]))
+        func=command(lambda api, a: print_json([_summary(j) for j in api.all("/v1/fine_tuning/jobs")]))
     )
     for name, help_text in [
         ("show", "show a job"),
@@ -66,11 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("job_id")
         p.set_defaults(action=name)
         p.set_defaults(func=command(_job_action))
-
-
-def _print(obj: object) -> int:
-    print(json.dumps(obj, indent=2))
-    return 0
 
 
 def _summary(job: dict) -> dict:
@@ -89,7 +84,7 @@ def _download(api: ApiClient, args: argparse.Namespace) -> int:
     if out.exists():
         raise CliError(f"{out} exists: give another --output")
     api.download(f"/v1/files/{args.file_id}/content", out)
-    return _print({"id": file["id"], "path": str(out), "bytes": out.stat().st_size})
+    return print_json({"id": file["id"], "path": str(out), "bytes": out.stat().st_size})
 
 
 def _file_id(api: ApiClient, args: argparse.Namespace, value: str | None) -> str | None:
@@ -127,9 +122,9 @@ def _finetune(api: ApiClient, args: argparse.Namespace) -> int:
 def _job_action(api: ApiClient, args: argparse.Namespace) -> int:
     path = f"/v1/fine_tuning/jobs/{args.job_id}"
     if args.action == "show":
-        return _print(api.call("GET", path))
+        return print_json(api.call("GET", path))
     if args.action in ("cancel", "pause", "resume"):
-        return _print(_summary(api.call("POST", f"{path}/{args.action}")))
+        return print_json(_summary(api.call("POST", f"{path}/{args.action}")))
     return _follow(api, args, args.job_id)
 
 

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from service.cli.client import ApiClient, CliError, command
+from service.cli.client import ApiClient, CliError, command, print_json
 
 # What the service reads from an adapter's folder (service.models.archives takes only these two).
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -61,22 +61,17 @@ def register(actions: argparse._SubParsersAction) -> None:
     delete.set_defaults(func=command(_delete))
 
 
-def _print(obj: object) -> int:
-    print(json.dumps(obj, indent=2))
-    return 0
-
-
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
     models = api.call("GET", "/v1/models")["data"]
-    return _print([{k: m.get(k) for k in ("id", "parent", "owned_by", "modalities")} for m in models])
+    return print_json([{k: m.get(k) for k in ("id", "parent", "owned_by", "modalities")} for m in models])
 
 
 def _show(api: ApiClient, args: argparse.Namespace) -> int:
-    return _print(api.call("GET", f"/v1/models/{args.model}"))
+    return print_json(api.call("GET", f"/v1/models/{args.model}"))
 
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
-    return _print(api.call("DELETE", f"/v1/models/{args.model}"))
+    return print_json(api.call("DELETE", f"/v1/models/{args.model}"))
 
 
 def _import(api: ApiClient, args: argparse.Namespace) -> int:
@@ -86,7 +81,7 @@ def _import(api: ApiClient, args: argparse.Namespace) -> int:
     else:
         name, content = adapter_archive(Path(args.adapter))
         body["file"] = api.upload(name, content, "adapter")["id"]
-    return _print(api.call("POST", "/v1/models", json={k: v for k, v in body.items() if v is not None}))
+    return print_json(api.call("POST", "/v1/models", json={k: v for k, v in body.items() if v is not None}))
 
 
 def adapter_archive(path: Path) -> tuple[str, bytes]:

@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from service.cli.client import ApiClient, CliError, command
+from service.cli.client import ApiClient, CliError, command, print_json
 
 POLL_S = 0.5
 
@@ -108,8 +108,7 @@ def _upload(api: ApiClient, path: Path) -> str:
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
     stores = api.all("/v1/vector_stores")
     rows = [{k: s.get(k) for k in ("id", "name", "status", "file_counts", "usage_bytes")} for s in stores]
-    print(json.dumps(rows, indent=2))
-    return 0
+    return print_json(rows)
 
 
 def _search(api: ApiClient, args: argparse.Namespace) -> int:
@@ -121,5 +120,4 @@ def _search(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _delete(api: ApiClient, args: argparse.Namespace) -> int:
-    print(json.dumps(api.call("DELETE", f"/v1/vector_stores/{args.store_id}"), indent=2))
-    return 0
+    return print_json(api.call("DELETE", f"/v1/vector_stores/{args.store_id}"))
