@@ -114,7 +114,7 @@ def run_transformers(mix: bool) -> dict:
 
 def run_vllm(threads: str) -> list[dict]:
     """vLLM's AsyncLLM in this process with the service's engine settings; base, then the adapter mix."""
-    from deploy.llm import cpu_binding_env
+    from deploy.llm import CPU_WORKER_CLASS, cpu_binding_env
 
     os.environ.update(cpu_binding_env(threads, os.cpu_count() or 1))
     from vllm import SamplingParams
@@ -136,6 +136,7 @@ def run_vllm(threads: str) -> list[dict]:
             max_model_len=s.serving_max_model_len,
             kv_cache_memory_bytes=1024**3,
             enable_prefix_caching=True,
+            worker_cls=CPU_WORKER_CLASS,  # the service's (quieter threads), as every baseline here runs
         )
     )
     tok = engine.tokenizer

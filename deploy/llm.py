@@ -29,6 +29,7 @@ from service.platform.storage import store_credentials
 GIB = 1024**3
 STREAM_MESSAGES_KEY = "tuneserve_stream_messages_per_s"
 CPU_KV_CACHE_GIB = 1.0
+CPU_WORKER_CLASS = "deploy.cpu_worker.CPUWorker"  # vLLM's, with quieter helper threads (see the module)
 DEFAULT_TOOL_PARSER = "hermes"
 
 
@@ -103,6 +104,8 @@ def engine_kwargs(settings: Settings, name: str, path: str) -> dict:
     kv_gib = settings.serving_kv_cache_gib or (None if settings.serving_gpu else CPU_KV_CACHE_GIB)
     if kv_gib:
         kwargs["kv_cache_memory_bytes"] = int(kv_gib * GIB)
+    if not settings.serving_gpu:
+        kwargs["worker_cls"] = CPU_WORKER_CLASS
     return kwargs
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.llm import OMP_SPIN_COUNT, cpu_binding_env, engine_kwargs, serve_transport_env
+from deploy.llm import CPU_WORKER_CLASS, OMP_SPIN_COUNT, cpu_binding_env, engine_kwargs, serve_transport_env
 from service.platform.images import MAX_IMAGE_BYTES
 from service.platform.settings import (
     DEFAULT_BASE_MODEL,
@@ -35,6 +35,7 @@ def test_cpu_defaults() -> None:
     assert kwargs["dtype"] == "float32" and kwargs["kv_cache_memory_bytes"] == 1024**3
     assert kwargs["tool_call_parser"] == "hermes"
     assert "tensor_parallel_size" not in kwargs and "limit_mm_per_prompt" not in kwargs
+    assert kwargs["worker_cls"] == CPU_WORKER_CLASS
 
 
 def test_a_vision_base_limits_images_per_prompt() -> None:
@@ -51,6 +52,7 @@ def test_gpu_profile_tensor_parallel_and_memory() -> None:
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["dtype"] == "bfloat16"
     assert "kv_cache_memory_bytes" not in kwargs  # vLLM's share of GPU memory instead
     assert kwargs["tool_call_parser"] == "llama3_json"
+    assert "worker_cls" not in kwargs  # vLLM's own for the platform
 
 
 def test_tensor_parallel_needs_gpus() -> None:
