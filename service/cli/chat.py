@@ -9,12 +9,11 @@ attaches images to the first turn, as data URLs, for a vision-language model. `-
 from __future__ import annotations
 
 import argparse
-import base64
-import mimetypes
 import sys
 from pathlib import Path
 
 from service.cli.client import ApiClient, CliError, command
+from service.cli.images import data_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,11 +43,7 @@ def image_part(path: Path) -> dict:
     """An image file as a chat content part (a data URL; the service checks it)."""
     if not path.is_file():
         raise CliError(f"--image {path}: no such file")
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return {
-        "type": "image_url",
-        "image_url": {"url": f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"},
-    }
+    return {"type": "image_url", "image_url": {"url": data_url(path)}}
 
 
 def _chat(api: ApiClient, args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from service.cli.client import ApiClient, CliError, command, print_json
+from service.cli.images import inline_local_images
 from service.protocol.fine_tuning import METHODS
 
 
@@ -73,6 +75,11 @@ def _summary(job: dict) -> dict:
 
 
 def _upload(api: ApiClient, args: argparse.Namespace, path: Path, purpose: str) -> dict:
+    """A training file's local pictures go inline (service.cli.images); anything else as it is."""
+    if purpose == "fine-tune" and (inlined := inline_local_images(path)):
+        content, count = inlined
+        print(f"{path}: {count} local image(s) sent inline as data URLs", file=sys.stderr)
+        return api.upload(path.name, content, purpose)
     with path.open("rb") as f:
         return api.upload(path.name, f, purpose)
 
