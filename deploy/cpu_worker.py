@@ -41,13 +41,12 @@ def timer_slack(ns: int) -> Iterator[None]:
     """The calling thread's timer slack set to `ns` inside, restored after: the threads it creates
     meanwhile keep `ns`. Without the right (not Linux) it changes nothing."""
     before = timer_slack_ns()
-    if before < 0 or _prctl(_PR_SET_TIMERSLACK, ns, 0, 0, 0) != 0:
-        yield
-        return
+    changed = before >= 0 and _prctl(_PR_SET_TIMERSLACK, ns, 0, 0, 0) == 0
     try:
         yield
     finally:
-        _prctl(_PR_SET_TIMERSLACK, before, 0, 0, 0)
+        if changed:
+            _prctl(_PR_SET_TIMERSLACK, before, 0, 0, 0)
 
 
 class CPUWorker(VllmCPUWorker):

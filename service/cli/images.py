@@ -9,7 +9,6 @@ and `tuneserve finetune` send such a file with its pictures inline; the service 
 
 from __future__ import annotations
 
-import base64
 import json
 import mimetypes
 import re
@@ -17,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from service.cli.client import CliError
+from service.platform.images import FILE_ID_PREFIX, encode_data_url
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # data:, https:, ... : not a local path
 
 
 def data_url(path: Path) -> str:
     """The file's bytes as a data URL, its type guessed from its name (the service checks the bytes)."""
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return encode_data_url(path.read_bytes(), mimetypes.guess_type(path.name)[0] or "image/png")
 
 
 def _image_parts(node) -> Iterator[dict]:
@@ -59,7 +58,7 @@ def inline_local_images(path: Path) -> tuple[bytes, int] | None:
                     continue
                 local = path.parent / url
                 if not local.is_file():
-                    if url.startswith("file-"):  # an uploaded picture's id
+                    if url.startswith(FILE_ID_PREFIX):  # an uploaded picture's id
                         continue
                     raise CliError(f"{path}, line {number}: image {url!r} is not a file (in {path.parent})")
                 part["image_url"]["url"] = data_url(local)

@@ -8,13 +8,19 @@ A model that takes text only gets a 400 for any image, and so does an image that
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.platform.errors import ApiError
 from service.platform.image_fetch import fetch_image
-from service.platform.images import MIME_TYPES, ImageError, check_image, classify, decode_data_url
+from service.platform.images import (
+    MIME_TYPES,
+    ImageError,
+    check_image,
+    classify,
+    decode_data_url,
+    encode_data_url,
+)
 
 
 @dataclass(frozen=True)
@@ -85,4 +91,4 @@ def _data_url(url: object, sources: ImageSources, param: str) -> str:
         info = check_image(data)
     except ImageError as exc:
         raise ApiError(400, f"{param}: {exc}", param=param, code="invalid_image") from None
-    return f"data:{MIME_TYPES[info.format]};base64,{base64.b64encode(data).decode()}"
+    return encode_data_url(data, MIME_TYPES[info.format])

@@ -80,6 +80,11 @@ def _host(url: str) -> str | None:
         return None
 
 
+def encode_data_url(data: bytes, mime: str) -> str:
+    """`data` as a `data:<mime>;base64,...` URL, the form `decode_data_url` reads."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 def decode_data_url(url: str) -> bytes:
     """The bytes of a `data:image/<png|jpeg|webp>;base64,...` URL (not yet checked to decode as an image)."""
     header, comma, payload = url.partition(",")

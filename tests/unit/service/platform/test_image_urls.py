@@ -18,7 +18,14 @@ from bench import vision_task
 from service.api.app import create_app
 from service.platform.db import FileRow, JobRow
 from service.platform.image_fetch import fetch_image
-from service.platform.images import MAX_IMAGE_BYTES, ImageError, classify, host_allowed
+from service.platform.images import (
+    MAX_IMAGE_BYTES,
+    ImageError,
+    classify,
+    decode_data_url,
+    encode_data_url,
+    host_allowed,
+)
 from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
 from tests.helpers import ADMIN, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
 
@@ -39,6 +46,12 @@ MODELS = Path(__file__).resolve().parents[4] / "data" / "models"
 )
 def test_a_host_is_allowed_when_it_is_a_listed_domain_or_under_one(host: str, allowed: bool) -> None:
     assert host_allowed(host, ["example.com", ".cdn.example.org"]) is allowed
+
+
+def test_a_data_url_decodes_to_the_bytes_it_was_made_of() -> None:
+    data = bytes(range(256)) * 3
+    url = encode_data_url(data, "image/webp")
+    assert url.startswith("data:image/webp;base64,") and decode_data_url(url) == data
 
 
 def test_urls_off_the_list_are_refused_with_what_to_do_instead() -> None:
