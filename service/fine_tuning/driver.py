@@ -16,7 +16,7 @@ import traceback
 from service.files.service import FileService
 from service.fine_tuning.launcher import read_context
 from service.fine_tuning.reporting import JobReporter
-from service.fine_tuning.scheduler import out_of_attempts
+from service.fine_tuning.scheduler import out_of_attempts, wants_its_run
 from service.fine_tuning.state import JobStatus
 from service.fine_tuning.store import JobStore
 from service.platform.db import Database, FineTunedModelRow
@@ -31,6 +31,10 @@ def main() -> int:
     context = read_context(os.environ)
     spec = context.spec
     jobs = JobStore(Database(context.database_url))
+    if not wants_its_run(jobs.get(spec.job_id)):
+        # Stopped before this run started (a pause or a cancel while it was being submitted).
+        print(f"job {spec.job_id} no longer wants this run; not training", file=sys.stderr)
+        return 0
     try:
         trained_tokens, results_csv = run(context)
     except BaseException as exc:  # every failure must reach the job's record

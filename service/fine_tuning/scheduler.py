@@ -95,6 +95,9 @@ class JobScheduler:
             return free
         self._waiting_told.pop(job.id, None)
         self.store.add_event(job.id, f"Submitted to Ray as job {submission_id}")
+        if not wants_its_run(self.store.get(job.id)):
+            # Paused or cancelled while it was being submitted: that stop found no Ray job to stop yet.
+            self.launcher.stop(submission_id)
         return subtract(free, needed)
 
     def _reconcile(self, job: JobRow) -> None:
@@ -137,6 +140,11 @@ class JobScheduler:
                 "param": None,
             }
         self.store.transition(job.id, JobStatus.FAILED, error["message"], level="error", error=error)
+
+
+def wants_its_run(job: JobRow | None) -> bool:
+    """Whether a run of `job` should go on: not once the job is paused, cancelled or otherwise finished."""
+    return job is not None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and not job.stop_requested
 
 
 def out_of_attempts(attempts: int, detail: str) -> dict:

@@ -277,6 +277,20 @@ def test_cli_keys_files_models_and_jobs(stack: RunningStack, tmp_path: Path) -> 
     assert shown["status"] == "cancelled" and shown["training_file"].startswith("file-")
     followed = stack.cli("jobs", "follow", job_id, check=False)
     assert followed.returncode == 1 and "Job cancelled by the user" in followed.stdout, followed.stdout
+    # Every run the job had on Ray ends, the one submitted by the resume too, however the cancel raced it.
+    from ray.job_submission import JobSubmissionClient
+
+    with ray_auth_of(stack):
+        ray_jobs = JobSubmissionClient(stack.state["ray_dashboard_url"])
+
+        def active_runs() -> list[str]:
+            runs = [j for j in ray_jobs.list_jobs() if (j.metadata or {}).get("tuneserve_job_id") == job_id]
+            return [j.submission_id for j in runs if not j.status.is_terminal()]
+
+        wait_until(lambda: not active_runs(), 60, f"no run of {job_id} left on Ray")
+    events = [e.message for e in stack.client().fine_tuning.jobs.list_events(job_id, limit=100)][::-1]
+    after_cancel = events[events.index("Job cancelled by the user") :]
+    assert not any(m.startswith("Step ") for m in after_cancel), after_cancel
 
     prepared = stack.cli("models", "prepare")
     assert f"base models ready: {DEFAULT_BASE_MODEL}" in prepared.stdout

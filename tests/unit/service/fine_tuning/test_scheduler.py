@@ -247,3 +247,52 @@ def test_a_run_stopped_outside_tuneserve_fails_its_job(env) -> None:
     scheduler.tick()
     job = store.get("j1")
     assert job.status == "failed" and job.error["code"] == "job_stopped"
+
+
+@pytest.mark.parametrize("stop", ["cancel", "pause"])
+def test_a_job_stopped_while_its_run_is_being_submitted_has_that_run_stopped(env, stop: str) -> None:
+    from service.fine_tuning.service import JobService
+
+    scheduler, store, launcher = env
+    jobs = JobService(scheduler.settings, store, None, None, None, launcher)
+    add_job(store, "j1", "a", 1)
+    submit, stop_known = launcher.submit, launcher.stop
+
+    def submit_slowly(submission_id: str, context) -> None:
+        getattr(jobs, stop)("a", "j1")  # the user's stop arrives before Ray knows the new job: stops nothing
+        submit(submission_id, context)
+
+    launcher.submit = submit_slowly
+    launcher.stop = lambda submission_id: submission_id in launcher.runs and stop_known(submission_id)
+    scheduler.tick()
+    assert launcher.runs["j1-1"].state == "STOPPED"
+    assert status(store, "j1") == {"cancel": "cancelled", "pause": "paused"}[stop]
+
+
+@pytest.mark.parametrize(("stopped", "trains"), [(None, True), ("cancel", False), ("pause", False)])
+def test_a_run_whose_job_was_stopped_before_it_began_does_not_train(
+    env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stopped: str | None, trains: bool
+) -> None:
+    from service.fine_tuning import driver
+    from service.fine_tuning.launcher import job_context, job_env
+    from service.fine_tuning.service import JobService
+    from service.protocol.fine_tuning import TrainingSpec
+
+    scheduler, store, launcher = env
+    add_job(store, "j1", "a", 1)
+    scheduler.tick()
+    if stopped:
+        launcher.stop = lambda submission_id: None  # Ray's stop comes too late: the driver starts anyway
+        getattr(JobService(scheduler.settings, store, None, None, None, launcher), stopped)("a", "j1")
+    spec = TrainingSpec.model_validate(store.get("j1").spec)
+    for name, value in job_env(job_context(scheduler.settings, spec), tmp_path / "secrets").items():
+        monkeypatch.setenv(name, value)
+    started = []
+
+    def run(context) -> None:
+        started.append(context.spec.job_id)
+        raise RuntimeError("the training would start here")
+
+    monkeypatch.setattr(driver, "run", run)
+    assert driver.main() == (1 if trains else 0)
+    assert started == (["j1"] if trains else [])
