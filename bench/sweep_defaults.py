@@ -27,6 +27,7 @@ MODEL = MODELS_DIR / "SmolLM2-135M-Instruct"
 # name -> what a job request sets (nothing, for the defaults); `before` is the previous defaults.
 SETTINGS: dict[str, dict] = {
     "defaults": {},
+    "every epoch": {},  # the defaults without the early stop of a converged run (trainers.convergence)
     "before": {  # and a linear decay of the learning rate, where the recipe now decays it along a cosine
         "hyperparameters": {"n_epochs": 3, "learning_rate_multiplier": 0.2},
         "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
@@ -110,6 +111,7 @@ def run_one(task_name: str, setting: str) -> dict:
             n_train_examples=len(task.train),
             n_train_tokens=0,
             hyperparameters=hp,
+            stop_when_converged=hyperparams.stops_when_converged(req) and setting != "every epoch",
             learning_rate=learning_rate,
             seed=7,
             lora=lora,
@@ -121,7 +123,10 @@ def run_one(task_name: str, setting: str) -> dict:
         )
         reporter = NullReporter()
         start = time.perf_counter()
-        result = LoRASFTRecipe(spec, store, reporter).run()
+        # No checkpoints or resume (FolderStore has no listing): train, then save the adapter.
+        recipe = LoRASFTRecipe(spec, store, reporter, upload=False)
+        result = recipe.run()
+        recipe.save_checkpoint(spec.adapter_prefix)
         minutes = (time.perf_counter() - start) / 60
         acc, replies = accuracy(task_name, store.root / "adapter")
     return {

@@ -33,6 +33,7 @@ from trainers.checkpointing import (
     load_state,
     save_state,
 )
+from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, converged
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
@@ -48,6 +49,7 @@ class RunResult:
     steps: int = 0
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     valid_losses: list[tuple[int, float]] = field(default_factory=list)
+    stopped_after_epoch: int | None = None  # converged before its last epoch (trainers.convergence)
 
 
 class LoRASFTRecipe:
@@ -164,8 +166,25 @@ class LoRASFTRecipe:
                 result.valid_losses.append((step, valid["valid_loss"]))
                 epoch_metrics.update(valid)
                 self._report(step, epoch, train_loss=epoch_metrics["train_loss"], **valid)
+            # Every rank sees the same (all-reduced) losses, so all of them stop after the same epoch.
+            stop = (
+                spec.stop_when_converged
+                and epoch + 1 < hp.n_epochs
+                and converged(result.loss_curve, per_epoch)
+            )
+            if stop:
+                self.checkpoint_steps.add(step)  # the run's last step: its checkpoint may become the model
             if self.upload and step in self.checkpoint_steps:
                 self._checkpoint(step, epoch_metrics)
+            if stop:
+                result.stopped_after_epoch = epoch + 1
+                if self.rank == 0:
+                    self.reporter.message(
+                        f"Stopped after epoch {epoch + 1} of {hp.n_epochs} (step {step} of "
+                        f"{self.total_steps}): the training loss was below {CONVERGED_LOSS} at every step "
+                        f"of the last {CONVERGED_EPOCHS} epochs (n_epochs was auto; set it to train them all)"
+                    )
+                break
         result.steps = step
 
     def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:
@@ -563,6 +582,7 @@ def _manifest(spec: TrainingSpec, result: RunResult, world: int) -> dict:
             "final_valid_loss": result.valid_losses[-1][1] if result.valid_losses else None,
             "trained_tokens": result.trained_tokens,
             "steps": len(result.loss_curve),
+            "stopped_after_epoch": result.stopped_after_epoch,
         },
         "loss_curve": [[s, round(v, 6)] for s, v in result.loss_curve],
         "valid_loss_curve": [[s, round(v, 6)] for s, v in result.valid_losses],

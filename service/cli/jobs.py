@@ -149,8 +149,10 @@ def _follow(api: ApiClient, args: argparse.Namespace, job_id: str) -> int:
             bar.set_postfix(loss=f"{data['train_loss']:.4f}", tok_s=f"{data['tokens_per_second']:.0f}")
         elif event["type"] == "message":
             (bar.write if bar else print)(f"[{event['level']}] {event['message']}")
-    if bar is not None:
-        bar.close()
     job = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}")
+    if bar is not None:
+        if job["status"] == "succeeded":  # a run that converged early ends before its planned last step
+            bar.total = bar.n
+        bar.close()
     print(json.dumps(_summary(job), indent=2))
     return 0 if job["status"] == "succeeded" else 1

@@ -40,6 +40,12 @@ def requested_hyperparameters(req: FineTuningJobCreate) -> Hyperparameters:
     return req.hyperparameters or Hyperparameters()
 
 
+def stops_when_converged(req: FineTuningJobCreate) -> bool:
+    """Whether the run may end before its last epoch once its loss has converged (trainers.convergence):
+    when the number of epochs was left to the service."""
+    return requested_hyperparameters(req).n_epochs == "auto"
+
+
 def method_of(req: FineTuningJobCreate) -> str:
     return req.method.type if req.method else "supervised"
 

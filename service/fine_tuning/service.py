@@ -126,6 +126,7 @@ class JobService:
             n_train_examples=stats.n_examples,
             n_train_tokens=stats.n_tokens,
             hyperparameters=hp,
+            stop_when_converged=hyperparams.stops_when_converged(req),
             learning_rate=learning_rate,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
             lora=lora,

@@ -210,6 +210,9 @@ class TrainingSpec(BaseModel):
     n_train_examples: int
     n_train_tokens: int
     hyperparameters: ResolvedHyperparameters
+    # n_epochs was "auto": the run may stop before its last epoch once its loss has converged
+    # (trainers.convergence).
+    stop_when_converged: bool = False
     learning_rate: float
     seed: int
     lora: LoraOptions

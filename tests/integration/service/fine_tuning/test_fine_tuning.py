@@ -5,6 +5,7 @@ served model run on both databases (`feature_client`)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -52,12 +53,18 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     # "auto", resolved from the data's size: 24 examples, batches of 3, 15 epochs of 8 steps (~120 steps).
     hp = job.hyperparameters
     assert job.status == "queued" and (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (15, 3, 1)
-    per_epoch, steps = 8, 120
+    per_epoch = 8
 
     # Follow it live with the CLI (the job's server-sent events): messages above a progress bar of steps.
     proc = stack.cli("jobs", "follow", job.id, timeout=900)
     assert "Training started" in proc.stdout and "The job has successfully completed" in proc.stdout
-    assert f"{steps}/{steps}" in proc.stderr  # tqdm draws its bar on stderr
+    # A fixed reply is learnt long before the 15th epoch: with "auto" epochs the run stops once its loss has
+    # converged (every step of two epochs below 0.01), and says so.
+    stopped = re.search(r"Stopped after epoch (\d+) of 15 \(step (\d+) of 120\)", proc.stdout)
+    assert stopped, proc.stdout[-3000:]
+    epochs, steps = int(stopped[1]), int(stopped[2])
+    assert 3 <= epochs < 15 and steps == epochs * per_epoch
+    assert f"{steps}/{steps}" in proc.stderr  # tqdm draws its bar on stderr, complete at the run's end
     summary = json.loads(proc.stdout[proc.stdout.rindex("{") :])
     job = client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == summary["status"] == "succeeded", (job.error, proc.stdout[-2000:])
@@ -73,11 +80,13 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     metrics = [e["data"] for e in seen if e["type"] == "metrics" and "valid_loss" not in e["data"]]
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     assert metrics[-1]["train_loss"] < 0.5 * metrics[0]["train_loss"]  # loss goes down
+    assert all(m["train_loss"] < 0.01 for m in metrics[-2 * per_epoch :])  # converged where it stopped
+    assert any(m["train_loss"] >= 0.01 for m in metrics[-3 * per_epoch : -per_epoch])  # not an epoch before
     assert all(m["tokens_per_second"] > 0 and m["learning_rate"] > 0 for m in metrics)
     valid_losses = [
         e["data"]["valid_loss"] for e in seen if e["type"] == "metrics" and "valid_loss" in e["data"]
     ]
-    assert len(valid_losses) == 15 and valid_losses[-1] < valid_losses[0]
+    assert len(valid_losses) == epochs and valid_losses[-1] < valid_losses[0]
 
     # The newest events first, a page at a time.
     events = client.fine_tuning.jobs.list_events(job.id, limit=5)
@@ -87,13 +96,15 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     # OpenAI's result file: the step metrics as CSV, a file of the job's owner.
     [result_id] = job.result_files
     rows = client.files.content(result_id).text.strip().splitlines()
-    assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + steps + 15
+    assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + steps + epochs
 
-    # Checkpoints at the end of epochs, at most ten spread over the run; the newest three are kept, and the
-    # one of the lowest validation loss, which is the job's model (published from that checkpoint).
+    # Checkpoints at the end of epochs, at most ten spread over the 15 epochs (every 2nd here) and the last
+    # step; the newest three are kept, and the one of the lowest validation loss, which is the job's model
+    # (published from that checkpoint).
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     saved = [c.step_number for c in checkpoints]
-    assert saved[:3] == [120, 112, 96] and len(saved) <= 4 and all(s % per_epoch == 0 for s in saved)
+    assert saved[0] == steps and len(saved) <= 4 and all(s % per_epoch == 0 for s in saved)
+    assert saved[1:3] == [s for s in range(steps - 1, 0, -1) if s % 16 == 0][:2]
     best = min(checkpoints, key=lambda c: c.metrics.valid_loss)
 
     models = {m.id: m for m in client.models.list()}

@@ -49,7 +49,7 @@ def _accuracy(answers: list[str], pictures: list[tuple[bytes, str]]) -> float:
 def test_a_vision_fine_tune_with_the_defaults_learns_to_see_the_colour(
     client: openai.OpenAI, stack: RunningStack, tmp_path: Path
 ) -> None:
-    examples = vision_task.training_examples(32, seed=0)  # 8 pictures a colour; batches of 4, 120 steps
+    examples = vision_task.training_examples(32, seed=0)  # 8 a colour; batches of 4, up to 120 steps
     # A quarter of the images go as uploaded files (purpose "vision"), referenced by their file id.
     for example in examples[::4]:
         image = example["messages"][0]["content"][0]["image_url"]

@@ -174,3 +174,32 @@ def test_a_dpo_job_takes_preference_pairs_and_only_them(tmp_path: Path) -> None:
             "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": preferences}
         )
         assert wrong.status_code == 400 and "line 1: a preference example" in wrong.json()["error"]["message"]
+
+
+def test_auto_epochs_may_stop_once_converged_and_epochs_a_user_sets_are_all_trained(tmp_path: Path) -> None:
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        train = client.post(
+            "/v1/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", DATA.read_bytes())}
+        ).json()["id"]
+        stops = {}
+        for hyperparameters in ({}, {"n_epochs": "auto", "batch_size": 2}, {"n_epochs": 15}):
+            job = client.post(
+                "/v1/fine_tuning/jobs",
+                json={
+                    "model": DEFAULT_BASE_MODEL,
+                    "training_file": train,
+                    "hyperparameters": hyperparameters,
+                },
+            ).json()
+            with client.app.state.services.db.session() as s:
+                spec = s.get(JobRow, job["id"]).spec
+            stops[json.dumps(hyperparameters)] = (
+                spec["hyperparameters"]["n_epochs"],
+                spec["stop_when_converged"],
+            )
+    assert stops == {
+        "{}": (15, True),
+        '{"n_epochs": "auto", "batch_size": 2}': (10, True),
+        '{"n_epochs": 15}': (15, False),
+    }

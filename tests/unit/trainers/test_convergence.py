@@ -1,0 +1,20 @@
+"""When a run of "auto" epochs stops early (trainers.convergence)."""
+
+from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, converged
+
+
+def curve(*losses: float) -> list[tuple[int, float]]:
+    return list(enumerate(losses, start=1))
+
+
+def test_two_epochs_with_every_step_below_the_threshold_have_converged() -> None:
+    assert CONVERGED_EPOCHS == 2 and CONVERGED_LOSS == 0.01
+    assert converged(curve(5.0, 0.4, 0.009, 0.002, 0.001, 0.0005), steps_per_epoch=2)
+    assert converged(curve(0.001, 0.001), steps_per_epoch=1)
+
+
+def test_one_step_at_or_above_it_or_too_few_epochs_have_not() -> None:
+    assert not converged(curve(5.0, 0.4, 0.009, 0.01, 0.001, 0.0005), steps_per_epoch=2)  # 0.01 is not below
+    assert not converged(curve(5.0, 0.4, 0.009, 0.002, 0.001, 0.0005), steps_per_epoch=3)  # an epoch of 0.4
+    assert not converged(curve(0.001, 0.001), steps_per_epoch=2)  # one epoch so far
+    assert not converged([], steps_per_epoch=1)

@@ -1,0 +1,22 @@
+"""When a run whose number of epochs was left "auto" stops early: its training loss has converged. Pure.
+
+"auto" epochs aim at about 120 optimizer steps (`service.fine_tuning.hyperparams`), which a hard small
+task needs; an easy one is learnt in a fraction of them (a fixed reply or a picture's colour: every
+step's loss below 0.01 after three or four of fifteen epochs), and the rest of the run changes nothing but
+the bill. A run stops once every step of its last CONVERGED_EPOCHS epochs had a loss below CONVERGED_LOSS.
+Epochs a user sets are trained to the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+CONVERGED_LOSS = 0.01  # mean token loss of a step: the answers are given with ~99 % probability per token
+CONVERGED_EPOCHS = 2
+
+
+def converged(loss_curve: Sequence[tuple[int, float]], steps_per_epoch: int) -> bool:
+    """Whether the steps of the last CONVERGED_EPOCHS epochs (the curve's tail, at an epoch's end) all had
+    a training loss below CONVERGED_LOSS."""
+    window = steps_per_epoch * CONVERGED_EPOCHS
+    return len(loss_curve) >= window and all(loss < CONVERGED_LOSS for _, loss in loss_curve[-window:])
