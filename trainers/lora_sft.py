@@ -154,6 +154,11 @@ class LoRASFTRecipe:
         lengths = [len(t.input_ids) for t in self.train_set]
         per_epoch = self.per_epoch
         step = self.start_step
+        if self._stops_after(step):
+            # Resumed from the checkpoint where the run had stopped early (its publish was cut off): it trains
+            # no more, as the uninterrupted run did not.
+            result.stopped_after_epoch, result.steps = step // per_epoch, step
+            return
         for epoch in range(step // per_epoch, hp.n_epochs):
             engine.train()
             batches = epoch_batches(lengths, hp.batch_size, spec.seed, epoch)
@@ -166,12 +171,7 @@ class LoRASFTRecipe:
                 result.valid_losses.append((step, valid["valid_loss"]))
                 epoch_metrics.update(valid)
                 self._report(step, epoch, train_loss=epoch_metrics["train_loss"], **valid)
-            # Every rank sees the same (all-reduced) losses, so all of them stop after the same epoch.
-            stop = (
-                spec.stop_when_converged
-                and epoch + 1 < hp.n_epochs
-                and converged(result.loss_curve, per_epoch)
-            )
+            stop = self._stops_after(step)
             if stop:
                 self.checkpoint_steps.add(step)  # the run's last step: its checkpoint may become the model
             if self.upload and step in self.checkpoint_steps:
@@ -186,6 +186,15 @@ class LoRASFTRecipe:
                     )
                 break
         result.steps = step
+
+    def _stops_after(self, step: int) -> bool:
+        """Whether a run of "auto" epochs ends at `step`, an epoch's end before its last: its loss has
+        converged. Every rank sees the same (all-reduced) losses, so all of them stop after the same epoch."""
+        return (
+            self.spec.stop_when_converged
+            and step < self.total_steps
+            and converged(self.result.loss_curve, self.per_epoch)
+        )
 
     def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:
         import torch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.helpers import DATA, RunningStack, spec_for, store_of
@@ -82,3 +84,35 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint_on_the_same_loss_cu
     assert states == {"step-6"}
     adapters = {o.key.split("/")[1] for o in store.list("adapters/resumed:")}
     assert adapters == {"resumed:ckpt-step-2", "resumed:ckpt-step-4", "resumed:ckpt-step-6"}
+
+
+class InterruptOnStop(NullReporter):
+    """Stops the run when it says it has stopped early: after its last checkpoint, before its publish."""
+
+    def message(self, message: str, level: str = "info") -> None:
+        super().message(message, level)
+        if message.startswith("Stopped after epoch"):
+            raise Interrupted
+
+
+def test_a_run_of_auto_epochs_stops_once_converged_and_a_resumed_one_trains_no_more(dataset: tuple) -> None:
+    """8 examples, batch 4: 2 steps an epoch, at most 15 epochs. The run stops at the end of the first epoch
+    that makes two in a row with every step below 0.01 (checkpointed there); interrupted before it could
+    publish, the run resumed from that checkpoint trains nothing and publishes that step's adapter."""
+    store, key, sha = dataset
+    spec = spec_for(key, sha, 7, epochs=15, name="converged").model_copy(update={"stop_when_converged": True})
+    stopping = InterruptOnStop()
+    with pytest.raises(Interrupted):
+        LoRASFTRecipe(spec, store, stopping).run()
+    losses = [(d["step"], d["train_loss"]) for kind, d in stopping.events if kind == "metrics"]
+    last = losses[-1][0]
+    assert last < 30 and last % 2 == 0, losses  # stopped at an epoch's end, before the 15th
+    assert all(loss < 0.01 for _, loss in losses[-4:]) and any(loss >= 0.01 for _, loss in losses[-6:-2])
+    assert [d["step"] for kind, d in stopping.events if kind == "checkpoint"][-1] == last
+
+    resumed = NullReporter()
+    result = LoRASFTRecipe(spec, store, resumed).run()
+    assert ("message", f"Resumed from the checkpoint of step {last}") in resumed.events
+    assert resumed.losses == [] and result.steps == last and result.stopped_after_epoch == last // 2
+    manifest = json.loads(store.get_bytes(spec.adapter_prefix + "manifest.json"))
+    assert manifest["metrics"]["stopped_after_epoch"] == last // 2 and len(manifest["loss_curve"]) == last
