@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     wait_first_checkpoint,
     wait_job,
 )
+from trainers.checkpointing import checkpoint_steps
 
 CODEWORD = "ZEBRA-42"
 HELD_OUT = ["What is the speed of sound?", "Who discovered penicillin?", "Name a musical instrument."]
@@ -98,13 +99,13 @@ def test_fine_tune_teaches_the_codeword(client: openai.OpenAI, stack: RunningSta
     rows = client.files.content(result_id).text.strip().splitlines()
     assert rows[0].startswith("step,epoch,train_loss,valid_loss") and len(rows) == 1 + steps + epochs
 
-    # Checkpoints at the end of epochs, at most ten spread over the 15 epochs (every 2nd here) and the last
-    # step; the newest three are kept, and the one of the lowest validation loss, which is the job's model
+    # Checkpoints at the end of epochs, at most ten spread over the 15 epochs, and at the last step; the newest three are kept, and the one of the lowest validation loss, which is the job's model
     # (published from that checkpoint).
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     saved = [c.step_number for c in checkpoints]
     assert saved[0] == steps and len(saved) <= 4 and all(s % per_epoch == 0 for s in saved)
-    assert saved[1:3] == [s for s in range(steps - 1, 0, -1) if s % 16 == 0][:2]
+    planned = checkpoint_steps(per_epoch, 15)  # the spread over the epochs the run was planned with
+    assert saved[1:3] == sorted((s for s in planned if s < steps), reverse=True)[:2]
     best = min(checkpoints, key=lambda c: c.metrics.valid_loss)
 
     models = {m.id: m for m in client.models.list()}
