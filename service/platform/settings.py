@@ -53,7 +53,10 @@ class Settings(BaseSettings):
         None, description="Address of an existing Ray cluster (host:port). Default: start a local head."
     )
     ray_num_cpus: int | None = Field(
-        None, ge=1, description="Logical CPUs of the local Ray head. Default: max(4, cores)."
+        None,
+        ge=1,
+        description="Logical CPUs of the local Ray head (reservations, not cores). Default: the cores, or "
+        "more so that the served engines, a default fine-tuning job and the ingestion tasks fit at once.",
     )
     direct_ingress: bool = Field(
         True,

@@ -40,6 +40,7 @@ from service.platform.storage import (
     store_credentials,
     wait_for_store,
 )
+from service.protocol.fine_tuning import ResourceOptions
 
 
 class StackError(RuntimeError):
@@ -308,7 +309,7 @@ class Stack:
             "--port",
             str(gcs),
             "--num-cpus",
-            str(s.ray_num_cpus or max(4, os.cpu_count() or 1)),
+            str(s.ray_num_cpus or head_cpus(s, os.cpu_count() or 1)),
             "--temp-dir",
             ray_temp_dir(s),
             "--include-dashboard",
@@ -420,6 +421,18 @@ SERVE_FAST_PATH_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
 }
+
+
+def head_cpus(settings: Settings, cores: int) -> int:
+    """Logical CPUs of the stack's own Ray head: its cores, or more where the served engines, a fine-tuning
+    job of the default layout and the vector stores' ingestion tasks would not all fit at once. Ray's CPUs
+    are reservations, not cores: with `make run VISION=1` on a 4-CPU head the two engines held all four,
+    and every job waited in `queued` and every file in `in_progress` for as long as the stack ran."""
+    # Ray Serve LLM places a replica with one CPU for itself and one per engine worker (a GPU each).
+    engines = len(settings.resolved_served_models) * settings.serving_replicas
+    engine_cpus = engines * (settings.serving_tensor_parallel_size + 1)
+    job = ResourceOptions()
+    return max(cores, engine_cpus + job.num_workers * job.cpus_per_worker + settings.ingest_tasks_in_flight)
 
 
 def ray_head_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -102,3 +102,27 @@ def test_the_ray_head_gets_quiet_loops_unless_told_otherwise() -> None:
     # this process's environment wins (bench/compare_stacks.py compares settings that way), except what must hold
     env = ray_head_env({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_worker_niceness": "15"})
     assert env["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.1" and env["RAY_worker_niceness"] == "0"
+
+
+def test_the_local_head_has_room_for_every_engine_a_job_and_ingestion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's CPUs are reservations: each engine holds two on CPU (its replica and its worker), a default job
+    two, ingestion one a file in flight. Two engines on a head of max(4, cores) CPUs left nothing for
+    jobs or files, which then waited for as long as the stack ran."""
+    from service.stack.supervisor import head_cpus
+
+    one = load_settings()
+    assert head_cpus(one, cores=2) == 2 + 2 + 2
+    assert head_cpus(one, cores=32) == 32  # never fewer than the cores
+    monkeypatch.setenv("TUNESERVE_BASE_MODELS", '{"a": "/m/a", "b": "/m/b"}')
+    assert head_cpus(load_settings(), cores=2) == 2 * 2 + 2 + 2
+    monkeypatch.setenv("TUNESERVE_SERVING_REPLICAS", "2")
+    monkeypatch.setenv("TUNESERVE_INGEST_TASKS_IN_FLIGHT", "4")
+    assert head_cpus(load_settings(), cores=2) == 4 * 2 + 2 + 4
+    monkeypatch.setenv("TUNESERVE_SERVED_MODELS", "")  # a training-only stack
+    assert head_cpus(load_settings(), cores=2) == 2 + 4
+    monkeypatch.setenv("TUNESERVE_SERVED_MODELS", "a")
+    monkeypatch.setenv("TUNESERVE_SERVING_GPU", "true")
+    monkeypatch.setenv("TUNESERVE_SERVING_TENSOR_PARALLEL_SIZE", "4")
+    assert head_cpus(load_settings(), cores=2) == 2 * (4 + 1) + 2 + 4
