@@ -27,6 +27,7 @@ from service.platform.errors import ApiError
 from service.platform.image_fetch import fetch_image
 from service.platform.images import FILE_ID_PREFIX, MIME_TYPES, ImageError, check_image
 from service.platform.settings import Settings
+from service.protocol.common import MetadataFilter
 from service.protocol.fine_tuning import (
     FineTuningJob,
     FineTuningJobCreate,
@@ -254,8 +255,10 @@ class JobService:
     def get(self, tenant: str, job_id: str) -> JobRow:
         return self.store.db.get_or_404(JobRow, job_id, "fine_tuning_job_id", tenant_id=tenant)
 
-    def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[JobRow], bool]:
-        return self.store.list(tenant, after, limit)
+    def list(
+        self, tenant: str, after: str | None, limit: int, metadata: MetadataFilter | None = None
+    ) -> tuple[list[JobRow], bool]:
+        return self.store.list(tenant, after, limit, metadata)
 
     async def follow(self, job_id: str) -> AsyncIterator[str]:
         """Every event, oldest first, as Server-Sent Events, until the job has ended; a keep-alive comment

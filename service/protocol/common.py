@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
 T = TypeVar("T")
+
+_METADATA_KEY = re.compile(r"metadata\[([^\[\]]{1,64})\]")
+
+
+@dataclass(frozen=True)
+class MetadataFilter:
+    """OpenAI's `metadata` filter of a list: `metadata[KEY]=VALUE` (repeatable, every pair must match),
+    or `metadata=null` for only the objects that have none."""
+
+    equals: dict[str, str] = field(default_factory=dict)
+    absent: bool = False
+
+    @classmethod
+    def from_query(cls, params: Iterable[tuple[str, str]]) -> MetadataFilter | None:
+        """The filter a query string asks for (None: no filter). Raises ValueError, saying why, for a
+        malformed one."""
+        equals: dict[str, str] = {}
+        absent = False
+        for name, value in params:
+            if name == "metadata":
+                if value != "null":
+                    raise ValueError("use metadata[KEY]=VALUE to filter by metadata, or metadata=null")
+                absent = True
+            elif name.startswith("metadata["):
+                match = _METADATA_KEY.fullmatch(name)
+                if match is None:
+                    raise ValueError(f"{name!r} is not metadata[KEY] with a key of 1 to 64 characters")
+                equals[match.group(1)] = value
+        if absent and equals:
+            raise ValueError("metadata=null cannot be combined with metadata[KEY]=VALUE")
+        return cls(equals, absent) if absent or equals else None
 
 
 class ErrorBody(BaseModel):

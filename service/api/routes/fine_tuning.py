@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
 from service.api.streams import released_at_end, while_authorized
-from service.protocol.common import ListResponse
+from service.platform.errors import ApiError
+from service.protocol.common import ListResponse, MetadataFilter
 from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobCheckpoint, JobEvent
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -26,12 +27,26 @@ def create_job(body: FineTuningJobCreate, services: Svc, principal: CurrentPrinc
 
 @router.get("", response_model=ListResponse[FineTuningJob], summary="List fine-tuning jobs")
 def list_jobs(
+    request: Request,
     services: Svc,
     principal: CurrentPrincipal,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    metadata: Annotated[
+        str | None,
+        Query(
+            description="`null`: only the jobs created without metadata. To filter by a key instead, send "
+            "`metadata[KEY]=VALUE` (repeatable; every pair must match), as OpenAI's clients do."
+        ),
+    ] = None,
 ) -> ListResponse[FineTuningJob]:
-    rows, more = services.jobs.list(principal.tenant, after, limit)
+    try:
+        wanted = MetadataFilter.from_query(request.query_params.multi_items())
+    except ValueError as exc:
+        raise ApiError(
+            400, f"Invalid metadata filter: {exc}.", param="metadata", code="invalid_value"
+        ) from None
+    rows, more = services.jobs.list(principal.tenant, after, limit, wanted)
     return ListResponse[FineTuningJob].page([services.jobs.to_api(r) for r in rows], has_more=more)
 
 

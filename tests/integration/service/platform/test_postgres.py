@@ -64,7 +64,13 @@ def test_fine_tuning_jobs_on_postgres_one_at_a_time_per_tenant(pg_stack: Running
         second = client.fine_tuning.jobs.create(
             model=DEFAULT_BASE_MODEL, training_file=train.id, hyperparameters={**hyper, "n_epochs": 8}, seed=5
         )
-        third = client.fine_tuning.jobs.create(model=DEFAULT_BASE_MODEL, training_file=train.id)
+        third = client.fine_tuning.jobs.create(
+            model=DEFAULT_BASE_MODEL, training_file=train.id, metadata={"queue": "third"}
+        )
+        # OpenAI's metadata filter in PostgreSQL's JSON dialect
+        assert [j.id for j in client.fine_tuning.jobs.list(metadata={"queue": "third"})] == [third.id]
+        unlabelled = {j.id for j in client.fine_tuning.jobs.list(extra_query={"metadata": "null"})}
+        assert {job.id, second.id} <= unlabelled and third.id not in unlabelled
         wait_job(client, job.id, {"running", "succeeded"})
         assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"
         assert client.fine_tuning.jobs.cancel(third.id).status == "cancelled"  # never submitted
