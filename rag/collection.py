@@ -47,6 +47,10 @@ class Collection:
     def file_ids(self, file_id: str) -> np.ndarray:
         return np.array([i for i, c in self.chunks.items() if c.file_id == file_id], dtype=np.int64)
 
+    def file_chunks(self, file_id: str) -> list[StoredChunk]:
+        """A file's chunks in the order of its text (ids are handed out in that order)."""
+        return [self.chunks[i] for i in sorted(self.file_ids(file_id).tolist())]
+
     def search(
         self, query: np.ndarray, k: int, files: set[str] | None = None
     ) -> list[tuple[StoredChunk, float]]:

@@ -238,6 +238,16 @@ class SearchResultsPage(BaseModel):
     next_page: str | None = None
 
 
+class FileContentPage(BaseModel):
+    """A vector store file's parsed text, one item per chunk in the file's order (chunks overlap by the
+    store's `chunk_overlap_tokens`); empty until the file is ingested."""
+
+    object: Literal["vector_store.file_content.page"] = "vector_store.file_content.page"
+    data: list[TextContent]
+    has_more: bool = False
+    next_page: str | None = None
+
+
 class RetrievalOptions(BaseModel):
     """Extension of chat completions: retrieve for the last user message and cite what was used."""
 

@@ -177,6 +177,13 @@ class VectorStores:
         self.get(tenant, store_id)
         return self.db.get_or_404(VectorStoreFileRow, (store_id, file_id), "file_id")
 
+    async def file_content(self, tenant: str, store_id: str, file_id: str) -> list[str]:
+        """The texts of the file's chunks in the store, in the file's order."""
+        await asyncio.to_thread(self.get_file, tenant, store_id, file_id)
+        async with self._locks[store_id]:
+            collection = await self._collection(store_id)
+            return [chunk.text for chunk in collection.file_chunks(file_id)]
+
     def list_files(
         self,
         tenant: str,

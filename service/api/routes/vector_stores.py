@@ -11,8 +11,10 @@ from service.protocol.common import ListResponse
 from service.protocol.vector_stores import (
     FileBatch,
     FileBatchCreate,
+    FileContentPage,
     SearchRequest,
     SearchResultsPage,
+    TextContent,
     VectorStore,
     VectorStoreCreate,
     VectorStoreDeleted,
@@ -105,6 +107,19 @@ def list_files(
 def get_file(store_id: str, file_id: str, services: Svc, principal: CurrentPrincipal) -> VectorStoreFile:
     stores = services.vector_stores
     return stores.file_to_api(stores.get_file(principal.tenant, store_id, file_id))
+
+
+@router.get(
+    "/{store_id}/files/{file_id}/content",
+    response_model=FileContentPage,
+    summary="Retrieve a store's file's parsed content",
+)
+async def file_content(
+    store_id: str, file_id: str, services: Svc, principal: CurrentPrincipal
+) -> FileContentPage:
+    """The text the store holds of the file, as the chunks it searches, in the file's order."""
+    texts = await services.vector_stores.file_content(principal.tenant, store_id, file_id)
+    return FileContentPage(data=[TextContent(text=text) for text in texts])
 
 
 @router.post(

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from openai import OpenAI
 
 from service.api.app import create_app
 from service.platform.tasks import ThreadRunner
-from tests.helpers import ADMIN, MemoryStore, auth, offline_settings
+from tests.helpers import ADMIN, MemoryStore, assert_openai_error, auth, offline_settings
 
 
 class RecordingRunner(ThreadRunner):
@@ -108,10 +109,20 @@ def test_a_stores_chunking_strategy_sizes_its_chunks(tmp_path: Path) -> None:
         client.post(f"/v1/vector_stores/{store['id']}/files", json={"file_id": file_id})
         file = wait_ingested(client, f"/v1/vector_stores/{store['id']}/files/{file_id}")
         embedder = client.app.state.services.vector_stores.embedder
+        # its parsed content, as the official client reads it: the chunks, in the file's order
+        openai = OpenAI(base_url="http://testserver/v1", api_key=ADMIN, http_client=client)
+        content = [
+            item.text for item in openai.vector_stores.files.content(file_id, vector_store_id=store["id"])
+        ]
+        other = upload(client, "other.txt", b"not in the store")
+        missing = client.get(f"/v1/vector_stores/{store['id']}/files/{other}/content")
     assert file["status"] == "completed" and file["chunking_strategy"] == strategy
     [prepared] = runner.results
     sizes = [len(embedder.tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in prepared.chunks]
     assert len(sizes) > 3 and max(sizes) <= 100  # the default (256 tokens) would make one or two chunks
+    assert content == [c.text for c in prepared.chunks]
+    assert " ".join(content).split() == text.decode().split()  # no overlap here: the whole text, in order
+    assert_openai_error(missing, 404)
 
 
 def test_files_left_in_progress_by_a_crash_are_ingested_on_start(tmp_path: Path) -> None:
