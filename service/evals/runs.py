@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from service.platform.db import (
 )
 from service.platform.db.models import now
 from service.platform.fair_share import FairShare
+from service.platform.ids import new_id
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
 from service.platform.tasks import Background, TaskRunner
@@ -190,7 +190,7 @@ class EvalRunner:
             for item in items:
                 s.add(
                     EvalOutputItemRow(
-                        id="outputitem_" + secrets.token_hex(12),
+                        id=new_id("outputitem_"),
                         run_id=run_id,
                         index=item["datasource_item_id"],
                         status=item["status"],

@@ -5,7 +5,6 @@ checked here, before it is queued (a precise 4xx naming the item, line or field)
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -20,6 +19,7 @@ from service.inference.chat import ChatService
 from service.models.registry import ModelRegistry
 from service.platform.db import Database, EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.errors import ApiError
+from service.platform.ids import new_id
 from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectStore
@@ -79,7 +79,7 @@ class EvalService:
         _check_schema(config["item_schema"])
         self.check_criteria(tenant, criteria, config["item_schema"])
         row = EvalRow(
-            id="eval_" + secrets.token_hex(12),
+            id=new_id("eval_"),
             tenant_id=tenant,
             name=req.name or (suite.name if suite else "eval"),
             data_source_config=config,
@@ -223,7 +223,7 @@ class EvalService:
             if ds.retrieval is not None:
                 for store_id in ds.retrieval.vector_store_ids:
                     self.vector_stores.get(tenant, store_id)
-        run_id = "evalrun_" + secrets.token_hex(12)
+        run_id = new_id("evalrun_")
         self.store.put_bytes(items_key(run_id), "".join(json.dumps(r) + "\n" for r in rows).encode())
         row = EvalRunRow(
             id=run_id,

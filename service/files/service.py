@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from sqlalchemy import func, select
 from service.platform.db import Database, FileRow
 from service.platform.db.models import now
 from service.platform.errors import ApiError
+from service.platform.ids import new_id
 from service.platform.images import MAX_IMAGE_BYTES, ImageError, check_image
 from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.storage import ObjectInfo, ObjectStore
@@ -155,7 +155,7 @@ class FileService:
 
 
 def _new_file(tenant: str) -> tuple[str, str]:
-    file_id = "file-" + secrets.token_hex(12)
+    file_id = new_id("file-")
     return file_id, f"{FILES_PREFIX}{tenant}/{file_id}"
 
 

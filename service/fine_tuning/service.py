@@ -24,6 +24,7 @@ from service.models.base_models import modalities
 from service.models.registry import ModelRegistry, adapter_prefix
 from service.platform.db import FileRow, JobCheckpointRow, JobEventRow, JobRow
 from service.platform.errors import ApiError
+from service.platform.ids import new_id
 from service.platform.image_fetch import fetch_image
 from service.platform.images import FILE_ID_PREFIX, MIME_TYPES, ImageError, check_image
 from service.platform.settings import Settings
@@ -106,7 +107,7 @@ class JobService:
             valid = check(self.files.read_bytes(validation), param="validation_file", read_image=read_image)
             image_refs |= valid.image_files
         hp, learning_rate, lora = hyperparams.resolve_training(req, stats.n_examples)
-        job_id = "ftjob-" + secrets.token_hex(12)
+        job_id = new_id("ftjob-")
         # Unique by construction: the job id is the jobs table's key (a short random tail was not, and a
         # collision would have handed one tenant's model id to another).
         name = f"{model.id}:{req.suffix or 'ft'}-{job_id.removeprefix('ftjob-')}"

@@ -7,7 +7,6 @@ cancel racing a finishing run cannot both win.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from sqlalchemy import Text, cast, delete, func, or_, select
 from service.fine_tuning.state import JobStatus, can_transition
 from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobEventRow, JobRow
 from service.platform.db.models import now
+from service.platform.ids import new_id
 from service.protocol.common import MetadataFilter
 
 NON_TERMINAL = [s.value for s in JobStatus if not s.is_terminal]
@@ -165,7 +165,7 @@ class JobStore:
             same_step = (JobCheckpointRow.job_id == job_id) & (JobCheckpointRow.step == step)
             row = s.scalars(select(JobCheckpointRow).where(same_step)).first()
             if row is None:
-                row = JobCheckpointRow(id="ftckpt-" + secrets.token_hex(12), job_id=job_id)
+                row = JobCheckpointRow(id=new_id("ftckpt-"), job_id=job_id)
             row.step, row.model, row.key, row.metrics = step, model, key, metrics
             s.add(row)
 
@@ -215,7 +215,7 @@ def _event(
     job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None
 ) -> JobEventRow:
     return JobEventRow(
-        id="ftevent-" + secrets.token_hex(12),
+        id=new_id("ftevent-"),
         job_id=job_id,
         message=message[:4096],
         level=level,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from service.models.base_models import chat_template, modalities
 from service.models.sources import SourceError, allowed_folder
 from service.platform.db import Database, EvalRunRow, FineTunedModelRow, JobCheckpointRow, JobRow
 from service.platform.errors import ApiError
+from service.platform.ids import new_id
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore, StoreError
 from service.protocol.common import Model, ModelEvalRun, ModelLineage
@@ -222,7 +222,7 @@ class ModelRegistry:
                 raise ApiError(
                     400, f"The adapter cannot be imported: {exc}.", param=param, code="invalid_adapter"
                 ) from None
-            model_id = f"{base_model}:{suffix or 'imported'}-{secrets.token_hex(12)}"
+            model_id = new_id(f"{base_model}:{suffix or 'imported'}-")
             self.store.put_folder(adapter_prefix(model_id), folder, unchecked=(ADAPTER_MANIFEST,))
         with self.db.session() as s:
             s.add(

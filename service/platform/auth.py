@@ -17,6 +17,7 @@ from sqlalchemy import select
 from service.platform.db import ApiKeyRow, Database, Tenant
 from service.platform.db.models import now
 from service.platform.errors import ApiError
+from service.platform.ids import new_id
 from service.platform.secret_files import write_secret
 from service.platform.settings import Settings
 from service.protocol.admin import EVAL_RUN_KEY_NAME, ApiKey, TenantObject
@@ -129,7 +130,7 @@ class KeyStore:
                 s.add(Tenant(id=tenant))
                 s.flush()
             row = ApiKeyRow(
-                id="key-" + secrets.token_hex(12),
+                id=new_id("key-"),
                 tenant_id=tenant,
                 key_hash=hash_key(key),
                 prefix=key[: len(KEY_PREFIX) + 6],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from service.platform.db import Database, FileBatchRow, FileRow, VectorStoreFile
 from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.fair_share import FairShare
+from service.platform.ids import new_id
 from service.platform.quotas import LimitPolicy, check_quota
 from service.platform.settings import Settings
 from service.platform.storage import ObjectNotFound, ObjectStore
@@ -91,7 +91,7 @@ class VectorStores:
         limit = self.limits(tenant).vector_stores
         check_quota("vector stores", count, 1, limit, "TUNESERVE_MAX_VECTOR_STORES_PER_TENANT")
         row = VectorStoreRow(
-            id="vs_" + secrets.token_hex(12),
+            id=new_id("vs_"),
             tenant_id=tenant,
             name=req.name,
             metadata_=req.metadata,
@@ -261,7 +261,7 @@ class VectorStores:
         self.get(tenant, store_id)
         for e in entries:  # all files must exist before any starts
             self._file(tenant, e.file_id, "file_ids")
-        batch = FileBatchRow(id="vsfb_" + secrets.token_hex(12), store_id=store_id)
+        batch = FileBatchRow(id=new_id("vsfb_"), store_id=store_id)
         with self.db.session() as s:
             s.add(batch)
         for e in entries:
