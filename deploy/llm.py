@@ -284,6 +284,7 @@ def _parse(endpoint: Endpoint, body: dict):  # a vLLM request object
         ChatCompletionRequest,
         CompletionRequest,
     )
+    from vllm.exceptions import VLLMClientError, VLLMNotFoundError
 
     cls = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
     try:
@@ -293,6 +294,12 @@ def _parse(endpoint: Endpoint, body: dict):  # a vLLM request object
         param = ".".join(str(p) for p in err.get("loc", ())) or None
         message = err.get("msg", "invalid request").removeprefix("Value error, ")
         raise ApiError(400, f"{param}: {message}" if param else message, param=param) from None
+    except VLLMClientError as exc:
+        # vLLM's own validators (stream_options without stream, a tool_choice naming no tool, ...) raise
+        # these, which are not ValueErrors: pydantic passes them through, and they were 500s.
+        status = 404 if isinstance(exc, VLLMNotFoundError) else 400
+        message = str(exc.args[0]) if exc.args else "invalid request"
+        raise ApiError(status, message, param=getattr(exc, "parameter", None)) from None
 
 
 def _is_error(item: object) -> bool:
