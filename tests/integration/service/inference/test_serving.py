@@ -330,6 +330,16 @@ def test_request_errors_are_400s_in_openai_shape(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as err:
         client.chat.completions.create(model=BASE, messages=[])
     assert err.value.status_code in (400, 422) and err.value.body["param"] == "messages"
+    # what only vLLM's own validators check (they were 500s)
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", stream_options={"include_usage": True})
+    assert err.value.body["param"] == "stream_options"
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    ]
+    with pytest.raises(openai.BadRequestError) as err:
+        _ask(client, BASE, "hello", tools=tools, tool_choice={"type": "function", "function": {"name": "g"}})
+    assert err.value.body["param"] == "tool_choice"
     assert "Paris" in _ask(client, BASE, "What is the capital of France?")  # the engine is unharmed
 
 
