@@ -14,7 +14,8 @@ runs in every vLLM process:
    worked out once per batch (`_plan`): ~10 ms a step.
 2. Correctness: a token without an adapter has index -1, and `weights[-1]` is the *last adapter slot*: once
    all `max_loras` slots are loaded, base-model requests silently get the last slot's adapter applied.
-   Here index -1 contributes nothing, as vLLM's GPU kernels do.
+   Here index -1 contributes nothing, as vLLM's GPU kernels do. And no adapter's weights reach another
+   token: a NaN or infinite weight counts as zero (`_prepared`), since 0 x NaN is NaN.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def _prepared(stacked: torch.Tensor, slots: tuple, dtype: torch.dtype, expand: b
     if hit is not None and version is not None and hit[0]() is stacked and hit[1] == version:
         return hit[2]
     weights = stacked.squeeze(1) if stacked.dim() == 4 else stacked
-    w = weights[list(slots)].to(dtype)
+    # A NaN or infinite weight counts as 0: the one matmul multiplies every token's zeros by every slot's
+    # weights, and 0 x NaN is NaN, so one diverged adapter emptied the answers of every request beside it.
+    w = torch.nan_to_num(weights[list(slots)].to(dtype), nan=0.0, posinf=0.0, neginf=0.0)
     if not bool(w.any()):
         matrix = None
     elif expand:

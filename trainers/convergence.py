@@ -1,4 +1,5 @@
-"""When a run whose number of epochs was left "auto" stops early: its training loss has converged. Pure.
+"""When a run stops before its last step: its training loss has converged (a run whose number of epochs
+was left "auto"), or it has diverged (any run). Pure.
 
 "auto" epochs aim at about 120 optimizer steps (`service.fine_tuning.hyperparams`), which a hard small
 task needs; an easy one is learnt in a fraction of them (a fixed reply or a picture's colour: every
@@ -9,6 +10,7 @@ Epochs a user sets are trained to the end.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 CONVERGED_LOSS = 0.01  # mean token loss of a step: the answers are given with ~99 % probability per token
@@ -20,3 +22,17 @@ def converged(loss_curve: Sequence[tuple[int, float]], steps_per_epoch: int) -> 
     a training loss below CONVERGED_LOSS."""
     window = steps_per_epoch * CONVERGED_EPOCHS
     return len(loss_curve) >= window and all(loss < CONVERGED_LOSS for _, loss in loss_curve[-window:])
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss is no longer a number: the weights have gone NaN or infinite, and every later
+    step and the adapter would be too. Such an adapter is refused by the service (models.adapters)."""
+
+
+def check_not_diverged(step: int, loss: float, learning_rate_multiplier: float) -> None:
+    """Raise TrainingDiverged, saying what to change, unless `loss` (step `step`'s) is a finite number."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the training loss was {loss} at step {step}: the training diverged. Lower "
+            f"learning_rate_multiplier (it was {learning_rate_multiplier:g}) and start a new job"
+        )

@@ -33,7 +33,7 @@ from trainers.checkpointing import (
     load_state,
     save_state,
 )
-from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, converged
+from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, check_not_diverged, converged
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
@@ -165,6 +165,8 @@ class LoRASFTRecipe:
             for batch in batches[step - epoch * per_epoch :]:
                 step += 1
                 self._train_step(step, epoch, batch)
+                # every rank has the same all-reduced loss: all of them stop here together
+                check_not_diverged(step, result.loss_curve[-1][1], hp.learning_rate_multiplier)
             epoch_metrics = {"epoch": epoch + 1, "train_loss": result.loss_curve[-1][1]}
             if self.valid_set:
                 valid = self.evaluate()

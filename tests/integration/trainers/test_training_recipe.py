@@ -116,3 +116,32 @@ def test_a_run_of_auto_epochs_stops_once_converged_and_a_resumed_one_trains_no_m
     assert resumed.losses == [] and result.steps == last and result.stopped_after_epoch == last // 2
     manifest = json.loads(store.get_bytes(spec.adapter_prefix + "manifest.json"))
     assert manifest["metrics"]["stopped_after_epoch"] == last // 2 and len(manifest["loss_curve"]) == last
+
+
+class WeightsGoNaNAfterStep(LoRASFTRecipe):
+    """A run whose LoRA weights turn NaN after step `at`, as a diverged training's do."""
+
+    at = 1
+
+    def _train_step(self, step: int, epoch: int, batch: list[int]) -> None:
+        super()._train_step(step, epoch, batch)
+        if step == self.at:
+            import torch
+
+            with torch.no_grad():
+                for param in self.engine.module.parameters():
+                    if param.requires_grad:
+                        param.fill_(float("nan"))
+
+
+def test_a_diverged_run_fails_at_the_first_step_whose_loss_is_no_number(dataset: tuple) -> None:
+    """It ended as `succeeded`, and its NaN adapter emptied every tenant's answers beside it in the engine."""
+    from trainers.convergence import TrainingDiverged
+
+    store, key, sha = dataset
+    reporter = NullReporter()
+    spec = spec_for(key, sha, 7, epochs=3, name="diverged")
+    with pytest.raises(TrainingDiverged, match="loss was nan at step 2: the training diverged"):
+        WeightsGoNaNAfterStep(spec, store, reporter).run()
+    assert [d["step"] for kind, d in reporter.events if kind == "metrics"] == [1, 2]  # reported, then stopped
+    assert store.list(spec.adapter_prefix) == []  # nothing published

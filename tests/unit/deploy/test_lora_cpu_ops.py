@@ -48,6 +48,24 @@ def test_lora_matmul_matches_the_per_token_reference(
     torch.testing.assert_close(out, reference(x, w, idx), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("expand", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_adapter_with_nan_weights_changes_no_other_token(expand: bool, bad: float) -> None:
+    """One matmul for the whole batch multiplies the other tokens' zeros by every slot's weights, and
+    0 x NaN is NaN: one diverged adapter emptied the answers of every request beside it. Its slot counts
+    as zeros instead (the service refuses such adapters before they get here: models.adapters)."""
+    torch.manual_seed(2)
+    x = torch.randn(5, 32)
+    w = torch.randn(3, 1, 8, 32)
+    w[1].fill_(bad)
+    idx = torch.tensor([0, 1, -1, 2, 1])
+    out = dense(lora_matmul(x, w, idx, torch.float32, expand=expand), 5, 8)
+    assert torch.isfinite(out).all()
+    clean = w.clone()
+    clean[1].zero_()
+    torch.testing.assert_close(out, reference(x, clean, idx))
+
+
 def test_a_slot_written_after_a_call_is_used_by_the_next() -> None:
     """The concatenated weights are cached while the slot tensor is unchanged: vLLM loading another adapter
     into a slot (an in-place copy, as `set_lora` does) must be seen at once."""

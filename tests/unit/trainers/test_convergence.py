@@ -1,6 +1,15 @@
-"""When a run of "auto" epochs stops early (trainers.convergence)."""
+"""When a run stops early (trainers.convergence): a run of "auto" epochs once converged, any run once
+diverged."""
 
-from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, converged
+import pytest
+
+from trainers.convergence import (
+    CONVERGED_EPOCHS,
+    CONVERGED_LOSS,
+    TrainingDiverged,
+    check_not_diverged,
+    converged,
+)
 
 
 def curve(*losses: float) -> list[tuple[int, float]]:
@@ -18,3 +27,11 @@ def test_one_step_at_or_above_it_or_too_few_epochs_have_not() -> None:
     assert not converged(curve(5.0, 0.4, 0.009, 0.002, 0.001, 0.0005), steps_per_epoch=3)  # an epoch of 0.4
     assert not converged(curve(0.001, 0.001), steps_per_epoch=2)  # one epoch so far
     assert not converged([], steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_a_loss_that_is_no_number_ends_the_run_saying_what_to_change(loss: float) -> None:
+    with pytest.raises(TrainingDiverged, match=r"loss was (nan|inf) at step 7: the training diverged") as err:
+        check_not_diverged(7, loss, learning_rate_multiplier=100)
+    assert "Lower learning_rate_multiplier (it was 100)" in str(err.value)
+    check_not_diverged(7, 1e30, learning_rate_multiplier=100)  # large, but a number

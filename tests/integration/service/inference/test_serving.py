@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from safetensors.torch import load_file, save_file
 
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.integration.helpers import (
@@ -354,6 +355,14 @@ def test_a_broken_adapter_fails_alone(
         register_adapter(stack, corrupt, "corrupt"): "corrupt",
         register_adapter(stack, too_big, "rank64"): "rank 64",
     }
+    # a diverged training's weights: with vLLM's CPU LoRA ops, 0 x NaN poisoned every request of a batch
+    diverged = make_adapter(tmp_path / "diverged", seed=6)
+    tensors = load_file(diverged / "adapter_model.safetensors")
+    save_file(
+        {k: v.fill_(float("nan")) if "lora_B" in k else v for k, v in tensors.items()},
+        diverged / "adapter_model.safetensors",
+    )
+    broken[register_adapter(stack, diverged, "diverged")] = "NaN or infinite"
     missing = register_adapter(stack, make_adapter(tmp_path / "gone", seed=5), "gone")
     store_of(stack).delete_prefix(f"adapters/{BASE}/gone/")
     broken[missing] = "missing"

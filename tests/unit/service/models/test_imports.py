@@ -208,3 +208,33 @@ def test_exactly_one_of_file_and_source(client: TestClient, store: MemoryStore, 
     for body in (both, {}):
         resp = client.post("/v1/models", json={"base_model": DEFAULT_BASE_MODEL, **body})
         assert "exactly one of `file` and `source`" in assert_openai_error(resp, 400)["message"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_an_adapter_with_nan_or_infinite_weights_is_refused(
+    client: TestClient, tmp_path: Path, dtype: str, bad: float
+) -> None:
+    """One such adapter in a batch turned every tenant's answers empty (adapters.nonfinite_tensors)."""
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    folder = adapter(tmp_path / "a")
+    weights = folder / "adapter_model.safetensors"
+    tensors = {
+        name: torch.from_numpy(array).to(getattr(torch, dtype)) for name, array in load(weights).items()
+    }
+    name = "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"
+    tensors[name][0, 0] = torch.finfo(tensors[name].dtype).max  # the largest finite value is finite
+    save_torch(tensors, str(weights))
+    assert import_(client, tar_gz(folder)).status_code == 200
+    tensors[name][3, 1] = bad
+    save_torch(tensors, str(weights))
+    error = assert_openai_error(import_(client, tar_gz(folder)), 400, "invalid_adapter")
+    assert "NaN or infinite values" in error["message"] and name in error["message"]
+
+
+def load(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
