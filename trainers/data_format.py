@@ -105,7 +105,9 @@ def parse_jsonl(
     examples = []
     for number, raw_bytes in enumerate(lines, start=1):
         try:
-            raw = raw_bytes.decode("utf-8")
+            # "utf-8-sig" on the first line: editors on Windows (Notepad, PowerShell's `Out-File -Encoding
+            # utf8`) start a UTF-8 file with a byte order mark, which JSON does not allow
+            raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
             raise DatasetError(number, "not valid UTF-8") from None
         if not raw.strip():

@@ -40,7 +40,7 @@ def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | No
         return [_row(x, f"data_source.source.content[{i}]") for i, x in enumerate(source.content)]
     file = files.get(tenant, source.id, param="data_source.source.id", purpose="evals")
     rows = []
-    for n, line in enumerate(files.read_bytes(file).decode("utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(files.read_bytes(file).decode("utf-8-sig", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -80,6 +80,18 @@ def test_first_bad_line_is_named_with_the_reason(bad: str, message: str) -> None
     assert err.value.line == 2
 
 
+def test_a_byte_order_mark_at_the_start_is_read_past_and_elsewhere_is_an_error(tmp_path) -> None:
+    """Notepad and Windows PowerShell's `Out-File -Encoding utf8` start UTF-8 files with one."""
+    bom = "\ufeff".encode()
+    assert len(parse_jsonl(bom + (line(CHAT) + "\n" + line(CHAT)).encode())) == 2
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(bom + line(CHAT).encode() + b"\n")
+    with path.open("rb") as f:  # an upload is read as a stream
+        assert len(parse_jsonl(f)) == 1
+    with pytest.raises(DatasetError, match="line 2: invalid JSON"):
+        parse_jsonl(line(CHAT).encode() + b"\n" + bom + line(CHAT).encode())
+
+
 def test_invalid_utf8_names_the_line() -> None:
     with pytest.raises(DatasetError, match="line 2: not valid UTF-8"):
         parse_jsonl(line(CHAT).encode() + b"\n\xff\xfe\n")

@@ -119,6 +119,24 @@ def test_a_run_grades_every_item_in_batches(tmp_path: Path) -> None:
     assert run["per_model_usage"][0]["invocation_count"] == 7
 
 
+def test_a_run_reads_its_items_from_an_uploaded_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    tasks = FakeTasks()
+    lines = "\ufeff" + "\n".join(f'{{"item": {{"n": {n}}}}}' for n in range(3))
+    with make_client(tmp_path, MemoryStore(), tasks) as client:
+        ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
+        file = client.post(
+            "/v1/files",
+            data={"purpose": "evals"},
+            files={"file": ("items.jsonl", lines.encode())},
+            headers=auth(ADMIN),
+        ).json()
+        body = run_body(0)
+        body["data_source"]["source"] = {"type": "file_id", "id": file["id"]}
+        run = client.post(f"/v1/evals/{ev['id']}/runs", json=body, headers=auth(ADMIN)).json()
+        run = wait(client, f"/v1/evals/{ev['id']}/runs/{run['id']}", lambda r: r["status"] == "completed")
+    assert run["result_counts"]["total"] == 3 and sorted(tasks.seen) == [0, 1, 2]
+
+
 def test_a_run_resumes_after_a_restart_with_what_is_left(tmp_path: Path) -> None:
     store = MemoryStore()
     first = FakeTasks(hang_after=1)  # one batch of 2, then the process "dies"
