@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Auto = Literal["auto"]
 # Every linear layer of the language model (peft's "all-linear": attention and MLP, not the output head).
@@ -83,7 +83,17 @@ class LoraOptions(BaseModel):
     r: int = Field(8, ge=1, le=256)
     alpha: int | None = Field(None, ge=1, le=1024, description="Default: 2 * r.")
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        min_length=1,
+        description="Module names (q_proj, v_proj, ...) or 'all-linear'; one name may be given as a string, "
+        "as in peft's LoraConfig.",
+    )
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class DeepSpeedOptions(BaseModel):

@@ -104,6 +104,14 @@ def test_given_hyperparameters_are_kept_and_everything_is_resolved() -> None:
     assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, ["all-linear"])
 
 
+def test_lora_target_modules_may_be_one_name_as_peft_takes_it() -> None:
+    lora = FineTuningJobCreate(model="m", training_file="f", lora={"target_modules": "all-linear"}).lora
+    assert lora.target_modules == ["all-linear"]
+    assert FineTuningJobCreate(
+        model="m", training_file="f", lora={"target_modules": ["q_proj"]}
+    ).lora.target_modules == ["q_proj"]
+
+
 def test_method_hyperparameters_win_over_legacy_ones() -> None:
     req = FineTuningJobCreate(
         model="m",
