@@ -15,7 +15,8 @@ runs in every vLLM process:
 2. Correctness: a token without an adapter has index -1, and `weights[-1]` is the *last adapter slot*: once
    all `max_loras` slots are loaded, base-model requests silently get the last slot's adapter applied.
    Here index -1 contributes nothing, as vLLM's GPU kernels do. And no adapter's weights reach another
-   token: a NaN or infinite weight counts as zero (`_prepared`), since 0 x NaN is NaN.
+   token: a NaN or infinite weight counts as zero (`_prepared`), since 0 x NaN is NaN, and the base-model
+   tokens are masked by selection, since an adapter's overflow (inf) x 0 is NaN too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _MAX_CACHED = 4096
 
 def _plan(indices: torch.Tensor, seq_lens: torch.Tensor | None = None) -> tuple:
     """The batch's adapter slots (sorted), each token's position among them (None when every token has the
-    same one) and a 0/1 mask of the tokens with an adapter (None when all have one). `indices` gives each
+    same one) and a boolean mask of the tokens with an adapter (None when all have one). `indices` gives each
     token's slot, or with `seq_lens` each sequence's (vLLM's sgmv ops; expanding them with
     `repeat_interleave` on every call cost more than the matmuls). Cached by content: every call of a step
     gets the same indices."""
@@ -46,7 +47,7 @@ def _plan(indices: torch.Tensor, seq_lens: torch.Tensor | None = None) -> tuple:
         if len(slots) > 1 or (slots and -1 in tokens):
             position = torch.tensor([slots.index(s) if s >= 0 else 0 for s in tokens])
             if -1 in tokens:
-                mask = torch.tensor([[1.0] if s >= 0 else [0.0] for s in tokens])
+                mask = torch.tensor([[s >= 0] for s in tokens])
         found = (slots, position, mask, torch.arange(len(tokens)))
         _remember(_PLANS, key, found)
     return found
@@ -114,12 +115,13 @@ def lora_matmul(
         return x @ matrix
     if expand:
         if mask is not None:
-            x = x * mask.to(dtype)
+            x = torch.where(mask, x, 0)
         blocks = x.new_zeros(x.shape[0], len(slots), x.shape[1])
         blocks[tokens, position] = x
         return blocks.view(x.shape[0], -1) @ matrix
     out = (x @ matrix).view(x.shape[0], len(slots), -1)[tokens, position]
-    return out if mask is None else out * mask.to(dtype)
+    # selected, not multiplied: an adapter's overflow (inf) in a base-model token's row times 0 is NaN
+    return out if mask is None else torch.where(mask, out, 0)
 
 
 def bgmv_shrink(

@@ -66,6 +66,20 @@ def test_an_adapter_with_nan_weights_changes_no_other_token(expand: bool, bad: f
     torch.testing.assert_close(out, reference(x, clean, idx))
 
 
+@pytest.mark.parametrize("expand", [False, True])
+def test_an_adapter_with_huge_finite_weights_changes_no_other_token(expand: bool) -> None:
+    """Finite weights whose products overflow make inf in the adapter's own block of the result, and a mask
+    multiplied in (inf x 0) would make NaN of the base-model tokens: the mask selects instead."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    w = torch.randn(3, 1, 8, 32, dtype=torch.bfloat16)
+    w[0].fill_(3e38)  # near bfloat16's largest: any product sum overflows
+    idx = torch.tensor([-1, 0, 2, -1])
+    out = dense(lora_matmul(x, w, idx, torch.bfloat16, expand=expand), 4, 8)
+    assert out[[0, 3]].eq(0).all()  # the base-model tokens: nothing added
+    torch.testing.assert_close(out[2].float(), reference(x, w, idx)[2], rtol=2e-2, atol=2e-2)
+
+
 def test_a_slot_written_after_a_call_is_used_by_the_next() -> None:
     """The concatenated weights are cached while the slot tensor is unchanged: vLLM loading another adapter
     into a slot (an in-place copy, as `set_lora` does) must be seen at once."""
