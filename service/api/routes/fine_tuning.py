@@ -32,6 +32,8 @@ def list_jobs(
     principal: CurrentPrincipal,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    # Declared for the OpenAPI document; the filter itself is read from the query string, whose
+    # `metadata[KEY]` names no parameter can declare.
     metadata: Annotated[
         str | None,
         Query(

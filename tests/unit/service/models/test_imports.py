@@ -215,7 +215,7 @@ def test_exactly_one_of_file_and_source(client: TestClient, store: MemoryStore, 
 def test_an_adapter_with_nan_or_infinite_weights_is_refused(
     client: TestClient, tmp_path: Path, dtype: str, bad: float
 ) -> None:
-    """One such adapter in a batch turned every tenant's answers empty (adapters.nonfinite_tensors)."""
+    """One such adapter in a batch turned every tenant's answers empty (adapters._nonfinite_tensors)."""
     import torch
     from safetensors.torch import save_file as save_torch
 
