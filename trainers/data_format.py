@@ -12,6 +12,8 @@ allowed on assistant messages. Loss is computed on assistant messages (or the co
 Tools (OpenAI's function tools, checked by `service.protocol.tool_format`): an assistant message may carry
 `tool_calls` (then its content may be empty) naming the example's tools, with JSON-object arguments; a
 `tool` message answers an earlier call by its `tool_call_id`. Tool results are never trained on.
+OpenAI's older, deprecated function-calling lines (`"functions"`, an assistant's `function_call`, a
+`function` message answering it by name) are read as the same tools, calls and results.
 
 Vision examples (OpenAI's vision fine-tuning format): a user message's content may be a list of parts,
 `{"type": "text", "text": ...}` and `{"type": "image_url", "image_url": {"url": ...}}`, the url a data URL
@@ -167,6 +169,7 @@ class _Tools:
 
 
 def _chat(obj: dict, number: int, require_trainable: bool, image_domains: Collection[str]) -> Example:
+    obj = _from_functions(obj, number)
     unknown = set(obj) - {"messages", "tools", "parallel_tool_calls", "metadata"}
     if unknown:
         raise DatasetError(number, f"unknown key(s) {sorted(unknown)}")
@@ -209,6 +212,67 @@ def _preference(obj: dict, number: int, image_domains: Collection[str]) -> Examp
     if outputs[0] == outputs[1]:
         raise DatasetError(number, "preferred_output and non_preferred_output are the same")
     return Example(number, messages, tools=tools.definitions, preferred=outputs[0], non_preferred=outputs[1])
+
+
+def _from_functions(obj: dict, number: int) -> dict:
+    """A line in OpenAI's deprecated function-calling format, rewritten with tools: `"functions": [{"name",
+    ...}]` become the tools, an assistant's `"function_call": {"name", "arguments"}` a tool call with an
+    id of its own (one call a turn: that format had no parallel calls), and a `{"role": "function",
+    "name", "content"}` message the tool result answering the latest open call of that name. Message
+    positions are kept, so errors name the line's own messages. Other lines come back as they are."""
+    messages = obj.get("messages")
+    legacy = isinstance(messages, list) and any(
+        isinstance(m, dict) and ("function_call" in m or m.get("role") == "function") for m in messages
+    )
+    if "functions" not in obj and not legacy:
+        return obj
+    if "tools" in obj:
+        raise DatasetError(number, '"functions" (deprecated) and "tools" cannot both be given: use "tools"')
+    if "functions" not in obj:
+        raise DatasetError(number, 'function_call needs the example\'s "functions" (the functions it calls)')
+    out = {key: value for key, value in obj.items() if key != "functions"}
+    out["tools"] = _functions_as_tools(obj["functions"], number)
+    if isinstance(messages, list):
+        out["messages"] = _function_turns_as_tool_turns(messages, number)
+    return out
+
+
+def _functions_as_tools(functions: object, number: int) -> list[dict]:
+    if not isinstance(functions, list) or not all(isinstance(fn, dict) for fn in functions):
+        raise DatasetError(number, '"functions" must be a non-empty list of function objects')
+    try:
+        return check_tools([{"type": "function", "function": fn} for fn in functions], "functions")
+    except ToolFormatError as exc:  # "functions[0].function.name": drop the wrapper the user did not write
+        raise DatasetError(number, str(exc).replace(".function.", ".", 1)) from None
+
+
+def _function_turns_as_tool_turns(messages: list, number: int) -> list:
+    open_calls: list[tuple[str, str]] = []  # (id, function name), oldest first
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, dict) and "function_call" in m:
+            call = m["function_call"]
+            if "tool_calls" in m:
+                raise DatasetError(number, f"messages[{i}] has both function_call and tool_calls")
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                raise DatasetError(
+                    number, f'messages[{i}].function_call must be {{"name": ..., "arguments": ...}}'
+                )
+            open_calls.append((f"call_{i}", call["name"]))
+            m = {key: value for key, value in m.items() if key != "function_call"}
+            m["tool_calls"] = [{"id": open_calls[-1][0], "type": "function", "function": call}]
+        elif isinstance(m, dict) and m.get("role") == "function":
+            name = m.get("name")
+            answered = next((c for c in reversed(open_calls) if c[1] == name), None)
+            if answered is None:
+                raise DatasetError(
+                    number, f"messages[{i}] answers function {name!r}, which no earlier function_call called"
+                )
+            open_calls.remove(answered)
+            m = {key: value for key, value in m.items() if key != "name"}
+            m.update(role="tool", tool_call_id=answered[0])
+        out.append(m)
+    return out
 
 
 def _open_calls(messages: tuple[Message, ...]) -> set[str]:

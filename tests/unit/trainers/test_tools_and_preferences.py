@@ -174,6 +174,54 @@ def test_bad_tool_and_preference_lines_name_line_and_field(bad: dict, message: s
     assert err.value.line == 2 and message in str(err.value), str(err.value)
 
 
+# The same conversation in OpenAI's deprecated function-calling format.
+LEGACY_CHAT = {
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": CALL["function"]},
+        {"role": "function", "name": "get_weather", "content": '{"sky": "sunny"}'},
+        {"role": "assistant", "content": "Sunny in Paris."},
+    ],
+    "functions": [tool["function"] for tool in TOOLS],
+}
+
+
+def test_the_deprecated_function_calling_format_reads_as_tools(tokenizer) -> None:
+    [legacy] = parse_jsonl(json.dumps(LEGACY_CHAT).encode())
+    # The call gets an id of its own, and the function's result answers it.
+    as_tools = json.loads(json.dumps(TOOL_CHAT).replace('"c1"', '"call_1"'))
+    [current] = parse_jsonl(json.dumps(as_tools).encode())
+    assert legacy == current
+    # What is trained on is the same text as for the tools line.
+    [a] = tokenize_all(tokenizer, [legacy], 1024)
+    [b] = tokenize_all(tokenizer, parse_jsonl(json.dumps(TOOL_CHAT).encode()), 1024)
+    assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
+
+
+def _legacy_message(i: int, **fields: object) -> dict:
+    chat = json.loads(json.dumps(LEGACY_CHAT))
+    chat["messages"][i] = {**chat["messages"][i], **fields}
+    return chat
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({**LEGACY_CHAT, "tools": TOOLS}, '"functions" (deprecated) and "tools" cannot both be given'),
+        (_legacy_message(2, name="convert"), "messages[2] answers function 'convert', which no earlier"),
+        (_legacy_message(1, function_call="get_weather"), 'messages[1].function_call must be {"name"'),
+        (_legacy_message(1, tool_calls=[CALL]), "messages[1] has both function_call and tool_calls"),
+        ({**LEGACY_CHAT, "functions": [{"name": "bad name"}]}, "functions[0].name must be 1-64 letters"),
+        ({**LEGACY_CHAT, "functions": "get_weather"}, '"functions" must be a non-empty list'),
+        (_without(LEGACY_CHAT, "functions"), 'function_call needs the example\'s "functions"'),
+    ],
+)
+def test_bad_deprecated_function_lines_name_line_and_field(bad: dict, message: str) -> None:
+    with pytest.raises(DatasetError) as err:
+        parse_jsonl(f"{json.dumps(LEGACY_CHAT)}\n{json.dumps(bad)}\n".encode())
+    assert err.value.line == 2 and message in str(err.value), str(err.value)
+
+
 def test_a_template_that_renders_tools_gets_them_as_they_are(tokenizer) -> None:
     import copy
 
