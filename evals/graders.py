@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from evals import metrics, user_patterns
 from evals.templates import NAMESPACES, references, render, render_messages
+from service.protocol.sampling import check_sampling
 
 SAMPLE_FIELDS = ("output_text", "output_json", "choices", "citations", "tool_calls")
 ROUGE = {f"rouge_{n}": f"rouge{n}" for n in (1, 2, 3, 4, 5)} | {"rouge_l": "rougeL"}
@@ -130,6 +131,11 @@ class _ModelGrader(_Grader):
     model: str
     input: list[Message] = Field(min_length=1)
     sampling_params: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _sampling_the_judge_takes(self) -> _ModelGrader:
+        check_sampling(self.sampling_params or {}, "sampling_params")  # a SamplingError is a ValueError
+        return self
 
     def templates(self) -> list[str]:
         return [

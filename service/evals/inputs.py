@@ -12,6 +12,7 @@ from evals.templates import references
 from service.files.service import FileService
 from service.platform.errors import ApiError
 from service.platform.json_input import JsonInputError, parse_json
+from service.protocol.sampling import SamplingError, check_sampling
 
 SAMPLING_PARAMS = {
     "temperature",
@@ -135,4 +136,8 @@ def sampling_params(params: dict) -> dict:
             f"{', '.join(sorted(SAMPLING_PARAMS))}",
             param="data_source.sampling_params",
         )
+    try:
+        check_sampling(params, "data_source.sampling_params")
+    except SamplingError as exc:
+        raise ApiError(400, str(exc), param=exc.param) from None
     return params
