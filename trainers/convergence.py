@@ -1,5 +1,6 @@
 """When a run stops before its last step: its training loss has converged (a run whose number of epochs
-was left "auto"), or it has diverged (any run). Pure.
+was left "auto"), or it has diverged (any run); and when a run that goes on is warned that it may be
+diverging. Pure.
 
 "auto" epochs aim at about 120 optimizer steps (`service.fine_tuning.hyperparams`), which a hard small
 task needs; an easy one is learnt in a fraction of them (a fixed reply or a picture's colour: every
@@ -36,3 +37,22 @@ def check_not_diverged(step: int, loss: float, learning_rate_multiplier: float) 
             f"the training loss was {loss} at step {step}: the training diverged. Lower "
             f"learning_rate_multiplier (it was {learning_rate_multiplier:g}) and start a new job"
         )
+
+
+def chance_loss(vocab_size: int) -> float:
+    """The mean token loss of a model that guesses uniformly among its vocabulary: ln(vocab_size). A
+    pretrained model starts far below it (SmolLM2 on chat data: 1-5 against 10.8)."""
+    return math.log(vocab_size)
+
+
+def diverging_warning(step: int, loss: float, vocab_size: int, learning_rate_multiplier: float) -> str | None:
+    """What to tell a user whose run's loss at `step` is above chance: the weights are being wrecked
+    (typically a learning rate too high), though the run may still come back down and finish."""
+    chance = chance_loss(vocab_size)
+    if not loss > chance:
+        return None
+    return (
+        f"The training loss was {loss:.4g} at step {step}, above {chance:.3g}, the loss of guessing at "
+        f"random among the model's {vocab_size} tokens: the training may be diverging. If the result is "
+        f"poor, lower learning_rate_multiplier (it was {learning_rate_multiplier:g}) and start a new job"
+    )

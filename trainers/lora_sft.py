@@ -33,7 +33,13 @@ from trainers.checkpointing import (
     load_state,
     save_state,
 )
-from trainers.convergence import CONVERGED_EPOCHS, CONVERGED_LOSS, check_not_diverged, converged
+from trainers.convergence import (
+    CONVERGED_EPOCHS,
+    CONVERGED_LOSS,
+    check_not_diverged,
+    converged,
+    diverging_warning,
+)
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
@@ -71,6 +77,7 @@ class LoRASFTRecipe:
         self.reporter = reporter
         self.rank = rank
         self.world = world
+        self.warned_diverging = False  # a run warns once that its loss went above chance
         self.upload = upload
         self.result = RunResult()
 
@@ -107,6 +114,7 @@ class LoRASFTRecipe:
         self.train_set = examples(spec.training_key, spec.training_sha256)
         self.valid_set = examples(spec.validation_key, spec.validation_sha256) if spec.validation_key else []
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.vocab_size = len(tokenizer)
         phases["data"] = time.perf_counter() - mark
         mark = time.perf_counter()
         model = _load_lora_model(spec, self.store)
@@ -224,6 +232,17 @@ class LoRASFTRecipe:
             learning_rate=self.scheduler.get_last_lr()[0],
             tokens_per_second=round(totals[2] / elapsed, 1),
         )
+        self._warn_if_diverging(step, train_loss)
+
+    def _warn_if_diverging(self, step: int, token_loss: float) -> None:
+        """A warning event, once a run, at the first step whose mean token loss is above chance."""
+        if self.rank != 0 or self.warned_diverging:
+            return
+        lrm = self.spec.hyperparameters.learning_rate_multiplier
+        warning = diverging_warning(step, token_loss, self.vocab_size, lrm)
+        if warning is not None:
+            self.warned_diverging = True
+            self.reporter.message(warning, level="warn")
 
     def _checkpoint(self, step: int, metrics: dict) -> None:
         """The adapter as a model of its own and the state that resumes the run from here; reported once

@@ -50,7 +50,7 @@ class NullReporter:
         self.events.append(("started", message))
 
     def message(self, message: str, level: str = "info") -> None:
-        self.events.append(("message", message))
+        self.events.append(("message", message) if level == "info" else (level, message))
 
     def metrics(self, data: dict) -> None:
         self.events.append(("metrics", data))

@@ -50,7 +50,7 @@ def test_a_run_without_room_waits_its_bound_in_events_then_fails_as_a_capacity_t
             waited = time.monotonic() - started
             assert is_capacity_timeout(failed.value), failed.value
             assert waited >= 6  # the whole bound (not a timing assertion on speed: a lower bound by design)
-            messages = [m for kind, m in ray.get(reporter.recorded.remote()) if kind == "message"]
+            messages = [m for kind, m in ray.get(reporter.recorded.remote()) if kind == "warn"]
             assert len(messages) == 2, messages  # three tries of 2 s: two waits told, the third fails the run
             assert messages[0].startswith("Waiting for capacity: 1 worker(s) x 2 CPU(s)"), messages
             if held is not None:

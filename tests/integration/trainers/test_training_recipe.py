@@ -26,9 +26,28 @@ def test_same_seed_same_loss_curve_other_seed_another(dataset: tuple) -> None:
         reporter = NullReporter()
         LoRASFTRecipe(spec_for(key, sha, seed), store, reporter, upload=False).run()
         runs.append(reporter.losses)
+        assert not [e for e in reporter.events if e[0] == "warn"]  # a sound run is not warned
     assert len(runs[0]) == 2
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+def test_a_run_whose_loss_goes_above_chance_is_warned_once_and_goes_on(dataset: tuple) -> None:
+    """learning_rate_multiplier 100 (0.1): the loss falls at step 2, then leaves the model worse than random
+    guessing (above ln 49152 = 10.8). It ended `succeeded` with nothing said; now the job's events warn."""
+    from service.protocol.fine_tuning import ResolvedHyperparameters
+
+    store, key, sha = dataset
+    hp = ResolvedHyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=100)
+    spec = spec_for(key, sha, 7, epochs=2).model_copy(update={"hyperparameters": hp, "learning_rate": 0.1})
+    reporter = NullReporter()
+    result = LoRASFTRecipe(spec, store, reporter, upload=False).run()
+    losses = dict(result.loss_curve)
+    warnings = [text for kind, text in reporter.events if kind == "warn"]
+    first = min(step for step, loss in losses.items() if loss > 10.8)
+    assert len(warnings) == 1 and result.steps == 4, (losses, warnings)
+    assert warnings[0].startswith(f"The training loss was {losses[first]:.4g} at step {first}, above 10.8")
+    assert "lower learning_rate_multiplier (it was 100)" in warnings[0]
 
 
 def test_a_dataset_changed_after_validation_is_refused_by_the_worker(dataset: tuple) -> None:

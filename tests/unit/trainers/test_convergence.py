@@ -7,8 +7,10 @@ from trainers.convergence import (
     CONVERGED_EPOCHS,
     CONVERGED_LOSS,
     TrainingDiverged,
+    chance_loss,
     check_not_diverged,
     converged,
+    diverging_warning,
 )
 
 
@@ -35,3 +37,12 @@ def test_a_loss_that_is_no_number_ends_the_run_saying_what_to_change(loss: float
         check_not_diverged(7, loss, learning_rate_multiplier=100)
     assert "Lower learning_rate_multiplier (it was 100)" in str(err.value)
     check_not_diverged(7, 1e30, learning_rate_multiplier=100)  # large, but a number
+
+
+def test_a_loss_above_random_guessing_is_warned_about_and_one_below_is_not() -> None:
+    assert chance_loss(49152) == pytest.approx(10.80, abs=0.01)  # SmolLM2's vocabulary
+    warning = diverging_warning(3, 26.13, 49152, learning_rate_multiplier=100)
+    assert warning is not None and warning.startswith("The training loss was 26.13 at step 3, above 10.8,")
+    assert "lower learning_rate_multiplier (it was 100)" in warning
+    for sound in (5.36, 10.79, float("nan")):  # a pretrained model's start; just below; NaN fails the run
+        assert diverging_warning(1, sound, 49152, learning_rate_multiplier=1) is None
