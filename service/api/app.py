@@ -57,6 +57,7 @@ from service.protocol.common import ERROR_RESPONSES
 from service.vector_stores.service import VectorStores
 
 log = logging.getLogger(__name__)
+SWEEP_INTERVAL_S = 3600  # how often file objects that no file owns any more are looked for
 DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
 
 Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape:
@@ -88,6 +89,7 @@ def create_app(
     background = Background()
     keys = KeyStore(db, resolve_admin_key(settings))
     policy = LimitPolicy.of(settings, db)
+    job_store = JobStore(db)
     files_service = FileService(
         db,
         store,
@@ -97,6 +99,7 @@ def create_app(
             "vision": validate_image_file,
         },
         policy,
+        in_use=job_store.keys_in_use,  # a job's files outlive their deletion until the job ends
     )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
@@ -114,7 +117,6 @@ def create_app(
         settings, db, store, files_service, model_registry, chat_service, stores, policy
     )
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
-    job_store = JobStore(db)
     limits = TenantLimits(
         settings.rate_limit_requests_per_minute,
         settings.max_concurrent_streams_per_tenant,
@@ -148,10 +150,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         background.attach(asyncio.get_running_loop())
-        background.spawn(partial(_sweep_orphans, files_service))
         await asyncio.to_thread(stores.resume)
         await asyncio.to_thread(eval_runner.resume)
         loops = [asyncio.create_task(job_evals.run_forever())]
+        loops.append(asyncio.create_task(_sweep_files(files_service)))
         if scheduler is not None:
             loops.append(asyncio.create_task(scheduler.run_forever()))
         yield
@@ -184,12 +186,16 @@ def create_app(
     return app
 
 
-async def _sweep_orphans(files: FileService) -> None:
-    """Objects left behind by a crash go, in the background (a failure only costs storage)."""
-    try:
-        swept = await asyncio.to_thread(files.sweep_orphans)
-    except Exception:
-        log.warning("could not sweep orphan file objects", exc_info=True)
-        return
-    if swept:
-        log.info("removed %d file object(s) left behind by a crash", swept)
+async def _sweep_files(files: FileService) -> None:
+    """File objects no file owns go, in the background, at start and then every SWEEP_INTERVAL_S: those a
+    crash left behind, and those of files deleted while a job read them, once the job has ended (a
+    failure only costs storage)."""
+    while True:
+        try:
+            swept = await asyncio.to_thread(files.sweep_orphans)
+        except Exception:
+            log.warning("could not sweep orphan file objects", exc_info=True)
+        else:
+            if swept:
+                log.info("removed %d file object(s) of deleted files", swept)
+        await asyncio.sleep(SWEEP_INTERVAL_S)

@@ -34,6 +34,9 @@ class FileService:
     max_bytes: int = 0
     validators: dict[str, Validator] = field(default_factory=dict)
     limits: LimitPolicy | None = None
+    # The object keys that unfinished work still reads (fine-tuning: its queued, running and paused jobs'
+    # data and images), registered in the composition root: a deleted file's object stays while it is read.
+    in_use: Callable[[], set[str]] = field(default=set)
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
         if purpose in self.validators:
@@ -107,20 +110,25 @@ class FileService:
 
     def delete(self, tenant: str, file_id: str) -> FileRow:
         """The row is marked deleted first, then the object goes: a crash between leaves an object no row
-        points to (harmless), never a row whose object is gone."""
+        points to (harmless), never a row whose object is gone. An object that unfinished work still reads
+        (a job's training file) stays until that work ends; `sweep_orphans` removes it then. The file is
+        gone for the tenant at once either way."""
         row = self.get(tenant, file_id)
         with self.db.session() as s:
             s.get(FileRow, file_id).deleted_at = now()
-        self.store.delete(row.key)
+        if row.key not in self.in_use():
+            self.store.delete(row.key)
         return row
 
     def sweep_orphans(self, grace_s: float = 3600) -> int:
-        """Delete the objects under files/ that no file row owns: those of deleted files (a crash came
-        between the row and the object), and those with no row at all, older than `grace_s` (a crash came
-        between the upload and its row; younger ones may be uploads in flight). Returns how many."""
+        """Delete the objects under files/ that no file row owns and no unfinished work reads: those of
+        deleted files (kept while a job read them, or a crash came between the row and the object), and
+        those with no row at all, older than `grace_s` (a crash came between the upload and its row;
+        younger ones may be uploads in flight). Returns how many."""
         with self.db.session() as s:
             live = set(s.scalars(select(FileRow.key).where(FileRow.deleted_at.is_(None))))
             deleted = set(s.scalars(select(FileRow.key).where(FileRow.deleted_at.is_not(None))))
+        live |= self.in_use()
         cutoff = time.time() - grace_s
         orphans = [
             o.key

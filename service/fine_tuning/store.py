@@ -53,6 +53,19 @@ class JobStore:
     def non_terminal(self) -> list[JobRow]:
         return self.db.page(select(JobRow).where(JobRow.status.in_(NON_TERMINAL)))[0]
 
+    def keys_in_use(self) -> set[str]:
+        """The objects the unfinished jobs read: training and validation data, and images."""
+        with self.db.session() as s:
+            specs = s.scalars(select(JobRow.spec).where(JobRow.status.in_(NON_TERMINAL))).all()
+        keys = set()
+        for spec in specs:
+            keys |= {
+                spec.get("training_key"),
+                spec.get("validation_key"),
+                *spec.get("image_files", {}).values(),
+            }
+        return keys - {None}
+
     def submitted_count(self, tenant: str) -> int:
         with self.db.session() as s:
             q = select(func.count()).where(

@@ -196,3 +196,35 @@ def test_auto_epochs_may_stop_once_converged_and_epochs_a_user_sets_are_all_trai
                 spec = s.get(JobRow, job["id"]).spec
             stops.append((spec["hyperparameters"]["n_epochs"], spec["stop_when_converged"]))
     assert stops == [(15, True), (10, True), (15, False)]  # 24 examples: batches of 3, then 2
+
+
+def test_a_jobs_files_deleted_while_it_runs_stay_readable_until_it_ends(tmp_path: Path) -> None:
+    """Deleting the training file right after creating the job failed the job when it started
+    ("ObjectNotFound ... does not exist"). The file is gone for the tenant at once; its object stays
+    until the job ends, and is swept then."""
+    objects = MemoryStore()
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=objects)
+    with TestClient(app, headers=auth(ADMIN)) as client:
+
+        def upload() -> str:
+            form = {"purpose": "fine-tune"}
+            return client.post("/v1/files", data=form, files={"file": ("t.jsonl", DATA.read_bytes())}).json()[
+                "id"
+            ]
+
+        train, valid, unused = upload(), upload(), upload()
+        files = app.state.services.files
+        keys = {name: files.get("default", name).key for name in (train, valid, unused)}
+        job = client.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": DEFAULT_BASE_MODEL, "training_file": train, "validation_file": valid},
+        ).json()
+        for file_id in (train, valid, unused):
+            assert client.delete(f"/v1/files/{file_id}").json()["deleted"] is True
+            assert client.get(f"/v1/files/{file_id}").status_code == 404
+        assert keys[train] in objects.objects and keys[valid] in objects.objects  # the queued job reads them
+        assert keys[unused] not in objects.objects  # nothing reads it: gone at once
+        assert files.sweep_orphans() == 0  # still read
+        assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+        assert files.sweep_orphans() == 2
+        assert keys[train] not in objects.objects and keys[valid] not in objects.objects
