@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 T = TypeVar("T")
+
+# OpenAI's `metadata` on the objects a request creates or changes: at most 16 pairs, keys of at most 64
+# characters, values of at most 512 (what it documents, and what the list filter below can look up).
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]],
+    Field(max_length=16, description="Up to 16 key-value pairs: keys up to 64 characters, values up to 512."),
+]
 
 _METADATA_KEY = re.compile(r"metadata\[([^\[\]]{1,64})\]")
 

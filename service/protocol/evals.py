@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.protocol.common import Metadata
 from service.protocol.vector_stores import RetrievalOptions
 
 GRADERS_DOC = (
@@ -33,7 +34,7 @@ class EvalCreate(BaseModel):
     testing_criteria: list[dict[str, Any]] | None = Field(
         None, max_length=32, description=GRADERS_DOC + " Required unless `suite` is given."
     )
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     suite: str | None = Field(
         None,
         min_length=1,
@@ -52,7 +53,7 @@ class EvalCreate(BaseModel):
 class EvalUpdate(BaseModel):
     # Left out: unchanged; null is refused (an eval always has a name).
     name: str = Field(None, min_length=1, max_length=256)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 class Eval(BaseModel):
@@ -120,7 +121,7 @@ class JsonlDataSource(BaseModel):
 class RunCreate(BaseModel):
     name: str | None = Field(None, max_length=256)
     data_source: CompletionsDataSource | JsonlDataSource = Field(discriminator="type")
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 class ResultCounts(BaseModel):

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.protocol.common import Metadata
+
 Auto = Literal["auto"]
 # Every linear layer of the language model (peft's "all-linear": attention and MLP, not the output head).
 DEFAULT_TARGET_MODULES = ["all-linear"]
@@ -181,7 +183,7 @@ class FineTuningJobCreate(BaseModel):
     validation_file: str | None = None
     suffix: str | None = Field(None, max_length=40, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: Metadata | None = None
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     integrations: list[Integration] = Field(

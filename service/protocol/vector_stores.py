@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.protocol.common import Metadata
+
 # all-MiniLM-L6-v2 reads 256 tokens of a text: the default chunk fits it whole.
 DEFAULT_MAX_CHUNK_TOKENS = 256
 DEFAULT_CHUNK_OVERLAP_TOKENS = 64
@@ -53,7 +55,7 @@ class ChunkingStrategy(BaseModel):
 class VectorStoreCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, max_length=256)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     file_ids: list[str] = Field(default_factory=list, max_length=500)
     chunking_strategy: ChunkingStrategy | None = None
     expires_after: dict[str, Any] | None = None  # accepted for compatibility; stores do not expire
@@ -62,7 +64,7 @@ class VectorStoreCreate(BaseModel):
 class VectorStoreUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(None, max_length=256)
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     expires_after: dict[str, Any] | None = None
 
 

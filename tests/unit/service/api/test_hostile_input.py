@@ -254,3 +254,26 @@ def test_prompts_per_completions_request_are_bounded(client: TestClient) -> None
     err = assert_openai_error(client.post("/v1/completions", json=body), 400, "invalid_value")
     assert err["param"].startswith("prompt")
     assert client.post("/v1/completions", json={**body, "prompt": ["Hi"] * 64}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/vector_stores", "/v1/evals", "/v1/fine_tuning/jobs"],
+)
+def test_metadata_is_held_to_openais_limits(client: TestClient, path: str) -> None:
+    """16 pairs, keys up to 64 characters, values up to 512: a value of 600 characters was stored."""
+    body = {"suite": "world-capitals"} if path == "/v1/evals" else {}
+    if path == "/v1/fine_tuning/jobs":
+        body = {"model": DEFAULT_BASE_MODEL, "training_file": "file-none"}
+    for metadata, param in [
+        ({"k": "v" * 513}, "metadata.k"),
+        ({"k" * 65: "v"}, "metadata"),
+        ({f"k{i}": "v" for i in range(17)}, "metadata"),
+    ]:
+        err = assert_openai_error(
+            client.post(path, json={**body, "metadata": metadata}), 400, "invalid_value"
+        )
+        assert err["param"].startswith(param), err
+    if path != "/v1/fine_tuning/jobs":  # (that one then needs a real training file)
+        made = client.post(path, json={**body, "metadata": {"k" * 64: "v" * 512}})
+        assert made.status_code == 200 and made.json()["metadata"] == {"k" * 64: "v" * 512}
