@@ -31,6 +31,7 @@ from service.api.routes import (
     health,
     metrics,
     models,
+    responses,
     vector_stores,
 )
 from service.evals.runs import EvalRunner
@@ -174,6 +175,7 @@ def create_app(
         metrics,
         models,
         chat,
+        responses,
         embeddings,
         files,
         fine_tuning,

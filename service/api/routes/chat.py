@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import APIRouter
@@ -40,12 +41,33 @@ async def create_completion(
 async def _generate(
     endpoint: Endpoint, body: SamplingFields, services: Svc, principal: Principal
 ) -> JSONResponse | StreamingResponse:
+    result, headers = await generate(endpoint, body, services, principal)
+    if isinstance(result, dict):
+        return JSONResponse(result, headers=headers)
+    return StreamingResponse(
+        result, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
+    )
+
+
+async def generate(
+    endpoint: Endpoint,
+    body: SamplingFields,
+    services: Svc,
+    principal: Principal,
+    *,
+    label: str | None = None,
+    keep_usage: bool | None = None,
+) -> tuple[dict | AsyncIterator[str], dict[str, str]]:
     """Within the tenant's limits (requests per minute, open streams; 429 past them), the engine's answer,
-    metered (service.api.metrics)."""
+    metered under `label` (the endpoint's name unless given; service.api.metrics), with the rate-limit
+    headers. A stream ends when its key is revoked and gives its slot back when it ends; its usage chunk
+    reaches the caller if the client asked for it (or `keep_usage`)."""
     start = time.perf_counter()
     tenant = principal.tenant
+    label = label or endpoint
     payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
-    keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    if keep_usage is None:
+        keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     if body.stream:
         # Always ask for the usage chunk, to count the tokens; the client gets it only if it asked.
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
@@ -61,15 +83,11 @@ async def _generate(
             admission.release()
             raise
     except ApiError as err:
-        services.metrics.failed(endpoint, model, tenant, err, start)
+        services.metrics.failed(label, model, tenant, err, start)
         raise
     if isinstance(result, dict):
-        services.metrics.record(endpoint, model, tenant, 200, start, result.get("usage"))
-        return JSONResponse(result, headers=admission.headers)
-    metered = services.metrics.metered(result, endpoint, model, tenant, start, keep_usage)
+        services.metrics.record(label, model, tenant, 200, start, result.get("usage"))
+        return result, admission.headers
+    metered = services.metrics.metered(result, label, model, tenant, start, keep_usage)
     authorized = while_authorized(metered, partial(services.keys.still_valid, principal))
-    return StreamingResponse(
-        released_at_end(authorized, admission.release),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", **admission.headers},
-    )
+    return released_at_end(authorized, admission.release), admission.headers

@@ -117,6 +117,29 @@ def test_chat_and_stream_with_the_base_model(client: openai.OpenAI) -> None:
     assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
 
 
+def test_the_responses_api_answers_as_chat_does(client: openai.OpenAI, adapters: list[str]) -> None:
+    """OpenAI's Responses API through the official client, whole and streamed, for the base model and an
+    adapter: greedy, it says what chat completions say, with its usage and its typed events."""
+    question = "What is the capital of France?"
+    for model in (BASE, adapters[0]):
+        chat = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24
+        )
+        response = client.responses.create(model=model, input=question, temperature=0, max_output_tokens=24)
+        assert response.output_text == chat.choices[0].message.content and response.model == model
+        assert response.usage.input_tokens == chat.usage.prompt_tokens
+        assert response.usage.output_tokens == chat.usage.completion_tokens
+    with client.responses.stream(model=BASE, input=question, temperature=0, max_output_tokens=24) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert len(deltas) > 3 and "".join(deltas) == final.output_text == _ask(client, BASE, question)
+    assert final.status == "completed" and final.usage.output_tokens > 0
+    cut = client.responses.create(model=BASE, input=question, temperature=0, max_output_tokens=2)
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError, match="send the whole conversation"):
+        client.responses.create(model=BASE, input=question, previous_response_id="resp_earlier")
+
+
 def _metric(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 

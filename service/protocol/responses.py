@@ -1,0 +1,434 @@
+"""OpenAI's Responses API (`POST /v1/responses`), stateless, as a translation of chat completions: a request
+becomes a chat request (the same models, images, tools, limits and engine), and the chat answer, whole or
+streamed, becomes a response object or the Responses stream's events.
+
+What is translated:
+  input        a string (one user message), or a list of items: messages (`role`, `content` a string or
+               parts `input_text`, `input_image` with `image_url` or `file_id`, `output_text`),
+               `function_call` and `function_call_output` items
+  instructions a system message ahead of the input
+  tools        function tools (`{"type": "function", "name", "description", "parameters"}`), tool_choice,
+               parallel_tool_calls
+  text.format  `text`, `json_object` or `json_schema` (`name`, `schema`, `strict`): the chat's response_format
+  sampling     max_output_tokens, temperature, top_p, seed (an extension), user
+Nothing is stored: `store` is answered `false`, and what needs a stored response or conversation
+(`previous_response_id`, `conversation`, `background`) or a tool that runs on OpenAI's side (web search,
+code interpreter, ...) is a 400 naming the field. Pure: no I/O, nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.protocol.common import Metadata
+
+ROLES = {"user", "assistant", "system", "developer"}
+STATELESS = {
+    "previous_response_id": "previous_response_id needs a stored response; responses are not stored here: "
+    "send the whole conversation in `input`",
+    "conversation": "conversations are not stored here: send the whole conversation in `input`",
+    "background": "background responses are not available here",
+    "prompt": "stored prompts are not available here",
+}
+
+
+class ResponsesInputError(ValueError):
+    """A Responses request that cannot be translated; `param` names the field (`input[2].content[0]`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class ResponseCreate(BaseModel):
+    """The request's essentials, for validation and the docs; other fields are checked in translation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="A base model id or one of your fine-tuned model ids (`GET /v1/models`).")
+    input: str | list[dict[str, Any]] = Field(description="A user message, or a list of input items.")
+    instructions: str | None = Field(None, description="A system message ahead of the input.")
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description="Function tools only.")
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = Field(None, description='`{"format": {"type": "json_schema", ...}}` etc.')
+    stream: bool | None = False
+    store: bool | None = Field(None, description="Responses are never stored here; answered `false`.")
+    metadata: Metadata | None = None
+    user: str | None = None
+
+
+def to_chat(request: dict[str, Any]) -> dict[str, Any]:
+    """The chat completions request that answers this Responses request."""
+    for field, reason in STATELESS.items():
+        if request.get(field) not in (None, False):
+            raise ResponsesInputError(field, reason)
+    messages = []
+    if request.get("instructions"):
+        messages.append({"role": "system", "content": request["instructions"]})
+    raw = request["input"]
+    messages += [{"role": "user", "content": raw}] if isinstance(raw, str) else _messages(raw)
+    chat: dict[str, Any] = {"model": request["model"], "messages": messages}
+    for ours, theirs in (
+        ("max_output_tokens", "max_completion_tokens"),
+        ("temperature",) * 2,
+        ("top_p",) * 2,
+    ):
+        if request.get(ours) is not None:
+            chat[theirs] = request[ours]
+    for same in ("seed", "user", "parallel_tool_calls", "stream"):
+        if request.get(same) is not None:
+            chat[same] = request[same]
+    if request.get("tools"):
+        chat["tools"] = [_tool(t, i) for i, t in enumerate(request["tools"])]
+    if request.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(request["tool_choice"])
+    fmt = (request.get("text") or {}).get("format")
+    if fmt is not None:
+        chat["response_format"] = _response_format(fmt)
+    return chat
+
+
+def _messages(items: list) -> list[dict]:
+    messages: list[dict] = []
+    for i, item in enumerate(items):
+        at = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise ResponsesInputError(at, f"{at} must be an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ROLES:
+                raise ResponsesInputError(f"{at}.role", f"{at}.role must be one of {sorted(ROLES)}")
+            messages.append({"role": role, "content": _content(item.get("content"), at)})
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)  # consecutive calls: one assistant turn
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = output if isinstance(output, str) else json.dumps(output)
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+        else:
+            raise ResponsesInputError(
+                f"{at}.type",
+                f"{at}.type {kind!r} is not available here; use message, function_call or "
+                "function_call_output",
+            )
+    return messages
+
+
+def _content(content: Any, at: str) -> str | list[dict]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ResponsesInputError(f"{at}.content", f"{at}.content must be a string or a list of parts")
+    parts = []
+    for j, part in enumerate(content):
+        where = f"{at}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "input_image":
+            url = part.get("image_url") or part.get("file_id")
+            if not isinstance(url, str):
+                raise ResponsesInputError(where, f"{where} needs an image_url or a file_id")
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        else:
+            raise ResponsesInputError(
+                f"{where}.type", f"{where}.type must be input_text, input_image or output_text, got {kind!r}"
+            )
+    if all(p["type"] == "text" for p in parts):  # text only: one string, as every chat template takes
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool(tool: Any, i: int) -> dict:
+    at = f"tools[{i}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise ResponsesInputError(
+            f"{at}.type", f"{at}.type {kind!r} is not available here: only function tools run here"
+        )
+    function = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return choice
+
+
+def _response_format(fmt: Any) -> dict:
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("text", "json_object"):
+        return {"type": kind}
+    if kind == "json_schema":
+        spec = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": spec}
+    raise ResponsesInputError("text.format.type", "text.format.type must be text, json_object or json_schema")
+
+
+# The answer ---------------------------------------------------------------------------------------------
+
+
+def response_object(
+    request: dict[str, Any],
+    response_id: str,
+    created_at: int,
+    output: list[dict],
+    usage: dict | None,
+    finish_reason: str | None,
+    status: str = "completed",
+) -> dict[str, Any]:
+    """A response object: the request's settings, the output items, and usage in the Responses' names."""
+    incomplete = finish_reason == "length"
+    tools = request.get("tools") or []
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "incomplete" if incomplete and status == "completed" else status,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": request["model"],
+        "output": output,
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": False,
+        "temperature": request.get("temperature", 1.0),
+        "text": request.get("text") or {"format": {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": tools,
+        "top_p": request.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": _usage(usage),
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+def _usage(usage: dict | None) -> dict | None:
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.get("prompt_tokens", 0),
+        "input_tokens_details": {
+            "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        },
+        "output_tokens": usage.get("completion_tokens", 0),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.get("total_tokens", 0),
+    }
+
+
+def output_items(message: dict, item_ids: ItemIds) -> list[dict]:
+    """A chat answer's message as output items: its text as a message, each tool call as a function_call."""
+    items = []
+    if message.get("content"):
+        items.append(_message_item(item_ids.message, message["content"], "completed"))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        items.append(
+            _call_item(
+                item_ids.call(call.get("id")),
+                call.get("id"),
+                fn.get("name"),
+                fn.get("arguments") or "",
+                "completed",
+            )
+        )
+    return items
+
+
+def from_chat(
+    request: dict[str, Any], chat: dict[str, Any], response_id: str, item_ids: ItemIds
+) -> dict[str, Any]:
+    """The response object for a whole (not streamed) chat completion."""
+    choice = (chat.get("choices") or [{}])[0]
+    output = output_items(choice.get("message") or {}, item_ids)
+    created = int(chat.get("created") or time.time())
+    return response_object(
+        request, response_id, created, output, chat.get("usage"), choice.get("finish_reason")
+    )
+
+
+class ItemIds:
+    """The ids of a response's output items, made from the response's own id (`msg_…`, `fc_…`)."""
+
+    def __init__(self, response_id: str) -> None:
+        self.tail = response_id.removeprefix("resp_")
+        self.message = f"msg_{self.tail}"
+
+    def call(self, call_id: str | None) -> str:
+        return f"fc_{self.tail}_{call_id}"
+
+
+def _message_item(item_id: str, text: str, status: str) -> dict:
+    content = (
+        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+        if status == "completed"
+        else []
+    )
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def _call_item(item_id: str, call_id: str | None, name: str | None, arguments: str, status: str) -> dict:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+class ResponseStream:
+    """Chat completion chunks in, the Responses stream's events out (`{"type": ..., "sequence_number": n}`):
+    response.created and .in_progress; for the text, an output message item with its output_text part and
+    its deltas; for each tool call, a function_call item with its argument deltas; each item done in turn;
+    then response.completed (or .incomplete) with the whole response and its usage."""
+
+    def __init__(self, request: dict[str, Any], response_id: str) -> None:
+        self.request = request
+        self.response_id = response_id
+        self.ids = ItemIds(response_id)
+        self.created_at = int(time.time())
+        self.sequence = 0
+        self.output: list[dict] = []  # finished items
+        self.open: dict | None = None  # the item being streamed: {"item": ..., "index": n, "text": ...}
+        self.calls: dict[int, dict] = {}  # chat tool-call index -> its open item
+        self.usage: dict | None = None
+        self.finish_reason: str | None = None
+
+    def start(self) -> list[dict]:
+        snapshot = self._response("in_progress")
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
+
+    def feed(self, chunk: dict) -> list[dict]:
+        """The events of one chat chunk."""
+        events: list[dict] = []
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is not part of the Responses API
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                events += self._text(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                events += self._call(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return events
+
+    def finish(self) -> list[dict]:
+        events = self._close()
+        status = "incomplete" if self.finish_reason == "length" else "completed"
+        return events + [self._event(f"response.{status}", response=self._response("completed"))]
+
+    def failed(self, error: dict) -> list[dict]:
+        """The events that end a stream whose chat stream ended with an error."""
+        return self._close() + [
+            self._event(
+                "error", code=error.get("code"), message=error.get("message", ""), param=error.get("param")
+            )
+        ]
+
+    def _text(self, text: str) -> list[dict]:
+        events = []
+        if self.open is None or self.open["item"]["type"] != "message":
+            events += self._close()
+            events += self._add(_message_item(self.ids.message, "", "in_progress"))
+            part = {"type": "output_text", "text": "", "annotations": []}
+            events.append(self._event("response.content_part.added", **_in_text(self.open), part=part))
+        self.open["text"] += text
+        events.append(
+            self._event("response.output_text.delta", **_in_text(self.open), delta=text, logprobs=[])
+        )
+        return events
+
+    def _call(self, call: dict) -> list[dict]:
+        events = []
+        index = call.get("index", 0)
+        fn = call.get("function") or {}
+        if index not in self.calls:
+            events += self._close()
+            call_id = call.get("id")
+            events += self._add(
+                _call_item(self.ids.call(call_id), call_id, fn.get("name"), "", "in_progress")
+            )
+            self.calls[index] = self.open
+        current = self.calls[index]
+        if fn.get("arguments"):
+            current["text"] += fn["arguments"]
+            delta = fn["arguments"]
+            events.append(self._event("response.function_call_arguments.delta", **_of(current), delta=delta))
+        return events
+
+    def _add(self, item: dict) -> list[dict]:
+        """Open `item` as the next output item."""
+        self.open = {"item": item, "index": len(self.output), "text": ""}
+        return [self._event("response.output_item.added", output_index=self.open["index"], item=item)]
+
+    def _close(self) -> list[dict]:
+        """The events that finish the open item, which joins the output."""
+        if self.open is None:
+            return []
+        opened, text = self.open, self.open["text"]
+        self.open = None
+        if opened["item"]["type"] == "message":
+            done = _message_item(opened["item"]["id"], text, "completed")
+            events = [
+                self._event("response.output_text.done", **_in_text(opened), text=text, logprobs=[]),
+                self._event("response.content_part.done", **_in_text(opened), part=done["content"][0]),
+            ]
+        else:
+            done = {**opened["item"], "arguments": text, "status": "completed"}
+            events = [self._event("response.function_call_arguments.done", **_of(opened), arguments=text)]
+        self.output.append(done)
+        return events + [self._event("response.output_item.done", output_index=opened["index"], item=done)]
+
+    def _response(self, status: str) -> dict:
+        finish = self.finish_reason if status == "completed" else None
+        usage = self.usage if status == "completed" else None
+        return response_object(
+            self.request, self.response_id, self.created_at, list(self.output), usage, finish, status
+        )
+
+    def _event(self, kind: str, **fields: Any) -> dict:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return event
+
+
+def _of(opened: dict) -> dict:
+    """Where an open item's events point: its id and place in the output."""
+    return {"item_id": opened["item"]["id"], "output_index": opened["index"]}
+
+
+def _in_text(opened: dict) -> dict:
+    """Where a message's text events point: the item, and its one output_text part."""
+    return {**_of(opened), "content_index": 0}
