@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service.protocol.vector_stores import RetrievalOptions
 
@@ -57,11 +57,26 @@ class ChatCompletionCreate(SamplingFields):
         None, description='"auto", "none", "required" or {"type": "function", "function": {"name": ...}}.'
     )
     parallel_tool_calls: bool | None = None
+    # OpenAI's deprecated function calling: vLLM ignores these fields, so the model would answer as if it
+    # had no functions. A 400 says what to send instead (training data in that format is read as tools).
+    functions: Any = Field(None, description="Deprecated: refused; send `tools`.")
+    function_call: Any = Field(None, description="Deprecated: refused; send `tool_choice`.")
     retrieval: RetrievalOptions | None = Field(
         None,
         description="Extension: retrieve from these vector stores for the last user message, put the chunks "
         "in the prompt, and return them as `citations` (in the response; in the first chunk when streaming).",
     )
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _deprecated_function_calling(cls, value: Any, info: ValidationInfo) -> None:
+        if value is not None:
+            instead = {"functions": "tools", "function_call": "tool_choice"}[info.field_name]
+            raise ValueError(
+                f"the deprecated `{info.field_name}` is not supported: send `{instead}` (OpenAI's current "
+                'function calling: the same functions, each as {"type": "function", "function": {...}})'
+            )
+        return None
 
 
 MAX_PROMPTS = 64  # prompts of one completions request: each is a sequence in the engine's batch, times n

@@ -8,7 +8,9 @@ What is translated:
                `function_call` and `function_call_output` items
   instructions a system message ahead of the input
   tools        function tools (`{"type": "function", "name", "description", "parameters"}`), tool_choice,
-               parallel_tool_calls
+               parallel_tool_calls; a `file_search` tool (`vector_store_ids`, `max_num_results`, `filters`)
+               is the service's own retrieval: a file_search_call item (its results with `include`), and
+               file_citation annotations on the answer
   text.format  `text`, `json_object` or `json_schema` (`name`, `schema`, `strict`): the chat's response_format
   sampling     max_output_tokens, temperature, top_p, seed (an extension), user
 Nothing is stored: `store` is answered `false`, and what needs a stored response or conversation
@@ -27,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.protocol.common import Metadata
 
 ROLES = {"user", "assistant", "system", "developer"}
+# A file_search tool is the chat path's retrieval (`service.protocol.vector_stores.RetrievalOptions`).
+MAX_SEARCHED_STORES, MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS = 8, 20, 4
 STATELESS = {
     "previous_response_id": "previous_response_id needs a stored response; responses are not stored here: "
     "send the whole conversation in `input`",
@@ -55,7 +59,10 @@ class ResponseCreate(BaseModel):
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = None
     top_p: float | None = None
-    tools: list[dict[str, Any]] | None = Field(None, description="Function tools only.")
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Function tools, and one file_search tool over your vector stores."
+    )
+    include: list[str] | None = Field(None, description='`["file_search_call.results"]`: the chunks found.')
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: dict[str, Any] | None = Field(None, description='`{"format": {"type": "json_schema", ...}}` etc.')
@@ -86,8 +93,13 @@ def to_chat(request: dict[str, Any]) -> dict[str, Any]:
     for same in ("seed", "user", "parallel_tool_calls", "stream"):
         if request.get(same) is not None:
             chat[same] = request[same]
-    if request.get("tools"):
-        chat["tools"] = [_tool(t, i) for i, t in enumerate(request["tools"])]
+    tools = request.get("tools") or []
+    searches = [(i, t) for i, t in enumerate(tools) if isinstance(t, dict) and t.get("type") == "file_search"]
+    if searches:
+        chat["retrieval"] = _retrieval(searches)
+    functions = [_tool(t, i) for i, t in enumerate(tools) if (i, t) not in searches]
+    if functions:
+        chat["tools"] = functions
     if request.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(request["tool_choice"])
     fmt = (request.get("text") or {}).get("format")
@@ -162,10 +174,32 @@ def _tool(tool: Any, i: int) -> dict:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
         raise ResponsesInputError(
-            f"{at}.type", f"{at}.type {kind!r} is not available here: only function tools run here"
+            f"{at}.type",
+            f"{at}.type {kind!r} is not available here: function and file_search tools run here",
         )
     function = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
     return {"type": "function", "function": function}
+
+
+def _retrieval(searches: list[tuple[int, dict]]) -> dict:
+    """A file_search tool as the chat path's retrieval (the service's own vector stores)."""
+    if len(searches) > 1:
+        at = f"tools[{searches[1][0]}]"
+        raise ResponsesInputError(at, f"{at}: one file_search tool a request (list every store in it)")
+    i, tool = searches[0]
+    ids = tool.get("vector_store_ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_SEARCHED_STORES:
+        raise ResponsesInputError(
+            f"tools[{i}].vector_store_ids",
+            f"tools[{i}].vector_store_ids must list 1 to {MAX_SEARCHED_STORES} vector store ids",
+        )
+    n = tool.get("max_num_results", DEFAULT_SEARCH_RESULTS)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SEARCH_RESULTS:
+        raise ResponsesInputError(
+            f"tools[{i}].max_num_results",
+            f"tools[{i}].max_num_results must be 1 to {MAX_SEARCH_RESULTS} here",
+        )
+    return {"vector_store_ids": ids, "max_num_results": n, "filters": tool.get("filters")}
 
 
 def _tool_choice(choice: Any) -> Any:
@@ -240,20 +274,19 @@ def _usage(usage: dict | None) -> dict | None:
     }
 
 
-def output_items(message: dict, item_ids: ItemIds) -> list[dict]:
-    """A chat answer's message as output items: its text as a message, each tool call as a function_call."""
+def output_items(message: dict, item_ids: ItemIds, citations: list[dict] | None = None) -> list[dict]:
+    """A chat answer's message as output items: its text as a message (citing the files it was given,
+    if any), each tool call as a function_call."""
     items = []
     if message.get("content"):
-        items.append(_message_item(item_ids.message, message["content"], "completed"))
+        text = message["content"]
+        items.append(_message_item(item_ids.message, text, "completed", file_citations(citations, len(text))))
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
+        call_id = call.get("id")
         items.append(
             _call_item(
-                item_ids.call(call.get("id")),
-                call.get("id"),
-                fn.get("name"),
-                fn.get("arguments") or "",
-                "completed",
+                item_ids.call(call_id), call_id, fn.get("name"), fn.get("arguments") or "", "completed"
             )
         )
     return items
@@ -262,13 +295,56 @@ def output_items(message: dict, item_ids: ItemIds) -> list[dict]:
 def from_chat(
     request: dict[str, Any], chat: dict[str, Any], response_id: str, item_ids: ItemIds
 ) -> dict[str, Any]:
-    """The response object for a whole (not streamed) chat completion."""
+    """The response object for a whole (not streamed) chat completion (with its retrieval's `citations`
+    when the request had a file_search tool)."""
     choice = (chat.get("choices") or [{}])[0]
-    output = output_items(choice.get("message") or {}, item_ids)
+    citations = chat.get("citations")
+    output = [] if citations is None else [search_item(request, item_ids, citations, "completed")]
+    output += output_items(choice.get("message") or {}, item_ids, citations)
     created = int(chat.get("created") or time.time())
     return response_object(
         request, response_id, created, output, chat.get("usage"), choice.get("finish_reason")
     )
+
+
+def search_item(request: dict[str, Any], item_ids: ItemIds, citations: list[dict], status: str) -> dict:
+    """The file_search_call item: what was searched for and, when the request includes
+    `file_search_call.results`, the chunks found (the chat path's citations)."""
+    results = None
+    if "file_search_call.results" in (request.get("include") or []):
+        results = [
+            {k: c.get(k) for k in ("file_id", "filename", "score", "text")} | {"attributes": {}}
+            for c in citations
+        ]
+    return {
+        "type": "file_search_call",
+        "id": item_ids.search,
+        "status": status,
+        "queries": [_last_user_text(request)],
+        "results": results if status == "completed" else None,
+    }
+
+
+def file_citations(citations: list[dict] | None, end: int) -> list[dict]:
+    """OpenAI's file_citation annotations, one per file the answer was given, at the end of the text."""
+    files = {c["file_id"]: c.get("filename") for c in citations or []}
+    return [
+        {"type": "file_citation", "file_id": file_id, "filename": name, "index": end}
+        for file_id, name in files.items()
+    ]
+
+
+def _last_user_text(request: dict[str, Any]) -> str:
+    raw = request.get("input")
+    if isinstance(raw, str):
+        return raw
+    for item in reversed(raw or []):
+        if isinstance(item, dict) and item.get("type", "message") == "message" and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return ""
 
 
 class ItemIds:
@@ -277,14 +353,15 @@ class ItemIds:
     def __init__(self, response_id: str) -> None:
         self.tail = response_id.removeprefix("resp_")
         self.message = f"msg_{self.tail}"
+        self.search = f"fs_{self.tail}"
 
     def call(self, call_id: str | None) -> str:
         return f"fc_{self.tail}_{call_id}"
 
 
-def _message_item(item_id: str, text: str, status: str) -> dict:
+def _message_item(item_id: str, text: str, status: str, annotations: list[dict] | None = None) -> dict:
     content = (
-        [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+        [{"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}]
         if status == "completed"
         else []
     )
@@ -319,6 +396,7 @@ class ResponseStream:
         self.calls: dict[int, dict] = {}  # chat tool-call index -> its open item
         self.usage: dict | None = None
         self.finish_reason: str | None = None
+        self.citations: list[dict] | None = None  # what a file_search found
 
     def start(self) -> list[dict]:
         snapshot = self._response("in_progress")
@@ -332,6 +410,8 @@ class ResponseStream:
         events: list[dict] = []
         if chunk.get("usage"):
             self.usage = chunk["usage"]
+        if chunk.get("citations") is not None:  # the retrieval's, in the first chunk: searched before
+            events += self._searched(chunk["citations"])
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue  # n > 1 is not part of the Responses API
@@ -388,6 +468,14 @@ class ResponseStream:
             events.append(self._event("response.function_call_arguments.delta", **_of(current), delta=delta))
         return events
 
+    def _searched(self, citations: list[dict]) -> list[dict]:
+        self.citations = citations
+        events = self._add(search_item(self.request, self.ids, citations, "in_progress"))
+        for phase in ("in_progress", "searching", "completed"):
+            events.append(self._event(f"response.file_search_call.{phase}", **_of(self.open)))
+        self.open["item"] = search_item(self.request, self.ids, citations, "completed")
+        return events + self._close()
+
     def _add(self, item: dict) -> list[dict]:
         """Open `item` as the next output item."""
         self.open = {"item": item, "index": len(self.output), "text": ""}
@@ -400,11 +488,14 @@ class ResponseStream:
         opened, text = self.open, self.open["text"]
         self.open = None
         if opened["item"]["type"] == "message":
-            done = _message_item(opened["item"]["id"], text, "completed")
+            cited = file_citations(self.citations, len(text))
+            done = _message_item(opened["item"]["id"], text, "completed", cited)
             events = [
                 self._event("response.output_text.done", **_in_text(opened), text=text, logprobs=[]),
                 self._event("response.content_part.done", **_in_text(opened), part=done["content"][0]),
             ]
+        elif opened["item"]["type"] == "file_search_call":
+            done, events = opened["item"], []
         else:
             done = {**opened["item"], "arguments": text, "status": "completed"}
             events = [self._event("response.function_call_arguments.done", **_of(opened), arguments=text)]

@@ -42,6 +42,47 @@ def test_chat_with_retrieval_cites_the_passage(client: openai.OpenAI, reference:
     assert chunks[0].model_extra["citations"][0]["filename"] == "pass.txt"
 
 
+def test_the_responses_apis_file_search_is_the_same_retrieval(
+    client: openai.OpenAI, reference: tuple
+) -> None:
+    """OpenAI's file_search tool over the tenant's vector store, through the official client: the search
+    item finds the passage (its results included on request), and the answer cites its file."""
+    store_id, _ = reference
+    question = "What does the pass statement do?"
+    search = {"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 2}
+    response = client.responses.create(
+        model=DEFAULT_BASE_MODEL,
+        input=question,
+        tools=[search],
+        include=["file_search_call.results"],
+        temperature=0,
+        max_output_tokens=60,
+    )
+    found, message = response.output
+    assert found.type == "file_search_call" and found.queries == [question]
+    assert found.results[0].filename == "pass.txt" and "null operation" in found.results[0].text
+    assert message.type == "message" and response.output_text
+    assert "pass.txt" in [a.filename for a in message.content[0].annotations]
+    # Streamed, with the same limit: the same answer (greedy); the last event carries the whole response
+    # (`response.incomplete` where the limit cut it, which the client's stream helper does not return).
+    events = list(
+        client.responses.create(
+            model=DEFAULT_BASE_MODEL,
+            input=question,
+            tools=[search],
+            temperature=0,
+            max_output_tokens=60,
+            stream=True,
+        )
+    )
+    kinds = [event.type for event in events]
+    assert "response.file_search_call.completed" in kinds
+    assert (
+        kinds[-1] == f"response.{response.status}" and events[-1].response.output_text == response.output_text
+    )
+    assert events[-1].response.output[0].results is None  # not included this time
+
+
 def test_a_rag_eval_scores_retrieval_and_answers(client: openai.OpenAI, reference: tuple) -> None:
     """An eval run with `retrieval`: hit rate of the gold file among the citations, and whether the answer
     (written with the retrieved passages in the prompt) names the statement."""

@@ -277,3 +277,15 @@ def test_metadata_is_held_to_openais_limits(client: TestClient, path: str) -> No
     if path != "/v1/fine_tuning/jobs":  # (that one then needs a real training file)
         made = client.post(path, json={**body, "metadata": {"k" * 64: "v" * 512}})
         assert made.status_code == 200 and made.json()["metadata"] == {"k" * 64: "v" * 512}
+
+
+def test_deprecated_function_calling_is_a_400_saying_what_to_send(client: TestClient) -> None:
+    """vLLM ignores `functions` and `function_call`: the model answered as if it had no functions."""
+    chat = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "Weather?"}]}
+    for field, value, instead in [
+        ("functions", [{"name": "get_weather", "parameters": {"type": "object"}}], "tools"),
+        ("function_call", "auto", "tool_choice"),
+    ]:
+        err = assert_openai_error(client.post("/v1/chat/completions", json={**chat, field: value}), 400)
+        assert err["param"] == field and f"send `{instead}`" in err["message"]
+    assert client.post("/v1/chat/completions", json=chat).status_code == 200

@@ -223,3 +223,65 @@ def test_the_endpoint_answers_400s_naming_the_field(tmp_path: Path) -> None:
             assert_openai_error(client.post("/v1/responses", json=missing), 404, "model_not_found")["param"]
             == "model"
         )
+
+
+CITATIONS = [
+    {"index": 1, "file_id": "file-a", "filename": "owls.txt", "score": 0.9, "text": "Owls hunt at night."},
+    {"index": 2, "file_id": "file-a", "filename": "owls.txt", "score": 0.7, "text": "Owls eat mice."},
+    {"index": 3, "file_id": "file-b", "filename": "cats.txt", "score": 0.5, "text": "Cats sleep."},
+]
+SEARCH = {"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": 3}
+
+
+def test_a_file_search_tool_is_the_services_own_retrieval() -> None:
+    chat = to_chat({"model": "m", "input": "When do owls hunt?", "tools": [SEARCH, TOOL]})
+    assert chat["retrieval"] == {"vector_store_ids": ["vs_1"], "max_num_results": 3, "filters": None}
+    assert [t["function"]["name"] for t in chat["tools"]] == ["get_weather"]
+    for tools, param in [
+        ([SEARCH, SEARCH], "tools[1]"),
+        ([{**SEARCH, "max_num_results": 50}], "tools[0].max_num_results"),
+        ([{**SEARCH, "vector_store_ids": []}], "tools[0].vector_store_ids"),
+    ]:
+        with pytest.raises(ResponsesInputError) as caught:
+            to_chat({"model": "m", "input": "Hi", "tools": tools})
+        assert caught.value.param == param
+
+
+def test_what_was_found_is_a_search_item_and_the_answer_cites_its_files() -> None:
+    request = {"model": "m", "input": [{"role": "user", "content": "When do owls hunt?"}], "tools": [SEARCH]}
+    chat = {
+        "choices": [{"message": {"content": "At night."}, "finish_reason": "stop"}],
+        "citations": CITATIONS,
+    }
+    output = from_chat(request, chat, "resp_r", ItemIds("resp_r"))["output"]
+    assert output[0] == {
+        "type": "file_search_call",
+        "id": "fs_r",
+        "status": "completed",
+        "queries": ["When do owls hunt?"],
+        "results": None,
+    }
+    assert output[1]["content"][0]["annotations"] == [
+        {"type": "file_citation", "file_id": "file-a", "filename": "owls.txt", "index": 9},
+        {"type": "file_citation", "file_id": "file-b", "filename": "cats.txt", "index": 9},
+    ]
+    included = from_chat(
+        {**request, "include": ["file_search_call.results"]}, chat, "resp_r", ItemIds("resp_r")
+    )
+    results = included["output"][0]["results"]
+    assert [(r["file_id"], r["text"]) for r in results] == [(c["file_id"], c["text"]) for c in CITATIONS]
+
+    stream = ResponseStream(request, "resp_r")
+    first = {**_delta(role="assistant", content="At"), "citations": CITATIONS}
+    events = stream.start() + stream.feed(first) + stream.feed(_delta(content=" night.")) + stream.finish()
+    assert [e["type"] for e in events[2:8]] == [
+        "response.output_item.added",
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+        "response.file_search_call.completed",
+        "response.output_item.done",
+        "response.output_item.added",
+    ]
+    final = events[-1]["response"]["output"]
+    assert final[0]["type"] == "file_search_call" and final[0]["status"] == "completed"
+    assert final[1]["content"][0]["text"] == "At night." and len(final[1]["content"][0]["annotations"]) == 2
