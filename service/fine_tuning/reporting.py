@@ -34,6 +34,11 @@ class JobReporter:
         self.tracking.start(run_config(self.spec))
 
     def message(self, message: str, level: str = "info") -> None:
+        """An event of the run, unless the job was paused or has ended meanwhile: then the run is being
+        stopped, and "Run started on Ray" after "Job paused by the user" only said the pause had failed."""
+        row = self.store.get(self.job_id)
+        if row is not None and (row.status == JobStatus.PAUSED or JobStatus(row.status).is_terminal):
+            return
         self.store.add_event(self.job_id, message, level=level)
 
     def metrics(self, data: dict) -> None:

@@ -173,3 +173,20 @@ def _wandb_records(path: Path):
             record.ParseFromString(pending)
             pending = b""
             yield record
+
+
+def test_a_run_being_stopped_after_a_pause_or_cancel_adds_no_messages(tmp_path: Path) -> None:
+    """A run stopped by a pause went on to say "Run started on Ray", after "Job paused by the user"."""
+    from service.fine_tuning.state import JobStatus
+    from service.fine_tuning.store import JobStore
+
+    context = context_for(tmp_path, [])
+    store = JobStore(Database(context.database_url))
+    reporter = JobReporter(context)
+    reporter.message("Run started on Ray")
+    for status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+        with store.db.session() as s:
+            s.get(JobRow, "ftjob-track").status = status.value
+        reporter.message(f"said while {status}")
+    messages = [e.message for e in store.events("ftjob-track", limit=50)[0]]
+    assert "Run started on Ray" in messages and not [m for m in messages if m.startswith("said while")]
