@@ -53,7 +53,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # a plain union names the member it tried (n_epochs.constrained-int): not a field.
         loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
         param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
+        message = f"{param}: {reason}" if param else reason
         return error_response(ApiError(400, message, param=param, code="invalid_value"))
 
     @app.exception_handler(Exception)

@@ -21,6 +21,7 @@ code interpreter, ...) is a 400 naming the field. Pure: no I/O, nothing heavy.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -77,11 +78,7 @@ def to_chat(request: dict[str, Any]) -> dict[str, Any]:
     for field, reason in STATELESS.items():
         if request.get(field) not in (None, False):
             raise ResponsesInputError(field, reason)
-    messages = []
-    if request.get("instructions"):
-        messages.append({"role": "system", "content": request["instructions"]})
-    raw = request["input"]
-    messages += [{"role": "user", "content": raw}] if isinstance(raw, str) else _messages(raw)
+    messages, _ = _conversation(request)
     chat: dict[str, Any] = {"model": request["model"], "messages": messages}
     for ours, theirs in (
         ("max_output_tokens", "max_completion_tokens"),
@@ -108,8 +105,35 @@ def to_chat(request: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def _messages(items: list) -> list[dict]:
+def input_param(param: str | None, request: dict[str, Any]) -> str | None:
+    """A chat error's parameter in the request's own terms: `messages[2].content[0]` is `input[3].content[0]`
+    when `instructions` came first and two function calls made one message."""
+    match = re.match(r"messages\[(\d+)\](.*)", param or "")
+    if match is None:
+        return "input" if param == "messages" else param
+    origins = _conversation(request)[1]
+    index = int(match.group(1))
+    return origins[index] + match.group(2) if index < len(origins) else "input"
+
+
+def _conversation(request: dict[str, Any]) -> tuple[list[dict], list[str]]:
+    """The chat messages of `instructions` and `input`, and where in the request each one came from."""
+    messages, origins = [], []
+    if request.get("instructions"):
+        messages.append({"role": "system", "content": request["instructions"]})
+        origins.append("instructions")
+    raw = request["input"]
+    if not raw:
+        raise ResponsesInputError("input", "input is empty: give a message, or a list of input items")
+    if isinstance(raw, str):
+        return [*messages, {"role": "user", "content": raw}], [*origins, "input"]
+    made, made_from = _messages(raw)
+    return messages + made, origins + made_from
+
+
+def _messages(items: list) -> tuple[list[dict], list[str]]:
     messages: list[dict] = []
+    origins: list[str] = []
     for i, item in enumerate(items):
         at = f"input[{i}]"
         if not isinstance(item, dict):
@@ -120,6 +144,7 @@ def _messages(items: list) -> list[dict]:
             if role not in ROLES:
                 raise ResponsesInputError(f"{at}.role", f"{at}.role must be one of {sorted(ROLES)}")
             messages.append({"role": role, "content": _content(item.get("content"), at)})
+            origins.append(at)
         elif kind == "function_call":
             call = {
                 "id": item.get("call_id"),
@@ -131,17 +156,19 @@ def _messages(items: list) -> list[dict]:
                 last["tool_calls"].append(call)  # consecutive calls: one assistant turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                origins.append(at)
         elif kind == "function_call_output":
             output = item.get("output")
             text = output if isinstance(output, str) else json.dumps(output)
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
+            origins.append(at)
         else:
             raise ResponsesInputError(
                 f"{at}.type",
                 f"{at}.type {kind!r} is not available here; use message, function_call or "
                 "function_call_output",
             )
-    return messages
+    return messages, origins
 
 
 def _content(content: Any, at: str) -> str | list[dict]:

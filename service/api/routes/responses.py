@@ -21,6 +21,7 @@ from service.protocol.responses import (
     ResponsesInputError,
     ResponseStream,
     from_chat,
+    input_param,
     to_chat,
 )
 
@@ -44,7 +45,16 @@ async def create_response(
         param = ".".join(str(p) for p in err.get("loc", ())) or None
         raise ApiError(400, f"{param}: {err.get('msg')}", param=param) from None
     response_id = new_id("resp_")
-    result, headers = await generate("chat", chat, services, principal, label="responses", keep_usage=True)
+    try:
+        result, headers = await generate(
+            "chat", chat, services, principal, label="responses", keep_usage=True
+        )
+    except ApiError as err:  # the chat path names its own fields: name the request's
+        param = input_param(err.param, request)
+        if param != err.param and err.param is not None:
+            err.message = err.message.replace(err.param, param)
+            err.param = param
+        raise
     if isinstance(result, dict):
         return JSONResponse(from_chat(request, result, response_id, ItemIds(response_id)), headers=headers)
     events = _events(result, ResponseStream(request, response_id))

@@ -288,4 +288,5 @@ def test_deprecated_function_calling_is_a_400_saying_what_to_send(client: TestCl
     ]:
         err = assert_openai_error(client.post("/v1/chat/completions", json={**chat, field: value}), 400)
         assert err["param"] == field and f"send `{instead}`" in err["message"]
+        assert err["message"].startswith(f"{field}: the deprecated")  # not pydantic's "Value error, "
     assert client.post("/v1/chat/completions", json=chat).status_code == 200

@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL
-from service.protocol.responses import ItemIds, ResponsesInputError, ResponseStream, from_chat, to_chat
+from service.protocol.responses import (
+    ItemIds,
+    ResponsesInputError,
+    ResponseStream,
+    from_chat,
+    input_param,
+    to_chat,
+)
 from tests.helpers import ADMIN, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
 
 TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
@@ -89,6 +96,8 @@ def test_a_request_becomes_the_chat_request_that_answers_it() -> None:
     "extra, param",
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"input": []}, "input"),
+        ({"input": ""}, "input"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"background": True}, "background"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
@@ -285,3 +294,22 @@ def test_what_was_found_is_a_search_item_and_the_answer_cites_its_files() -> Non
     final = events[-1]["response"]["output"]
     assert final[0]["type"] == "file_search_call" and final[0]["status"] == "completed"
     assert final[1]["content"][0]["text"] == "At night." and len(final[1]["content"][0]["annotations"]) == 2
+
+
+def test_the_chat_paths_errors_name_the_requests_own_fields() -> None:
+    request = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "input": [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},  # joins messages[1]
+            {"type": "function_call_output", "call_id": "c1", "output": "x"},
+            {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]},
+        ],
+    }
+    assert input_param("messages[3].content[0].image_url", request) == "input[3].content[0].image_url"
+    assert input_param("messages[0]", request) == "instructions"
+    assert input_param("messages[2].content", request) == "input[2].content"
+    assert input_param("messages", request) == "input"
+    assert input_param("top_p", request) == "top_p" and input_param(None, request) is None
+    assert input_param("messages[0]", {"model": "m", "input": "Hi"}) == "input"
