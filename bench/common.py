@@ -252,11 +252,14 @@ def descendants(root: int) -> list[int]:
 # Serving: one streamed chat over HTTP ----------------------------------------------------------------
 
 
-def chat_burst(base_url: str, headers: dict, bodies: list[dict]) -> tuple[float, list[tuple[float, int]]]:
+def chat_burst(
+    base_url: str, headers: dict, bodies: list[dict], path: str = "/v1/chat/completions"
+) -> tuple[float, list[tuple[float, int]]]:
     """POST every chat at once, each from its own thread with the standard library's HTTP client (a thin
     client: an asyncio client in one process lagged behind 16 streams by seconds on 2 cores and blamed the
     server). The burst's wall time, and per chat: time to the first content (the whole answer when not
-    streamed) and completion tokens (counted as content events when streamed without usage)."""
+    streamed) and completion tokens (counted as content events when streamed without usage). `path`
+    /v1/responses reads the Responses API's answers and events instead."""
     import http.client
     import threading
     from urllib.parse import urlsplit
@@ -268,7 +271,7 @@ def chat_burst(base_url: str, headers: dict, bodies: list[dict]) -> tuple[float,
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
         conn.request(
             "POST",
-            "/v1/chat/completions",
+            path,
             json.dumps(body),
             {**headers, "Content-Type": "application/json"},
         )
@@ -276,17 +279,27 @@ def chat_burst(base_url: str, headers: dict, bodies: list[dict]) -> tuple[float,
         if resp.status != 200:
             results[i] = RuntimeError(f"{resp.status} {resp.read()[:500]!r}")
             return
+        responses = path.endswith("/responses")
         if not body.get("stream"):
-            results[i] = (time.perf_counter() - start, json.loads(resp.read())["usage"]["completion_tokens"])
+            usage = json.loads(resp.read())["usage"]
+            results[i] = (
+                time.perf_counter() - start,
+                usage["output_tokens" if responses else "completion_tokens"],
+            )
             return
         first, events, usage = None, 0, None
         while (line := resp.readline()) and not line.startswith(b"data: [DONE]"):
             if not line.startswith(b"data: {"):
                 continue
             event = json.loads(line[6:])
-            if event.get("usage"):
-                usage = event["usage"]["completion_tokens"]
-            if any(c["delta"].get("content") for c in event.get("choices", [])):
+            if responses:
+                done = event["type"] in ("response.completed", "response.incomplete")
+                usage = event["response"]["usage"]["output_tokens"] if done else usage
+                content = event["type"] == "response.output_text.delta"
+            else:
+                usage = event["usage"]["completion_tokens"] if event.get("usage") else usage
+                content = any(c["delta"].get("content") for c in event.get("choices", []))
+            if content:
                 first = first or time.perf_counter() - start
                 events += 1
         results[i] = (first, usage if usage is not None else events)

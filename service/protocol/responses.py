@@ -12,7 +12,8 @@ What is translated:
                is the service's own retrieval: a file_search_call item (its results with `include`), and
                file_citation annotations on the answer
   text.format  `text`, `json_object` or `json_schema` (`name`, `schema`, `strict`): the chat's response_format
-  sampling     max_output_tokens, temperature, top_p, seed (an extension), user
+  sampling     max_output_tokens, temperature, top_p, user; as extensions seed and vLLM's ignore_eos,
+               min_tokens, top_k, min_p, repetition_penalty
 Nothing is stored: `store` is answered `false`, and what needs a stored response or conversation
 (`previous_response_id`, `conversation`, `background`) or a tool that runs on OpenAI's side (web search,
 code interpreter, ...) is a 400 naming the field. Pure: no I/O, nothing heavy.
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.protocol.common import Metadata
 
 ROLES = {"user", "assistant", "system", "developer"}
+# vLLM's own extra sampling fields, passed on as chat completions pass them (extensions here too).
+VLLM_SAMPLING = ("ignore_eos", "min_tokens", "top_k", "min_p", "repetition_penalty")
 # A file_search tool is the chat path's retrieval (`service.protocol.vector_stores.RetrievalOptions`).
 MAX_SEARCHED_STORES, MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS = 8, 20, 4
 STATELESS = {
@@ -87,7 +90,7 @@ def to_chat(request: dict[str, Any]) -> dict[str, Any]:
     ):
         if request.get(ours) is not None:
             chat[theirs] = request[ours]
-    for same in ("seed", "user", "parallel_tool_calls", "stream"):
+    for same in ("seed", "user", "parallel_tool_calls", "stream", *VLLM_SAMPLING):
         if request.get(same) is not None:
             chat[same] = request[same]
     tools = request.get("tools") or []

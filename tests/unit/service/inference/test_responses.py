@@ -58,8 +58,11 @@ def test_a_request_becomes_the_chat_request_that_answers_it() -> None:
             "format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": True}
         },
         "stream": True,
+        "ignore_eos": True,
+        "store": True,  # answered false: nothing is passed on for it
     }
     chat = to_chat(request)
+    assert chat["ignore_eos"] is True and "store" not in chat
     assert chat["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather ?"},
