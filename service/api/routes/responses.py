@@ -15,15 +15,8 @@ from service.api.routes.chat import generate
 from service.platform.errors import ApiError
 from service.platform.ids import new_id
 from service.protocol.chat import ChatCompletionCreate
-from service.protocol.responses import (
-    ItemIds,
-    ResponseCreate,
-    ResponsesInputError,
-    ResponseStream,
-    from_chat,
-    input_param,
-    to_chat,
-)
+from service.protocol.response_output import ItemIds, ResponseStream, from_chat
+from service.protocol.responses import ResponseCreate, ResponsesInputError, input_param, to_chat
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 

@@ -11,14 +11,8 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL
-from service.protocol.responses import (
-    ItemIds,
-    ResponsesInputError,
-    ResponseStream,
-    from_chat,
-    input_param,
-    to_chat,
-)
+from service.protocol.response_output import ItemIds, ResponseStream, from_chat
+from service.protocol.responses import ResponsesInputError, input_param, to_chat
 from tests.helpers import ADMIN, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
 
 TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
