@@ -25,6 +25,20 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(error_body(err.message, err.type, err.param, err.code), err.status, headers=headers)
 
 
+def schema_error(errors: list) -> ApiError:
+    """A request that fails its schema (pydantic's `errors()`): a 400 as OpenAI answers a malformed
+    request, naming the first field at fault."""
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
+    # a plain union names the member it tried (n_epochs.constrained-int): not a field.
+    loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
+    param = ".".join(loc) or None
+    reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
+    message = f"{param}: {reason}" if param else reason
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map ApiError, HTTP errors, schema errors and crashes to OpenAI's error envelope."""
 
@@ -46,16 +60,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # 400 as OpenAI answers a malformed request, naming the first field at fault.
-        first = exc.errors()[0]
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
-        # a plain union names the member it tried (n_epochs.constrained-int): not a field.
-        loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
-        param = ".".join(loc) or None
-        reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
-        message = f"{param}: {reason}" if param else reason
-        return error_response(ApiError(400, message, param=param, code="invalid_value"))
+        return error_response(schema_error(exc.errors()))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.errors import schema_error
 from service.api.routes.chat import generate
 from service.platform.errors import ApiError
 from service.platform.ids import new_id
@@ -29,22 +30,20 @@ async def create_response(
     in, text and function calls out, streamed as its typed events with `stream: true`. Stateless: the
     whole conversation comes in `input` (`previous_response_id` is a 400), and `store` is `false`."""
     request = body.model_dump(exclude_unset=True)
-    try:
-        chat = ChatCompletionCreate.model_validate(to_chat(request))
-    except ResponsesInputError as exc:
-        raise ApiError(400, str(exc), param=exc.param) from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err.get("loc", ())) or None
-        raise ApiError(400, f"{param}: {err.get('msg')}", param=param) from None
     response_id = new_id("resp_")
     try:
+        try:
+            chat = ChatCompletionCreate.model_validate(to_chat(request))
+        except ResponsesInputError as exc:
+            raise ApiError(400, str(exc), param=exc.param) from None
+        except ValidationError as exc:  # the chat request's schema, as the chat route answers it
+            raise schema_error(exc.errors()) from None
         result, headers = await generate(
             "chat", chat, services, principal, label="responses", keep_usage=True
         )
     except ApiError as err:  # the chat path names its own fields: name the request's
         param = input_param(err.param, request)
-        if param != err.param and err.param is not None:
+        if err.param is not None and param != err.param:
             err.message = err.message.replace(err.param, param)
             err.param = param
         raise
