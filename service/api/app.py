@@ -45,6 +45,7 @@ from service.fine_tuning.store import JobStore
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
 from service.inference.engine import InferenceEngine
+from service.inference.stored_responses import StoredResponses
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, ensure_admin_tenant, resolve_admin_key
@@ -58,7 +59,7 @@ from service.protocol.common import ERROR_RESPONSES
 from service.vector_stores.service import VectorStores
 
 log = logging.getLogger(__name__)
-SWEEP_INTERVAL_S = 3600  # how often file objects that no file owns any more are looked for
+SWEEP_INTERVAL_S = 3600  # how often orphaned file objects and expired responses are looked for
 DESCRIPTION = """Self-hosted, OpenAI-compatible fine-tuning and serving.
 
 Every `/v1` route needs `Authorization: Bearer <key>`. Errors use OpenAI's shape:
@@ -124,6 +125,7 @@ def create_app(
         settings.rate_limit_tokens_per_minute,
         per_tenant=lambda tenant: policy(tenant).rates(),
     )
+    stored_responses = StoredResponses(db, settings.response_retention_days * 86400)
     services = Services(
         settings=settings,
         db=db,
@@ -133,6 +135,7 @@ def create_app(
         models=model_registry,
         vector_stores=stores,
         chat=chat_service,
+        responses=stored_responses,
         embeddings=EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder),
         evals=eval_service,
         eval_runs=eval_runner,
@@ -154,7 +157,7 @@ def create_app(
         await asyncio.to_thread(stores.resume)
         await asyncio.to_thread(eval_runner.resume)
         loops = [asyncio.create_task(job_evals.run_forever())]
-        loops.append(asyncio.create_task(_sweep_files(files_service)))
+        loops.append(asyncio.create_task(_sweep(files_service, stored_responses)))
         if scheduler is not None:
             loops.append(asyncio.create_task(scheduler.run_forever()))
         yield
@@ -188,16 +191,21 @@ def create_app(
     return app
 
 
-async def _sweep_files(files: FileService) -> None:
-    """File objects no file owns go, in the background, at start and then every SWEEP_INTERVAL_S: those a
-    crash left behind, and those of files deleted while a job read them, once the job has ended (a
-    failure only costs storage)."""
+async def _sweep(files: FileService, responses: StoredResponses) -> None:
+    """In the background, at start and then every SWEEP_INTERVAL_S: file objects no file owns (those a
+    crash left behind, and those of files deleted while a job read them, once the job has ended), and
+    stored responses past their retention. A failure only costs storage until the next sweep."""
+    sweeps = [
+        (files.sweep_orphans, "removed %d file object(s) of deleted files"),
+        (responses.expire, "deleted %d stored response(s) past their retention"),
+    ]
     while True:
-        try:
-            swept = await asyncio.to_thread(files.sweep_orphans)
-        except Exception:
-            log.warning("could not sweep orphan file objects", exc_info=True)
-        else:
-            if swept:
-                log.info("removed %d file object(s) of deleted files", swept)
+        for sweep, done in sweeps:
+            try:
+                swept = await asyncio.to_thread(sweep)
+            except Exception:
+                log.warning("sweep %s failed", sweep.__qualname__, exc_info=True)
+            else:
+                if swept:
+                    log.info(done, swept)
         await asyncio.sleep(SWEEP_INTERVAL_S)

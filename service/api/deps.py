@@ -17,6 +17,7 @@ from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.service import JobService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
+from service.inference.stored_responses import StoredResponses
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
@@ -45,6 +46,7 @@ class Services:
     models: ModelRegistry
     vector_stores: VectorStores
     chat: ChatService
+    responses: StoredResponses
     embeddings: EmbeddingService
     evals: EvalService
     eval_runs: EvalRunner

@@ -1,4 +1,4 @@
-"""OpenAI's Responses API (`POST /v1/responses`), stateless, as a translation of chat completions: a request
+"""OpenAI's Responses API (`POST /v1/responses`) as a translation of chat completions: a request
 becomes a chat request (the same models, images, tools, limits and engine), and the chat answer, whole or
 streamed, becomes a response object or the Responses stream's events (`service.protocol.response_output`).
 
@@ -14,15 +14,19 @@ What is translated:
   text.format  `text`, `json_object` or `json_schema` (`name`, `schema`, `strict`): the chat's response_format
   sampling     max_output_tokens, temperature, top_p, user; as extensions seed and vLLM's ignore_eos,
                min_tokens, top_k, min_p, repetition_penalty
-Nothing is stored: `store` is answered `false`, and what needs a stored response or conversation
-(`previous_response_id`, `conversation`, `background`) or a tool that runs on OpenAI's side (web search,
-code interpreter, ...) is a 400 naming the field. Pure: no I/O, nothing heavy.
+A response is stored unless `store` is false (`service.inference.stored_responses`): a later request
+continues it with `previous_response_id` (its input and output items come ahead of the new input; its
+instructions do not, as at OpenAI), and it can be read back with its input items, or deleted. What needs a
+conversation object, a stored prompt, a background run (`conversation`, `prompt`, `background`) or a tool
+that runs on OpenAI's side (web search, code interpreter, ...) is a 400 naming the field.
+Pure: no I/O, nothing heavy.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,10 +38,9 @@ ROLES = {"user", "assistant", "system", "developer"}
 VLLM_SAMPLING = ("ignore_eos", "min_tokens", "top_k", "min_p", "repetition_penalty")
 # A file_search tool is the chat path's retrieval (`service.protocol.vector_stores.RetrievalOptions`).
 MAX_SEARCHED_STORES, MAX_SEARCH_RESULTS, DEFAULT_SEARCH_RESULTS = 8, 20, 4
-STATELESS = {
-    "previous_response_id": "previous_response_id needs a stored response; responses are not stored here: "
-    "send the whole conversation in `input`",
-    "conversation": "conversations are not stored here: send the whole conversation in `input`",
+UNAVAILABLE = {
+    "conversation": "conversation objects are not available here: continue a response with "
+    "`previous_response_id`, or send the whole conversation in `input`",
     "background": "background responses are not available here",
     "prompt": "stored prompts are not available here",
 }
@@ -70,17 +73,23 @@ class ResponseCreate(BaseModel):
     parallel_tool_calls: bool | None = None
     text: dict[str, Any] | None = Field(None, description='`{"format": {"type": "json_schema", ...}}` etc.')
     stream: bool | None = False
-    store: bool | None = Field(None, description="Responses are never stored here; answered `false`.")
+    previous_response_id: str | None = Field(
+        None, description="A stored response of yours to continue: its input and output come first."
+    )
+    store: bool | None = Field(
+        None, description="`false`: keep nothing (it cannot be continued or read back). Stored by default."
+    )
     metadata: Metadata | None = None
     user: str | None = None
 
 
-def to_chat(request: dict[str, Any]) -> dict[str, Any]:
-    """The chat completions request that answers this Responses request."""
-    for field, reason in STATELESS.items():
+def to_chat(request: dict[str, Any], history: list[dict] | None = None) -> dict[str, Any]:
+    """The chat completions request that answers this Responses request, after the items of the
+    responses it continues (`history_items`)."""
+    for field, reason in UNAVAILABLE.items():
         if request.get(field) not in (None, False):
             raise ResponsesInputError(field, reason)
-    messages, _ = _conversation(request)
+    messages, _ = _conversation(request, history or [])
     chat: dict[str, Any] = {"model": request["model"], "messages": messages}
     for ours, theirs in (
         ("max_output_tokens", "max_completion_tokens"),
@@ -107,23 +116,55 @@ def to_chat(request: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def input_param(param: str | None, request: dict[str, Any]) -> str | None:
+def input_param(param: str | None, request: dict[str, Any], history: list[dict] | None = None) -> str | None:
     """A chat error's parameter in the request's own terms: `messages[2].content[0]` is `input[3].content[0]`
-    when `instructions` came first and two function calls made one message."""
+    when `instructions` came first and two function calls made one message; a message of the responses
+    continued is `previous_response_id`."""
     match = re.match(r"messages\[(\d+)\](.*)", param or "")
     if match is None:
         return "input" if param == "messages" else param
-    origins = _conversation(request)[1]
+    origins = _conversation(request, history or [])[1]
     index = int(match.group(1))
-    return origins[index] + match.group(2) if index < len(origins) else "input"
+    if index >= len(origins):
+        return "input"
+    return origins[index] if origins[index] == "previous_response_id" else origins[index] + match.group(2)
 
 
-def _conversation(request: dict[str, Any]) -> tuple[list[dict], list[str]]:
-    """The chat messages of `instructions` and `input`, and where in the request each one came from."""
+def input_items(request: dict[str, Any], new_id: Callable[[], str]) -> list[dict]:
+    """This request's input as the items a stored response keeps (`GET /v1/responses/{id}/input_items`):
+    a string is a user message, a message's string content one text part, and each item has an id (its
+    own, or `new_id()`)."""
+    raw = request["input"]
+    items = [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else raw
+    kept = []
+    for item in items:
+        item = {"type": "message", **item}
+        if item["type"] == "message":
+            text_type = "output_text" if item.get("role") == "assistant" else "input_text"
+            if isinstance(item.get("content"), str):
+                item["content"] = [{"type": text_type, "text": item["content"]}]
+            item.setdefault("status", "completed")
+        kept.append({"id": item.get("id") or new_id(), **item})
+    return kept
+
+
+def history_items(turns: list[tuple[list[dict], dict]]) -> list[dict]:
+    """The items a conversation has so far: each stored turn's (input items, response), oldest first, as
+    its input and then its output."""
+    return [item for inputs, response in turns for item in [*inputs, *response.get("output", [])]]
+
+
+def _conversation(request: dict[str, Any], history: list[dict]) -> tuple[list[dict], list[str]]:
+    """The chat messages of `instructions`, the continued responses' items and `input`, and where in the
+    request each one came from."""
     messages, origins = [], []
     if request.get("instructions"):
         messages.append({"role": "system", "content": request["instructions"]})
         origins.append("instructions")
+    if history:
+        made, _ = _messages(history, "previous_response_id")
+        messages += made
+        origins += ["previous_response_id"] * len(made)
     raw = request["input"]
     if not raw:
         raise ResponsesInputError("input", "input is empty: give a message, or a list of input items")
@@ -133,11 +174,11 @@ def _conversation(request: dict[str, Any]) -> tuple[list[dict], list[str]]:
     return messages + made, origins + made_from
 
 
-def _messages(items: list) -> tuple[list[dict], list[str]]:
+def _messages(items: list, where: str = "input") -> tuple[list[dict], list[str]]:
     messages: list[dict] = []
     origins: list[str] = []
     for i, item in enumerate(items):
-        at = f"input[{i}]"
+        at = f"{where}[{i}]"
         if not isinstance(item, dict):
             raise ResponsesInputError(at, f"{at} must be an object")
         kind = item.get("type", "message")
@@ -164,11 +205,13 @@ def _messages(items: list) -> tuple[list[dict], list[str]]:
             text = output if isinstance(output, str) else json.dumps(output)
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
             origins.append(at)
+        elif kind == "file_search_call":
+            continue  # a search's record (an earlier response's output): what it found was that answer's
         else:
             raise ResponsesInputError(
                 f"{at}.type",
-                f"{at}.type {kind!r} is not available here; use message, function_call or "
-                "function_call_output",
+                f"{at}.type {kind!r} is not available here; use message, function_call, "
+                "function_call_output or file_search_call",
             )
     return messages, origins
 

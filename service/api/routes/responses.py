@@ -1,12 +1,14 @@
-"""POST /v1/responses: OpenAI's Responses API, stateless, answered through the chat path
-(service.protocol.responses says what is translated)."""
+"""/v1/responses: OpenAI's Responses API, answered through the chat path (service.protocol.responses says
+what is translated), and the responses a tenant stored (service.inference.stored_responses)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
@@ -17,9 +19,17 @@ from service.platform.errors import ApiError
 from service.platform.ids import new_id
 from service.protocol.chat import ChatCompletionCreate
 from service.protocol.response_output import ItemIds, ResponseStream, from_chat
-from service.protocol.responses import ResponseCreate, ResponsesInputError, input_param, to_chat
+from service.protocol.responses import (
+    ResponseCreate,
+    ResponsesInputError,
+    history_items,
+    input_items,
+    input_param,
+    to_chat,
+)
 
 router = APIRouter(prefix="/v1", tags=["chat"])
+ResponseId = Annotated[str, Path(description="The id of one of your stored responses (`resp_...`).")]
 
 
 @router.post("/responses", response_model=None, summary="Create a model response")
@@ -27,13 +37,19 @@ async def create_response(
     body: ResponseCreate, services: Svc, principal: CurrentPrincipal
 ) -> JSONResponse | StreamingResponse:
     """OpenAI's Responses API for a base model or one of the caller's fine-tuned models: text and images
-    in, text and function calls out, streamed as its typed events with `stream: true`. Stateless: the
-    whole conversation comes in `input` (`previous_response_id` is a 400), and `store` is `false`."""
+    in, text and function calls out, streamed as its typed events with `stream: true`. The response is
+    stored (unless `store: false`) before its last event is sent: `previous_response_id` continues it, and
+    it can be read back and deleted."""
     request = body.model_dump(exclude_unset=True)
     response_id = new_id("resp_")
+    tenant = principal.tenant
+    history: list[dict] = []
     try:
+        previous = request.get("previous_response_id")
+        if previous is not None:
+            history = history_items(await asyncio.to_thread(services.responses.turns, tenant, previous))
         try:
-            chat = ChatCompletionCreate.model_validate(to_chat(request))
+            chat = ChatCompletionCreate.model_validate(to_chat(request, history))
         except ResponsesInputError as exc:
             raise ApiError(400, str(exc), param=exc.param) from None
         except ValidationError as exc:  # the chat request's schema, as the chat route answers it
@@ -42,21 +58,67 @@ async def create_response(
             "chat", chat, services, principal, label="responses", keep_usage=True
         )
     except ApiError as err:  # the chat path names its own fields: name the request's
-        param = input_param(err.param, request)
+        param = input_param(err.param, request, history)
         if err.param is not None and param != err.param:
             err.message = err.message.replace(err.param, param)
             err.param = param
         raise
+
+    async def keep(response: dict) -> None:
+        if request.get("store") is not False:
+            items = input_items(request, lambda: new_id("msg_"))
+            await asyncio.to_thread(services.responses.save, tenant, response, items)
+
     if isinstance(result, dict):
-        return JSONResponse(from_chat(request, result, response_id, ItemIds(response_id)), headers=headers)
-    events = _events(result, ResponseStream(request, response_id))
+        response = from_chat(request, result, response_id, ItemIds(response_id))
+        await keep(response)
+        return JSONResponse(response, headers=headers)
+    events = _events(result, ResponseStream(request, response_id), keep)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
     )
 
 
-async def _events(chunks: AsyncIterator[str], stream: ResponseStream) -> AsyncIterator[str]:
-    """The chat stream's Server-Sent Events (one or several a packet) as the Responses stream's."""
+@router.get("/responses/{response_id}", summary="Retrieve a stored response")
+def retrieve_response(response_id: ResponseId, services: Svc, principal: CurrentPrincipal) -> dict[str, Any]:
+    """A response as it was answered, with its output and usage."""
+    return services.responses.get(principal.tenant, response_id)
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored response")
+def delete_response(response_id: ResponseId, services: Svc, principal: CurrentPrincipal) -> dict[str, Any]:
+    """Deletes the response and its input; a conversation that continued it stops before it."""
+    services.responses.delete(principal.tenant, response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@router.get("/responses/{response_id}/input_items", summary="List a stored response's input items")
+def list_input_items(
+    response_id: ResponseId,
+    services: Svc,
+    principal: CurrentPrincipal,
+    after: Annotated[str | None, Query(description="An item id: the page starts after it.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    """The items the response was given in `input` (not those of the responses it continued), each with an
+    id, newest first unless `order=asc`."""
+    items, more = services.responses.input_items(principal.tenant, response_id, after, limit, order)
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": more,
+    }
+
+
+async def _events(
+    chunks: AsyncIterator[str], stream: ResponseStream, keep: Callable[[dict], Awaitable[None]]
+) -> AsyncIterator[str]:
+    """The chat stream's Server-Sent Events (one or several a packet) as the Responses stream's; the
+    finished response is kept (`keep`) before its last event goes out, so that a client that continues it
+    at once finds it."""
     yield _sse(stream.start())
     pending = ""
     try:
@@ -75,7 +137,9 @@ async def _events(chunks: AsyncIterator[str], stream: ResponseStream) -> AsyncIt
                 out += stream.feed(chunk)
             if out:
                 yield _sse(out)
-        yield _sse(stream.finish())
+        last = stream.finish()
+        await keep(last[-1]["response"])
+        yield _sse(last)
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:

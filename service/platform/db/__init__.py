@@ -11,6 +11,7 @@ from service.platform.db.models import (
     JobRow,
     Tenant,
 )
+from service.platform.db.response_models import ResponseRow
 from service.platform.db.session import Database, DatabaseError
 from service.platform.db.vector_store_models import FileBatchRow, VectorStoreFileRow, VectorStoreRow
 
@@ -28,6 +29,7 @@ __all__ = [
     "JobCheckpointRow",
     "JobEventRow",
     "JobRow",
+    "ResponseRow",
     "Tenant",
     "VectorStoreFileRow",
     "VectorStoreRow",

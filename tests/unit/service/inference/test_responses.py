@@ -92,7 +92,7 @@ def test_a_request_becomes_the_chat_request_that_answers_it() -> None:
 @pytest.mark.parametrize(
     "extra, param",
     [
-        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"input": []}, "input"),
         ({"input": ""}, "input"),
         ({"conversation": "conv_1"}, "conversation"),
@@ -129,8 +129,9 @@ def test_a_whole_chat_answer_becomes_a_response_object() -> None:
     request = {"model": "m", "input": "Weather in Oslo?", "tools": [TOOL]}
     response = from_chat(request, chat, "resp_x", ItemIds("resp_x"))
     assert (
-        response["object"] == "response" and response["status"] == "completed" and response["store"] is False
+        response["object"] == "response" and response["status"] == "completed" and response["store"] is True
     )
+    assert from_chat({**request, "store": False}, chat, "resp_x", ItemIds("resp_x"))["store"] is False
     assert response["output"] == [
         {
             "type": "message",
@@ -217,11 +218,8 @@ def test_the_endpoint_answers_400s_naming_the_field(tmp_path: Path) -> None:
     app = create_app(offline_settings(tmp_path), store=MemoryStore(), engine=FakeEngine({DEFAULT_BASE_MODEL}))
     with TestClient(app, headers=auth(ADMIN)) as client:
         body = {"model": DEFAULT_BASE_MODEL, "input": "Hi", "previous_response_id": "resp_1"}
-        err = assert_openai_error(client.post("/v1/responses", json=body), 400)
-        assert (
-            err["param"] == "previous_response_id"
-            and "send the whole conversation in `input`" in err["message"]
-        )
+        err = assert_openai_error(client.post("/v1/responses", json=body), 404, "response_not_found")
+        assert err["param"] == "previous_response_id" and "resp_1" in err["message"]
         err = assert_openai_error(client.post("/v1/responses", json={"model": DEFAULT_BASE_MODEL}), 400)
         assert err["param"] == "input"
         missing = {"model": "no-such-model", "input": "Hi"}

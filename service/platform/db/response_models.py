@@ -1,0 +1,22 @@
+"""Tables of the Responses API: the responses a tenant stored (`store`, OpenAI's default), each with the
+input items it was given, so that a later request continues it by `previous_response_id`."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.platform.db.models import Base, now
+
+
+class ResponseRow(Base):
+    __tablename__ = "responses"
+    noun = "response"
+    not_found_code = "response_not_found"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # The response it continues: a conversation is the chain of these links, oldest first.
+    previous_response_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    response: Mapped[dict] = mapped_column(JSON)  # the response object, as it was answered
+    input_items: Mapped[list] = mapped_column(JSON)  # this turn's input, as items with ids
+    created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)
