@@ -119,7 +119,8 @@ def test_chat_and_stream_with_the_base_model(client: openai.OpenAI) -> None:
 
 def test_the_responses_api_answers_as_chat_does(client: openai.OpenAI, adapters: list[str]) -> None:
     """OpenAI's Responses API through the official client, whole and streamed, for the base model and an
-    adapter: greedy, it says what chat completions say, with its usage and its typed events."""
+    adapter: greedy, it says what chat completions say, with its usage and its typed events; a stored
+    response is read back, listed, continued and deleted."""
     question = "What is the capital of France?"
     for model in (BASE, adapters[0]):
         chat = client.chat.completions.create(
@@ -136,8 +137,29 @@ def test_the_responses_api_answers_as_chat_does(client: openai.OpenAI, adapters:
     assert final.status == "completed" and final.usage.output_tokens > 0
     cut = client.responses.create(model=BASE, input=question, temperature=0, max_output_tokens=2)
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
-    with pytest.raises(openai.BadRequestError, match="send the whole conversation"):
-        client.responses.create(model=BASE, input=question, previous_response_id="resp_earlier")
+
+    # Stored: the next turn, by previous_response_id, answers as chat does given the whole conversation.
+    first = client.responses.create(model=BASE, input=question, temperature=0, max_output_tokens=24)
+    again = "And the capital of Italy?"
+    second = client.responses.create(
+        model=BASE, previous_response_id=first.id, input=again, temperature=0, max_output_tokens=24
+    )
+    conversation = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": again},
+    ]
+    whole = client.chat.completions.create(model=BASE, messages=conversation, temperature=0, max_tokens=24)
+    assert second.output_text == whole.choices[0].message.content and second.previous_response_id == first.id
+    assert second.usage.input_tokens == whole.usage.prompt_tokens > response.usage.input_tokens
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    assert [item.content[0].text for item in client.responses.input_items.list(second.id).data] == [again]
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    unstored = client.responses.create(model=BASE, input=question, max_output_tokens=2, store=False)
+    with pytest.raises(openai.NotFoundError, match="store: false"):
+        client.responses.create(model=BASE, input=again, previous_response_id=unstored.id)
 
 
 def _metric(text: str, prefix: str) -> float:
