@@ -22,6 +22,7 @@ from service.api.guard import RequestGuard
 from service.api.metrics import ApiMetrics
 from service.api.routes import (
     admin,
+    batches,
     chat,
     console,
     embeddings,
@@ -34,6 +35,8 @@ from service.api.routes import (
     responses,
     vector_stores,
 )
+from service.batches.runner import BatchRunner
+from service.batches.service import BatchService, inputs_in_use, validate_batch_file
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
 from service.files.service import FileService, validate_image_file
@@ -99,9 +102,11 @@ def create_app(
         {
             "fine-tune": partial(validate_training_file, image_domains=settings.image_url_domains),
             "vision": validate_image_file,
+            "batch": validate_batch_file,
         },
         policy,
-        in_use=job_store.keys_in_use,  # a job's files outlive their deletion until the job ends
+        # A job's and a batch's files outlive their deletion until the work ends.
+        in_use=lambda: job_store.keys_in_use() | inputs_in_use(db),
     )
     adapters = AdapterChecker(store, settings.serving_max_lora_rank)
     model_registry = ModelRegistry(settings, db, store, adapters)
@@ -126,6 +131,19 @@ def create_app(
         per_tenant=lambda tenant: policy(tenant).rates(),
     )
     stored_responses = StoredResponses(db, settings.response_retention_days * 86400)
+    api_metrics = ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens)
+    embedding_service = EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder)
+    batch_runner = BatchRunner(
+        db,
+        store,
+        files_service,
+        keys,
+        chat_service,
+        embedding_service,
+        background,
+        settings.batch_requests_in_flight,
+        observe=api_metrics.observer("batch"),
+    )
     services = Services(
         settings=settings,
         db=db,
@@ -136,13 +154,14 @@ def create_app(
         vector_stores=stores,
         chat=chat_service,
         responses=stored_responses,
-        embeddings=EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder),
+        embeddings=embedding_service,
+        batches=BatchService(db, files_service, batch_runner),
         evals=eval_service,
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),
         limits=limits,
         quotas=policy,
-        metrics=ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens),
+        metrics=api_metrics,
         launcher=launcher,
         probes=dict(probes or {}),
     )
@@ -156,6 +175,7 @@ def create_app(
         background.attach(asyncio.get_running_loop())
         await asyncio.to_thread(stores.resume)
         await asyncio.to_thread(eval_runner.resume)
+        await asyncio.to_thread(batch_runner.resume)
         loops = [asyncio.create_task(job_evals.run_forever())]
         loops.append(asyncio.create_task(_sweep(files_service, stored_responses)))
         if scheduler is not None:
@@ -184,6 +204,7 @@ def create_app(
         fine_tuning,
         vector_stores,
         evals,
+        batches,
         admin,
     ):
         app.include_router(module.router, responses=ERROR_RESPONSES)

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.metrics import ApiMetrics
+from service.batches.service import BatchService
 from service.evals.runs import EvalRunner
 from service.evals.service import EvalService
 from service.files.service import FileService
@@ -47,6 +48,7 @@ class Services:
     vector_stores: VectorStores
     chat: ChatService
     responses: StoredResponses
+    batches: BatchService
     embeddings: EmbeddingService
     evals: EvalService
     eval_runs: EvalRunner

@@ -11,32 +11,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.platform.errors import ApiError
+from service.platform.errors import ApiError, schema_error
 
 log = logging.getLogger(__name__)
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return ApiError(0, message, param=param, code=code, type=type).body()
 
 
 def error_response(err: ApiError) -> JSONResponse:
     headers = {**err.headers, **({"WWW-Authenticate": "Bearer"} if err.status == 401 else {})}
-    return JSONResponse(error_body(err.message, err.type, err.param, err.code), err.status, headers=headers)
-
-
-def schema_error(errors: list) -> ApiError:
-    """A request that fails its schema (pydantic's `errors()`): a 400 as OpenAI answers a malformed
-    request, naming the first field at fault."""
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
-    # a plain union names the member it tried (n_epochs.constrained-int): not a field.
-    loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
-    param = ".".join(loc) or None
-    reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
-    message = f"{param}: {reason}" if param else reason
-    return ApiError(400, message, param=param, code="invalid_value")
+    return JSONResponse(err.body(), err.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -88,12 +74,6 @@ def _allowed_methods(request: Request) -> list[str]:
         return []
     path = getattr(matched[0], "path", None)
     return sorted({m for r in routes if getattr(r, "path", None) == path for m in getattr(r, "methods", ())})
-
-
-def _union_member(part: str) -> bool:
-    """Whether a location part is pydantic's name for a union member (`int`, `constrained-int`,
-    `literal['auto']`, `list[str]`) rather than a field name or an index."""
-    return "[" in part or "-" in part or part in ("int", "float", "str", "bool", "none", "list", "dict")
 
 
 def _code_for(status: int) -> str | None:

@@ -55,8 +55,17 @@ class ApiMetrics:
         )  # fmt: skip
 
     def record(
-        self, endpoint: str, model: str, tenant: str, status: int, start: float, usage: dict | None
+        self,
+        endpoint: str,
+        model: str,
+        tenant: str,
+        status: int,
+        start: float,
+        usage: dict | None,
+        rate_limited: bool = True,
     ) -> None:
+        """Count a request, its latency and tokens; its tokens count against the tenant's per-minute
+        limit unless not `rate_limited` (a batch's)."""
         self.requests.labels(endpoint, model, tenant, str(status)).inc()
         self.duration.labels(endpoint, model).observe(time.perf_counter() - start)
         total = 0
@@ -65,8 +74,23 @@ class ApiMetrics:
             if n:
                 self.tokens.labels(endpoint, model, tenant, kind).inc(n)
                 total += n
-        if total and self.on_tokens is not None:
+        if total and rate_limited and self.on_tokens is not None:
             self.on_tokens(tenant, total)
+
+    def observer(self, endpoint: str) -> Callable[[str, str, float, dict | None, ApiError | None], None]:
+        """What records the requests of background work (a batch's) under `endpoint`: (model, tenant,
+        start, usage, error), outside the tenant's per-minute limits."""
+
+        def observe(
+            model: str, tenant: str, start: float, usage: dict | None, error: ApiError | None
+        ) -> None:
+            if error is None:
+                self.record(endpoint, model, tenant, 200, start, usage, rate_limited=False)
+            else:
+                label = UNKNOWN if error.code in UNLABELLED else model
+                self.record(endpoint, label, tenant, error.status, start, None, rate_limited=False)
+
+        return observe
 
     def failed(self, endpoint: str, model: str, tenant: str, error: ApiError, start: float) -> None:
         """Record a request that ended in `error`; one that failed before its model was resolved is

@@ -37,6 +37,30 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
+    def body(self) -> dict:
+        """The error in OpenAI's shape, as a response body."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def schema_error(errors: list) -> ApiError:
+    """A request that fails its schema (pydantic's `errors()`): a 400 as OpenAI answers a malformed
+    request, naming the first field at fault."""
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
+    # a plain union names the member it tried (n_epochs.constrained-int): not a field.
+    loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
+    param = ".".join(loc) or None
+    reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
+    message = f"{param}: {reason}" if param else reason
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def _union_member(part: str) -> bool:
+    """Whether a location part is pydantic's name for a union member (`int`, `constrained-int`,
+    `literal['auto']`, `list[str]`) rather than a field name or an index."""
+    return "[" in part or "-" in part or part in ("int", "float", "str", "bool", "none", "list", "dict")
+
 
 def root_cause(exc: BaseException) -> str:
     """The innermost error's type and last meaningful line: Ray and vLLM wrap errors in several layers."""

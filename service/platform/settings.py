@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         description="Seconds the API waits for the next part of a request's body (as nginx's "
         "client_body_timeout); a client that stalls longer gets a 408 and its request is dropped.",
     )
+    batch_requests_in_flight: int = Field(
+        8,
+        ge=1,
+        description="Requests of batches (`/v1/batches`) answered at once over all batches; past it, tenants "
+        "take turns, and interactive requests keep the engine's other slots.",
+    )
     response_retention_days: float = Field(
         30,
         gt=0,

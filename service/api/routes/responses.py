@@ -13,9 +13,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from service.api.deps import CurrentPrincipal, Svc
-from service.api.errors import schema_error
 from service.api.routes.chat import generate
-from service.platform.errors import ApiError
+from service.platform.errors import ApiError, schema_error
 from service.platform.ids import new_id
 from service.protocol.chat import ChatCompletionCreate
 from service.protocol.response_output import ItemIds, ResponseStream, from_chat

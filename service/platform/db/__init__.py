@@ -1,5 +1,6 @@
 """Database: SQLAlchemy 2 models and sessions. SQLite by default, Postgres by URL, same code."""
 
+from service.platform.db.batch_models import BatchRow
 from service.platform.db.eval_models import EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.db.models import (
     ApiKeyRow,
@@ -18,6 +19,7 @@ from service.platform.db.vector_store_models import FileBatchRow, VectorStoreFil
 __all__ = [
     "ApiKeyRow",
     "Base",
+    "BatchRow",
     "Database",
     "DatabaseError",
     "EvalOutputItemRow",

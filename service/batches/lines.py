@@ -1,0 +1,110 @@
+"""The lines of a batch: its input file's requests, checked, and the output and error files' answers.
+Pure: no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from service.platform.json_input import JsonInputError, parse_json
+from service.protocol.batches import BATCH_ENDPOINTS
+
+MAX_REQUESTS = 50_000  # OpenAI's limit of requests in one batch
+MAX_CUSTOM_ID = 512
+
+
+class BatchFileError(ValueError):
+    """A batch file that cannot run; the message names the line."""
+
+
+def parse_requests(raw: bytes, endpoint: str | None = None) -> list[dict[str, Any]]:
+    """The requests of a batch input file, each `{"custom_id", "method": "POST", "url", "body"}`: one url
+    for all (`endpoint` when given), custom ids unique, bodies objects, nothing streamed."""
+    requests: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    first_url = None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise BatchFileError(f"the file is not UTF-8 text ({exc.reason})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        at = f"line {number}"
+        try:
+            request = parse_json(line)
+        except JsonInputError as exc:
+            raise BatchFileError(f"{at}: {exc}") from None
+        if not isinstance(request, dict):
+            raise BatchFileError(f"{at}: a request must be a JSON object")
+        unknown = sorted(set(request) - {"custom_id", "method", "url", "body"})
+        if unknown:
+            raise BatchFileError(f"{at}: unknown key(s) {unknown}")
+        custom_id = request.get("custom_id")
+        if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID:
+            raise BatchFileError(f"{at}: custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters")
+        if custom_id in seen:
+            raise BatchFileError(f"{at}: custom_id {custom_id!r} is also on line {seen[custom_id]}")
+        seen[custom_id] = number
+        if request.get("method") != "POST":
+            raise BatchFileError(f'{at}: method must be "POST"')
+        url = request.get("url")
+        if url not in BATCH_ENDPOINTS:
+            raise BatchFileError(f"{at}: url must be one of {', '.join(BATCH_ENDPOINTS)}, not {url!r}")
+        first_url = first_url or url
+        if url != (endpoint or first_url):
+            expected = endpoint or first_url
+            raise BatchFileError(f"{at}: url {url!r} differs from the batch's endpoint {expected!r}")
+        body = request.get("body")
+        if not isinstance(body, dict):
+            raise BatchFileError(f"{at}: body must be a JSON object (the request to {url})")
+        if body.get("stream"):
+            raise BatchFileError(f"{at}: body.stream: a batch's answers are not streamed")
+        requests.append(request)
+        if len(requests) > MAX_REQUESTS:
+            raise BatchFileError(f"{at}: a batch holds at most {MAX_REQUESTS} requests")
+    if not requests:
+        raise BatchFileError("the file has no requests")
+    return requests
+
+
+def answered(custom_id: str, status: int, body: dict, new_id: Callable[[str], str]) -> dict:
+    """A line of the output file (status 2xx) or the error file: the endpoint's answer."""
+    return {
+        "id": new_id("batch_req_"),
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": new_id("req_"), "body": body},
+        "error": None,
+    }
+
+
+def unanswered(custom_id: str, code: str, message: str, new_id: Callable[[str], str]) -> dict:
+    """A line of the error file for a request the batch ended before (cancelled, expired)."""
+    return {
+        "id": new_id("batch_req_"),
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
+
+
+def succeeded(line: dict) -> bool:
+    response = line.get("response")
+    return response is not None and 200 <= response["status_code"] < 300
+
+
+def usage_of(lines: list[dict]) -> dict[str, int]:
+    """The tokens the answered requests took."""
+    prompt = completion = 0
+    for line in lines:
+        if not succeeded(line):
+            continue
+        usage = line["response"]["body"].get("usage") or {}
+        prompt += usage.get("prompt_tokens") or 0
+        completion += usage.get("completion_tokens") or 0
+    return {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()

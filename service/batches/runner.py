@@ -1,0 +1,243 @@
+"""Running batches in the API process: a batch's requests are answered through the same services as the
+HTTP routes (models, adapters, images, tools, retrieval and the engine; not the per-minute rate limits,
+which are for interactive traffic), a few at a time over all batches with tenants taking turns
+(`TUNESERVE_BATCH_REQUESTS_IN_FLIGHT`). Answers are written in parts as they come, so a batch resumes
+after a restart with the requests it has no answer for; cancelling, expiry and a revoked key stop it at its
+next part. When it ends, its parts become an output file (2xx answers) and an error file (the rest)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from service.batches.lines import answered, jsonl, parse_requests, succeeded, unanswered, usage_of
+from service.files.service import FileService
+from service.inference.chat import ChatService
+from service.inference.embeddings import EmbeddingService
+from service.platform.auth import KeyStore
+from service.platform.db import BatchRow, Database
+from service.platform.db.models import now
+from service.platform.errors import ApiError, root_cause, schema_error
+from service.platform.fair_share import FairShare
+from service.platform.ids import new_id
+from service.platform.storage import ObjectStore
+from service.platform.tasks import Background
+from service.protocol.batches import ACTIVE_BATCH, BATCH_OUTPUT_PURPOSE
+from service.protocol.chat import ChatCompletionCreate, CompletionCreate
+from service.protocol.embeddings import EmbeddingCreate
+
+log = logging.getLogger(__name__)
+PART_SIZE = 64  # requests answered between two writes (and two looks at whether the batch goes on)
+# Why requests were left unanswered, by how the batch ended.
+UNANSWERED = {
+    "cancelled": ("batch_cancelled", "The batch was cancelled before this request was answered."),
+    "expired": ("batch_expired", "The batch's completion window ended before this request was answered."),
+    "failed": ("api_key_revoked", "The API key that created the batch was revoked, or its tenant disabled."),
+}
+# (model, tenant, start, usage, error): what a request cost, for the API's metrics.
+Observer = Callable[[str, str, float, dict | None, ApiError | None], None]
+
+
+def parts_prefix(batch_id: str) -> str:
+    return f"batches/{batch_id}/"
+
+
+@dataclass
+class BatchRunner:
+    db: Database
+    store: ObjectStore
+    files: FileService
+    keys: KeyStore
+    chat: ChatService
+    embeddings: EmbeddingService
+    background: Background
+    in_flight: int
+    observe: Observer | None = None
+    _running: set[str] = field(default_factory=set)
+    _share: FairShare | None = None
+
+    def __post_init__(self) -> None:
+        self._share = FairShare(self.in_flight)
+
+    def start(self, batch_id: str) -> None:
+        """Drive the batch in the background (from any thread); a batch already driven is left alone."""
+
+        def begin() -> Coroutine | None:
+            if batch_id in self._running:
+                return None
+            self._running.add(batch_id)
+            return self._drive(batch_id)
+
+        self.background.spawn(begin)
+
+    def resume(self) -> None:
+        """After a restart: drive every batch that was not finished."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(BatchRow.id).where(BatchRow.status.in_(ACTIVE_BATCH))))
+        for batch_id in ids:
+            self.start(batch_id)
+
+    async def _drive(self, batch_id: str) -> None:
+        try:
+            await self._run(batch_id)
+        except Exception as exc:  # a batch that cannot go on fails with the reason
+            log.exception("batch %s failed", batch_id)
+            error = {"code": "batch_failed", "message": root_cause(exc), "param": None, "line": None}
+            await asyncio.to_thread(self._fail, batch_id, error)
+        finally:
+            self._running.discard(batch_id)
+
+    async def _run(self, batch_id: str) -> None:
+        begun = await asyncio.to_thread(self._begin, batch_id)
+        if begun is None:
+            return
+        tenant, endpoint, todo = begun
+        for i in range(0, len(todo), PART_SIZE):
+            if await asyncio.to_thread(self._stopping, batch_id):
+                break
+            part = todo[i : i + PART_SIZE]
+            lines = await asyncio.gather(*(self._answer(tenant, endpoint, request) for request in part))
+            await asyncio.to_thread(self._store_part, batch_id, list(lines))
+        await asyncio.to_thread(self._finalize, batch_id)
+
+    def _begin(self, batch_id: str) -> tuple[str, str, list[dict]] | None:
+        """Mark the batch in progress; its requests without an answer yet."""
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is None or row.status not in ACTIVE_BATCH:
+                return None
+            if row.status == "validating":
+                row.status, row.in_progress_at = "in_progress", now()
+            tenant, endpoint, key, going = row.tenant_id, row.endpoint, row.input_key, row.status
+        if going != "in_progress":  # cancelling or finalizing: only the files are left to make
+            return tenant, endpoint, []
+        done = {line["custom_id"] for line in self._answers(batch_id)}
+        requests = parse_requests(self.store.get_bytes(key), endpoint)
+        return tenant, endpoint, [r for r in requests if r["custom_id"] not in done]
+
+    def _stopping(self, batch_id: str) -> bool:
+        """Whether the batch stops before its next part: cancelled, deleted, past its window, or its key
+        revoked."""
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is None or row.status != "in_progress":
+                return True
+            return time.time() > row.expires_at or not self.keys.key_valid(row.created_by_key)
+
+    async def _answer(self, tenant: str, endpoint: str, request: dict) -> dict:
+        async with self._share.slot(tenant):
+            status, body = await self._call(tenant, endpoint, request["body"])
+        return answered(request["custom_id"], status, body, new_id)
+
+    async def _call(self, tenant: str, endpoint: str, body: dict) -> tuple[int, dict]:
+        """The endpoint's answer to one request: (status code, body), an error in OpenAI's shape."""
+        start, error, result = time.perf_counter(), None, None
+        model = str(body.get("model"))
+        try:
+            if endpoint == "/v1/embeddings":
+                embed = EmbeddingCreate.model_validate(body)
+                result = (await asyncio.to_thread(self.embeddings.create, embed)).model_dump()
+            else:
+                kind = "chat" if endpoint == "/v1/chat/completions" else "completions"
+                request = (ChatCompletionCreate if kind == "chat" else CompletionCreate).model_validate(body)
+                payload = request.model_dump(exclude_unset=True, exclude={"retrieval"})
+                retrieval = request.retrieval if isinstance(request, ChatCompletionCreate) else None
+                result = await self.chat.generate(kind, payload, tenant, retrieval)
+        except ValidationError as exc:
+            error = schema_error(exc.errors())
+        except ApiError as exc:
+            error = exc
+        except Exception as exc:  # the engine failed this request: the batch goes on
+            log.warning("a batch request failed", exc_info=True)
+            error = ApiError(500, f"The request failed: {root_cause(exc)}", code="internal_error")
+        if self.observe is not None:
+            self.observe(model, tenant, start, None if result is None else result.get("usage"), error)
+        return (200, result) if error is None else (error.status, error.body())
+
+    def _store_part(self, batch_id: str, lines: list[dict]) -> None:
+        """Write a part's answers, then count them (a crash between re-answers nothing: the part is read
+        back on resume, and the counts are made from the parts)."""
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id, with_for_update=True)
+            if row is None:
+                return
+            self.store.put_bytes(f"{parts_prefix(batch_id)}part-{row.parts:06d}.jsonl", jsonl(lines))
+            row.parts += 1
+            counts = dict(row.request_counts)
+            ok = sum(succeeded(line) for line in lines)
+            counts["completed"] += ok
+            counts["failed"] += len(lines) - ok
+            row.request_counts = counts
+            usage = usage_of(lines)
+            row.usage = {k: row.usage.get(k, 0) + v for k, v in usage.items()}
+
+    def _answers(self, batch_id: str) -> list[dict]:
+        """The answers written so far, from the parts."""
+        lines = []
+        for obj in self.store.list(parts_prefix(batch_id)):
+            lines += [json.loads(line) for line in self.store.get_bytes(obj.key).decode().splitlines()]
+        return lines
+
+    def _finalize(self, batch_id: str) -> None:
+        """The output and error files from the parts; the batch ends completed, cancelled, expired, or
+        failed (its key revoked), with the requests it did not answer in the error file."""
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is None or row.status not in ACTIVE_BATCH:
+                return
+            if row.status == "cancelling":
+                ending = "cancelled"
+            elif not self.keys.key_valid(row.created_by_key):
+                ending = "failed"
+            elif time.time() > row.expires_at:
+                ending = "expired"
+            else:
+                ending = "completed"
+            if row.status == "in_progress":
+                row.status, row.finalizing_at = "finalizing", now()
+            tenant, key, endpoint = row.tenant_id, row.input_key, row.endpoint
+        lines = self._answers(batch_id)
+        done = {line["custom_id"] for line in lines}
+        if ending != "completed":
+            code, message = UNANSWERED[ending]
+            requests = parse_requests(self.store.get_bytes(key), endpoint)
+            lines += [
+                unanswered(r["custom_id"], code, message, new_id)
+                for r in requests
+                if r["custom_id"] not in done
+            ]
+        output = [line for line in lines if succeeded(line)]
+        errors = [line for line in lines if not succeeded(line)]
+        made = {}
+        for name, part in (("output", output), ("error", errors)):
+            if part:
+                file = self.files.create(
+                    tenant, f"{batch_id}_{name}.jsonl", BATCH_OUTPUT_PURPOSE, jsonl(part), "application/jsonl"
+                )
+                made[name] = file.id
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            row.output_file_id, row.error_file_id = made.get("output"), made.get("error")
+            row.status = ending
+            setattr(row, f"{ending}_at", now())
+            if ending == "failed":
+                code, message = UNANSWERED["failed"]
+                row.errors = [{"code": code, "message": message, "param": None, "line": None}]
+            counts = dict(row.request_counts)
+            counts["failed"] = counts["total"] - counts["completed"]
+            row.request_counts = counts
+        for obj in self.store.list(parts_prefix(batch_id)):
+            self.store.delete(obj.key)
+
+    def _fail(self, batch_id: str, error: dict) -> None:
+        with self.db.session() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is not None and row.status in ACTIVE_BATCH:
+                row.status, row.failed_at, row.errors = "failed", now(), [error]
