@@ -162,6 +162,52 @@ def test_the_responses_api_answers_as_chat_does(client: openai.OpenAI, adapters:
         client.responses.create(model=BASE, input=again, previous_response_id=unstored.id)
 
 
+def test_a_batch_answers_as_chat_does_for_the_base_model_and_an_adapter(
+    client: openai.OpenAI, adapters: list[str], stack: RunningStack
+) -> None:
+    """OpenAI's Batch API through the official client: each request's answer is the one chat completions
+    give (greedy), for the base model and an adapter; a request the engine refuses is in the error file with
+    its error; the requests are counted in /metrics."""
+    asked = [(f"{m}-{i}", m, q) for m in (BASE, adapters[0]) for i, q in enumerate(QUESTIONS[:2])]
+    lines = [
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": m,
+                "messages": [{"role": "user", "content": q}],
+                "max_tokens": 24,
+                "temperature": 0,
+            },
+        }
+        for custom_id, m, q in asked
+    ]
+    too_long = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10**6}
+    lines.append({"custom_id": "too-long", "method": "POST", "url": "/v1/chat/completions", "body": too_long})
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    batch_file = client.files.create(file=("questions.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=batch_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    wait_until(lambda: client.batches.retrieve(batch.id).status == "completed", 120, "the batch")
+    batch = client.batches.retrieve(batch.id)
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (len(asked), 1)
+    output = {
+        line["custom_id"]: line["response"]["body"]
+        for line in map(json.loads, client.files.content(batch.output_file_id).text.splitlines())
+    }
+    for custom_id, model, question in asked:
+        assert output[custom_id]["choices"][0]["message"]["content"] == _ask(client, model, question)
+        assert output[custom_id]["model"] == model
+    (error,) = map(json.loads, client.files.content(batch.error_file_id).text.splitlines())
+    assert error["custom_id"] == "too-long" and error["response"]["status_code"] == 400
+    assert "max_tokens" in error["response"]["body"]["error"]["message"]
+    assert batch.usage.output_tokens == sum(o["usage"]["completion_tokens"] for o in output.values())
+    counted = 'tuneserve_requests_total{endpoint="batch",model="' + adapters[0]
+    assert _metric(stack.get("/metrics").text, counted) >= 2
+
+
 def _metric(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
