@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -60,7 +60,6 @@ class BatchRunner:
     background: Background
     in_flight: int
     observe: Observer | None = None
-    _running: set[str] = field(default_factory=set)
     _share: FairShare | None = None
 
     def __post_init__(self) -> None:
@@ -68,14 +67,7 @@ class BatchRunner:
 
     def start(self, batch_id: str) -> None:
         """Drive the batch in the background (from any thread); a batch already driven is left alone."""
-
-        def begin() -> Coroutine | None:
-            if batch_id in self._running:
-                return None
-            self._running.add(batch_id)
-            return self._drive(batch_id)
-
-        self.background.spawn(begin)
+        self.background.drive(batch_id, lambda: self._drive(batch_id))
 
     def resume(self) -> None:
         """After a restart: drive every batch that was not finished."""
@@ -91,8 +83,6 @@ class BatchRunner:
             log.exception("batch %s failed", batch_id)
             error = {"code": "batch_failed", "message": root_cause(exc), "param": None, "line": None}
             await asyncio.to_thread(self._fail, batch_id, error)
-        finally:
-            self._running.discard(batch_id)
 
     async def _run(self, batch_id: str) -> None:
         begun = await asyncio.to_thread(self._begin, batch_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -53,7 +52,6 @@ class EvalRunner:
     models: ModelRegistry
     tasks: TaskRunner
     background: Background
-    _running: set[str] = field(default_factory=set)
     _manifest_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _share: FairShare | None = None  # the tasks in flight over all runs, shared between tenants
 
@@ -62,14 +60,7 @@ class EvalRunner:
 
     def start(self, run_id: str) -> None:
         """Drive the run in the background (from any thread); a run already driven is left alone."""
-
-        def begin() -> Coroutine | None:
-            if run_id in self._running:
-                return None
-            self._running.add(run_id)
-            return self._drive(run_id)
-
-        self.background.spawn(begin)
+        self.background.drive(run_id, lambda: self._drive(run_id))
 
     def resume(self) -> None:
         """After a restart: revoke the keys of runs that died with the last process, restart active runs."""
@@ -89,8 +80,6 @@ class EvalRunner:
             log.exception("evaluation run %s failed", run_id)
             error = {"code": "run_failed", "message": f"{type(exc).__name__}: {exc}"}
             await asyncio.to_thread(self._finish, run_id, "failed", error)
-        finally:
-            self._running.discard(run_id)
         await self._record_on_manifest(run_id)
 
     async def _run(self, run_id: str) -> None:

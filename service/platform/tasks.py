@@ -26,6 +26,7 @@ class Background:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: set[asyncio.Task] = set()
+        self.driven: set[str] = set()  # the keys of `drive`'s work still running
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop to run on: the app's, when its lifespan starts."""
@@ -49,3 +50,21 @@ class Background:
             create()
         else:
             self.loop.call_soon_threadsafe(create)
+
+    def drive(self, key: str, work: Callable[[], Coroutine]) -> None:
+        """Run `work()` on the loop (from any thread) unless the work under `key` (a run's, a batch's id)
+        still runs there: a second start of the same work is left alone."""
+
+        def begin() -> Coroutine | None:
+            if key in self.driven:
+                return None
+            self.driven.add(key)
+            return self._driven(key, work())
+
+        self.spawn(begin)
+
+    async def _driven(self, key: str, work: Coroutine) -> None:
+        try:
+            await work
+        finally:
+            self.driven.discard(key)

@@ -169,7 +169,7 @@ def test_cancel_stops_at_the_next_batch(tmp_path: Path) -> None:
         # The batch in flight finishes, its items are dropped; no other batch starts, and the run's driver ends.
         runner = client.app.state.services.eval_runs
         deadline = time.monotonic() + 10
-        while runner._running:
+        while runner.background.driven:
             assert time.monotonic() < deadline, "the canceled run is still being driven"
             time.sleep(0.02)
         stopped = client.get(path, headers=auth(ADMIN)).json()
@@ -244,7 +244,7 @@ def test_revoking_the_key_that_started_a_run_stops_it(tmp_path: Path) -> None:
         gate.set()
         services = client.app.state.services
         deadline = time.monotonic() + 10
-        while services.eval_runs._running:  # the revoked key cannot look: the database can
+        while services.eval_runs.background.driven:  # the revoked key cannot look: the database can
             assert time.monotonic() < deadline, "the run is still being driven"
             time.sleep(0.02)
         with services.db.session() as s:
