@@ -155,7 +155,7 @@ def create_app(
         chat=chat_service,
         responses=stored_responses,
         embeddings=embedding_service,
-        batches=BatchService(db, files_service, batch_runner),
+        batches=BatchService(db, files_service, batch_runner, policy),
         evals=eval_service,
         eval_runs=eval_runner,
         jobs=JobService(settings, job_store, files_service, model_registry, eval_service, launcher),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.batches.lines import BatchFileError, parse_requests
 from service.batches.runner import BatchRunner
@@ -15,6 +15,7 @@ from service.platform.db import BatchRow, Database
 from service.platform.db.models import now
 from service.platform.errors import ApiError
 from service.platform.ids import new_id
+from service.platform.quotas import LimitPolicy, check_quota
 from service.protocol.batches import (
     ACTIVE_BATCH,
     BATCH_PURPOSE,
@@ -47,9 +48,15 @@ class BatchService:
     db: Database
     files: FileService
     runner: BatchRunner
+    limits: LimitPolicy
 
     def create(self, tenant: str, key_id: str | None, req: BatchCreate) -> BatchRow:
         """Blocking (reads the input file): call it off the event loop."""
+        with self.db.session() as s:
+            q = select(func.count()).where(BatchRow.tenant_id == tenant, BatchRow.status.in_(ACTIVE_BATCH))
+            active = s.scalar(q) or 0
+        limit = self.limits(tenant).active_batches
+        check_quota("unfinished batches", active, 1, limit, "TUNESERVE_MAX_ACTIVE_BATCHES_PER_TENANT", 60)
         file = self.files.get(tenant, req.input_file_id, "input_file_id", purpose=BATCH_PURPOSE)
         try:
             requests = parse_requests(self.files.read_bytes(file), req.endpoint)

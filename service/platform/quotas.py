@@ -1,8 +1,8 @@
 """Per-tenant limits: the settings' defaults, and the admin's overrides for a tenant (`PUT
 /v1/admin/tenants/{tenant}/limits`). Quotas on what a tenant keeps or runs at once (stored bytes, vector
-stores, evaluation runs in flight, running jobs) are checked where those are made (`check_quota`); rates
-(requests and tokens per minute, open streams) by `platform.limits`. Over one, a 429 in OpenAI's shape that
-names the limit, what is used, and what raises it.
+stores, evaluation runs and batches in flight, running jobs) are checked where those are made
+(`check_quota`); rates (requests and tokens per minute, open streams) by `platform.limits`. Over one, a 429
+in OpenAI's shape that names the limit, what is used, and what raises it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Limits:
     vector_stores: int
     active_eval_runs: int
     running_jobs: int
+    active_batches: int
 
     @classmethod
     def defaults(cls, s: Settings) -> Limits:
@@ -42,6 +43,7 @@ class Limits:
             vector_stores=s.max_vector_stores_per_tenant,
             active_eval_runs=s.max_active_eval_runs_per_tenant,
             running_jobs=s.max_running_jobs_per_tenant,
+            active_batches=s.max_active_batches_per_tenant,
         )
 
     def rates(self) -> Rates:

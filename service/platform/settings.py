@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     max_active_eval_runs_per_tenant: int = Field(
         4, ge=0, description="Evaluation runs a tenant may have queued or running (0: no limit); 429 past it."
     )
+    max_active_batches_per_tenant: int = Field(
+        4, ge=0, description="Batches a tenant may have unfinished (0: no limit); 429 past it."
+    )
     training_capacity_wait_s: float = Field(
         300,
         gt=0,

@@ -72,6 +72,7 @@ class TenantLimitsUpdate(BaseModel):
     vector_stores: int | None = Field(None, ge=0)
     active_eval_runs: int | None = Field(None, ge=0)
     running_jobs: int | None = Field(None, ge=1)
+    active_batches: int | None = Field(None, ge=0)
 
 
 class TenantLimitsObject(BaseModel):

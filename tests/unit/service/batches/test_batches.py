@@ -271,3 +271,17 @@ def test_another_tenants_batch_does_not_exist(tmp_path: Path) -> None:
         body = {"input_file_id": upload["id"], "endpoint": CHAT, "completion_window": "24h"}
         assert_openai_error(client.post("/v1/batches", json=body, headers=other), 404, "file_not_found")
         _ended(client, batch["id"])
+
+
+def test_a_tenant_has_at_most_its_limit_of_unfinished_batches(tmp_path: Path) -> None:
+    engine = AnsweringEngine({DEFAULT_BASE_MODEL}, delay=0.05)
+    app = _app(tmp_path, engine, max_active_batches_per_tenant=1, batch_requests_in_flight=1)
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        upload = _upload(client, [_request(f"r{i}", str(i)) for i in range(PART_SIZE + 1)]).json()
+        first = _batch(client, upload["id"])
+        body = {"input_file_id": upload["id"], "endpoint": CHAT, "completion_window": "24h"}
+        err = assert_openai_error(client.post("/v1/batches", json=body), 429, "quota_exceeded")
+        assert "TUNESERVE_MAX_ACTIVE_BATCHES_PER_TENANT" in err["message"]
+        client.post(f"/v1/batches/{first['id']}/cancel")
+        _ended(client, first["id"])
+        _batch(client, upload["id"])  # the finished one no longer counts
