@@ -11,6 +11,8 @@ from service.platform.json_input import JsonInputError, parse_json
 from service.protocol.batches import BATCH_ENDPOINTS
 
 MAX_REQUESTS = 50_000  # OpenAI's limit of requests in one batch
+# OpenAI's limit of a batch's input file; an unfinished batch holds its requests in the API process.
+MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_CUSTOM_ID = 512
 
 
@@ -21,6 +23,8 @@ class BatchFileError(ValueError):
 def parse_requests(raw: bytes, endpoint: str | None = None) -> list[dict[str, Any]]:
     """The requests of a batch input file, each `{"custom_id", "method": "POST", "url", "body"}`: one url
     for all (`endpoint` when given), custom ids unique, bodies objects, nothing streamed."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise BatchFileError(f"a batch file holds at most {MAX_FILE_BYTES // 2**20} MB; split it")
     requests: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     first_url = None

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from sqlalchemy import func, select
 
-from service.batches.lines import BatchFileError, parse_requests
+from service.batches.lines import MAX_FILE_BYTES, BatchFileError, parse_requests
 from service.batches.runner import BatchRunner
 from service.files.service import FileService
 from service.platform.db import BatchRow, Database
@@ -32,7 +32,7 @@ WINDOWS_S = {"24h": 24 * 3600}
 def validate_batch_file(stream: BinaryIO) -> None:
     """The upload check of purpose `batch`: every line is a request a batch can run (400 naming it)."""
     try:
-        parse_requests(stream.read())
+        parse_requests(stream.read(MAX_FILE_BYTES + 1))
     except BatchFileError as exc:
         raise ApiError(400, f"Invalid batch file: {exc}", param="file", code="invalid_file") from None
 

@@ -20,7 +20,7 @@ def create_batch(body: BatchCreate, services: Svc, principal: CurrentPrincipal) 
     """Every line of the input file is checked first: a line that cannot run (not JSON, a duplicate
     `custom_id`, a `url` other than `endpoint`, a streamed body) is a 400 naming it, and nothing starts. A
     request the endpoint refuses (an unknown model, a bad field) is answered with its error in the error
-    file; the others go on. Up to 50,000 requests; the window is `24h`."""
+    file; the others go on. Up to 50,000 requests and 200 MB; the window is `24h`."""
     row = services.batches.create(principal.tenant, principal.key_id, body)
     return services.batches.to_api(row)
 

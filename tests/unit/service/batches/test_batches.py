@@ -102,6 +102,14 @@ def test_a_bad_line_is_named(line: bytes, reason: str) -> None:
         parse_requests(json.dumps(_request("a", "first")).encode() + b"\n" + line)
 
 
+def test_a_file_over_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = json.dumps(_request("a", "first")).encode() + b"\n"
+    monkeypatch.setattr("service.batches.lines.MAX_FILE_BYTES", len(line))
+    assert len(parse_requests(line)) == 1
+    with pytest.raises(BatchFileError, match="at most"):
+        parse_requests(line + b"\n")
+
+
 def test_a_batch_answers_every_request_into_its_output_and_error_files(tmp_path: Path) -> None:
     engine = AnsweringEngine({DEFAULT_BASE_MODEL})
     with TestClient(_app(tmp_path, engine), headers=auth(ADMIN)) as client:
