@@ -130,7 +130,8 @@ def create_app(
         settings.rate_limit_tokens_per_minute,
         per_tenant=lambda tenant: policy(tenant).rates(),
     )
-    stored_responses = StoredResponses(db, settings.response_retention_days * 86400)
+    stored_responses = StoredResponses(db, files_service, settings.response_retention_days * 86400)
+    files_service.kept_elsewhere = stored_responses.bytes_of
     api_metrics = ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens)
     embedding_service = EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder)
     batch_runner = BatchRunner(

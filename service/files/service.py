@@ -27,7 +27,8 @@ FILES_PREFIX = "files/"
 @dataclass
 class FileService:
     """Uploads up to `max_bytes` each (0: this instance only writes files of the service's own, `create`),
-    and up to each tenant's `storage_bytes` limit in all (`limits`; none without it)."""
+    and up to each tenant's `storage_bytes` limit in all (`limits`; none without it), which also counts what
+    the tenant keeps elsewhere (`kept_elsewhere`: its stored responses)."""
 
     db: Database
     store: ObjectStore
@@ -37,6 +38,8 @@ class FileService:
     # The object keys that unfinished work still reads (fine-tuning: its queued, running and paused jobs'
     # data and images), registered in the composition root: a deleted file's object stays while it is read.
     in_use: Callable[[], set[str]] = field(default=set)
+    # The bytes a tenant keeps outside files that count toward its storage limit (stored responses).
+    kept_elsewhere: Callable[[str], int] = field(default=lambda tenant: 0)
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
         if purpose in self.validators:
@@ -54,16 +57,25 @@ class FileService:
             self.store.delete(key)
             raise too_large(self.max_bytes)
         try:
-            if self.limits is not None:
-                limit = self.limits(tenant).storage_bytes
-                used = self.stored_bytes(tenant)
-                check_quota(
-                    "stored file bytes", used, info.size, limit, "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT"
-                )
+            self.check_room(tenant, info.size)
         except ApiError:
             self.store.delete(key)
             raise
         return self._add(tenant, filename, purpose, file_id, key, info)
+
+    def check_room(self, tenant: str, adding: int) -> None:
+        """The 429 of the tenant's storage limit if `adding` bytes more would pass it."""
+        if self.limits is None:
+            return
+        used = self.stored_bytes(tenant) + self.kept_elsewhere(tenant)
+        limit = self.limits(tenant).storage_bytes
+        check_quota(
+            "stored bytes (files and stored responses)",
+            used,
+            adding,
+            limit,
+            "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT",
+        )
 
     def stored_bytes(self, tenant: str) -> int:
         """The bytes of the tenant's files (not deleted)."""

@@ -4,10 +4,12 @@ conversation), deleted by the tenant or once older than the retention."""
 
 from __future__ import annotations
 
+import json
 import time
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
+from service.files.service import FileService
 from service.platform.db import Database, ResponseRow
 from service.platform.errors import ApiError
 
@@ -16,9 +18,22 @@ MAX_TURNS = 1000
 
 
 class StoredResponses:
-    def __init__(self, db: Database, retention_s: float) -> None:
+    def __init__(self, db: Database, files: FileService, retention_s: float) -> None:
         self.db = db
+        self.files = files  # whose storage limit stored responses count toward
         self.retention_s = retention_s
+
+    def check_room(self, tenant: str, request: dict) -> None:
+        """The 429 of the tenant's storage limit if storing this request's input would pass it (checked
+        before the answer is made)."""
+        self.files.check_room(tenant, size_of(request.get("input")))
+
+    def bytes_of(self, tenant: str) -> int:
+        """What the tenant's stored responses take."""
+        with self.db.session() as s:
+            return int(
+                s.scalar(select(func.sum(ResponseRow.bytes)).where(ResponseRow.tenant_id == tenant)) or 0
+            )
 
     def save(self, tenant: str, response: dict, input_items: list[dict]) -> None:
         row = ResponseRow(
@@ -27,6 +42,7 @@ class StoredResponses:
             previous_response_id=response.get("previous_response_id"),
             response=response,
             input_items=input_items,
+            bytes=size_of(response) + size_of(input_items),
         )
         with self.db.session() as s:
             s.add(row)
@@ -87,3 +103,8 @@ class StoredResponses:
         cutoff = (time.time() if now is None else now) - self.retention_s
         with self.db.session() as s:
             return s.execute(delete(ResponseRow).where(ResponseRow.created_at < cutoff)).rowcount
+
+
+def size_of(value: object) -> int:
+    """The bytes `value` takes as stored JSON."""
+    return len(json.dumps(value, ensure_ascii=False).encode())

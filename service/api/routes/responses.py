@@ -44,6 +44,8 @@ async def create_response(
     tenant = principal.tenant
     history: list[dict] = []
     try:
+        if request.get("store") is not False:  # before the answer is made: it is stored
+            await asyncio.to_thread(services.responses.check_room, tenant, request)
         previous = request.get("previous_response_id")
         if previous is not None:
             history = history_items(await asyncio.to_thread(services.responses.turns, tenant, previous))

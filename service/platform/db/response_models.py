@@ -3,7 +3,7 @@ input items it was given, so that a later request continues it by `previous_resp
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.platform.db.models import Base, now
@@ -19,4 +19,5 @@ class ResponseRow(Base):
     previous_response_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     response: Mapped[dict] = mapped_column(JSON)  # the response object, as it was answered
     input_items: Mapped[list] = mapped_column(JSON)  # this turn's input, as items with ids
+    bytes: Mapped[int] = mapped_column(BigInteger)  # the size of both, counted in the tenant's storage limit
     created_at: Mapped[int] = mapped_column(Integer, default=now, index=True)

@@ -178,3 +178,29 @@ def test_a_function_call_is_answered_in_the_turn_that_continues_it() -> None:
     # An error in a message that came from the stored turns names previous_response_id.
     assert input_param("messages[1].tool_calls[0]", request, history) == "previous_response_id"
     assert input_param("messages[2].content", request, history) == "input[0].content"
+
+
+def test_stored_responses_count_toward_the_tenants_storage_limit(tmp_path: Path) -> None:
+    settings = offline_settings(tmp_path, max_storage_bytes_per_tenant=4000)
+    app = create_app(settings, store=MemoryStore(), engine=EchoEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app) as client:
+        tenant = auth(
+            client.post("/v1/admin/api_keys", json={"tenant": "acme"}, headers=auth(ADMIN)).json()["key"]
+        )
+        body = {"model": DEFAULT_BASE_MODEL, "input": "x" * 1500}
+        assert client.post("/v1/responses", json=body, headers=tenant).status_code == 200
+        err = assert_openai_error(
+            client.post("/v1/responses", json=body, headers=tenant), 429, "quota_exceeded"
+        )
+        assert (
+            "stored responses" in err["message"]
+            and "TUNESERVE_MAX_STORAGE_BYTES_PER_TENANT" in err["message"]
+        )
+        # Nothing stored, nothing refused; and a file that would pass the limit with them is refused too.
+        assert client.post("/v1/responses", json={**body, "store": False}, headers=tenant).status_code == 200
+        upload = client.post(
+            "/v1/files", files={"file": ("a.txt", b"y" * 1500)}, data={"purpose": "user_data"}, headers=tenant
+        )
+        assert_openai_error(upload, 429, "quota_exceeded")
+        # Another tenant's room is its own.
+        assert client.post("/v1/responses", json=body, headers=auth(ADMIN)).status_code == 200
