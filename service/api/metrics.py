@@ -77,17 +77,20 @@ class ApiMetrics:
         if total and rate_limited and self.on_tokens is not None:
             self.on_tokens(tenant, total)
 
-    def observer(self, endpoint: str) -> Callable[[str, str, float, dict | None, ApiError | None], None]:
+    def observer(
+        self, endpoint: str
+    ) -> Callable[[str | None, str, float, dict | None, ApiError | None], None]:
         """What records the requests of background work (a batch's) under `endpoint`: (model, tenant,
-        start, usage, error), outside the tenant's per-minute limits."""
+        start, usage, error), outside the tenant's per-minute limits; a model of None (a request that
+        failed its schema) or not found is counted under UNKNOWN."""
 
         def observe(
-            model: str, tenant: str, start: float, usage: dict | None, error: ApiError | None
+            model: str | None, tenant: str, start: float, usage: dict | None, error: ApiError | None
         ) -> None:
             if error is None:
-                self.record(endpoint, model, tenant, 200, start, usage, rate_limited=False)
+                self.record(endpoint, str(model), tenant, 200, start, usage, rate_limited=False)
             else:
-                label = UNKNOWN if error.code in UNLABELLED else model
+                label = UNKNOWN if model is None or error.code in UNLABELLED else model
                 self.record(endpoint, label, tenant, error.status, start, None, rate_limited=False)
 
         return observe

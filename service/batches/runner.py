@@ -41,8 +41,9 @@ UNANSWERED = {
     "expired": ("batch_expired", "The batch's completion window ended before this request was answered."),
     "failed": ("api_key_revoked", "The API key that created the batch was revoked, or its tenant disabled."),
 }
-# (model, tenant, start, usage, error): what a request cost, for the API's metrics.
-Observer = Callable[[str, str, float, dict | None, ApiError | None], None]
+# (model, tenant, start, usage, error): what a request cost, for the API's metrics; the model is None for a
+# body that failed its schema (no metric series per made-up model name).
+Observer = Callable[[str | None, str, float, dict | None, ApiError | None], None]
 
 
 def parts_prefix(batch_id: str) -> str:
@@ -129,7 +130,7 @@ class BatchRunner:
     async def _call(self, tenant: str, endpoint: str, body: dict) -> tuple[int, dict]:
         """The endpoint's answer to one request: (status code, body), an error in OpenAI's shape."""
         start, error, result = time.perf_counter(), None, None
-        model = str(body.get("model"))
+        model: str | None = str(body.get("model"))
         try:
             if endpoint == "/v1/embeddings":
                 embed = EmbeddingCreate.model_validate(body)
@@ -141,7 +142,7 @@ class BatchRunner:
                 retrieval = request.retrieval if isinstance(request, ChatCompletionCreate) else None
                 result = await self.chat.generate(kind, payload, tenant, retrieval)
         except ValidationError as exc:
-            error = schema_error(exc.errors())
+            error, model = schema_error(exc.errors()), None
         except ApiError as exc:
             error = exc
         except Exception as exc:  # the engine failed this request: the batch goes on

@@ -135,6 +135,11 @@ def test_a_batch_answers_every_request_into_its_output_and_error_files(tmp_path:
         assert errors["unknown"]["status_code"] == 404
         assert errors["unknown"]["body"]["error"]["code"] == "model_not_found"
         assert errors["bad"]["status_code"] == 400 and errors["bad"]["body"]["error"]["param"] == "messages"
+        # Counted in /metrics, a made-up model or a body that failed its schema under "-".
+        metrics = client.get("/metrics").text
+        for model, status, n in ((DEFAULT_BASE_MODEL, 200, 3), ("-", 404, 1), ("-", 400, 1)):
+            series = f'tuneserve_requests_total{{endpoint="batch",model="{model}",status="{status}"'
+            assert f'{series},tenant="{ADMIN_TENANT}"}} {n}.0' in metrics, metrics
         files = client.get("/v1/files", params={"purpose": "batch_output"}).json()["data"]
         assert {f["id"] for f in files} == {batch["output_file_id"], batch["error_file_id"]}
         listed = client.get("/v1/batches").json()
