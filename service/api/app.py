@@ -48,6 +48,7 @@ from service.fine_tuning.store import JobStore
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
 from service.inference.engine import InferenceEngine
+from service.inference.responses import ResponsesService
 from service.inference.stored_responses import StoredResponses
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry
@@ -134,6 +135,7 @@ def create_app(
     files_service.kept_elsewhere = stored_responses.bytes_of
     api_metrics = ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens)
     embedding_service = EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder)
+    responses_service = ResponsesService(stored_responses)
     batch_runner = BatchRunner(
         db,
         store,
@@ -141,6 +143,7 @@ def create_app(
         keys,
         chat_service,
         embedding_service,
+        responses_service,
         background,
         settings.batch_requests_in_flight,
         observe=api_metrics.observer("batch"),
@@ -154,7 +157,7 @@ def create_app(
         models=model_registry,
         vector_stores=stores,
         chat=chat_service,
-        responses=stored_responses,
+        responses=responses_service,
         embeddings=embedding_service,
         batches=BatchService(db, files_service, batch_runner, policy),
         evals=eval_service,

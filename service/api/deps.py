@@ -18,7 +18,7 @@ from service.fine_tuning.launcher import Launcher
 from service.fine_tuning.service import JobService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
-from service.inference.stored_responses import StoredResponses
+from service.inference.responses import ResponsesService
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
@@ -47,7 +47,7 @@ class Services:
     models: ModelRegistry
     vector_stores: VectorStores
     chat: ChatService
-    responses: StoredResponses
+    responses: ResponsesService
     batches: BatchService
     embeddings: EmbeddingService
     evals: EvalService

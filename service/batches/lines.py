@@ -104,9 +104,9 @@ def usage_of(lines: list[dict]) -> dict[str, int]:
     for line in lines:
         if not succeeded(line):
             continue
-        usage = line["response"]["body"].get("usage") or {}
-        prompt += usage.get("prompt_tokens") or 0
-        completion += usage.get("completion_tokens") or 0
+        usage = line["response"]["body"].get("usage") or {}  # chat's names, or the Responses API's
+        prompt += usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+        completion += usage.get("completion_tokens") or usage.get("output_tokens") or 0
     return {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
 
 

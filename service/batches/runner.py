@@ -21,6 +21,8 @@ from service.batches.lines import answered, jsonl, parse_requests, succeeded, un
 from service.files.service import FileService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
+from service.inference.engine import Endpoint
+from service.inference.responses import ResponsesService
 from service.platform.auth import KeyStore
 from service.platform.db import BatchRow, Database
 from service.platform.db.models import now
@@ -32,6 +34,8 @@ from service.platform.tasks import Background
 from service.protocol.batches import ACTIVE_BATCH, BATCH_OUTPUT_PURPOSE
 from service.protocol.chat import ChatCompletionCreate, CompletionCreate
 from service.protocol.embeddings import EmbeddingCreate
+from service.protocol.response_output import ItemIds, from_chat
+from service.protocol.responses import ResponseCreate
 
 log = logging.getLogger(__name__)
 PART_SIZE = 64  # requests answered between two writes (and two looks at whether the batch goes on)
@@ -58,6 +62,7 @@ class BatchRunner:
     keys: KeyStore
     chat: ChatService
     embeddings: EmbeddingService
+    responses: ResponsesService
     background: Background
     in_flight: int
     observe: Observer | None = None
@@ -129,18 +134,24 @@ class BatchRunner:
 
     async def _call(self, tenant: str, endpoint: str, body: dict) -> tuple[int, dict]:
         """The endpoint's answer to one request: (status code, body), an error in OpenAI's shape."""
-        start, error, result = time.perf_counter(), None, None
+        start, error, result, usage = time.perf_counter(), None, None, None
         model: str | None = str(body.get("model"))
         try:
             if endpoint == "/v1/embeddings":
                 embed = EmbeddingCreate.model_validate(body)
                 result = (await asyncio.to_thread(self.embeddings.create, embed)).model_dump()
+            elif endpoint == "/v1/responses":
+                request = ResponseCreate.model_validate(body).model_dump(exclude_unset=True)
+                prepared = await asyncio.to_thread(self.responses.prepare, tenant, request)
+                with self.responses.renamed(prepared):
+                    chat = await self._chat("chat", prepared.chat, tenant)
+                result = from_chat(request, chat, prepared.id, ItemIds(prepared.id))
+                await asyncio.to_thread(self.responses.keep, tenant, prepared, result)
+                usage = chat.get("usage")
             else:
                 kind = "chat" if endpoint == "/v1/chat/completions" else "completions"
                 request = (ChatCompletionCreate if kind == "chat" else CompletionCreate).model_validate(body)
-                payload = request.model_dump(exclude_unset=True, exclude={"retrieval"})
-                retrieval = request.retrieval if isinstance(request, ChatCompletionCreate) else None
-                result = await self.chat.generate(kind, payload, tenant, retrieval)
+                result = await self._chat(kind, request, tenant)
         except ValidationError as exc:
             error, model = schema_error(exc.errors()), None
         except ApiError as exc:
@@ -149,8 +160,16 @@ class BatchRunner:
             log.warning("a batch request failed", exc_info=True)
             error = ApiError(500, f"The request failed: {root_cause(exc)}", code="internal_error")
         if self.observe is not None:
-            self.observe(model, tenant, start, None if result is None else result.get("usage"), error)
+            usage = usage or (None if result is None else result.get("usage"))
+            self.observe(model, tenant, start, usage, error)
         return (200, result) if error is None else (error.status, error.body())
+
+    async def _chat(
+        self, kind: Endpoint, request: ChatCompletionCreate | CompletionCreate, tenant: str
+    ) -> dict:
+        payload = request.model_dump(exclude_unset=True, exclude={"retrieval"})
+        retrieval = request.retrieval if isinstance(request, ChatCompletionCreate) else None
+        return await self.chat.generate(kind, payload, tenant, retrieval)
 
     def _store_part(self, batch_id: str, lines: list[dict]) -> None:
         """Write a part's answers, then count them (a crash between re-answers nothing: the part is read

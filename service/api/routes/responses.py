@@ -10,21 +10,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
 from service.api.deps import CurrentPrincipal, Svc
 from service.api.routes.chat import generate
-from service.platform.errors import ApiError, schema_error
-from service.platform.ids import new_id
-from service.protocol.chat import ChatCompletionCreate
 from service.protocol.response_output import ItemIds, ResponseStream, from_chat
 from service.protocol.responses import (
     ResponseCreate,
-    ResponsesInputError,
-    history_items,
-    input_items,
-    input_param,
-    to_chat,
 )
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -40,41 +31,21 @@ async def create_response(
     stored (unless `store: false`) before its last event is sent: `previous_response_id` continues it, and
     it can be read back and deleted."""
     request = body.model_dump(exclude_unset=True)
-    response_id = new_id("resp_")
     tenant = principal.tenant
-    history: list[dict] = []
-    try:
-        if request.get("store") is not False:  # before the answer is made: it is stored
-            await asyncio.to_thread(services.responses.check_room, tenant, request)
-        previous = request.get("previous_response_id")
-        if previous is not None:
-            history = history_items(await asyncio.to_thread(services.responses.turns, tenant, previous))
-        try:
-            chat = ChatCompletionCreate.model_validate(to_chat(request, history))
-        except ResponsesInputError as exc:
-            raise ApiError(400, str(exc), param=exc.param) from None
-        except ValidationError as exc:  # the chat request's schema, as the chat route answers it
-            raise schema_error(exc.errors()) from None
+    prepared = await asyncio.to_thread(services.responses.prepare, tenant, request)
+    with services.responses.renamed(prepared):
         result, headers = await generate(
-            "chat", chat, services, principal, label="responses", keep_usage=True
+            "chat", prepared.chat, services, principal, label="responses", keep_usage=True
         )
-    except ApiError as err:  # the chat path names its own fields: name the request's
-        param = input_param(err.param, request, history)
-        if err.param is not None and param != err.param:
-            err.message = err.message.replace(err.param, param)
-            err.param = param
-        raise
 
     async def keep(response: dict) -> None:
-        if request.get("store") is not False:
-            items = input_items(request, lambda: new_id("msg_"))
-            await asyncio.to_thread(services.responses.save, tenant, response, items)
+        await asyncio.to_thread(services.responses.keep, tenant, prepared, response)
 
     if isinstance(result, dict):
-        response = from_chat(request, result, response_id, ItemIds(response_id))
+        response = from_chat(request, result, prepared.id, ItemIds(prepared.id))
         await keep(response)
         return JSONResponse(response, headers=headers)
-    events = _events(result, ResponseStream(request, response_id), keep)
+    events = _events(result, ResponseStream(request, prepared.id), keep)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
     )
@@ -83,13 +54,13 @@ async def create_response(
 @router.get("/responses/{response_id}", summary="Retrieve a stored response")
 def retrieve_response(response_id: ResponseId, services: Svc, principal: CurrentPrincipal) -> dict[str, Any]:
     """A response as it was answered, with its output and usage."""
-    return services.responses.get(principal.tenant, response_id)
+    return services.responses.stored.get(principal.tenant, response_id)
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored response")
 def delete_response(response_id: ResponseId, services: Svc, principal: CurrentPrincipal) -> dict[str, Any]:
     """Deletes the response and its input; a conversation that continued it stops before it."""
-    services.responses.delete(principal.tenant, response_id)
+    services.responses.stored.delete(principal.tenant, response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
@@ -104,7 +75,7 @@ def list_input_items(
 ) -> dict[str, Any]:
     """The items the response was given in `input` (not those of the responses it continued), each with an
     id, newest first unless `order=asc`."""
-    items, more = services.responses.input_items(principal.tenant, response_id, after, limit, order)
+    items, more = services.responses.stored.input_items(principal.tenant, response_id, after, limit, order)
     return {
         "object": "list",
         "data": items,

@@ -298,3 +298,58 @@ def test_a_tenant_has_at_most_its_limit_of_unfinished_batches(tmp_path: Path) ->
         client.post(f"/v1/batches/{first['id']}/cancel")
         _ended(client, first["id"])
         _batch(client, upload["id"])  # the finished one no longer counts
+
+
+def test_a_batch_of_responses_requests_continues_and_stores_them(tmp_path: Path) -> None:
+    engine = AnsweringEngine({DEFAULT_BASE_MODEL})
+    with TestClient(_app(tmp_path, engine), headers=auth(ADMIN)) as client:
+        earlier = client.post("/v1/responses", json={"model": DEFAULT_BASE_MODEL, "input": "My name is Ada."})
+        lines = [
+            {
+                "custom_id": "next",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {
+                    "model": DEFAULT_BASE_MODEL,
+                    "input": "Who am I?",
+                    "previous_response_id": earlier.json()["id"],
+                },
+            },
+            {
+                "custom_id": "unstored",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": DEFAULT_BASE_MODEL, "input": "Hi", "store": False},
+            },
+            {
+                "custom_id": "gone",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": DEFAULT_BASE_MODEL, "input": "Hi", "previous_response_id": "resp_gone"},
+            },
+        ]
+        upload = _upload(client, lines).json()
+        created = _batch(client, upload["id"], endpoint="/v1/responses")
+        batch = _ended(client, created["id"])
+        assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+        assert batch["usage"] == {"input_tokens": 10, "output_tokens": 6, "total_tokens": 16}
+        output = {
+            line["custom_id"]: line["response"]["body"] for line in _lines(client, batch["output_file_id"])
+        }
+        answer = output["next"]
+        assert (
+            answer["object"] == "response" and answer["output"][0]["content"][0]["text"] == "echo: Who am I?"
+        )
+        (continued,) = [
+            c[2]["messages"] for c in engine.calls if c[2]["messages"][-1]["content"] == "Who am I?"
+        ]
+        assert [m["content"] for m in continued] == [
+            "My name is Ada.",
+            "echo: My name is Ada.",
+            "Who am I?",
+        ]
+        assert client.get(f"/v1/responses/{answer['id']}").json() == answer  # stored, as over HTTP
+        assert_openai_error(client.get(f"/v1/responses/{output['unstored']['id']}"), 404)
+        (gone,) = _lines(client, batch["error_file_id"])
+        assert gone["response"]["status_code"] == 404
+        assert gone["response"]["body"]["error"]["param"] == "previous_response_id"

@@ -160,7 +160,7 @@ def test_another_tenants_response_does_not_exist(stack) -> None:
 def test_responses_past_their_retention_are_deleted(stack) -> None:
     client, _ = stack
     made = _create(client, input="Hi")
-    responses = client.app.state.services.responses
+    responses = client.app.state.services.responses.stored
     assert responses.expire() == 0 and responses.expire(now=time.time() + 29 * 86400) == 0
     assert responses.expire(now=time.time() + 31 * 86400) == 1
     assert_openai_error(client.get(f"/v1/responses/{made['id']}"), 404, "response_not_found")
