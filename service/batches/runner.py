@@ -39,6 +39,9 @@ from service.protocol.responses import ResponseCreate
 
 log = logging.getLogger(__name__)
 PART_SIZE = 64  # requests answered between two writes (and two looks at whether the batch goes on)
+# A request the engine has no room for (a 503, as the official clients retry it) is asked again after these
+# pauses, its slot given back meanwhile; only then is the 503 its answer.
+RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 # Why requests were left unanswered, by how the batch ended.
 UNANSWERED = {
     "cancelled": ("batch_cancelled", "The batch was cancelled before this request was answered."),
@@ -128,8 +131,12 @@ class BatchRunner:
             return time.time() > row.expires_at or not self.keys.key_valid(row.created_by_key)
 
     async def _answer(self, tenant: str, endpoint: str, request: dict) -> dict:
-        async with self._share.slot(tenant):
-            status, body = await self._call(tenant, endpoint, request["body"])
+        for delay in (*RETRY_DELAYS_S, None):
+            async with self._share.slot(tenant):
+                status, body = await self._call(tenant, endpoint, request["body"])
+            if status != 503 or delay is None:
+                break
+            await asyncio.sleep(delay)
         return answered(request["custom_id"], status, body, new_id)
 
     async def _call(self, tenant: str, endpoint: str, body: dict) -> tuple[int, dict]:

@@ -23,6 +23,7 @@ from service.batches.runner import PART_SIZE, parts_prefix
 from service.models.registry import ResolvedModel
 from service.platform.auth import ADMIN_TENANT
 from service.platform.db import BatchRow, Database
+from service.platform.errors import ApiError
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.helpers import ADMIN, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
 
@@ -353,3 +354,29 @@ def test_a_batch_of_responses_requests_continues_and_stores_them(tmp_path: Path)
         (gone,) = _lines(client, batch["error_file_id"])
         assert gone["response"]["status_code"] == 404
         assert gone["response"]["body"]["error"]["param"] == "previous_response_id"
+
+
+class BusyEngine(AnsweringEngine):
+    """Has no room (a 503, as a full engine queue answers) for the first `busy` requests it is asked."""
+
+    def __init__(self, served: set[str], busy: int) -> None:
+        super().__init__(served)
+        self.busy = busy
+
+    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        if self.busy > 0:
+            self.busy -= 1
+            raise ApiError(503, "The engine's queue is full; retry shortly.", code="engine_overloaded")
+        return await super().generate(endpoint, model, body)
+
+
+def test_a_request_the_engine_has_no_room_for_is_asked_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("service.batches.runner.RETRY_DELAYS_S", (0.01, 0.01))
+    engine = BusyEngine({DEFAULT_BASE_MODEL}, busy=2)
+    with TestClient(_app(tmp_path, engine, batch_requests_in_flight=1), headers=auth(ADMIN)) as client:
+        batch = _ended(client, _batch(client, _upload(client, [_request("a", "x")]).json()["id"])["id"])
+        assert batch["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+        engine.busy = 3  # past the retries: the 503 is the answer
+        batch = _ended(client, _batch(client, _upload(client, [_request("b", "x")]).json()["id"])["id"])
+        (line,) = _lines(client, batch["error_file_id"])
+        assert line["response"]["status_code"] == 503 and engine.busy == 0
