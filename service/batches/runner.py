@@ -94,17 +94,41 @@ class BatchRunner:
             await asyncio.to_thread(self._fail, batch_id, error)
 
     async def _run(self, batch_id: str) -> None:
+        """Answer the batch's requests with up to PART_SIZE of them started and not yet stored (each waits
+        for a slot of the shared pool), storing each PART_SIZE answers as they complete: a slot freed by a
+        short answer takes the next request at once, instead of waiting for a part's longest one. Whether
+        the batch goes on is looked at before each PART_SIZE requests are started."""
         begun = await asyncio.to_thread(self._begin, batch_id)
         if begun is None:
             return
         tenant, endpoint, todo = begun
-        for i in range(0, len(todo), PART_SIZE):
-            if await asyncio.to_thread(self._stopping, batch_id):
-                break
-            part = todo[i : i + PART_SIZE]
-            lines = await asyncio.gather(*(self._answer(tenant, endpoint, request) for request in part))
-            await asyncio.to_thread(self._store_part, batch_id, list(lines))
+        pending: set[asyncio.Task] = set()
+        finished: list[dict] = []
+        try:
+            for i, request in enumerate(todo):
+                if i % PART_SIZE == 0 and await asyncio.to_thread(self._stopping, batch_id):
+                    break
+                while len(pending) >= PART_SIZE:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    finished += [task.result() for task in done]
+                    finished = await self._store_full_parts(batch_id, finished)
+                pending.add(asyncio.create_task(self._answer(tenant, endpoint, request)))
+            if pending:
+                finished += await asyncio.gather(*pending)
+            finished = await self._store_full_parts(batch_id, finished)
+            if finished:
+                await asyncio.to_thread(self._store_part, batch_id, finished)
+        finally:
+            for task in pending:
+                task.cancel()
         await asyncio.to_thread(self._finalize, batch_id)
+
+    async def _store_full_parts(self, batch_id: str, finished: list[dict]) -> list[dict]:
+        """Store the answers in parts of PART_SIZE; those left over."""
+        while len(finished) >= PART_SIZE:
+            await asyncio.to_thread(self._store_part, batch_id, finished[:PART_SIZE])
+            finished = finished[PART_SIZE:]
+        return finished
 
     def _begin(self, batch_id: str) -> tuple[str, str, list[dict]] | None:
         """Mark the batch in progress; its requests without an answer yet."""

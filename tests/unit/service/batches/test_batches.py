@@ -380,3 +380,30 @@ def test_a_request_the_engine_has_no_room_for_is_asked_again(tmp_path: Path, mon
         batch = _ended(client, _batch(client, _upload(client, [_request("b", "x")]).json()["id"])["id"])
         (line,) = _lines(client, batch["error_file_id"])
         assert line["response"]["status_code"] == 503 and engine.busy == 0
+
+
+class SlowFirstEngine(AnsweringEngine):
+    """Takes a second over the chat whose message is "slow", no time over the others; notes when each
+    chat started and ended."""
+
+    def __init__(self, served: set[str]) -> None:
+        super().__init__(served)
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        text, start = body["messages"][-1]["content"], time.monotonic()
+        await asyncio.sleep(1.0 if text == "slow" else 0.0)
+        answer = await super().generate(endpoint, model, body)
+        self.spans[text] = (start, time.monotonic())
+        return answer
+
+
+def test_a_long_request_does_not_hold_back_the_requests_after_its_part(tmp_path: Path) -> None:
+    engine = SlowFirstEngine({DEFAULT_BASE_MODEL})
+    with TestClient(_app(tmp_path, engine, batch_requests_in_flight=2), headers=auth(ADMIN)) as client:
+        requests = [_request("r0", "slow")] + [_request(f"r{i}", str(i)) for i in range(1, PART_SIZE + 16)]
+        batch = _ended(client, _batch(client, _upload(client, requests).json()["id"])["id"])
+        assert batch["request_counts"]["completed"] == PART_SIZE + 16
+        # Requests of the next part took the free slot while the long one of the first part still ran.
+        slow_end = engine.spans["slow"][1]
+        assert engine.spans[str(PART_SIZE + 8)][0] < slow_end, "the next part waited for the long request"
