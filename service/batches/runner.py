@@ -1,9 +1,10 @@
 """Running batches in the API process: a batch's requests are answered through the same services as the
 HTTP routes (models, adapters, images, tools, retrieval and the engine; not the per-minute rate limits,
 which are for interactive traffic), a few at a time over all batches with tenants taking turns
-(`TUNESERVE_BATCH_REQUESTS_IN_FLIGHT`). Answers are written in parts as they come, so a batch resumes
-after a restart with the requests it has no answer for; cancelling, expiry and a revoked key stop it at its
-next part. When it ends, its parts become an output file (2xx answers) and an error file (the rest)."""
+(`TUNESERVE_BATCH_REQUESTS_IN_FLIGHT`). Answers are written in parts as they complete, so a batch resumes
+after a restart with the requests it has no answer for; cancelling, expiry and a revoked key stop it
+before its next PART_SIZE requests start. When it ends, its parts become an output file (2xx answers) and
+an error file (the rest)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from service.protocol.response_output import ItemIds, from_chat
 from service.protocol.responses import ResponseCreate
 
 log = logging.getLogger(__name__)
-PART_SIZE = 64  # requests answered between two writes (and two looks at whether the batch goes on)
+PART_SIZE = 64  # answers a write holds; requests started between two looks at whether the batch goes on
 # A request the engine has no room for (a 503, as the official clients retry it) is asked again after these
 # pauses, its slot given back meanwhile; only then is the 503 its answer.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -146,8 +147,8 @@ class BatchRunner:
         return tenant, endpoint, [r for r in requests if r["custom_id"] not in done]
 
     def _stopping(self, batch_id: str) -> bool:
-        """Whether the batch stops before its next part: cancelled, deleted, past its window, or its key
-        revoked."""
+        """Whether the batch stops before its next requests start: cancelled, deleted, past its window, or
+        its key revoked."""
         with self.db.session() as s:
             row = s.get(BatchRow, batch_id)
             if row is None or row.status != "in_progress":

@@ -92,7 +92,7 @@ class BatchService:
         return self.db.page(select(BatchRow).where(BatchRow.tenant_id == tenant), after, limit, True)
 
     def cancel(self, tenant: str, batch_id: str) -> BatchRow:
-        """A running batch stops at its next part, keeping what it answered (`cancelling`, then
+        """A running batch stops before its next requests start, keeping what it answered (`cancelling`, then
         `cancelled`); a finished one is a 409."""
         self.get(tenant, batch_id)
         with self.db.session() as s:

@@ -45,7 +45,7 @@ def retrieve_batch(batch_id: BatchId, services: Svc, principal: CurrentPrincipal
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject, summary="Cancel a batch")
 def cancel_batch(batch_id: BatchId, services: Svc, principal: CurrentPrincipal) -> BatchObject:
-    """The batch stops within a part of its requests (`cancelling`), then ends `cancelled` with the
+    """The batch starts no more requests (`cancelling`), then ends `cancelled` with the
     answers it has in its output file and the requests it did not answer in its error file. A batch that
     has ended is a 409."""
     return services.batches.to_api(services.batches.cancel(principal.tenant, batch_id))
