@@ -89,9 +89,8 @@ class ApiMetrics:
         ) -> None:
             if error is None:
                 self.record(endpoint, str(model), tenant, 200, start, usage, rate_limited=False)
-            else:
-                label = UNKNOWN if model is None or error.code in UNLABELLED else model
-                self.record(endpoint, label, tenant, error.status, start, None, rate_limited=False)
+            else:  # no tokens to count against a limit
+                self.failed(endpoint, UNKNOWN if model is None else model, tenant, error, start)
 
         return observe
 
