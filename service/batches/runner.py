@@ -22,7 +22,6 @@ from service.batches.lines import answered, jsonl, parse_requests, succeeded, un
 from service.files.service import FileService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
-from service.inference.engine import Endpoint
 from service.inference.responses import ResponsesService
 from service.platform.auth import KeyStore
 from service.platform.db import BatchRow, Database
@@ -175,15 +174,17 @@ class BatchRunner:
             elif endpoint == "/v1/responses":
                 request = ResponseCreate.model_validate(body).model_dump(exclude_unset=True)
                 prepared = await asyncio.to_thread(self.responses.prepare, tenant, request)
+                payload, retrieval = prepared.chat.for_engine()
                 with self.responses.renamed(prepared):
-                    chat = await self._chat("chat", prepared.chat, tenant)
+                    chat = await self.chat.generate("chat", payload, tenant, retrieval)
                 result = from_chat(request, chat, prepared.id, ItemIds(prepared.id))
                 await asyncio.to_thread(self.responses.keep, tenant, prepared, result)
                 usage = chat.get("usage")
             else:
                 kind = "chat" if endpoint == "/v1/chat/completions" else "completions"
                 request = (ChatCompletionCreate if kind == "chat" else CompletionCreate).model_validate(body)
-                result = await self._chat(kind, request, tenant)
+                payload, retrieval = request.for_engine()
+                result = await self.chat.generate(kind, payload, tenant, retrieval)
         except ValidationError as exc:
             error, model = schema_error(exc.errors()), None
         except ApiError as exc:
@@ -195,13 +196,6 @@ class BatchRunner:
             usage = usage or (None if result is None else result.get("usage"))
             self.observe(model, tenant, start, usage, error)
         return (200, result) if error is None else (error.status, error.body())
-
-    async def _chat(
-        self, kind: Endpoint, request: ChatCompletionCreate | CompletionCreate, tenant: str
-    ) -> dict:
-        payload = request.model_dump(exclude_unset=True, exclude={"retrieval"})
-        retrieval = request.retrieval if isinstance(request, ChatCompletionCreate) else None
-        return await self.chat.generate(kind, payload, tenant, retrieval)
 
     def _store_part(self, batch_id: str, lines: list[dict]) -> None:
         """Write a part's answers, then count them (a crash between re-answers nothing: the part is read

@@ -38,6 +38,11 @@ class SamplingFields(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
 
+    def for_engine(self) -> tuple[dict, RetrievalOptions | None]:
+        """The body the engine gets (the fields the caller set, less the service's own `retrieval`), and
+        the retrieval to do before it (a chat's, if asked)."""
+        return self.model_dump(exclude_unset=True, exclude={"retrieval"}), getattr(self, "retrieval", None)
+
 
 class ChatCompletionCreate(SamplingFields):
     messages: list[dict[str, Any]] = Field(min_length=1, description="OpenAI chat messages.")

@@ -65,13 +65,12 @@ async def generate(
     start = time.perf_counter()
     tenant = principal.tenant
     label = label or endpoint
-    payload = body.model_dump(exclude_unset=True, exclude={"retrieval"})
+    payload, retrieval = body.for_engine()
     if keep_usage is None:
         keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
     if body.stream:
         # Always ask for the usage chunk, to count the tokens; the client gets it only if it asked.
         payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
-    retrieval = body.retrieval if isinstance(body, ChatCompletionCreate) else None
     model = body.model
     try:
         admission = await asyncio.to_thread(  # the tenant's limits may be read from the database
