@@ -253,9 +253,10 @@ class BatchRunner:
         errors = [line for line in lines if not succeeded(line)]
         made = {}
         for name, part in (("output", output), ("error", errors)):
-            if part:
-                file = self.files.create(
-                    tenant, f"{batch_id}_{name}.jsonl", BATCH_OUTPUT_PURPOSE, jsonl(part), "application/jsonl"
+            if part:  # a file made before a crash is not made again
+                filename = f"{batch_id}_{name}.jsonl"
+                file = self.files.made(tenant, filename, BATCH_OUTPUT_PURPOSE) or self.files.create(
+                    tenant, filename, BATCH_OUTPUT_PURPOSE, jsonl(part), "application/jsonl"
                 )
                 made[name] = file.id
         with self.db.session() as s:

@@ -92,6 +92,18 @@ class FileService:
             tenant, filename, purpose, file_id, key, self.store.put_bytes(key, data, content_type)
         )
 
+    def made(self, tenant: str, filename: str, purpose: str) -> FileRow | None:
+        """The file of this name and purpose the service already wrote for the tenant, if any: work that
+        resumes after a crash finds the file it made before, instead of making it twice."""
+        q = select(FileRow).where(
+            FileRow.tenant_id == tenant,
+            FileRow.filename == filename,
+            FileRow.purpose == purpose,
+            FileRow.deleted_at.is_(None),
+        )
+        with self.db.session() as s:
+            return s.scalars(q.limit(1)).first()
+
     def get(self, tenant: str, file_id: str, param: str = "file_id", purpose: str | None = None) -> FileRow:
         """The tenant's file, or 404 (another tenant's file does not exist for this one); with `purpose`, a
         file of another purpose is a 400 saying which it needs."""

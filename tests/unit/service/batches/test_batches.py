@@ -274,6 +274,52 @@ def test_a_batch_resumes_after_a_restart_without_answering_twice(tmp_path: Path)
         assert store.list(parts_prefix("batch_crashed")) == []
 
 
+def test_a_batch_cut_off_while_making_its_files_makes_each_once(tmp_path: Path) -> None:
+    store = MemoryStore()
+    with TestClient(
+        _app(tmp_path, AnsweringEngine({DEFAULT_BASE_MODEL}), store), headers=auth(ADMIN)
+    ) as client:
+        upload = _upload(client, [_request("r0", "0"), _request("r1", "1")]).json()
+        files = client.app.state.services.files
+        key = files.get(ADMIN_TENANT, upload["id"]).key
+        # As a crash leaves it: finalizing, both answered (one refused), its output file made, no error file.
+        ok = {"id": "batch_req_1", "custom_id": "r0", "error": None}
+        ok["response"] = {"status_code": 200, "request_id": "req_1", "body": {"answered": "yes"}}
+        refused = {"id": "batch_req_2", "custom_id": "r1", "error": None}
+        refused["response"] = {"status_code": 400, "request_id": "req_2", "body": {"error": {"code": "x"}}}
+        made = files.create(
+            ADMIN_TENANT, "batch_cut_output.jsonl", "batch_output", jsonl([ok]), "application/jsonl"
+        )
+    db = Database(offline_settings(tmp_path).resolved_database_url)
+    with db.session() as s:
+        s.add(
+            BatchRow(
+                id="batch_cut",
+                tenant_id=ADMIN_TENANT,
+                endpoint=CHAT,
+                input_file_id=upload["id"],
+                input_key=key,
+                completion_window="24h",
+                status="finalizing",
+                request_counts={"total": 2, "completed": 1, "failed": 1},
+                usage={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                parts=1,
+                expires_at=int(time.time()) + 3600,
+            )
+        )
+    store.put_bytes(f"{parts_prefix('batch_cut')}part-000000.jsonl", jsonl([ok, refused]))
+    with TestClient(
+        _app(tmp_path, AnsweringEngine({DEFAULT_BASE_MODEL}), store), headers=auth(ADMIN)
+    ) as client:
+        batch = _ended(client, "batch_cut")
+        assert batch["status"] == "completed" and batch["output_file_id"] == made.id
+        assert [line["custom_id"] for line in _lines(client, batch["error_file_id"])] == ["r1"]
+        names = [
+            f["filename"] for f in client.get("/v1/files", params={"purpose": "batch_output"}).json()["data"]
+        ]
+        assert sorted(names) == ["batch_cut_error.jsonl", "batch_cut_output.jsonl"]
+
+
 def test_another_tenants_batch_does_not_exist(tmp_path: Path) -> None:
     with TestClient(_app(tmp_path, AnsweringEngine({DEFAULT_BASE_MODEL})), headers=auth(ADMIN)) as client:
         upload = _upload(client, [_request("a", "x")]).json()
