@@ -63,7 +63,8 @@ def register(actions: argparse._SubParsersAction) -> None:
 
 def _list(api: ApiClient, args: argparse.Namespace) -> int:
     models = api.call("GET", "/v1/models")["data"]
-    return print_json([{k: m.get(k) for k in ("id", "parent", "owned_by", "modalities")} for m in models])
+    fields = ("id", "type", "parent", "owned_by", "modalities")
+    return print_json([{k: m.get(k) for k in fields} for m in models])
 
 
 def _show(api: ApiClient, args: argparse.Namespace) -> int:

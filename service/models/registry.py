@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 
 from evals.summary import criterion_results
+from rag.embedder import default_model_path, model_name
 from service.models.adapters import CONFIG_FILE as ADAPTER_CONFIG
 from service.models.adapters import AdapterChecker, AdapterError, check_adapter_folder
 from service.models.archives import ADAPTER_FILES, check_fits_base, pack_adapter, pack_folder
@@ -62,12 +63,20 @@ class ModelRegistry:
         resolving a path costs a system call per path component."""
         return self.settings.resolved_base_models
 
+    @cached_property
+    def embedder(self) -> Model:
+        """The vector stores' embedder, which /v1/embeddings serves."""
+        path = self.settings.embedding_model or default_model_path()
+        name = model_name(self.settings.embedding_model)
+        return Model(id=name, created=_created(path), owned_by="tuneserve", root=name, type="embeddings")
+
     def list(self, tenant: str) -> list[Model]:
+        """Base models, the embedder, then the tenant's fine-tuned models."""
         bases = self.bases
         models = [
             Model(
                 id=name,
-                created=int(path.stat().st_mtime) if path.exists() else 0,
+                created=_created(path),
                 owned_by="tuneserve",
                 root=name,
                 modalities=self.modalities(name),
@@ -75,17 +84,21 @@ class ModelRegistry:
             for name, path in bases.items()
         ]
         rows, _ = self.db.page(select(FineTunedModelRow).where(FineTunedModelRow.tenant_id == tenant))
-        return models + [
-            Model(
-                id=r.id,
-                created=r.created_at,
-                owned_by=tenant,
-                root=r.base_model,
-                parent=r.parent or r.base_model,
-                modalities=self.modalities(r.base_model),
-            )
-            for r in rows
-        ]
+        return (
+            models
+            + [self.embedder]
+            + [
+                Model(
+                    id=r.id,
+                    created=r.created_at,
+                    owned_by=tenant,
+                    root=r.base_model,
+                    parent=r.parent or r.base_model,
+                    modalities=self.modalities(r.base_model),
+                )
+                for r in rows
+            ]
+        )
 
     def renders_tools(self, base_model: str) -> bool:
         """Whether the base model's chat template presents tools itself (else the service writes them as
@@ -101,6 +114,8 @@ class ModelRegistry:
     def get(self, tenant: str, model: str) -> Model:
         """One model the tenant may use (404 otherwise), with its lineage; checkpoints too, which `list`
         leaves out."""
+        if model == self.embedder.id:
+            return self.embedder
         resolved = self.resolve(tenant, model)
         listed = next((m for m in self.list(tenant) if m.id == model), None)
         if listed is None:
@@ -169,6 +184,14 @@ class ModelRegistry:
                 q = select(JobRow.tenant_id, JobRow.spec, JobCheckpointRow.key).join(JobCheckpointRow)
                 checkpoint = s.execute(q.where(JobCheckpointRow.model == model)).first()
                 found = (checkpoint[0], checkpoint[1]["base_model"], checkpoint[2]) if checkpoint else None
+        if model == self.embedder.id:
+            raise ApiError(
+                400,
+                f"'{model}' is the embedding model: it answers /v1/embeddings only. Give a language model "
+                "(`GET /v1/models` lists them with `type` llm).",
+                param=param,
+                code="model_not_supported",
+            )
         if found is None or found[0] != tenant or found[1] not in bases:
             raise ApiError(
                 404,
@@ -310,3 +333,8 @@ class ModelRegistry:
 @lru_cache(maxsize=32)
 def _renders_tools(path: str) -> bool:
     return renders_tools(chat_template(Path(path)))
+
+
+def _created(path: Path) -> int:
+    """A model folder's time, as `created`."""
+    return int(path.stat().st_mtime) if path.exists() else 0

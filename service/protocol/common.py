@@ -114,6 +114,11 @@ class Model(BaseModel):
         default_factory=lambda: ["text"],
         description="Extension: what the model takes as input; a vision-language model takes images too.",
     )
+    type: Literal["llm", "embeddings"] = Field(
+        "llm",
+        description="Extension (as LM Studio's API names it): `llm` answers chat completions, completions "
+        "and responses; `embeddings` answers /v1/embeddings only (the vector stores' embedder).",
+    )
     lineage: ModelLineage | None = Field(
         None, description="Extension, in GET /v1/models/{id}: base, parent, training job and data, evals."
     )

@@ -161,7 +161,8 @@ function show(...nodes) {
 }
 
 async function models() {
-  return (await api("/v1/models")).data;
+  // Language models only: the embedder (`type` embeddings) answers /v1/embeddings, not chat or training.
+  return (await api("/v1/models")).data.filter((m) => m.type !== "embeddings");
 }
 
 function modelSelect(list, selected, attrs = {}) {

@@ -37,6 +37,11 @@ def test_openai_client_lists_the_base_model(stack: RunningStack) -> None:
         DEFAULT_BASE_MODEL: ["text"],
         VISION_TEST_MODEL: ["text", "image"],
     }
+    # Then the embedder, which /v1/embeddings serves (`type` says which answers what).
+    assert [(m.id, m.model_extra["type"]) for m in models[1:3]] == [
+        (VISION_TEST_MODEL, "llm"),
+        ("all-MiniLM-L6-v2", "embeddings"),
+    ]
 
 
 def test_openai_client_gets_401_in_openai_shape(stack: RunningStack) -> None:

@@ -15,17 +15,26 @@ def client(tmp_path: Path) -> TestClient:
     return TestClient(create_app(offline_settings(tmp_path)))
 
 
-def test_models_lists_the_base_model(client: TestClient) -> None:
+def test_models_lists_the_base_model_and_the_embedder(client: TestClient) -> None:
     resp = client.get("/v1/models", headers=auth(ADMIN))
     assert resp.status_code == 200
     body = resp.json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == [DEFAULT_BASE_MODEL]
+    assert [(m["id"], m["type"]) for m in body["data"]] == [
+        (DEFAULT_BASE_MODEL, "llm"),
+        ("all-MiniLM-L6-v2", "embeddings"),
+    ]
     assert body["data"][0]["object"] == "model"
     assert (
         client.get(f"/v1/models/{DEFAULT_BASE_MODEL}", headers=auth(ADMIN)).json()["id"] == DEFAULT_BASE_MODEL
     )
+    assert client.get("/v1/models/all-MiniLM-L6-v2", headers=auth(ADMIN)).json()["type"] == "embeddings"
     assert_openai_error(client.get("/v1/models/nope", headers=auth(ADMIN)), 404, "model_not_found")
+    # Listed, so asked for by mistake: a 400 saying what it answers, not a 404.
+    chat = {"model": "all-MiniLM-L6-v2", "messages": [{"role": "user", "content": "hi"}]}
+    refused = client.post("/v1/chat/completions", json=chat, headers=auth(ADMIN))
+    assert assert_openai_error(refused, 400, "model_not_supported")["param"] == "model"
+    assert "/v1/embeddings" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ def test_an_adapter_folder_goes_in_and_comes_out_the_same(cli, tmp_path: Path) -
     code, out, _ = cli("models", "list")
     assert {
         "id": model,
+        "type": "llm",
         "parent": DEFAULT_BASE_MODEL,
         "owned_by": "default",
         "modalities": ["text"],
