@@ -70,6 +70,33 @@ class FakeEngine:
 USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
 
 
+class EchoEngine(FakeEngine):
+    """Answers each chat with how many messages it was given and the last one's text, whole or streamed
+    in chat completion chunks (as vLLM: a new id each, the model's name)."""
+
+    @staticmethod
+    def _answer(body: dict) -> str:
+        return f"{len(body['messages'])} messages, the last: {body['messages'][-1]['content']}"
+
+    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        self.calls.append((endpoint, model, body))
+        text, head = (
+            self._answer(body),
+            {"id": f"chatcmpl-{len(self.calls)}", "created": 1, "model": model.id},
+        )
+        if body.get("stream"):
+            return self._chunks(head, text)
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return {**head, "object": "chat.completion", "choices": [choice], "usage": USAGE}
+
+    async def _chunks(self, head: dict, text: str) -> AsyncIterator[str]:
+        for piece, finish in ((text[:5], None), (text[5:], "stop")):
+            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
+            yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': USAGE})}\n\n"
+        yield "data: [DONE]\n\n"
+
+
 class MemoryStore:
     """The object store's interface over a dict (what the unit tests need of it)."""
 

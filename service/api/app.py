@@ -49,6 +49,7 @@ from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
 from service.inference.engine import InferenceEngine
 from service.inference.responses import ResponsesService
+from service.inference.stored_completions import StoredCompletions
 from service.inference.stored_responses import StoredResponses
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry
@@ -131,8 +132,10 @@ def create_app(
         settings.rate_limit_tokens_per_minute,
         per_tenant=lambda tenant: policy(tenant).rates(),
     )
-    stored_responses = StoredResponses(db, files_service, settings.response_retention_days * 86400)
-    files_service.kept_elsewhere = stored_responses.bytes_of
+    retention_s = settings.response_retention_days * 86400
+    stored_responses = StoredResponses(db, files_service, retention_s)
+    stored_completions = StoredCompletions(db, files_service, retention_s)
+    files_service.kept_elsewhere = lambda t: stored_responses.bytes_of(t) + stored_completions.bytes_of(t)
     api_metrics = ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens)
     embedding_service = EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder)
     responses_service = ResponsesService(stored_responses)
@@ -158,6 +161,7 @@ def create_app(
         vector_stores=stores,
         chat=chat_service,
         responses=responses_service,
+        completions=stored_completions,
         embeddings=embedding_service,
         batches=BatchService(db, files_service, batch_runner, policy),
         evals=eval_service,
@@ -181,7 +185,7 @@ def create_app(
         await asyncio.to_thread(eval_runner.resume)
         await asyncio.to_thread(batch_runner.resume)
         loops = [asyncio.create_task(job_evals.run_forever())]
-        loops.append(asyncio.create_task(_sweep(files_service, stored_responses)))
+        loops.append(asyncio.create_task(_sweep(files_service, stored_responses, stored_completions)))
         if scheduler is not None:
             loops.append(asyncio.create_task(scheduler.run_forever()))
         yield
@@ -216,13 +220,15 @@ def create_app(
     return app
 
 
-async def _sweep(files: FileService, responses: StoredResponses) -> None:
+async def _sweep(files: FileService, responses: StoredResponses, completions: StoredCompletions) -> None:
     """In the background, at start and then every SWEEP_INTERVAL_S: file objects no file owns (those a
     crash left behind, and those of files deleted while a job read them, once the job has ended), and
-    stored responses past their retention. A failure only costs storage until the next sweep."""
+    stored responses and chat completions past their retention. A failure only costs storage until the
+    next sweep."""
     sweeps = [
         (files.sweep_orphans, "removed %d file object(s) of deleted files"),
         (responses.expire, "deleted %d stored response(s) past their retention"),
+        (completions.expire, "deleted %d stored chat completion(s) past their retention"),
     ]
     while True:
         for sweep, done in sweeps:

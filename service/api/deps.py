@@ -19,6 +19,7 @@ from service.fine_tuning.service import JobService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
 from service.inference.responses import ResponsesService
+from service.inference.stored_completions import StoredCompletions
 from service.models.registry import ModelRegistry
 from service.platform.auth import KeyStore, Principal, authenticate_header
 from service.platform.db import Database
@@ -48,6 +49,7 @@ class Services:
     vector_stores: VectorStores
     chat: ChatService
     responses: ResponsesService
+    completions: StoredCompletions
     batches: BatchService
     embeddings: EmbeddingService
     evals: EvalService

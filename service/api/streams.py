@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from service.api.errors import error_body
+from service.protocol.chat_stream import ChatAssembly, SseEvents
 
 CHECK_INTERVAL_S = 1.0
 REVOKED = error_body(
@@ -61,3 +62,19 @@ async def released_at_end(stream: AsyncIterator[str], release: Callable[[], None
             yield chunk
     finally:
         release()
+
+
+async def kept_at_end(
+    stream: AsyncIterator[str], keep: Callable[[dict], Awaitable[None]]
+) -> AsyncIterator[str]:
+    """A chat stream passed on unchanged while its chunks are added up; the chat.completion they make is
+    kept (`keep`) before the stream's `[DONE]` goes out, so a client that lists it at once finds it. A
+    stream that fails, or whose client leaves before its end, keeps nothing."""
+    events, assembly, failed = SseEvents(), ChatAssembly(), False
+    async for packet in stream:
+        for chunk in events.feed(packet):
+            failed = failed or "error" in chunk
+            assembly.feed(chunk)
+        if not failed and "data: [DONE]" in packet:
+            await keep(assembly.completion())
+        yield packet

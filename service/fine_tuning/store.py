@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Text, cast, delete, func, or_, select
+from sqlalchemy import delete, func, select
 
 from service.fine_tuning.state import JobStatus, can_transition
 from service.platform.db import Database, FineTunedModelRow, JobCheckpointRow, JobEventRow, JobRow
+from service.platform.db.filters import where_metadata
 from service.platform.db.models import now
 from service.platform.ids import new_id
 from service.protocol.common import MetadataFilter
@@ -42,12 +43,7 @@ class JobStore:
         self, tenant: str, after: str | None, limit: int, metadata: MetadataFilter | None = None
     ) -> tuple[list[JobRow], bool]:
         """Newest first; `after` is the id of the last job of the previous page."""
-        q = select(JobRow).where(JobRow.tenant_id == tenant)
-        if metadata is not None and metadata.absent:
-            # a job made without metadata holds JSON null (the column type's way to store None)
-            q = q.where(or_(JobRow.metadata_.is_(None), cast(JobRow.metadata_, Text).in_(["null", "{}"])))
-        for key, value in metadata.equals.items() if metadata is not None else ():
-            q = q.where(JobRow.metadata_[key].as_string() == value)
+        q = where_metadata(select(JobRow).where(JobRow.tenant_id == tenant), JobRow.metadata_, metadata)
         return self.db.page(q, after, limit, descending=True)
 
     def non_terminal(self) -> list[JobRow]:

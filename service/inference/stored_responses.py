@@ -4,12 +4,11 @@ conversation), deleted by the tenant or once older than the retention."""
 
 from __future__ import annotations
 
-import json
-import time
-
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 
 from service.files.service import FileService
+from service.inference import kept
+from service.inference.kept import size_of
 from service.platform.db import Database, ResponseRow
 from service.platform.errors import ApiError
 
@@ -30,10 +29,7 @@ class StoredResponses:
 
     def bytes_of(self, tenant: str) -> int:
         """What the tenant's stored responses take."""
-        with self.db.session() as s:
-            return int(
-                s.scalar(select(func.sum(ResponseRow.bytes)).where(ResponseRow.tenant_id == tenant)) or 0
-            )
+        return kept.bytes_of(self.db, ResponseRow, tenant)
 
     def save(self, tenant: str, response: dict, input_items: list[dict]) -> None:
         row = ResponseRow(
@@ -100,11 +96,4 @@ class StoredResponses:
 
     def expire(self, now: float | None = None) -> int:
         """Delete the responses older than the retention; how many went."""
-        cutoff = (time.time() if now is None else now) - self.retention_s
-        with self.db.session() as s:
-            return s.execute(delete(ResponseRow).where(ResponseRow.created_at < cutoff)).rowcount
-
-
-def size_of(value: object) -> int:
-    """The bytes `value` takes as stored JSON."""
-    return len(json.dumps(value, ensure_ascii=False).encode())
+        return kept.expire(self.db, ResponseRow, self.retention_s, now)

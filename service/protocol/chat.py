@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from service.protocol.common import Metadata
 from service.protocol.vector_stores import RetrievalOptions
 
 
@@ -39,9 +40,10 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
 
     def for_engine(self) -> tuple[dict, RetrievalOptions | None]:
-        """The body the engine gets (the fields the caller set, less the service's own `retrieval`), and
-        the retrieval to do before it (a chat's, if asked)."""
-        return self.model_dump(exclude_unset=True, exclude={"retrieval"}), getattr(self, "retrieval", None)
+        """The body the engine gets (the fields the caller set, less those the service itself acts on:
+        `retrieval`, `store`, `metadata`), and the retrieval to do before it (a chat's, if asked)."""
+        body = self.model_dump(exclude_unset=True, exclude={"retrieval", "store", "metadata"})
+        return body, getattr(self, "retrieval", None)
 
 
 class ChatCompletionCreate(SamplingFields):
@@ -71,6 +73,13 @@ class ChatCompletionCreate(SamplingFields):
         description="Extension: retrieve from these vector stores for the last user message, put the chunks "
         "in the prompt, and return them as `citations` (in the response; in the first chunk when streaming).",
     )
+    store: bool | None = Field(
+        None,
+        description="Keep the request and its answer (streamed or not) as a stored chat completion: listed "
+        "by `GET /v1/chat/completions`, counted in your storage limit, deleted after the retention "
+        "(TUNESERVE_RESPONSE_RETENTION_DAYS); `tuneserve completions export` makes fine-tuning data of them.",
+    )
+    metadata: Metadata | None = Field(None, description="Kept with a stored completion, to filter lists by.")
 
     @field_validator("functions", "function_call")
     @classmethod
@@ -96,3 +105,10 @@ class CompletionCreate(SamplingFields):
     ) = Field(description=f"Prompt text or token ids; at most {MAX_PROMPTS} prompts per request.")
     echo: bool | None = Field(None, description="Return the prompt too (with `logprobs`, scored).")
     logprobs: int | None = None
+
+
+class ChatCompletionUpdate(BaseModel):
+    """What can change of a stored chat completion."""
+
+    model_config = ConfigDict(extra="forbid")
+    metadata: Metadata | None = Field(description="The new metadata (replaces the old; null clears it).")

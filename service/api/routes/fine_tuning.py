@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
+from service.api.queries import metadata_filter
 from service.api.streams import released_at_end, while_authorized
-from service.platform.errors import ApiError
-from service.protocol.common import ListResponse, MetadataFilter
+from service.protocol.common import ListResponse
 from service.protocol.fine_tuning import FineTuningJob, FineTuningJobCreate, JobCheckpoint, JobEvent
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -42,13 +42,7 @@ def list_jobs(
         ),
     ] = None,
 ) -> ListResponse[FineTuningJob]:
-    try:
-        wanted = MetadataFilter.from_query(request.query_params.multi_items())
-    except ValueError as exc:
-        raise ApiError(
-            400, f"Invalid metadata filter: {exc}.", param="metadata", code="invalid_value"
-        ) from None
-    rows, more = services.jobs.list(principal.tenant, after, limit, wanted)
+    rows, more = services.jobs.list(principal.tenant, after, limit, metadata_filter(request))
     return ListResponse[FineTuningJob].page([services.jobs.to_api(r) for r in rows], has_more=more)
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import CurrentPrincipal, Svc
 from service.api.routes.chat import generate
+from service.protocol.chat_stream import SseEvents
 from service.protocol.response_output import ItemIds, ResponseStream, from_chat
 from service.protocol.responses import (
     ResponseCreate,
@@ -92,17 +93,11 @@ async def _events(
     finished response is kept (`keep`) before its last event goes out, so that a client that continues it
     at once finds it."""
     yield _sse(stream.start())
-    pending = ""
+    events = SseEvents()
     try:
         async for packet in chunks:
-            pending += packet
-            *complete, pending = pending.split("\n\n")
             out = []
-            for event in complete:
-                data = event.removeprefix("data: ").strip()
-                if not data or data == "[DONE]" or data.startswith(":"):
-                    continue
-                chunk = json.loads(data)
+            for chunk in events.feed(packet):
                 if "error" in chunk:
                     yield _sse(out + stream.failed(chunk["error"]))
                     return

@@ -1,6 +1,7 @@
 """Database: SQLAlchemy 2 models and sessions. SQLite by default, Postgres by URL, same code."""
 
 from service.platform.db.batch_models import BatchRow
+from service.platform.db.completion_models import ChatCompletionRow
 from service.platform.db.eval_models import EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.db.models import (
     ApiKeyRow,
@@ -20,6 +21,7 @@ __all__ = [
     "ApiKeyRow",
     "Base",
     "BatchRow",
+    "ChatCompletionRow",
     "Database",
     "DatabaseError",
     "EvalOutputItemRow",

@@ -6,41 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.models.registry import ResolvedModel
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.responses import history_items, input_param, to_chat
-from tests.helpers import ADMIN, USAGE, FakeEngine, MemoryStore, assert_openai_error, auth, offline_settings
-
-
-class EchoEngine(FakeEngine):
-    """Answers each chat with how many messages it was given and the last one's text, whole or streamed
-    in chat completion chunks."""
-
-    @staticmethod
-    def _answer(body: dict) -> str:
-        return f"{len(body['messages'])} messages, the last: {body['messages'][-1]['content']}"
-
-    async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
-        self.calls.append((endpoint, model, body))
-        text = self._answer(body)
-        if body.get("stream"):
-            return self._chunks(text)
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        return {"object": "chat.completion", "created": 1, "choices": [choice], "usage": USAGE}
-
-    async def _chunks(self, text: str) -> AsyncIterator[str]:
-        for piece, finish in ((text[:5], None), (text[5:], "stop")):
-            choice = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
-            yield f"data: {json.dumps({'choices': [choice]})}\n\n"
-        yield f"data: {json.dumps({'choices': [], 'usage': USAGE})}\n\n"
-        yield "data: [DONE]\n\n"
+from tests.helpers import ADMIN, EchoEngine, MemoryStore, assert_openai_error, auth, offline_settings
 
 
 @pytest.fixture
