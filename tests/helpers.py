@@ -79,6 +79,8 @@ class EchoEngine(FakeEngine):
         return f"{len(body['messages'])} messages, the last: {body['messages'][-1]['content']}"
 
     async def generate(self, endpoint: str, model: ResolvedModel, body: dict) -> dict | AsyncIterator[str]:
+        if endpoint != "chat":
+            return await super().generate(endpoint, model, body)
         self.calls.append((endpoint, model, body))
         text, head = (
             self._answer(body),

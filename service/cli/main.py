@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from service.cli import batches, chat, evals, jobs, models, vector_stores
+from service.cli import batches, chat, completions, evals, jobs, models, vector_stores
 from service.cli.client import ApiClient, CliError, health, model_usage
 from service.platform.auth import resolve_admin_key
 from service.platform.settings import Settings, SettingsError, load_settings
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.register(sub)
     evals.register(sub)
     batches.register(sub)
+    completions.register(sub)
     vector_stores.register(sub)
     parser.add_argument("--api-key", help="API key for the API's commands (default: the admin key)")
 

@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     response_retention_days: float = Field(
         30,
         gt=0,
-        description="Days a stored response (the Responses API's `store`, its default) is kept, to be read "
-        "back and continued by `previous_response_id`; older ones are deleted hourly (OpenAI keeps 30).",
+        description="Days a stored response (the Responses API's `store`, its default) or stored chat "
+        "completion (`store: true`) is kept; older ones are deleted hourly (OpenAI keeps 30).",
     )
     max_running_jobs_per_tenant: int = Field(2, ge=1, description="Jobs a tenant may have submitted to Ray.")
     max_storage_bytes_per_tenant: int = Field(

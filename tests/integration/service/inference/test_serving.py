@@ -162,6 +162,46 @@ def test_the_responses_api_answers_as_chat_does(client: openai.OpenAI, adapters:
         client.responses.create(model=BASE, input=again, previous_response_id=unstored.id)
 
 
+def test_stored_chat_completions_are_kept_as_answered(client: openai.OpenAI, adapters: list[str]) -> None:
+    """`store=True` through the official client, whole and streamed, for the base model and an adapter: the
+    stored answer is the one the client got (a stream's as its chunks add up, with its usage), listed by
+    metadata and model, read back with its messages, its metadata changed, then deleted."""
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    tag = {"suite": "stored-chat"}
+    whole = client.chat.completions.create(
+        model=BASE, messages=question, temperature=0, max_tokens=24, store=True, metadata=tag
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=adapters[0],
+            messages=question,
+            temperature=0,
+            max_tokens=24,
+            store=True,
+            metadata=tag,
+            stream=True,
+        )
+    )
+    streamed_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    listed = client.chat.completions.list(metadata=tag).data
+    assert [c.id for c in listed] == [whole.id, chunks[0].id]
+    assert listed[0].choices[0].message.content == whole.choices[0].message.content
+    assert listed[1].model == adapters[0] and listed[1].choices[0].message.content == streamed_text
+    assert len(streamed_text) > 3 and listed[1].usage.completion_tokens > 3  # from the usage chunk not sent
+    assert [c.id for c in client.chat.completions.list(metadata=tag, model=adapters[0]).data] == [
+        chunks[0].id
+    ]
+    [message] = client.chat.completions.messages.list(whole.id).data
+    assert (message.role, message.content) == ("user", question[0]["content"])
+    assert client.chat.completions.retrieve(whole.id).usage == whole.usage
+    updated = client.chat.completions.update(whole.id, metadata={"suite": "reviewed"})
+    assert updated.metadata == {"suite": "reviewed"}
+    assert client.chat.completions.delete(whole.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.retrieve(whole.id)
+    assert [c.id for c in client.chat.completions.list(metadata=tag).data] == [chunks[0].id]
+
+
 def test_a_batch_answers_as_chat_does_for_the_base_model_and_an_adapter(
     client: openai.OpenAI, adapters: list[str], stack: RunningStack
 ) -> None:

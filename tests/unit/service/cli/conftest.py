@@ -1,6 +1,6 @@
 """The CLI's tests run `tuneserve ...` (its main()) over real HTTP against the API served by uvicorn in
 this process: the real base model's weights, an in-memory object store, ingestion in threads and an engine
-that echoes (tests.helpers.FakeEngine)."""
+that echoes (tests.helpers.EchoEngine)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from service.cli.main import main
 from service.platform.net import free_port
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.platform.tasks import ThreadRunner
-from tests.helpers import ADMIN, FakeEngine, MemoryStore, offline_settings
+from tests.helpers import ADMIN, EchoEngine, MemoryStore, offline_settings
 from tests.unit.service.models.test_imports import MODELS
 
 
@@ -25,7 +25,7 @@ from tests.unit.service.models.test_imports import MODELS
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     settings = offline_settings(tmp_path_factory.mktemp("cli"), models_dir=MODELS)
     app = create_app(
-        settings, engine=FakeEngine({DEFAULT_BASE_MODEL}), tasks=ThreadRunner(), store=MemoryStore()
+        settings, engine=EchoEngine({DEFAULT_BASE_MODEL}), tasks=ThreadRunner(), store=MemoryStore()
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
