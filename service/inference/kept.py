@@ -5,10 +5,41 @@ from __future__ import annotations
 
 import json
 import time
+from typing import ClassVar
 
 from sqlalchemy import delete, func, select
 
+from service.files.service import FileService
 from service.platform.db import Database
+
+
+class KeptRecords:
+    """A table of records a tenant asked the service to keep: counted toward its storage limit with its
+    files, deleted once older than the retention."""
+
+    table: ClassVar[type]  # with `tenant_id`, `bytes` and `created_at` columns
+
+    def __init__(self, db: Database, files: FileService, retention_s: float) -> None:
+        self.db = db
+        self.files = files  # whose storage limit the records count toward
+        self.retention_s = retention_s
+
+    def check_room(self, tenant: str, request: dict) -> None:
+        """The 429 of the tenant's storage limit if keeping what `request` asks to keep would pass it
+        (checked before the answer is made)."""
+        self.files.check_room(tenant, size_of(self.kept_of(request)))
+
+    def kept_of(self, request: dict) -> object:
+        """What of a request is kept (all of it unless a store says otherwise)."""
+        return request
+
+    def bytes_of(self, tenant: str) -> int:
+        """What the tenant's records take."""
+        return bytes_of(self.db, self.table, tenant)
+
+    def expire(self, now: float | None = None) -> int:
+        """Delete the records older than the retention; how many went."""
+        return expire(self.db, self.table, self.retention_s, now)
 
 
 def size_of(value: object) -> int:

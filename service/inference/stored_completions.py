@@ -8,28 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from service.files.service import FileService
-from service.inference import kept
-from service.inference.kept import size_of
-from service.platform.db import ChatCompletionRow, Database
+from service.inference.kept import KeptRecords, size_of
+from service.platform.db import ChatCompletionRow
 from service.platform.db.filters import where_metadata
 from service.protocol.common import MetadataFilter
 
 
-class StoredCompletions:
-    def __init__(self, db: Database, files: FileService, retention_s: float) -> None:
-        self.db = db
-        self.files = files  # whose storage limit stored completions count toward
-        self.retention_s = retention_s
-
-    def check_room(self, tenant: str, request: dict) -> None:
-        """The 429 of the tenant's storage limit if storing this request would pass it (checked before the
-        answer is made)."""
-        self.files.check_room(tenant, size_of(request))
-
-    def bytes_of(self, tenant: str) -> int:
-        """What the tenant's stored chat completions take."""
-        return kept.bytes_of(self.db, ChatCompletionRow, tenant)
+class StoredCompletions(KeptRecords):
+    table = ChatCompletionRow
 
     def save(self, tenant: str, request: dict, metadata: dict[str, str] | None, completion: dict) -> None:
         """Keep an answered chat: `request` holds the messages and tools as the client sent them."""
@@ -90,10 +76,6 @@ class StoredCompletions:
         ids = [m["id"] for m in messages]
         start = ids.index(after) + 1 if after in ids else 0
         return messages[start : start + limit], start + limit < len(messages)
-
-    def expire(self, now: float | None = None) -> int:
-        """Delete the stored completions older than the retention; how many went."""
-        return kept.expire(self.db, ChatCompletionRow, self.retention_s, now)
 
     def _row(self, tenant: str, completion_id: str) -> ChatCompletionRow:
         return self.db.get_or_404(ChatCompletionRow, completion_id, "completion_id", tenant_id=tenant)

@@ -6,30 +6,19 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 
-from service.files.service import FileService
-from service.inference import kept
-from service.inference.kept import size_of
-from service.platform.db import Database, ResponseRow
+from service.inference.kept import KeptRecords, size_of
+from service.platform.db import ResponseRow
 from service.platform.errors import ApiError
 
 # A conversation longer than this many stored turns is refused rather than walked (no context holds it).
 MAX_TURNS = 1000
 
 
-class StoredResponses:
-    def __init__(self, db: Database, files: FileService, retention_s: float) -> None:
-        self.db = db
-        self.files = files  # whose storage limit stored responses count toward
-        self.retention_s = retention_s
+class StoredResponses(KeptRecords):
+    table = ResponseRow
 
-    def check_room(self, tenant: str, request: dict) -> None:
-        """The 429 of the tenant's storage limit if storing this request's input would pass it (checked
-        before the answer is made)."""
-        self.files.check_room(tenant, size_of(request.get("input")))
-
-    def bytes_of(self, tenant: str) -> int:
-        """What the tenant's stored responses take."""
-        return kept.bytes_of(self.db, ResponseRow, tenant)
+    def kept_of(self, request: dict) -> object:
+        return request.get("input")  # what is known before the answer
 
     def save(self, tenant: str, response: dict, input_items: list[dict]) -> None:
         row = ResponseRow(
@@ -93,7 +82,3 @@ class StoredResponses:
         start = ids.index(after) + 1 if after in ids else 0
         page = items[start : start + limit]
         return page, start + limit < len(items)
-
-    def expire(self, now: float | None = None) -> int:
-        """Delete the responses older than the retention; how many went."""
-        return kept.expire(self.db, ResponseRow, self.retention_s, now)

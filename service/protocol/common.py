@@ -101,6 +101,17 @@ class ListResponse(BaseModel, Generic[T]):
         )  # type: ignore[attr-defined]
 
 
+def page_of(data: list[dict], has_more: bool) -> dict:
+    """A page of plain objects (dicts with an `id`) in OpenAI's list shape, cursors filled in."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
 class Model(BaseModel):
     """An entry of GET /v1/models."""
 

@@ -18,6 +18,7 @@ from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
 from service.protocol.chat import ChatCompletionCreate, ChatCompletionUpdate, CompletionCreate, SamplingFields
+from service.protocol.common import page_of
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -74,7 +75,7 @@ def list_chat_completions(
     metadata (and the tools it was asked with)."""
     wanted = metadata_filter(request)
     data, more = services.completions.list(principal.tenant, model, wanted, after, limit, order)
-    return _page(data, more)
+    return page_of(data, more)
 
 
 @router.get("/chat/completions/{completion_id}", summary="Retrieve a stored chat completion")
@@ -110,17 +111,7 @@ def list_chat_completion_messages(
 ) -> dict[str, Any]:
     """The messages the completion was asked with, as the client sent them, each with an id."""
     data, more = services.completions.messages(principal.tenant, completion_id, after, limit, order)
-    return _page(data, more)
-
-
-def _page(data: list[dict], more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": more,
-    }
+    return page_of(data, more)
 
 
 @router.post("/completions", response_model=None, summary="Create a completion")

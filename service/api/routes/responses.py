@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from service.api.deps import CurrentPrincipal, Svc
 from service.api.routes.chat import generate
 from service.protocol.chat_stream import SseEvents
+from service.protocol.common import page_of
 from service.protocol.response_output import ItemIds, ResponseStream, from_chat
 from service.protocol.responses import (
     ResponseCreate,
@@ -77,13 +78,7 @@ def list_input_items(
     """The items the response was given in `input` (not those of the responses it continued), each with an
     id, newest first unless `order=asc`."""
     items, more = services.responses.stored.input_items(principal.tenant, response_id, after, limit, order)
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": more,
-    }
+    return page_of(items, more)
 
 
 async def _events(

@@ -234,6 +234,36 @@ def test_a_revoked_key_or_the_end_of_the_window_stops_a_batch(tmp_path: Path, ho
         assert {json.loads(line)["error"]["code"] for line in errors.decode().splitlines()} == {code}
 
 
+def _crashed(
+    tmp_path: Path,
+    batch_id: str,
+    status: str,
+    file_id: str,
+    key: str,
+    total: int,
+    completed: int,
+    failed: int = 0,
+) -> None:
+    """A batch row as a crash leaves it (one part of answers written), in the app's database."""
+    db = Database(offline_settings(tmp_path).resolved_database_url)
+    with db.session() as s:
+        s.add(
+            BatchRow(
+                id=batch_id,
+                tenant_id=ADMIN_TENANT,
+                endpoint=CHAT,
+                input_file_id=file_id,
+                input_key=key,
+                completion_window="24h",
+                status=status,
+                request_counts={"total": total, "completed": completed, "failed": failed},
+                usage={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                parts=1,
+                expires_at=int(time.time()) + 3600,
+            )
+        )
+
+
 def test_a_batch_resumes_after_a_restart_without_answering_twice(tmp_path: Path) -> None:
     store = MemoryStore()
     engine = AnsweringEngine({DEFAULT_BASE_MODEL})
@@ -241,25 +271,9 @@ def test_a_batch_resumes_after_a_restart_without_answering_twice(tmp_path: Path)
         upload = _upload(client, [_request(f"r{i}", str(i)) for i in range(4)]).json()
         key = client.app.state.services.files.get(ADMIN_TENANT, upload["id"]).key
     # As a crash leaves it: in progress, its first request answered in a part.
-    db = Database(offline_settings(tmp_path).resolved_database_url)
     first = {"id": "batch_req_1", "custom_id": "r0", "error": None}
     first["response"] = {"status_code": 200, "request_id": "req_1", "body": {"answered": "before"}}
-    with db.session() as s:
-        s.add(
-            BatchRow(
-                id="batch_crashed",
-                tenant_id=ADMIN_TENANT,
-                endpoint=CHAT,
-                input_file_id=upload["id"],
-                input_key=key,
-                completion_window="24h",
-                status="in_progress",
-                request_counts={"total": 4, "completed": 1, "failed": 0},
-                usage={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                parts=1,
-                expires_at=int(time.time()) + 3600,
-            )
-        )
+    _crashed(tmp_path, "batch_crashed", "in_progress", upload["id"], key, total=4, completed=1)
     store.put_bytes(f"{parts_prefix('batch_crashed')}part-000000.jsonl", jsonl([first]))
     engine = AnsweringEngine({DEFAULT_BASE_MODEL})
     with TestClient(_app(tmp_path, engine, store), headers=auth(ADMIN)) as client:
@@ -290,23 +304,7 @@ def test_a_batch_cut_off_while_making_its_files_makes_each_once(tmp_path: Path) 
         made = files.create(
             ADMIN_TENANT, "batch_cut_output.jsonl", "batch_output", jsonl([ok]), "application/jsonl"
         )
-    db = Database(offline_settings(tmp_path).resolved_database_url)
-    with db.session() as s:
-        s.add(
-            BatchRow(
-                id="batch_cut",
-                tenant_id=ADMIN_TENANT,
-                endpoint=CHAT,
-                input_file_id=upload["id"],
-                input_key=key,
-                completion_window="24h",
-                status="finalizing",
-                request_counts={"total": 2, "completed": 1, "failed": 1},
-                usage={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                parts=1,
-                expires_at=int(time.time()) + 3600,
-            )
-        )
+    _crashed(tmp_path, "batch_cut", "finalizing", upload["id"], key, total=2, completed=1, failed=1)
     store.put_bytes(f"{parts_prefix('batch_cut')}part-000000.jsonl", jsonl([ok, refused]))
     with TestClient(
         _app(tmp_path, AnsweringEngine({DEFAULT_BASE_MODEL}), store), headers=auth(ADMIN)

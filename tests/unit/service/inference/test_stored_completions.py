@@ -7,26 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
 from service.api.streams import kept_at_end
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.chat_stream import ChatAssembly, SseEvents
-from tests.helpers import ADMIN, USAGE, EchoEngine, MemoryStore, assert_openai_error, auth, offline_settings
+from tests.helpers import USAGE, assert_openai_error, auth
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-def stack(tmp_path: Path):
-    engine = EchoEngine({DEFAULT_BASE_MODEL})
-    app = create_app(offline_settings(tmp_path), store=MemoryStore(), engine=engine)
-    with TestClient(app, headers=auth(ADMIN)) as client:
-        yield client, engine
 
 
 def _chat(client: TestClient, text: str, headers: dict | None = None, **fields: object) -> dict:

@@ -8,21 +8,12 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.responses import history_items, input_param, to_chat
 from tests.helpers import ADMIN, EchoEngine, MemoryStore, assert_openai_error, auth, offline_settings
-
-
-@pytest.fixture
-def stack(tmp_path: Path):
-    engine = EchoEngine({DEFAULT_BASE_MODEL})
-    app = create_app(offline_settings(tmp_path), store=MemoryStore(), engine=engine)
-    with TestClient(app, headers=auth(ADMIN)) as client:
-        yield client, engine
 
 
 def _create(client: TestClient, **fields: object) -> dict:
