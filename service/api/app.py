@@ -122,8 +122,12 @@ def create_app(
         settings.serving_max_images_per_prompt,
         tuple(settings.image_url_domains),
     )
+    retention_s = settings.response_retention_days * 86400
+    stored_responses = StoredResponses(db, files_service, retention_s)
+    stored_completions = StoredCompletions(db, files_service, retention_s)
+    files_service.kept_elsewhere = lambda t: stored_responses.bytes_of(t) + stored_completions.bytes_of(t)
     eval_service = EvalService(
-        settings, db, store, files_service, model_registry, chat_service, stores, policy
+        settings, db, store, files_service, model_registry, chat_service, stores, policy, stored_completions
     )
     eval_runner = EvalRunner(settings, db, store, keys, model_registry, tasks, background)
     limits = TenantLimits(
@@ -132,10 +136,6 @@ def create_app(
         settings.rate_limit_tokens_per_minute,
         per_tenant=lambda tenant: policy(tenant).rates(),
     )
-    retention_s = settings.response_retention_days * 86400
-    stored_responses = StoredResponses(db, files_service, retention_s)
-    stored_completions = StoredCompletions(db, files_service, retention_s)
-    files_service.kept_elsewhere = lambda t: stored_responses.bytes_of(t) + stored_completions.bytes_of(t)
     api_metrics = ApiMetrics(cluster_metrics, on_tokens=limits.record_tokens)
     embedding_service = EmbeddingService(model_name(settings.embedding_model), lambda: stores.embedder)
     responses_service = ResponsesService(stored_responses)

@@ -5,13 +5,16 @@ is a 400 naming the item, the file line or the field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from evals import suites, user_patterns
+from evals import metrics, suites, user_patterns
 from evals.templates import references
 from service.files.service import FileService
+from service.inference.stored_completions import StoredChat
 from service.platform.errors import ApiError
 from service.platform.json_input import JsonInputError, parse_json
+from service.protocol.evals import StoredCompletionsSource
 from service.protocol.sampling import SamplingError, check_sampling
 
 SAMPLING_PARAMS = {
@@ -30,13 +33,42 @@ SAMPLING_PARAMS = {
 }
 
 
-def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | None) -> list[dict]:
-    """The run's item rows: inline, from an uploaded file (purpose `evals`), or the eval's suite."""
+# The items of an eval of stored chat completions (data_source_config type `stored_completions`).
+STORED_ITEM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "input": {"type": "array", "items": {"type": "object"}},
+        "completion_id": {"type": "string"},
+        "metadata": {"type": "object"},
+        "tools": {"type": "array"},
+    },
+    "required": ["input", "completion_id"],
+}
+
+
+def read_rows(
+    files: FileService,
+    tenant: str,
+    ds: Any,
+    suite: suites.Suite | None,
+    stored: Callable[[StoredCompletionsSource], list[StoredChat]],
+) -> list[dict]:
+    """The run's item rows: inline, from an uploaded file (purpose `evals`), the tenant's stored chat
+    completions (`stored` finds them), or the eval's suite."""
     source = ds.source
     if source is None:
         if suite is None:
             raise ApiError(400, "data_source.source is required.", param="data_source.source")
         return suite.items()
+    if source.type == "stored_completions":
+        chats = stored(source)
+        if not chats:
+            raise ApiError(
+                400,
+                "No stored chat completions match data_source.source (chats are stored with store: true).",
+                param="data_source.source",
+            )
+        return stored_rows(chats, with_samples=ds.type == "jsonl")
     if source.type == "file_content":
         return [_row(x, f"data_source.source.content[{i}]") for i, x in enumerate(source.content)]
     file = files.get(tenant, source.id, param="data_source.source.id", purpose="evals")
@@ -54,6 +86,39 @@ def read_rows(files: FileService, tenant: str, ds: Any, suite: suites.Suite | No
     if not rows:
         raise ApiError(400, f"Invalid eval file: {file.id} has no items.", param="data_source.source.id")
     return rows
+
+
+def stored_rows(chats: list[StoredChat], with_samples: bool) -> list[dict]:
+    """Stored chats as item rows: the item is the request (`input`: its messages as sent, its tools) with
+    the completion's id and metadata; the sample, if asked for, is the stored answer."""
+    rows = []
+    for chat in chats:
+        tools = {"tools": chat.request["tools"]} if chat.request.get("tools") else {}
+        item = {
+            "input": chat.request["messages"],
+            "completion_id": chat.id,
+            "metadata": chat.metadata,
+            **tools,
+        }
+        rows.append({"item": item, **({"sample": _stored_sample(chat.completion)} if with_samples else {})})
+    return rows
+
+
+def _stored_sample(completion: dict) -> dict:
+    """A stored answer as a run's sample (what the graders read: `output_text`, `output_json`, ...)."""
+    choices = completion.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    text = message.get("content") or ""
+    return {
+        "model": completion.get("model"),
+        "choices": choices,
+        "output": [{"role": "assistant", "content": text}],
+        "output_text": text,
+        "output_json": metrics.parse_json(text)[0],
+        "tool_calls": message.get("tool_calls") or [],
+        "finish_reason": choices[0].get("finish_reason"),
+        "usage": completion.get("usage"),
+    }
 
 
 def check_items(rows: list[dict], item_schema: dict, ds: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -13,9 +14,17 @@ from sqlalchemy import func, select
 from evals import suites, user_patterns
 from evals.graders import GRADER_TYPES, GRADERS, template_problems
 from evals.summary import changed_items, criterion_results, empty_summary, pass_rate
-from service.evals.inputs import check_input_messages, check_items, item_fields, read_rows, sampling_params
+from service.evals.inputs import (
+    STORED_ITEM_SCHEMA,
+    check_input_messages,
+    check_items,
+    item_fields,
+    read_rows,
+    sampling_params,
+)
 from service.files.service import FileService
 from service.inference.chat import ChatService
+from service.inference.stored_completions import StoredChat, StoredCompletions
 from service.models.registry import ModelRegistry
 from service.platform.db import Database, EvalOutputItemRow, EvalRow, EvalRunRow
 from service.platform.errors import ApiError
@@ -39,6 +48,7 @@ from service.protocol.evals import (
     RunCreate,
     RunError,
     RunSummary,
+    StoredCompletionsSource,
 )
 from service.vector_stores.service import VectorStores
 
@@ -70,11 +80,14 @@ class EvalService:
     chat: ChatService
     vector_stores: VectorStores
     limits: LimitPolicy
+    stored_completions: StoredCompletions | None = None  # the items of evals of stored chats
 
     # Evals -----------------------------------------------------------------------------------------
     def create(self, tenant: str, req: EvalCreate) -> EvalRow:
         suite = self._suite(req.suite) if req.suite else None
         config = req.data_source_config.model_dump() if req.data_source_config else suite.data_source_config
+        if config["type"] == "stored_completions":
+            config |= {"item_schema": STORED_ITEM_SCHEMA, "include_sample_schema": True}
         criteria = req.testing_criteria or suite.testing_criteria
         _check_schema(config["item_schema"])
         self.check_criteria(tenant, criteria, config["item_schema"])
@@ -160,7 +173,8 @@ class EvalService:
         return Eval(
             id=row.id,
             name=row.name,
-            data_source_config={"type": "custom", "schema": schema},
+            data_source_config={"type": config["type"], "schema": schema}
+            | ({"metadata": config.get("metadata")} if config["type"] == "stored_completions" else {}),
             testing_criteria=row.testing_criteria,
             created_at=row.created_at,
             metadata=row.metadata_,
@@ -201,7 +215,7 @@ class EvalService:
                 "TUNESERVE_MAX_ACTIVE_EVAL_RUNS_PER_TENANT",
                 30,
             )
-        rows = read_rows(self.files, tenant, ds, suite)
+        rows = read_rows(self.files, tenant, ds, suite, partial(self._stored_chats, tenant))
         check_items(rows, ev.data_source_config["item_schema"], ds)
         data_source = ds.model_dump(mode="json", exclude_none=True)
         if isinstance(ds, CompletionsDataSource):
@@ -243,6 +257,13 @@ class EvalService:
         with self.db.session() as s:
             s.add(row)
         return row
+
+    def _stored_chats(self, tenant: str, source: StoredCompletionsSource) -> list[StoredChat]:
+        if self.stored_completions is None:
+            raise ApiError(400, "Stored chat completions are not kept here.", param="data_source.source")
+        return self.stored_completions.matching(
+            tenant, source.model, source.metadata, source.created_after, source.created_before, source.limit
+        )
 
     def get_run(self, tenant: str, eval_id: str, run_id: str) -> EvalRunRow:
         self.get(tenant, eval_id)

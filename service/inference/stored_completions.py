@@ -6,12 +6,22 @@ what a model answered, and turning a stronger model's answers into fine-tuning d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import delete, select
 
 from service.inference.kept import KeptRecords, size_of
 from service.platform.db import ChatCompletionRow
 from service.platform.db.filters import where_metadata
 from service.protocol.common import MetadataFilter
+
+
+@dataclass(frozen=True)
+class StoredChat:
+    id: str
+    request: dict  # the messages and tools as the client sent them
+    completion: dict  # the chat.completion as it was answered
+    metadata: dict[str, str]
 
 
 class StoredCompletions(KeptRecords):
@@ -50,6 +60,27 @@ class StoredCompletions(KeptRecords):
         q = where_metadata(q, ChatCompletionRow.meta, metadata)
         rows, more = self.db.page(q, after, limit, descending=order == "desc")
         return [_as_api(r) for r in rows], more
+
+    def matching(
+        self,
+        tenant: str,
+        model: str | None = None,
+        metadata: dict[str, str] | None = None,
+        created_after: int | None = None,
+        created_before: int | None = None,
+        limit: int | None = None,
+    ) -> list[StoredChat]:
+        """The tenant's stored chats that match, oldest first (at most `limit`): an eval's items."""
+        q = select(ChatCompletionRow).where(ChatCompletionRow.tenant_id == tenant)
+        if model is not None:
+            q = q.where(ChatCompletionRow.model == model)
+        if created_after is not None:
+            q = q.where(ChatCompletionRow.created_at >= created_after)
+        if created_before is not None:
+            q = q.where(ChatCompletionRow.created_at < created_before)
+        q = where_metadata(q, ChatCompletionRow.meta, MetadataFilter(metadata) if metadata else None)
+        rows, _ = self.db.page(q, limit=limit)
+        return [StoredChat(r.id, r.request, r.completion, r.meta or {}) for r in rows]
 
     def update(self, tenant: str, completion_id: str, metadata: dict[str, str] | None) -> dict:
         """Replace the completion's metadata (the only thing that can change)."""

@@ -26,10 +26,21 @@ class CustomDataSourceConfig(BaseModel):
     include_sample_schema: bool = False
 
 
+class StoredCompletionsDataSourceConfig(BaseModel):
+    """An eval of stored chat completions (`store: true`): each item is a stored chat's `input` (its
+    messages), `completion_id` and `metadata`; its sample is the stored answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["stored_completions"]
+    metadata: Metadata | None = Field(
+        None, description="Recorded with the eval (runs choose what they read)."
+    )
+
+
 class EvalCreate(BaseModel):
     name: str | None = Field(None, max_length=256)
-    data_source_config: CustomDataSourceConfig | None = Field(
-        None, description="Required unless `suite` is given (the suite's own is used)."
+    data_source_config: CustomDataSourceConfig | StoredCompletionsDataSourceConfig | None = Field(
+        None, discriminator="type", description="Required unless `suite` is given (the suite's own is used)."
     )
     testing_criteria: list[dict[str, Any]] | None = Field(
         None, max_length=32, description=GRADERS_DOC + " Required unless `suite` is given."
@@ -83,6 +94,20 @@ class FileIdSource(BaseModel):
     id: str
 
 
+class StoredCompletionsSource(BaseModel):
+    """The tenant's stored chat completions as items (oldest first): to grade their stored answers (a
+    `jsonl` data source), or to ask another model the same (a `completions` one, `input_messages`
+    `item_reference` `item.input`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["stored_completions"]
+    model: str | None = Field(None, description="Only the completions of this model.")
+    metadata: Metadata | None = Field(None, description="Only those with all of these pairs.")
+    created_after: int | None = Field(None, description="Only those created at or after this Unix time.")
+    created_before: int | None = Field(None, description="Only those created before this Unix time.")
+    limit: int | None = Field(None, ge=1, le=100_000, description="At most this many (the oldest).")
+
+
 class TemplateMessages(BaseModel):
     type: Literal["template"]
     template: list[dict[str, Any]] = Field(min_length=1)
@@ -97,7 +122,7 @@ class CompletionsDataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["completions"]
     model: str
-    source: FileContentSource | FileIdSource | None = Field(
+    source: FileContentSource | FileIdSource | StoredCompletionsSource | None = Field(
         None, discriminator="type", description="Items; may be left out for an eval made from a suite."
     )
     input_messages: TemplateMessages | ItemReferenceMessages | None = Field(None, discriminator="type")
@@ -114,7 +139,7 @@ class JsonlDataSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["jsonl"]
-    source: FileContentSource | FileIdSource = Field(discriminator="type")
+    source: FileContentSource | FileIdSource | StoredCompletionsSource = Field(discriminator="type")
     model: str | None = Field(None, description="Model for log-likelihood graders, if any.")
 
 

@@ -23,6 +23,7 @@ from tests.integration.helpers import (
     register_adapter,
     store_of,
     vllm_greedy,
+    wait_eval_run,
     wait_until,
 )
 
@@ -200,6 +201,25 @@ def test_stored_chat_completions_are_kept_as_answered(client: openai.OpenAI, ada
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.retrieve(whole.id)
     assert [c.id for c in client.chat.completions.list(metadata=tag).data] == [chunks[0].id]
+
+    # An eval of the stored chats asks a model the same (item_reference item.input): the adapter, greedy,
+    # answers as it did when the chat was stored.
+    check = {"type": "string_check", "name": "Paris", "input": "{{sample.output_text}}", "operation": "like"}
+    ev = client.evals.create(
+        data_source_config={"type": "stored_completions", "metadata": tag},
+        testing_criteria=[{**check, "reference": "Paris"}],
+    )
+    asked = {
+        "type": "completions",
+        "model": adapters[0],
+        "source": {"type": "stored_completions", "metadata": tag},
+        "input_messages": {"type": "item_reference", "item_reference": "item.input"},
+        "sampling_params": {"temperature": 0, "max_completion_tokens": 24},
+    }
+    run = wait_eval_run(client, ev.id, client.evals.runs.create(ev.id, data_source=asked).id)
+    [item] = client.evals.runs.output_items.list(run.id, eval_id=ev.id).data
+    assert run.status == "completed" and item.datasource_item["completion_id"] == chunks[0].id
+    assert item.sample.output[0].content == streamed_text
 
 
 def test_a_batch_answers_as_chat_does_for_the_base_model_and_an_adapter(
