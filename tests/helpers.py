@@ -72,7 +72,7 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
 
 class EchoEngine(FakeEngine):
     """Answers each chat with how many messages it was given and the last one's text, whole or streamed
-    in chat completion chunks (as vLLM: a new id each, the model's name)."""
+    in chat completion chunks (as vLLM: a new id each, the model's name, all made in the same second)."""
 
     @staticmethod
     def _answer(body: dict) -> str:
@@ -84,7 +84,8 @@ class EchoEngine(FakeEngine):
         self.calls.append((endpoint, model, body))
         text, head = (
             self._answer(body),
-            {"id": f"chatcmpl-{len(self.calls)}", "created": 1, "model": model.id},
+            # ids that sort against the order of the calls, as vLLM's random ones may: lists are not by id
+            {"id": f"chatcmpl-{10**6 - len(self.calls)}", "created": 1, "model": model.id},
         )
         if body.get("stream"):
             return self._chunks(head, text)

@@ -1,11 +1,12 @@
 """The chat completions a tenant stored (`store: true` on a chat completion, as at OpenAI): each with the
 messages and tools it was asked with, listed by model and metadata, read back with its messages, its
 metadata changed, deleted by the tenant or once older than the retention. What they are for: reviewing
-what a model answered, and turning a stronger model's answers into fine-tuning data for a smaller one
-(`tuneserve completions export`: distillation)."""
+what a model answered, evaluating on real traffic, and turning a stronger model's answers into fine-tuning
+data for a smaller one (`export`: distillation)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -13,6 +14,8 @@ from sqlalchemy import delete, select
 from service.inference.kept import KeptRecords, size_of
 from service.platform.db import ChatCompletionRow
 from service.platform.db.filters import where_metadata
+from service.platform.errors import ApiError
+from service.protocol.chat import StoredCompletionsExport, StoredCompletionsExported, StoredCompletionsFilter
 from service.protocol.common import MetadataFilter
 
 
@@ -61,26 +64,44 @@ class StoredCompletions(KeptRecords):
         rows, more = self.db.page(q, after, limit, descending=order == "desc")
         return [_as_api(r) for r in rows], more
 
-    def matching(
-        self,
-        tenant: str,
-        model: str | None = None,
-        metadata: dict[str, str] | None = None,
-        created_after: int | None = None,
-        created_before: int | None = None,
-        limit: int | None = None,
-    ) -> list[StoredChat]:
-        """The tenant's stored chats that match, oldest first (at most `limit`): an eval's items."""
+    def matching(self, tenant: str, which: StoredCompletionsFilter) -> list[StoredChat]:
+        """The tenant's stored chats that match, oldest first (at most `which.limit`)."""
         q = select(ChatCompletionRow).where(ChatCompletionRow.tenant_id == tenant)
-        if model is not None:
-            q = q.where(ChatCompletionRow.model == model)
-        if created_after is not None:
-            q = q.where(ChatCompletionRow.created_at >= created_after)
-        if created_before is not None:
-            q = q.where(ChatCompletionRow.created_at < created_before)
-        q = where_metadata(q, ChatCompletionRow.meta, MetadataFilter(metadata) if metadata else None)
-        rows, _ = self.db.page(q, limit=limit)
+        if which.model is not None:
+            q = q.where(ChatCompletionRow.model == which.model)
+        if which.created_after is not None:
+            q = q.where(ChatCompletionRow.created_at >= which.created_after)
+        if which.created_before is not None:
+            q = q.where(ChatCompletionRow.created_at < which.created_before)
+        wanted = MetadataFilter(which.metadata) if which.metadata else None
+        rows, _ = self.db.page(where_metadata(q, ChatCompletionRow.meta, wanted), limit=which.limit)
         return [StoredChat(r.id, r.request, r.completion, r.meta or {}) for r in rows]
+
+    def export(self, tenant: str, which: StoredCompletionsExport) -> StoredCompletionsExported:
+        """The matching chats as a fine-tuning file of the tenant (purpose `fine-tune`): one chat a line,
+        its messages as sent and then its answer (see `training_example`)."""
+        chats = self.matching(tenant, which)
+        examples = [e for e in map(training_example, chats) if e is not None]
+        if not examples:
+            why = (
+                f"none of the {len(chats)} that match has an answer to learn from (answers cut off by "
+                "max_tokens, or empty, are left out)"
+                if chats
+                else "none matches (chats are stored with store: true)"
+            )
+            raise ApiError(
+                400, f"No training data: of your stored chat completions, {why}.", code="no_training_data"
+            )
+        data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples).encode()
+        self.files.check_room(tenant, len(data))
+        file = self.files.create(tenant, which.filename, "fine-tune", data, "application/jsonl")
+        return StoredCompletionsExported(
+            file_id=file.id,
+            filename=file.filename,
+            bytes=file.bytes,
+            exported=len(examples),
+            skipped=len(chats) - len(examples),
+        )
 
     def update(self, tenant: str, completion_id: str, metadata: dict[str, str] | None) -> dict:
         """Replace the completion's metadata (the only thing that can change)."""
@@ -126,3 +147,22 @@ def _stored_message(message_id: str, message: dict) -> dict:
         text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         return {**message, "id": message_id, "content": text or None, "content_parts": content}
     return {**message, "id": message_id, "content_parts": None}
+
+
+def training_example(chat: StoredChat) -> dict | None:
+    """One line of chat fine-tuning data: the messages as the client sent them, then the stored answer
+    (its first choice), and the tools it was asked with. None for an answer that cannot teach: cut off by
+    `max_tokens` (finish_reason "length"), or empty."""
+    choices = chat.completion.get("choices") or []
+    if not choices or choices[0].get("finish_reason") == "length":
+        return None
+    answer = choices[0].get("message") or {}
+    reply = {"role": "assistant"}
+    if answer.get("content"):
+        reply["content"] = answer["content"]
+    if answer.get("tool_calls"):
+        reply["tool_calls"] = answer["tool_calls"]
+    if len(reply) == 1:
+        return None
+    tools = {"tools": chat.request["tools"]} if chat.request.get("tools") else {}
+    return {"messages": [*chat.request["messages"], reply], **tools}

@@ -112,3 +112,30 @@ class ChatCompletionUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     metadata: Metadata | None = Field(description="The new metadata (replaces the old; null clears it).")
+
+
+class StoredCompletionsFilter(BaseModel):
+    """Which of the tenant's stored chat completions: all of them unless narrowed; oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="Only the completions of this model.")
+    metadata: Metadata | None = Field(None, description="Only those with all of these pairs.")
+    created_after: int | None = Field(None, description="Only those created at or after this Unix time.")
+    created_before: int | None = Field(None, description="Only those created before this Unix time.")
+    limit: int | None = Field(None, ge=1, le=100_000, description="At most this many (the oldest).")
+
+
+class StoredCompletionsExport(StoredCompletionsFilter):
+    """Extension: stored chat completions written as a fine-tuning file (distillation)."""
+
+    filename: str = Field("stored-chats.jsonl", min_length=1, max_length=255)
+
+
+class StoredCompletionsExported(BaseModel):
+    """The fine-tuning file made, and what went in."""
+
+    file_id: str
+    filename: str
+    bytes: int
+    exported: int = Field(description="Chats written, one a line.")
+    skipped: int = Field(description="Chats left out: answers cut off by max_tokens, or empty.")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.protocol.chat import StoredCompletionsFilter
 from service.protocol.common import Metadata
 from service.protocol.vector_stores import RetrievalOptions
 
@@ -94,18 +95,12 @@ class FileIdSource(BaseModel):
     id: str
 
 
-class StoredCompletionsSource(BaseModel):
+class StoredCompletionsSource(StoredCompletionsFilter):
     """The tenant's stored chat completions as items (oldest first): to grade their stored answers (a
     `jsonl` data source), or to ask another model the same (a `completions` one, `input_messages`
     `item_reference` `item.input`)."""
 
-    model_config = ConfigDict(extra="forbid")
     type: Literal["stored_completions"]
-    model: str | None = Field(None, description="Only the completions of this model.")
-    metadata: Metadata | None = Field(None, description="Only those with all of these pairs.")
-    created_after: int | None = Field(None, description="Only those created at or after this Unix time.")
-    created_before: int | None = Field(None, description="Only those created before this Unix time.")
-    limit: int | None = Field(None, ge=1, le=100_000, description="At most this many (the oldest).")
 
 
 class TemplateMessages(BaseModel):

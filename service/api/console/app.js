@@ -231,9 +231,10 @@ async function start() {
 
 // ---------------------------------------------------------------------------------------- fine-tuning
 
-async function jobsPage() {
+async function jobsPage(params) {
   const [jobs, bases] = await Promise.all([all("/v1/fine_tuning/jobs"), models()]);
-  const file = h("input", { type: "file", name: "training_file", accept: ".jsonl", required: true });
+  const given = params.get("training_file"); // a file already in the service (stored chats' export)
+  const file = h("input", { type: "file", name: "training_file", accept: ".jsonl", required: !given });
   const bar = h("progress", { value: 0, max: 1, "aria-label": "Upload progress" });
   const epochs = h("input", { type: "number", name: "n_epochs", min: 1, max: 100, placeholder: "auto" });
   const suffix = h("input", { name: "suffix", maxlength: 40, placeholder: "optional" });
@@ -244,10 +245,13 @@ async function jobsPage() {
   );
   const form = cardForm(
     "Start a job",
-    [field("Training data (JSONL)", file), bar, field("Model", model), field("Method", method), field("Suffix", suffix), field("Epochs", epochs)],
+    [
+      given ? h("p", {}, "Training file: ", h("code", {}, given), " (or choose another below)") : null,
+      field("Training data (JSONL)", file), bar, field("Model", model), field("Method", method), field("Suffix", suffix), field("Epochs", epochs),
+    ],
     "Start",
     async () => {
-      const uploaded = await uploadFile(file.files[0], "fine-tune", bar);
+      const uploaded = given && !file.files.length ? { id: given } : await uploadFile(file.files[0], "fine-tune", bar);
       const hyperparameters = epochs.value ? { n_epochs: Number(epochs.value) } : {};
       const body = {
         model: model.value,
@@ -459,6 +463,7 @@ async function playgroundPage(params) {
   const maxTokens = h("input", { type: "number", name: "max_tokens", min: 1, max: 4096, value: "256" });
   const topP = h("input", { type: "number", name: "top_p", min: 0, max: 1, step: 0.05, value: "1" });
   const image = h("input", { type: "file", name: "image", accept: "image/png,image/jpeg,image/webp" });
+  const keep = h("input", { type: "checkbox", name: "store" });
   const retrieval = h("select", { name: "vector_stores", multiple: true, size: Math.min(4, stores.data.length || 1) },
     stores.data.map((s) => h("option", { value: s.id }, s.name || s.id)));
   const answers = h("div", { class: "row" });
@@ -473,6 +478,7 @@ async function playgroundPage(params) {
       field("Top p", topP),
       field("Vector stores (retrieval)", retrieval),
       field("Image (vision models)", image),
+      h("label", { class: "inline" }, keep, " Keep these chats (Stored chats: to review, evaluate or train on)"),
       h("div", { class: "wide" }, field("System prompt", system), field("Message", prompt)),
     ],
     "Send",
@@ -488,7 +494,7 @@ async function playgroundPage(params) {
       const selected = [...retrieval.selectedOptions].map((o) => o.value);
       fill(answers);
       await Promise.all(chosen.map(async (model) => {
-        const out = h("div", { class: "answer", "aria-live": "polite", "data-model": model });
+        const out = h("div", { class: "answer", "aria-live": "polite", "aria-busy": "true", "data-model": model });
         const cites = h("div");
         const error = h("p", { class: "error" });
         answers.append(h("section", {}, h("h2", {}, model), out, cites, error));
@@ -500,15 +506,72 @@ async function playgroundPage(params) {
           top_p: Number(topP.value),
         };
         if (selected.length) body.retrieval = { vector_store_ids: selected };
+        if (keep.checked) Object.assign(body, { store: true, metadata: { source: "playground" } });
         try {
           await stream(body, out, cites);
         } catch (exc) {
           error.textContent = exc.message;
+        } finally {
+          out.setAttribute("aria-busy", "false"); // the answer is whole (tests wait on it too)
         }
       }));
     },
   );
   show(h("h1", {}, "Playground"), form, answers);
+}
+
+// -------------------------------------------------------------------------------------- stored chats
+
+// The chat completions kept with `store: true` (the playground's "Keep" too), filtered by model and
+// metadata, and made into a fine-tuning file: a stronger model's answers teach a smaller one.
+async function chatsPage(params) {
+  const list = await models();
+  const query = new URLSearchParams({ order: "desc" });
+  const wanted = params.get("model") || "";
+  const pair = params.get("metadata") || "";
+  if (wanted) query.set("model", wanted);
+  const [mkey, ...rest] = pair.split("=");
+  if (pair && rest.length) query.set(`metadata[${mkey}]`, rest.join("="));
+  const chats = await all(`/v1/chat/completions?${query}`);
+  const model = h("select", { name: "model" }, h("option", { value: "" }, "any model"),
+    list.map((m) => h("option", { value: m.id, selected: m.id === wanted }, m.id)));
+  const metadata = h("input", { name: "metadata", placeholder: "KEY=VALUE", value: pair });
+  const filter = cardForm("Which chats", [field("Model", model), field("Metadata", metadata)], "Show", async () => {
+    const next = new URLSearchParams();
+    if (model.value) next.set("model", model.value);
+    if (metadata.value) next.set("metadata", metadata.value);
+    location.hash = `#/chats?${next}`;
+  });
+  const made = h("p", { "aria-live": "polite" });
+  const exportForm = cardForm("Make a training file", [made], "Make a training file", async () => {
+    const body = { filename: "stored-chats.jsonl" };
+    if (wanted) body.model = wanted;
+    if (pair && rest.length) body.metadata = { [mkey]: rest.join("=") };
+    const file = await api("/v1/chat/completions/export", { method: "POST", body });
+    fill(made, `${file.file_id}: ${file.exported} chats`, file.skipped ? ` (${file.skipped} cut off, left out)` : "", " ",
+      link(`#/jobs?training_file=${encodeURIComponent(file.file_id)}`, "Fine-tune on it"));
+  });
+  const answer = (c) => {
+    const message = c.choices?.[0]?.message || {};
+    return (message.content || "").slice(0, 120) || (message.tool_calls ? "(tool calls)" : "");
+  };
+  show(
+    h("h1", {}, "Stored chats"),
+    h("p", { class: "muted" }, "Chats kept with store: true (the playground's \"Keep\" too), newest first."),
+    filter,
+    table(
+      [
+        ["Created", (c) => when(c.created)],
+        ["Model", (c) => c.model],
+        ["Metadata", (c) => Object.entries(c.metadata || {}).map(([k, v]) => `${k}=${v}`).join(", ")],
+        ["Answer", answer],
+        ["Finish", (c) => c.choices?.[0]?.finish_reason || ""],
+      ],
+      chats,
+      "No stored chats: send a chat with store: true, or tick Keep in the playground.",
+    ),
+    chats.length ? exportForm : null,
+  );
 }
 
 // -------------------------------------------------------------------------------------- vector stores
@@ -924,6 +987,7 @@ const ROUTES = [
   [/^#\/jobs$/, jobsPage],
   [/^#\/jobs\/([^/]+)$/, jobPage],
   [/^#\/playground$/, playgroundPage],
+  [/^#\/chats$/, chatsPage],
   [/^#\/vector-stores$/, vectorStoresPage],
   [/^#\/vector-stores\/([^/]+)$/, vectorStorePage],
   [/^#\/evals$/, evalsPage],
@@ -948,7 +1012,7 @@ async function route() {
     if (!m) continue;
     const args = m.slice(1);
     try {
-      await (render === playgroundPage ? render(new URLSearchParams(query)) : render(...args));
+      await render(...args, new URLSearchParams(query)); // the query's params after the path's captures
     } catch (exc) {
       if (exc.status === 401) return signInPage("Your key is no longer valid; sign in again.");
       show(h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, exc.message));

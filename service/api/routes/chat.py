@@ -17,7 +17,14 @@ from service.api.streams import kept_at_end, released_at_end, while_authorized
 from service.inference.engine import Endpoint
 from service.platform.auth import Principal
 from service.platform.errors import ApiError
-from service.protocol.chat import ChatCompletionCreate, ChatCompletionUpdate, CompletionCreate, SamplingFields
+from service.protocol.chat import (
+    ChatCompletionCreate,
+    ChatCompletionUpdate,
+    CompletionCreate,
+    SamplingFields,
+    StoredCompletionsExport,
+    StoredCompletionsExported,
+)
 from service.protocol.common import page_of
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -76,6 +83,22 @@ def list_chat_completions(
     wanted = metadata_filter(request)
     data, more = services.completions.list(principal.tenant, model, wanted, after, limit, order)
     return page_of(data, more)
+
+
+# Declared before /chat/completions/{completion_id}, whose POST would otherwise take "export" for an id.
+@router.post(
+    "/chat/completions/export",
+    response_model=StoredCompletionsExported,
+    summary="Export stored chat completions as a fine-tuning file",
+)
+def export_chat_completions(
+    body: StoredCompletionsExport, services: Svc, principal: CurrentPrincipal
+) -> StoredCompletionsExported:
+    """Extension (distillation): the stored chat completions that match, oldest first, written as a file
+    of chat fine-tuning data (purpose `fine-tune`), one chat a line: its messages as the client sent them,
+    then its stored answer, and its tools. Answers cut off by `max_tokens` are left out; a 400 if none is
+    left. The file counts toward the storage limit; `training_file` of a job takes it as it is."""
+    return services.completions.export(principal.tenant, body)
 
 
 @router.get("/chat/completions/{completion_id}", summary="Retrieve a stored chat completion")

@@ -1,7 +1,7 @@
 """The web console in a real headless browser (Debian's chromium driven by Playwright) against the running
 stack: sign in, start a job from an uploaded file and watch its loss curve grow, chat with the new model
-in the playground, fill a vector store and search it, run a suite; a wrong key and another tenant's
-resources. The main pages' screenshots are written to docs/console/ (the README shows them)."""
+in the playground and keep the chat, make a training file of it, fill a vector store and search it, run a
+suite; a wrong key and another tenant's resources. The main pages' screenshots are written to docs/console/ (the README shows them)."""
 
 from __future__ import annotations
 
@@ -139,10 +139,26 @@ def test_a_tenant_fine_tunes_chats_retrieves_and_evaluates_in_the_browser(
     assert page.locator("select[name=model]").input_value().startswith(model)
     page.get_by_label("Message").fill("What is the capital of France?")
     page.get_by_label("Max tokens").fill("8")
+    page.get_by_label("Keep these chats").check()
     page.get_by_role("button", name="Send").click()
     answer = page.locator(".answer")
     poll("a streamed answer", lambda: answer.count() and answer.first.inner_text().strip())
     shot(page, "playground")
+    page.locator(".answer[aria-busy='false']").wait_for()  # the stream has ended
+    said = answer.first.inner_text()
+
+    # Kept: listed among the stored chats, and made into a training file to fine-tune on.
+    page.get_by_role("link", name="Stored chats").click()
+    page.get_by_role("heading", name="Stored chats").wait_for()
+    row = page.locator("main table tbody tr").first
+    row.wait_for()
+    assert model in row.inner_text() and "source=playground" in row.inner_text()
+    assert " ".join(said.split())[:20] in " ".join(row.inner_text().split())  # its stored answer
+    page.get_by_role("button", name="Make a training file").click()
+    page.get_by_role("link", name="Fine-tune on it").wait_for()
+    shot(page, "stored-chats")
+    page.get_by_role("link", name="Fine-tune on it").click()
+    page.get_by_text("Training file: file-").wait_for()
 
     # A vector store: a document uploaded, ingested and found by a search.
     page.get_by_role("link", name="Vector stores").click()

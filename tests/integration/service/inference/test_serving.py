@@ -201,6 +201,10 @@ def test_stored_chat_completions_are_kept_as_answered(client: openai.OpenAI, ada
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.retrieve(whole.id)
     assert [c.id for c in client.chat.completions.list(metadata=tag).data] == [chunks[0].id]
+    # Exported as fine-tuning data (distillation): the chat as asked, then the stored answer.
+    made = client.post("/chat/completions/export", body={"metadata": tag}, cast_to=object)
+    [line] = client.files.content(made["file_id"]).text.splitlines()
+    assert json.loads(line)["messages"] == [*question, {"role": "assistant", "content": streamed_text}]
 
     # An eval of the stored chats asks a model the same (item_reference item.input): the adapter, greedy,
     # answers as it did when the chat was stored.

@@ -1,5 +1,5 @@
 """`tuneserve completions ...` as a user runs it (conftest.py: the API over real HTTP, an echoing engine):
-stored chat completions listed, and exported as fine-tuning data the API accepts."""
+stored chat completions listed, and exported as a fine-tuning file (`POST /v1/chat/completions/export`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from service.cli.completions import training_example
+from service.inference.stored_completions import StoredChat, training_example
 from service.platform.settings import DEFAULT_BASE_MODEL
 from tests.helpers import ADMIN, auth
 
@@ -30,7 +30,9 @@ def test_stored_completions_are_exported_as_fine_tuning_data(cli, port: int, tmp
     assert [c["id"] for c in json.loads(out)] == [c["id"] for c in kept]
 
     data = tmp_path / "distilled.jsonl"
-    code, out, err = cli("completions", "export", "--metadata", "distill=cli", "-o", str(data), "--upload")
+    code, out, err = cli(
+        "completions", "export", "--metadata", "distill=cli", "--filename", "distilled.jsonl", "-o", str(data)
+    )
     assert code == 0, err
     lines = [json.loads(line) for line in data.read_text().splitlines()]
     assert lines[1] == {
@@ -39,34 +41,35 @@ def test_stored_completions_are_exported_as_fine_tuning_data(cli, port: int, tmp
             {"role": "assistant", "content": "1 messages, the last: question 1"},
         ]
     }
-    assert len(lines) == 3 and "wrote 3 chats" in out
-    uploaded = json.loads(out[out.index("{") :])  # the fine-tuning data checks passed
-    assert uploaded["purpose"] == "fine-tune" and uploaded["filename"] == "distilled.jsonl"
+    made = json.loads(out[out.index("{") :])
+    assert (made["exported"], made["skipped"], made["filename"]) == (3, 0, "distilled.jsonl")
+    file = httpx.get(f"http://127.0.0.1:{port}/v1/files/{made['file_id']}", headers=auth(ADMIN)).json()
+    assert file["purpose"] == "fine-tune" and file["bytes"] == len(data.read_bytes())
 
-    code, _, err = cli("completions", "export", "--metadata", "distill=none", "-o", str(tmp_path / "x.jsonl"))
-    assert code == 1 and "no stored chat completions match" in err
+    code, _, err = cli("completions", "export", "--metadata", "distill=none")
+    assert code == 1 and "none matches" in err
     code, _, err = cli("completions", "list", "--metadata", "no-equals-sign")
     assert code == 1 and "KEY=VALUE" in err
 
 
-def test_an_answer_cut_off_or_empty_teaches_nothing_and_parts_and_tools_come_back_as_sent() -> None:
+def test_an_answer_cut_off_or_empty_teaches_nothing_and_parts_and_tools_stay_as_sent() -> None:
     parts = [
         {"type": "text", "text": "a"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,x"}},
     ]
-    listed = [{"id": "c-0", "role": "user", "content": "a", "content_parts": parts}]
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     tools = [{"type": "function", "function": {"name": "f"}}]
+    request = {"messages": [{"role": "user", "content": parts}], "tools": tools}
 
-    def completion(message: dict, finish: str = "stop", **extra: object) -> dict:
-        return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], **extra}
+    def chat(message: dict, finish: str = "stop") -> StoredChat:
+        completion = {"choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+        return StoredChat("c", request, completion, {})
 
-    called = completion(
-        {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls", tools=tools
-    )
-    assert training_example(called, listed) == {
+    assert training_example(
+        chat({"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls")
+    ) == {
         "messages": [{"role": "user", "content": parts}, {"role": "assistant", "tool_calls": [call]}],
         "tools": tools,
     }
-    assert training_example(completion({"role": "assistant", "content": "cut"}, "length"), listed) is None
-    assert training_example(completion({"role": "assistant", "content": ""}), listed) is None
+    assert training_example(chat({"role": "assistant", "content": "cut"}, "length")) is None
+    assert training_example(chat({"role": "assistant", "content": ""})) is None

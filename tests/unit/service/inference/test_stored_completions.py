@@ -11,6 +11,7 @@ import time
 from fastapi.testclient import TestClient
 
 from service.api.streams import kept_at_end
+from service.platform.auth import ADMIN_TENANT
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.chat_stream import ChatAssembly, SseEvents
 from tests.helpers import USAGE, assert_openai_error, auth
@@ -235,3 +236,22 @@ def test_chunks_add_up_to_choices_with_text_and_tool_calls() -> None:
             for chunk in events.feed(packet):
                 assembly.feed(chunk)
         assert assembly.completion() == expected, cut
+
+
+def test_stored_chats_are_exported_as_a_fine_tuning_file_without_cut_off_answers(stack) -> None:
+    client, _ = stack
+    kept = _chat(client, "Hello", store=True, metadata={"set": "a"})
+    cut = {**kept, "id": "chatcmpl-cut", "choices": [{**kept["choices"][0], "finish_reason": "length"}]}
+    request = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "Long"}]}
+    client.app.state.services.completions.save(ADMIN_TENANT, request, {"set": "a"}, cut)
+    made = client.post(f"{CHAT}/export", json={"metadata": {"set": "a"}, "filename": "a.jsonl"}).json()
+    assert (made["exported"], made["skipped"], made["filename"]) == (1, 1, "a.jsonl")
+    [line] = client.get(f"/v1/files/{made['file_id']}/content").text.splitlines()
+    assert json.loads(line) == {
+        "messages": [{"role": "user", "content": "Hello"}, kept["choices"][0]["message"]]
+    }
+    assert client.get(f"/v1/files/{made['file_id']}").json()["purpose"] == "fine-tune"
+    refused = client.post(f"{CHAT}/export", json={"metadata": {"set": "none"}})
+    assert "none matches" in assert_openai_error(refused, 400, "no_training_data")["message"]
+    other = auth(client.post("/v1/admin/api_keys", json={"tenant": "acme"}).json()["key"])
+    assert_openai_error(client.post(f"{CHAT}/export", json={}, headers=other), 400, "no_training_data")
