@@ -128,7 +128,13 @@ class StoredCompletionsFilter(BaseModel):
 class StoredCompletionsExport(StoredCompletionsFilter):
     """Extension: stored chat completions written as a fine-tuning file (distillation)."""
 
-    filename: str = Field("stored-chats.jsonl", min_length=1, max_length=255)
+    filename: str = Field(
+        "stored-chats.jsonl",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\x00-\x1f/\\]+$",
+        description="The file's name (no slashes or control characters).",
+    )
 
 
 class StoredCompletionsExported(BaseModel):
