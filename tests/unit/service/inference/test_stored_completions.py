@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
 from service.api.streams import kept_at_end
 from service.platform.auth import ADMIN_TENANT
 from service.platform.settings import DEFAULT_BASE_MODEL
 from service.protocol.chat_stream import ChatAssembly, SseEvents
-from tests.helpers import USAGE, assert_openai_error, auth
+from tests.helpers import ADMIN, USAGE, EchoEngine, MemoryStore, assert_openai_error, auth, offline_settings
+from tests.unit.service.models.test_imports import MODELS
 
 CHAT = "/v1/chat/completions"
 
@@ -255,3 +258,31 @@ def test_stored_chats_are_exported_as_a_fine_tuning_file_without_cut_off_answers
     assert "none matches" in assert_openai_error(refused, 400, "no_training_data")["message"]
     other = auth(client.post("/v1/admin/api_keys", json={"tenant": "acme"}).json()["key"])
     assert_openai_error(client.post(f"{CHAT}/export", json={}, headers=other), 400, "no_training_data")
+
+
+def test_an_exported_file_is_accepted_as_training_data_tool_calls_included(tmp_path: Path) -> None:
+    engine = EchoEngine({DEFAULT_BASE_MODEL})
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS), store=MemoryStore(), engine=engine)
+    tool = {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+    }
+    call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        for i in range(4):
+            _chat(client, f"question {i}", store=True, metadata={"set": "train"})
+        called = _chat(client, "Weather?", store=True, tools=[tool])
+        answer = {"role": "assistant", "content": None, "tool_calls": [call]}
+        completion = {**called, "choices": [{"index": 0, "message": answer, "finish_reason": "tool_calls"}]}
+        request = {
+            "model": DEFAULT_BASE_MODEL,
+            "messages": [{"role": "user", "content": "Weather?"}],
+            "tools": [tool],
+        }
+        client.app.state.services.completions.save(ADMIN_TENANT, request, {"set": "train"}, completion)
+        made = client.post(f"{CHAT}/export", json={"metadata": {"set": "train"}}).json()
+        assert made["exported"] == 5
+        job = client.post(
+            "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": made["file_id"]}
+        )
+        assert job.status_code == 200, job.text  # every line passed the training data checks
