@@ -3,7 +3,7 @@
 // parsing: every element is made with `h`, so text from the API is never parsed as markup.
 
 const KEY_NAME = "tuneserve.key";
-const TERMINAL = new Set(["succeeded", "failed", "cancelled", "completed", "canceled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "completed", "canceled", "expired"]);
 const main = document.getElementById("main");
 let key = sessionStorage.getItem(KEY_NAME);
 let isAdmin = false;
@@ -574,6 +574,92 @@ async function chatsPage(params) {
   );
 }
 
+// ------------------------------------------------------------------------------------------- batches
+
+function batchProgress(b) {
+  const c = b.request_counts || {};
+  return `${(c.completed || 0) + (c.failed || 0)} of ${c.total || 0}` + (c.failed ? ` (${c.failed} failed)` : "");
+}
+
+async function batchesPage() {
+  const batches = await all("/v1/batches");
+  const file = h("input", { type: "file", name: "requests", accept: ".jsonl", required: true });
+  const bar = h("progress", { value: 0, max: 1, "aria-label": "Upload progress" });
+  const form = cardForm(
+    "Run a batch",
+    [field("Requests (JSONL: custom_id, method, url, body a line)", file), bar],
+    "Run",
+    async () => {
+      // The endpoint is the first request's `url`; the API checks every line against it.
+      const first = (await file.files[0].text()).split("\n").find((line) => line.trim());
+      let endpoint;
+      try {
+        endpoint = JSON.parse(first).url;
+      } catch {
+        throw new Error("line 1 is not a JSON request ({\"custom_id\", \"method\", \"url\", \"body\"})");
+      }
+      const uploaded = await uploadFile(file.files[0], "batch", bar);
+      const body = { input_file_id: uploaded.id, endpoint, completion_window: "24h" };
+      const batch = await api("/v1/batches", { method: "POST", body });
+      location.hash = `#/batches/${batch.id}`;
+    },
+  );
+  show(
+    h("h1", {}, "Batches"),
+    h("p", { class: "muted" }, "Files of requests answered in the background, a few at a time beside interactive chats."),
+    form,
+    table(
+      [
+        ["Batch", (b) => link(`#/batches/${b.id}`, b.id)],
+        ["Endpoint", (b) => b.endpoint],
+        ["Status", (b) => status(b.status)],
+        ["Answered", batchProgress],
+        ["Created", (b) => when(b.created_at)],
+      ],
+      batches,
+      "No batches yet.",
+    ),
+  );
+}
+
+async function batchPage(id) {
+  const mine = page;
+  const head = h("div");
+  const error = errorBox("batch-error");
+  const act = (fn) => async () => {
+    error.textContent = "";
+    try {
+      await fn();
+      await refresh();
+    } catch (exc) {
+      error.textContent = exc.message;
+    }
+  };
+  async function refresh() {
+    const b = await api(`/v1/batches/${id}`);
+    if (mine !== page) return false;
+    const u = b.usage || {};
+    fill(head,
+      h("p", {}, "Status: ", status(b.status), ` — ${batchProgress(b)} requests answered`, ` — ${u.total_tokens || 0} tokens`),
+      (b.errors?.data || []).map((e) => h("p", { class: "error" }, e.message)),
+      h("div", {},
+        TERMINAL.has(b.status) || b.status === "cancelling"
+          ? null
+          : h("button", { type: "button", class: "plain", onclick: act(() => api(`/v1/batches/${id}/cancel`, { method: "POST" })) }, "Cancel"),
+        b.output_file_id
+          ? h("button", { type: "button", class: "plain", onclick: act(() => download(`/v1/files/${b.output_file_id}/content`, `${id}_output.jsonl`)) }, "Download answers")
+          : null,
+        b.error_file_id
+          ? h("button", { type: "button", class: "plain", onclick: act(() => download(`/v1/files/${b.error_file_id}/content`, `${id}_errors.jsonl`)) }, "Download errors")
+          : null,
+      ),
+    );
+    return !TERMINAL.has(b.status);
+  }
+  show(h("h1", {}, `Batch ${id}`), error, head);
+  if (await refresh()) every(2, refresh);
+}
+
 // -------------------------------------------------------------------------------------- vector stores
 
 async function vectorStoresPage() {
@@ -837,15 +923,19 @@ async function modelsPage() {
   );
 }
 
-// The adapter's .tar.gz through the API (it needs the key, so no plain link), saved as a download.
-async function downloadAdapter(id) {
-  const resp = await api(`/v1/models/${encodeURIComponent(id)}/content`, { raw: true });
+// A body of the API saved as a download (the API needs the key, so no plain link).
+async function download(path, filename) {
+  const resp = await api(path, { raw: true });
   const url = URL.createObjectURL(await resp.blob());
-  const a = h("a", { href: url, download: `${id.replaceAll(":", "_").replaceAll("/", "_")}.tar.gz` });
+  const a = h("a", { href: url, download: filename });
   document.body.append(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function downloadAdapter(id) {
+  return download(`/v1/models/${encodeURIComponent(id)}/content`, `${id.replaceAll(":", "_").replaceAll("/", "_")}.tar.gz`);
 }
 
 async function modelPage(id) {
@@ -988,6 +1078,8 @@ const ROUTES = [
   [/^#\/jobs\/([^/]+)$/, jobPage],
   [/^#\/playground$/, playgroundPage],
   [/^#\/chats$/, chatsPage],
+  [/^#\/batches$/, batchesPage],
+  [/^#\/batches\/([^/]+)$/, batchPage],
   [/^#\/vector-stores$/, vectorStoresPage],
   [/^#\/vector-stores\/([^/]+)$/, vectorStorePage],
   [/^#\/evals$/, evalsPage],

@@ -1,7 +1,7 @@
 """The web console in a real headless browser (Debian's chromium driven by Playwright) against the running
 stack: sign in, start a job from an uploaded file and watch its loss curve grow, chat with the new model
 in the playground and keep the chat, make a training file of it, fill a vector store and search it, run a
-suite; a wrong key and another tenant's resources. The main pages' screenshots are written to docs/console/ (the README shows them)."""
+suite, run a batch; a wrong key and another tenant's resources. The main pages' screenshots are written to docs/console/ (the README shows them)."""
 
 from __future__ import annotations
 
@@ -251,6 +251,43 @@ def test_a_tenant_imports_downloads_and_deletes_an_adapter_in_the_browser(
     page.get_by_role("heading", name="All models").wait_for()
     assert model not in page.locator("main").inner_text()
     assert stack.get(f"/v1/models/{model}", key=key).status_code == 404
+
+
+def test_a_tenant_runs_a_batch_and_downloads_its_answers_in_the_browser(
+    page, stack: RunningStack, tmp_path: Path
+) -> None:
+    def line(custom_id: str) -> str:
+        body = {"model": DEFAULT_BASE_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        return json.dumps(
+            {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+
+    sign_in(page, stack.tenant_key("console-batches"))
+    page.get_by_role("heading", name="Fine-tuning").wait_for()
+    page.get_by_role("link", name="Batches").click()
+    page.get_by_role("heading", name="Batches").wait_for()
+
+    # A file with a bad line: the API's message names it, and nothing runs.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line("a") + "\n" + line("a") + "\n")
+    page.get_by_label("Requests").set_input_files(str(bad))
+    page.get_by_role("button", name="Run").click()
+    page.get_by_role("alert").filter(has_text="line 2").wait_for()
+
+    good = tmp_path / "requests.jsonl"
+    good.write_text(line("a") + "\n" + line("b") + "\n")
+    page.get_by_label("Requests").set_input_files(str(good))
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_url("**/#/batches/batch_*")
+    page.locator(".status.completed").wait_for(timeout=300_000)
+    assert "2 of 2 requests answered" in page.locator("main").inner_text()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download answers").click()
+    saved = tmp_path / "answers.jsonl"
+    download.value.save_as(saved)
+    answers = [json.loads(x) for x in saved.read_text().splitlines()]
+    assert sorted(a["custom_id"] for a in answers) == ["a", "b"]
+    assert all(a["response"]["status_code"] == 200 for a in answers)
 
 
 def test_the_admin_sees_health_and_makes_a_key(page, stack: RunningStack) -> None:
