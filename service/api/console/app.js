@@ -548,7 +548,7 @@ async function chatsPage(params) {
     if (wanted) body.model = wanted;
     if (pair && rest.length) body.metadata = { [mkey]: rest.join("=") };
     const file = await api("/v1/chat/completions/export", { method: "POST", body });
-    fill(made, `${file.file_id}: ${file.exported} chats`, file.skipped ? ` (${file.skipped} cut off, left out)` : "", " ",
+    fill(made, `${file.file_id}: ${file.exported} chat${file.exported === 1 ? "" : "s"}`, file.skipped ? ` (${file.skipped} cut off, left out)` : "", " ",
       link(`#/jobs?training_file=${encodeURIComponent(file.file_id)}`, "Fine-tune on it"));
   });
   const answer = (c) => {
