@@ -28,7 +28,7 @@ FILES_PREFIX = "files/"
 class FileService:
     """Uploads up to `max_bytes` each (0: this instance only writes files of the service's own, `create`),
     and up to each tenant's `storage_bytes` limit in all (`limits`; none without it), which also counts what
-    the tenant keeps elsewhere (`kept_elsewhere`: its stored responses)."""
+    the tenant keeps elsewhere (`kept_elsewhere`: its stored responses and chat completions)."""
 
     db: Database
     store: ObjectStore
@@ -38,7 +38,8 @@ class FileService:
     # The object keys that unfinished work still reads (fine-tuning: its queued, running and paused jobs'
     # data and images), registered in the composition root: a deleted file's object stays while it is read.
     in_use: Callable[[], set[str]] = field(default=set)
-    # The bytes a tenant keeps outside files that count toward its storage limit (stored responses).
+    # The bytes a tenant keeps outside files that count toward its storage limit (stored responses and
+    # chat completions).
     kept_elsewhere: Callable[[str], int] = field(default=lambda tenant: 0)
 
     def upload(self, tenant: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:

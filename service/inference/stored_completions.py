@@ -93,6 +93,15 @@ class StoredCompletions(KeptRecords):
                 400, f"No training data: of your stored chat completions, {why}.", code="no_training_data"
             )
         data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples).encode()
+        if self.files.max_bytes and len(data) > self.files.max_bytes:
+            raise ApiError(
+                400,
+                f"The {len(examples)} chats make {len(data)} bytes, over the file limit of "
+                f"{self.files.max_bytes} (TUNESERVE_MAX_FILE_BYTES): export fewer at a time with `limit`, "
+                "`created_after` / `created_before` or `metadata`.",
+                param="limit",
+                code="file_too_large",
+            )
         self.files.check_room(tenant, len(data))
         file = self.files.create(tenant, which.filename, "fine-tune", data, "application/jsonl")
         return StoredCompletionsExported(

@@ -286,3 +286,17 @@ def test_an_exported_file_is_accepted_as_training_data_tool_calls_included(tmp_p
             "/v1/fine_tuning/jobs", json={"model": DEFAULT_BASE_MODEL, "training_file": made["file_id"]}
         )
         assert job.status_code == 200, job.text  # every line passed the training data checks
+
+
+def test_an_export_over_the_file_limit_is_refused_saying_how_to_narrow_it(tmp_path: Path) -> None:
+    app = create_app(
+        offline_settings(tmp_path, max_file_bytes=400),
+        store=MemoryStore(),
+        engine=EchoEngine({DEFAULT_BASE_MODEL}),
+    )
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        for i in range(4):
+            _chat(client, f"question {i}", store=True)
+        refused = assert_openai_error(client.post(f"{CHAT}/export", json={}), 400, "file_too_large")
+        assert refused["param"] == "limit" and "4 chats" in refused["message"]
+        assert client.post(f"{CHAT}/export", json={"limit": 2}).json()["exported"] == 2
