@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 # Above Ray's default worker ports (10002-19999: every Ray worker process listens on one).
 LOWEST_PORT = 20000
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    return free_ports(1, host)[0]
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    return free_ports(1, host, avoid)[0]
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+def free_ports(n: int, host: str = "127.0.0.1", avoid: Collection[int] = ()) -> list[int]:
     """`n` different ports free now, for servers that bind them a little later (Ray's components, rclone,
     the API). They are chosen below the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) can be taken meanwhile by any outgoing connection on the machine, and a Ray agent then
     fails with "Address already in use" (seen on a busy machine running several stacks); below it (and
     above Ray's worker ports) only another server can take it. The n sockets are held together, so no
-    port is returned twice."""
+    port is returned twice. `avoid`: ports free now that a server will bind later (the stack's own API
+    port, bound by its replica half a minute after the stack's other ports are chosen: one of them once
+    took it, and the API could not start)."""
     low, high = LOWEST_PORT, ephemeral_ports()[0] - 1
     rng = random.SystemRandom()
     sockets: list[socket.socket] = []
@@ -28,9 +31,12 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for _ in range(n * 100):
             if len(sockets) == n or high - low < 100 * n:
                 break
+            port = rng.randint(low, high)
+            if port in avoid:
+                continue
             sock = socket.socket()
             try:
-                sock.bind((host, rng.randint(low, high)))
+                sock.bind((host, port))
             except OSError:  # taken
                 sock.close()
                 continue
@@ -38,6 +44,9 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         while len(sockets) < n:  # no room below the ephemeral range: let the kernel choose
             sock = socket.socket()
             sock.bind((host, 0))
+            if sock.getsockname()[1] in avoid:
+                sock.close()
+                continue
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:

@@ -251,7 +251,7 @@ class Stack:
             except StoreError as exc:
                 raise StackError(str(exc)) from None
             return s.s3_endpoint_url  # type: ignore[return-value]
-        port = s.embedded_s3_port or free_port()
+        port = s.embedded_s3_port or free_port(avoid=(s.port,))
         if not port_is_free("127.0.0.1", port):
             raise StackError(
                 f"port {port} for the embedded S3 server is in use; set TUNESERVE_EMBEDDED_S3_PORT"
@@ -298,7 +298,7 @@ class Stack:
                 ) from None
             host = s.ray_address.removeprefix("ray://").split(":")[0]
             return s.ray_address, s.ray_dashboard_url or f"http://{host}:8265"
-        gcs, dashboard, agent, client, metrics, runtime_env = free_ports(6)
+        gcs, dashboard, agent, client, metrics, runtime_env = free_ports(6, avoid=(s.port,))
         cmd = [
             str(Path(sys.executable).parent / "ray"),
             "start",
@@ -375,7 +375,7 @@ class Stack:
         # each try to bind the same host:port.
         # With direct ingress the API replica listens on the stack's port itself, and Serve's proxy (which
         # Serve needs running for direct ingress) gets a port of its own that nothing uses.
-        port = free_port() if settings.api_serves_http else settings.port
+        port = free_port(avoid=(settings.port,)) if settings.api_serves_http else settings.port
         serve.start(
             proxy_location="HeadOnly",
             http_options={"host": settings.host, "port": port},

@@ -26,3 +26,15 @@ def test_a_listening_port_is_seen_and_not_chosen() -> None:
         server.listen()
         assert listening("127.0.0.1", port)
         assert port not in {p for _ in range(50) for p in free_ports(4)}
+
+
+def test_a_port_to_be_bound_later_is_never_chosen(monkeypatch) -> None:
+    """The stack's API port is free while the stack chooses its other ports (its replica binds it later):
+    in a range of 201 ports where 200 are to be avoided, the one left is chosen every time."""
+    from service.platform import net
+
+    monkeypatch.setattr(net, "LOWEST_PORT", 27000)
+    monkeypatch.setattr(net, "ephemeral_ports", lambda: (27201, 60999))
+    avoid = set(range(27000, 27201)) - {27123}
+    chosen = {net.free_port(avoid=avoid) for _ in range(5)} | set(net.free_ports(1, avoid=avoid))
+    assert chosen.isdisjoint(avoid), chosen
