@@ -58,3 +58,13 @@ def expire(db: Database, table: type, retention_s: float, now: float | None = No
     cutoff = (time.time() if now is None else now) - retention_s
     with db.session() as s:
         return s.execute(delete(table).where(table.created_at < cutoff)).rowcount
+
+
+def page_items(items: list[dict], after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
+    """One page of a record's items (each with an `id`), in `order` ("asc" or "desc"), after the item
+    `after` (from the start for an unknown one); with whether more follow."""
+    if order == "desc":
+        items = items[::-1]
+    ids = [item.get("id") for item in items]
+    start = ids.index(after) + 1 if after in ids else 0
+    return items[start : start + limit], start + limit < len(items)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 
-from service.inference.kept import KeptRecords, size_of
+from service.inference.kept import KeptRecords, page_items, size_of
 from service.platform.db import ChatCompletionRow
 from service.platform.db.filters import where_metadata
 from service.platform.errors import ApiError
@@ -132,11 +132,7 @@ class StoredCompletions(KeptRecords):
         id, after the message `after`; with whether more follow."""
         row = self._row(tenant, completion_id)
         messages = [_stored_message(f"{row.id}-{i}", m) for i, m in enumerate(row.request["messages"])]
-        if order == "desc":
-            messages = messages[::-1]
-        ids = [m["id"] for m in messages]
-        start = ids.index(after) + 1 if after in ids else 0
-        return messages[start : start + limit], start + limit < len(messages)
+        return page_items(messages, after, limit, order)
 
     def _row(self, tenant: str, completion_id: str) -> ChatCompletionRow:
         return self.db.get_or_404(ChatCompletionRow, completion_id, "completion_id", tenant_id=tenant)

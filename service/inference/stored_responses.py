@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 
-from service.inference.kept import KeptRecords, size_of
+from service.inference.kept import KeptRecords, page_items, size_of
 from service.platform.db import ResponseRow
 from service.platform.errors import ApiError
 
@@ -76,9 +76,4 @@ class StoredResponses(KeptRecords):
         """One page of a response's input items (`order` "asc" or "desc"), after the item `after`; with
         whether more follow."""
         items = self.db.get_or_404(ResponseRow, response_id, "response_id", tenant_id=tenant).input_items
-        if order == "desc":
-            items = items[::-1]
-        ids = [item.get("id") for item in items]
-        start = ids.index(after) + 1 if after in ids else 0
-        page = items[start : start + limit]
-        return page, start + limit < len(items)
+        return page_items(items, after, limit, order)
