@@ -43,8 +43,10 @@ browser:
 
 # The unit tier records which API operations its tests call; the integration tier adds its own and fails
 # if an operation of the OpenAPI document was called by no test (tests/route_coverage.py).
+# The unit tier runs on every core, up to 4 (pytest-xdist; each worker process imports the ML stack). Its
+# default `load` distribution: `loadfile` collects schemathesis' fuzz cases as one test and skips most.
 test-unit:
-	TUNESERVE_ROUTE_COVERAGE=record $(BIN)/pytest tests/unit -q
+	TUNESERVE_ROUTE_COVERAGE=record $(BIN)/pytest tests/unit -q -n auto --maxprocesses 4
 
 test-integration:
 	TUNESERVE_ROUTE_COVERAGE=check $(BIN)/pytest tests/integration -q -m integration --durations=12

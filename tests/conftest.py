@@ -20,14 +20,27 @@ def _clean_tuneserve_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not MODE:
+        return
+    if _is_xdist_worker(session.config):  # its calls go to the controller, which saves them all
+        session.config.workeroutput["routes_called"] = sorted(route_coverage.called)
         return
     calls = route_coverage.save(previous=MODE == "check")
     missing = route_coverage.uncovered(calls) if MODE == "check" else []
     if missing:
         print("\nAPI operations that no test calls:\n  " + "\n  ".join(missing))
         session.exitstatus = 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist (the unit tier runs on every core): a worker's recorded calls join the controller's."""
+    route_coverage.called.update(tuple(call) for call in node.workeroutput.get("routes_called", []))
 
 
 _SESSION = pytest.StashKey[pytest.Session]()
@@ -47,8 +60,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     coverage is saved at the session's finish. A run stopped by Ctrl-C ends as usual, so that pytest reports
     where it stopped. To find the crashing library, run without this hook and with PYTHONFAULTHANDLER=1."""
     session = config.stash.get(_SESSION, None)
-    if session is None or session.exitstatus == pytest.ExitCode.INTERRUPTED:
-        return
+    if session is None or session.exitstatus == pytest.ExitCode.INTERRUPTED or _is_xdist_worker(config):
+        return  # an xdist worker still has its last reports to send: xdist ends it
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(session.exitstatus))

@@ -33,16 +33,22 @@ def _answers(client: openai.OpenAI, model: str, questions: list[str], max_tokens
 
 
 @pytest.fixture(scope="module")
-def jobs(client: openai.OpenAI) -> dict:
-    """Both jobs, queued at once (they run one after the other): tools first, then DPO."""
-    tools_job = client.fine_tuning.jobs.create(
+def tools_job(client: openai.OpenAI):
+    """A supervised job on tool-call examples."""
+    return client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
         training_file=_upload(client, tool_task.training_examples(16)),
         suffix="tools",
         seed=3,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4}}},
     )
-    # The pairs: the base model's own finished answers, preferred with the sign-off line, not without.
+
+
+@pytest.fixture(scope="module")
+def dpo_job(client: openai.OpenAI):
+    """A DPO job on pairs made from the base model's own finished answers: preferred with the sign-off line,
+    not without. Created once the tool-calling test is done: on two cores, a job training beside a test's
+    chats makes both several times slower."""
     choices = _answers(client, DEFAULT_BASE_MODEL, preference_task.questions())
     answered = [
         (q, c.message.content)
@@ -51,7 +57,7 @@ def jobs(client: openai.OpenAI) -> dict:
     ]
     pairs = preference_task.pairs(answered)
     assert len(pairs) >= 38, len(pairs)
-    dpo_job = client.fine_tuning.jobs.create(
+    return client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
         training_file=_upload(client, pairs[:32]),
         validation_file=_upload(client, pairs[32:38]),
@@ -59,28 +65,33 @@ def jobs(client: openai.OpenAI) -> dict:
         seed=5,
         method={"type": "dpo", "dpo": {"hyperparameters": {}}},  # the defaults must teach it
     )
-    return {"tools": tools_job, "dpo": dpo_job}
 
 
 def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
-    client: openai.OpenAI, jobs: dict
+    client: openai.OpenAI, tools_job
 ) -> None:
-    job = wait_job(client, jobs["tools"].id, {"succeeded"}, timeout=900)
+    job = wait_job(client, tools_job.id, {"succeeded"}, timeout=900)
     model = job.fine_tuned_model
     # Every held-out request gets a parsable call of the right function with arguments that validate;
     # most with exactly the right values (a city name it never saw is the hard part for 135M parameters).
     import jsonschema
 
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tool_task.TOOLS}
-    valid = right = 0
-    for request, name, arguments in tool_task.held_out():
-        reply = client.chat.completions.create(
+
+    def ask(request: str):
+        return client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": request}],
             tools=tool_task.TOOLS,
             max_tokens=64,
             temperature=0,
         ).choices[0]
+
+    held_out = tool_task.held_out()
+    with ThreadPoolExecutor(len(held_out)) as pool:  # one batch of the engine's
+        replies = list(pool.map(ask, [request for request, _, _ in held_out]))
+    valid = right = 0
+    for reply, (_, name, arguments) in zip(replies, held_out, strict=True):
         calls = reply.message.tool_calls or []
         if not (calls and reply.finish_reason == "tool_calls" and calls[0].function.name == name):
             continue
@@ -199,8 +210,8 @@ def test_a_tool_calling_fine_tune_calls_the_right_function_with_valid_arguments(
     assert not words.message.tool_calls
 
 
-def test_dpo_with_the_defaults_teaches_the_preferred_behaviour(client: openai.OpenAI, jobs: dict) -> None:
-    job = wait_job(client, jobs["dpo"].id, {"succeeded"}, timeout=1200)
+def test_dpo_with_the_defaults_teaches_the_preferred_behaviour(client: openai.OpenAI, dpo_job) -> None:
+    job = wait_job(client, dpo_job.id, {"succeeded"}, timeout=1200)
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
     events = [e.model_dump() for e in client.fine_tuning.jobs.list_events(job.id, limit=100)][::-1]
     steps = [e["data"] for e in events if e["type"] == "metrics" and "train_reward_accuracy" in e["data"]]
