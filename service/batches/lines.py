@@ -4,14 +4,14 @@ Pure: no I/O."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from service.platform.json_input import JsonInputError, parse_json
 from service.protocol.batches import BATCH_ENDPOINTS
 
 MAX_REQUESTS = 50_000  # OpenAI's limit of requests in one batch
-# OpenAI's limit of a batch's input file; an unfinished batch holds its requests in the API process.
+# OpenAI's limit of a batch's input file (a running batch reads it a part at a time, not all at once).
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_CUSTOM_ID = 512
 
@@ -25,14 +25,24 @@ def parse_requests(raw: bytes, endpoint: str | None = None) -> list[dict[str, An
     for all (`endpoint` when given), custom ids unique, bodies objects, nothing streamed."""
     if len(raw) > MAX_FILE_BYTES:
         raise BatchFileError(f"a batch file holds at most {MAX_FILE_BYTES // 2**20} MB; split it")
-    requests: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    first_url = None
     try:
         text = raw.decode()
     except UnicodeDecodeError as exc:
         raise BatchFileError(f"the file is not UTF-8 text ({exc.reason})") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    requests = list(iter_requests(text.split("\n"), endpoint))
+    if not requests:
+        raise BatchFileError("the file has no requests")
+    return requests
+
+
+def iter_requests(lines: Iterable[str], endpoint: str | None = None) -> Iterator[dict[str, Any]]:
+    """`parse_requests` one line at a time, for a file read as it goes. Lines end at "\n" only, as JSONL's
+    do (a file opened with `newline="\n"` gives the same lines, so the same line numbers, as the bytes
+    checked at upload): a JSON string may hold a raw U+2028, which `str.splitlines` would cut."""
+    seen: dict[str, int] = {}
+    first_url = None
+    count = 0
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         at = f"line {number}"
@@ -65,12 +75,10 @@ def parse_requests(raw: bytes, endpoint: str | None = None) -> list[dict[str, An
             raise BatchFileError(f"{at}: body must be a JSON object (the request to {url})")
         if body.get("stream"):
             raise BatchFileError(f"{at}: body.stream: a batch's answers are not streamed")
-        requests.append(request)
-        if len(requests) > MAX_REQUESTS:
+        count += 1
+        if count > MAX_REQUESTS:
             raise BatchFileError(f"{at}: a batch holds at most {MAX_REQUESTS} requests")
-    if not requests:
-        raise BatchFileError("the file has no requests")
-    return requests
+        yield request
 
 
 def answered(custom_id: str, status: int, body: dict, new_id: Callable[[str], str]) -> dict:

@@ -3,22 +3,27 @@ HTTP routes (models, adapters, images, tools, retrieval and the engine; not the 
 which are for interactive traffic), a few at a time over all batches with tenants taking turns
 (`TUNESERVE_BATCH_REQUESTS_IN_FLIGHT`). Answers are written in parts as they complete, so a batch resumes
 after a restart with the requests it has no answer for; cancelling, expiry and a revoked key stop it
-before its next PART_SIZE requests start. When it ends, its parts become an output file (2xx answers) and
-an error file (the rest)."""
+before its next PART_SIZE requests start. A running batch reads its requests a part at a time from a local
+copy of its input file, so it holds a part of them in memory, not the file. When it ends, its parts become
+an output file (2xx answers) and an error file (the rest)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service.batches.lines import answered, jsonl, parse_requests, succeeded, unanswered, usage_of
+from service.batches.lines import answered, iter_requests, jsonl, succeeded, unanswered, usage_of
 from service.files.service import FileService
 from service.inference.chat import ChatService
 from service.inference.embeddings import EmbeddingService
@@ -55,6 +60,11 @@ Observer = Callable[[str | None, str, float, dict | None, ApiError | None], None
 
 def parts_prefix(batch_id: str) -> str:
     return f"batches/{batch_id}/"
+
+
+def _next_part(requests: Iterator[dict]) -> list[dict]:
+    """The next PART_SIZE requests (fewer at the end, none after it)."""
+    return list(itertools.islice(requests, PART_SIZE))
 
 
 @dataclass
@@ -105,14 +115,15 @@ class BatchRunner:
         pending: set[asyncio.Task] = set()
         finished: list[dict] = []
         try:
-            for i, request in enumerate(todo):
-                if i % PART_SIZE == 0 and await asyncio.to_thread(self._stopping, batch_id):
+            while part := await asyncio.to_thread(_next_part, todo):
+                if await asyncio.to_thread(self._stopping, batch_id):
                     break
-                while len(pending) >= PART_SIZE:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    finished += [task.result() for task in done]
-                    finished = await self._store_full_parts(batch_id, finished)
-                pending.add(asyncio.create_task(self._answer(tenant, endpoint, request)))
+                for request in part:
+                    while len(pending) >= PART_SIZE:
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        finished += [task.result() for task in done]
+                        finished = await self._store_full_parts(batch_id, finished)
+                    pending.add(asyncio.create_task(self._answer(tenant, endpoint, request)))
             if pending:
                 finished += await asyncio.gather(*pending)
             finished = await self._store_full_parts(batch_id, finished)
@@ -121,6 +132,8 @@ class BatchRunner:
         finally:
             for task in pending:
                 task.cancel()
+            with contextlib.suppress(ValueError):  # still being read in a thread: closed when collected
+                todo.close()  # deletes the local copy of the input
         await asyncio.to_thread(self._finalize, batch_id)
 
     async def _store_full_parts(self, batch_id: str, finished: list[dict]) -> list[dict]:
@@ -130,8 +143,8 @@ class BatchRunner:
             finished = finished[PART_SIZE:]
         return finished
 
-    def _begin(self, batch_id: str) -> tuple[str, str, list[dict]] | None:
-        """Mark the batch in progress; its requests without an answer yet."""
+    def _begin(self, batch_id: str) -> tuple[str, str, Iterator[dict]] | None:
+        """Mark the batch in progress; its requests without an answer yet, as they are read."""
         with self.db.session() as s:
             row = s.get(BatchRow, batch_id)
             if row is None or row.status not in ACTIVE_BATCH:
@@ -140,10 +153,22 @@ class BatchRunner:
                 row.status, row.in_progress_at = "in_progress", now()
             tenant, endpoint, key, going = row.tenant_id, row.endpoint, row.input_key, row.status
         if going != "in_progress":  # cancelling or finalizing: only the files are left to make
-            return tenant, endpoint, []
+            return tenant, endpoint, self._unanswered(None, endpoint, set())
         done = {line["custom_id"] for line in self._answers(batch_id)}
-        requests = parse_requests(self.store.get_bytes(key), endpoint)
-        return tenant, endpoint, [r for r in requests if r["custom_id"] not in done]
+        return tenant, endpoint, self._unanswered(key, endpoint, done)
+
+    def _unanswered(self, key: str | None, endpoint: str, done: set[str]) -> Iterator[dict]:
+        """The requests of the input file `key` (none for None) that are not `done`, read one at a time
+        from a local copy of it, made on the first read and deleted when the reading ends or is closed."""
+        if key is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="tuneserve-batch-") as tmp:
+            path = Path(tmp) / "input.jsonl"
+            with path.open("wb") as copy:
+                for chunk in self.store.open(key):
+                    copy.write(chunk)
+            with path.open(encoding="utf-8", newline="\n") as lines:
+                yield from (r for r in iter_requests(lines, endpoint) if r["custom_id"] not in done)
 
     def _stopping(self, batch_id: str) -> bool:
         """Whether the batch stops before its next requests start: cancelled, deleted, past its window, or
@@ -218,7 +243,10 @@ class BatchRunner:
         """The answers written so far, from the parts."""
         lines = []
         for obj in self.store.list(parts_prefix(batch_id)):
-            lines += [json.loads(line) for line in self.store.get_bytes(obj.key).decode().splitlines()]
+            text = self.store.get_bytes(
+                obj.key
+            ).decode()  # JSONL: lines end at "\n" only (a raw U+2028 is text)
+            lines += [json.loads(line) for line in text.split("\n") if line]
         return lines
 
     def _finalize(self, batch_id: str) -> None:
@@ -243,11 +271,9 @@ class BatchRunner:
         done = {line["custom_id"] for line in lines}
         if ending != "completed":
             code, message = UNANSWERED[ending]
-            requests = parse_requests(self.store.get_bytes(key), endpoint)
             lines += [
                 unanswered(r["custom_id"], code, message, new_id)
-                for r in requests
-                if r["custom_id"] not in done
+                for r in self._unanswered(key, endpoint, done)
             ]
         output = [line for line in lines if succeeded(line)]
         errors = [line for line in lines if not succeeded(line)]

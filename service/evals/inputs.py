@@ -73,7 +73,8 @@ def read_rows(
         return [_row(x, f"data_source.source.content[{i}]") for i, x in enumerate(source.content)]
     file = files.get(tenant, source.id, param="data_source.source.id", purpose="evals")
     rows = []
-    for n, line in enumerate(files.read_bytes(file).decode("utf-8-sig", errors="replace").splitlines(), 1):
+    text = files.read_bytes(file).decode("utf-8-sig", errors="replace")
+    for n, line in enumerate(text.split("\n"), 1):  # JSONL's lines end at "\n" only (not at a raw U+2028)
         if not line.strip():
             continue
         try:

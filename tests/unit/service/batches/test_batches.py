@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import re
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -202,6 +203,33 @@ def test_a_cancelled_batch_keeps_its_answers_and_lists_the_rest_as_cancelled(tmp
         assert len(engine.calls) == len(output)  # nothing was asked after the part it was cancelled in
         assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
         assert batch["request_counts"] == {"total": total, "completed": len(output), "failed": len(errors)}
+
+
+def test_a_running_batch_reads_its_requests_from_a_local_copy_as_it_starts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running batch holds a part of its requests in memory, not its file (up to 200 MB): it reads them
+    from a local copy as it starts them, and the copy is gone once the batch has ended. Lines end at "\n"
+    only, so a request whose text holds a raw U+2028 (a line break to `str.splitlines`) is one request,
+    and so is its answer."""
+    copies = tmp_path / "tmp"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))
+    engine = AnsweringEngine({DEFAULT_BASE_MODEL}, delay=0.02)
+    with TestClient(_app(tmp_path, engine, batch_requests_in_flight=2), headers=auth(ADMIN)) as client:
+        total = 3 * PART_SIZE
+        requests = [_request(f"r{i}", f"question {i}") for i in range(total)]
+        requests[1] = _request("r1", "one\u2028two")
+        created = _batch(client, _upload(client, jsonl(requests)).json()["id"])
+        while not engine.calls:
+            time.sleep(0.01)
+        assert [p.name for p in copies.glob("tuneserve-batch-*/*")] == ["input.jsonl"]
+        batch = _ended(client, created["id"])
+        assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
+        content = client.get(f"/v1/files/{batch['output_file_id']}/content").content.decode()
+        output = {line["custom_id"]: line for line in map(json.loads, content.split("\n")[:-1])}
+        assert output["r1"]["response"]["body"]["choices"][0]["message"]["content"] == "echo: one\u2028two"
+    assert not list(copies.glob("tuneserve-batch-*"))
 
 
 @pytest.mark.parametrize("how", ["revoke the key", "pass the window"])

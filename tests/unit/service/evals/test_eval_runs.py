@@ -120,8 +120,10 @@ def test_a_run_grades_every_item_in_batches(tmp_path: Path) -> None:
 
 
 def test_a_run_reads_its_items_from_an_uploaded_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """The file starts with a byte order mark, and a string holds a raw U+2028: JSON allows it, and JSONL's
+    lines end at "\n" only (str.splitlines would cut that line in two)."""
     tasks = FakeTasks()
-    lines = "\ufeff" + "\n".join(f'{{"item": {{"n": {n}}}}}' for n in range(3))
+    lines = "\ufeff" + "\n".join(f'{{"item": {{"n": {n}, "s": "one\u2028two"}}}}' for n in range(3))
     with make_client(tmp_path, MemoryStore(), tasks) as client:
         ev = client.post("/v1/evals", json=EVAL, headers=auth(ADMIN)).json()
         file = client.post(
