@@ -5,7 +5,7 @@ which are for interactive traffic), a few at a time over all batches with tenant
 after a restart with the requests it has no answer for; cancelling, expiry and a revoked key stop it
 before its next PART_SIZE requests start. A running batch reads its requests a part at a time from a local
 copy of its input file, so it holds a part of them in memory, not the file. When it ends, its parts become
-an output file (2xx answers) and an error file (the rest)."""
+an output file (2xx answers) and an error file (the rest), written to disk a part at a time and uploaded."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class BatchRunner:
             tenant, endpoint, key, going = row.tenant_id, row.endpoint, row.input_key, row.status
         if going != "in_progress":  # cancelling or finalizing: only the files are left to make
             return tenant, endpoint, self._unanswered(None, endpoint, set())
-        done = {line["custom_id"] for line in self._answers(batch_id)}
+        done = {line["custom_id"] for line in self._answered(batch_id)}
         return tenant, endpoint, self._unanswered(key, endpoint, done)
 
     def _unanswered(self, key: str | None, endpoint: str, done: set[str]) -> Iterator[dict]:
@@ -239,15 +239,13 @@ class BatchRunner:
             usage = usage_of(lines)
             row.usage = {k: row.usage.get(k, 0) + v for k, v in usage.items()}
 
-    def _answers(self, batch_id: str) -> list[dict]:
-        """The answers written so far, from the parts."""
-        lines = []
+    def _answered(self, batch_id: str) -> Iterator[dict]:
+        """The answers written so far, a part at a time."""
         for obj in self.store.list(parts_prefix(batch_id)):
             text = self.store.get_bytes(
                 obj.key
             ).decode()  # JSONL: lines end at "\n" only (a raw U+2028 is text)
-            lines += [json.loads(line) for line in text.split("\n") if line]
-        return lines
+            yield from (json.loads(line) for line in text.split("\n") if line)
 
     def _finalize(self, batch_id: str) -> None:
         """The output and error files from the parts; the batch ends completed, cancelled, expired, or
@@ -267,24 +265,7 @@ class BatchRunner:
             if row.status == "in_progress":
                 row.status, row.finalizing_at = "finalizing", now()
             tenant, key, endpoint = row.tenant_id, row.input_key, row.endpoint
-        lines = self._answers(batch_id)
-        done = {line["custom_id"] for line in lines}
-        if ending != "completed":
-            code, message = UNANSWERED[ending]
-            lines += [
-                unanswered(r["custom_id"], code, message, new_id)
-                for r in self._unanswered(key, endpoint, done)
-            ]
-        output = [line for line in lines if succeeded(line)]
-        errors = [line for line in lines if not succeeded(line)]
-        made = {}
-        for name, part in (("output", output), ("error", errors)):
-            if part:  # a file made before a crash is not made again
-                filename = f"{batch_id}_{name}.jsonl"
-                file = self.files.made(tenant, filename, BATCH_OUTPUT_PURPOSE) or self.files.create(
-                    tenant, filename, BATCH_OUTPUT_PURPOSE, jsonl(part), "application/jsonl"
-                )
-                made[name] = file.id
+        made = self._files(batch_id, tenant, key, endpoint, ending)
         with self.db.session() as s:
             row = s.get(BatchRow, batch_id)
             row.output_file_id, row.error_file_id = made.get("output"), made.get("error")
@@ -298,6 +279,33 @@ class BatchRunner:
             row.request_counts = counts
         for obj in self.store.list(parts_prefix(batch_id)):
             self.store.delete(obj.key)
+
+    def _files(self, batch_id: str, tenant: str, key: str, endpoint: str, ending: str) -> dict[str, str]:
+        """The output file (2xx answers) and the error file (the rest, and the requests a batch that did not
+        complete left unanswered) by name, each written to disk a part at a time, then uploaded; one made
+        before a crash is not made again."""
+        with tempfile.TemporaryDirectory(prefix="tuneserve-batch-") as tmp:
+            paths = {"output": Path(tmp) / "output.jsonl", "error": Path(tmp) / "error.jsonl"}
+            done: set[str] = set()
+            with paths["output"].open("wb") as output, paths["error"].open("wb") as errors:
+                for line in self._answered(batch_id):
+                    done.add(line["custom_id"])
+                    (output if succeeded(line) else errors).write(jsonl([line]))
+                if ending != "completed":
+                    code, message = UNANSWERED[ending]
+                    for request in self._unanswered(key, endpoint, done):
+                        errors.write(jsonl([unanswered(request["custom_id"], code, message, new_id)]))
+            made = {}
+            for name, path in paths.items():
+                if not path.stat().st_size:
+                    continue
+                filename = f"{batch_id}_{name}.jsonl"
+                file = self.files.made(tenant, filename, BATCH_OUTPUT_PURPOSE)
+                if file is None:
+                    with path.open("rb") as content:
+                        file = self.files.create_from(tenant, filename, BATCH_OUTPUT_PURPOSE, content)
+                made[name] = file.id
+            return made
 
     def _fail(self, batch_id: str, error: dict) -> None:
         with self.db.session() as s:

@@ -93,6 +93,11 @@ class FileService:
             tenant, filename, purpose, file_id, key, self.store.put_bytes(key, data, content_type)
         )
 
+    def create_from(self, tenant: str, filename: str, purpose: str, content: BinaryIO) -> FileRow:
+        """`create` for content read from a file object (one the service wrote to disk: a batch's answers)."""
+        file_id, key = _new_file(tenant)
+        return self._add(tenant, filename, purpose, file_id, key, self.store.put_stream(key, content))
+
     def made(self, tenant: str, filename: str, purpose: str) -> FileRow | None:
         """The file of this name and purpose the service already wrote for the tenant, if any: work that
         resumes after a crash finds the file it made before, instead of making it twice."""
