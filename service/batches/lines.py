@@ -1,11 +1,12 @@
 """The lines of a batch: its input file's requests, checked, and the output and error files' answers.
-Pure: no I/O."""
+Pure: no I/O but reading the file it is given."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from service.platform.json_input import JsonInputError, parse_json
 from service.protocol.batches import BATCH_ENDPOINTS
@@ -20,25 +21,30 @@ class BatchFileError(ValueError):
     """A batch file that cannot run; the message names the line."""
 
 
-def parse_requests(raw: bytes, endpoint: str | None = None) -> list[dict[str, Any]]:
-    """The requests of a batch input file, each `{"custom_id", "method": "POST", "url", "body"}`: one url
-    for all (`endpoint` when given), custom ids unique, bodies objects, nothing streamed."""
-    if len(raw) > MAX_FILE_BYTES:
+def count_requests(file: BinaryIO, endpoint: str | None = None) -> int:
+    """How many requests a batch input file holds, each checked (`iter_requests`) as the file is read: each
+    `{"custom_id", "method": "POST", "url", "body"}`, one url for all (`endpoint` when given), custom ids
+    unique, bodies objects, nothing streamed. The file is read, not held: it may be 200 MB."""
+    file.seek(0, io.SEEK_END)
+    if file.tell() > MAX_FILE_BYTES:
         raise BatchFileError(f"a batch file holds at most {MAX_FILE_BYTES // 2**20} MB; split it")
+    file.seek(0)
+    lines = io.TextIOWrapper(file, encoding="utf-8", newline="\n")
     try:
-        text = raw.decode()
+        count = sum(1 for _ in iter_requests(lines, endpoint))
     except UnicodeDecodeError as exc:
         raise BatchFileError(f"the file is not UTF-8 text ({exc.reason})") from None
-    requests = list(iter_requests(text.split("\n"), endpoint))
-    if not requests:
+    finally:
+        lines.detach()  # the caller's file stays open
+    if not count:
         raise BatchFileError("the file has no requests")
-    return requests
+    return count
 
 
 def iter_requests(lines: Iterable[str], endpoint: str | None = None) -> Iterator[dict[str, Any]]:
-    """`parse_requests` one line at a time, for a file read as it goes. Lines end at "\n" only, as JSONL's
-    do (a file opened with `newline="\n"` gives the same lines, so the same line numbers, as the bytes
-    checked at upload): a JSON string may hold a raw U+2028, which `str.splitlines` would cut."""
+    """The requests of a batch input file's lines, each checked as it is read (a BatchFileError naming the
+    first bad line). Lines end at "\n" only, as JSONL's do (read the file with `newline="\n"`): a JSON
+    string may hold a raw U+2028, which `str.splitlines` would cut."""
     seen: dict[str, int] = {}
     first_url = None
     count = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import json
 import logging
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -60,6 +62,17 @@ Observer = Callable[[str | None, str, float, dict | None, ApiError | None], None
 
 def parts_prefix(batch_id: str) -> str:
     return f"batches/{batch_id}/"
+
+
+@contextlib.contextmanager
+def local_copy(store: ObjectStore, key: str) -> Iterator[BinaryIO]:
+    """The object `key` in a temporary file on this machine's disk, positioned at its start. The file has no
+    name (it goes with its last descriptor, a crash of the process included)."""
+    with tempfile.TemporaryFile(prefix="tuneserve-batch-") as copy:
+        for chunk in store.open(key):
+            copy.write(chunk)
+        copy.seek(0)
+        yield copy
 
 
 def _next_part(requests: Iterator[dict]) -> list[dict]:
@@ -162,13 +175,9 @@ class BatchRunner:
         from a local copy of it, made on the first read and deleted when the reading ends or is closed."""
         if key is None:
             return
-        with tempfile.TemporaryDirectory(prefix="tuneserve-batch-") as tmp:
-            path = Path(tmp) / "input.jsonl"
-            with path.open("wb") as copy:
-                for chunk in self.store.open(key):
-                    copy.write(chunk)
-            with path.open(encoding="utf-8", newline="\n") as lines:
-                yield from (r for r in iter_requests(lines, endpoint) if r["custom_id"] not in done)
+        with local_copy(self.store, key) as copy:
+            lines = io.TextIOWrapper(copy, encoding="utf-8", newline="\n")
+            yield from (r for r in iter_requests(lines, endpoint) if r["custom_id"] not in done)
 
     def _stopping(self, batch_id: str) -> bool:
         """Whether the batch stops before its next requests start: cancelled, deleted, past its window, or

@@ -8,8 +8,8 @@ from typing import BinaryIO
 
 from sqlalchemy import func, select
 
-from service.batches.lines import MAX_FILE_BYTES, BatchFileError, parse_requests
-from service.batches.runner import BatchRunner
+from service.batches.lines import BatchFileError, count_requests
+from service.batches.runner import BatchRunner, local_copy
 from service.files.service import FileService
 from service.platform.db import BatchRow, Database
 from service.platform.db.models import now
@@ -32,7 +32,7 @@ WINDOWS_S = {"24h": 24 * 3600}
 def validate_batch_file(stream: BinaryIO) -> None:
     """The upload check of purpose `batch`: every line is a request a batch can run (400 naming it)."""
     try:
-        parse_requests(stream.read(MAX_FILE_BYTES + 1))
+        count_requests(stream)
     except BatchFileError as exc:
         raise ApiError(400, f"Invalid batch file: {exc}", param="file", code="invalid_file") from None
 
@@ -59,7 +59,8 @@ class BatchService:
         check_quota("unfinished batches", active, 1, limit, "TUNESERVE_MAX_ACTIVE_BATCHES_PER_TENANT", 60)
         file = self.files.get(tenant, req.input_file_id, "input_file_id", purpose=BATCH_PURPOSE)
         try:
-            requests = parse_requests(self.files.read_bytes(file), req.endpoint)
+            with local_copy(self.files.store, file.key) as copy:
+                total = count_requests(copy, req.endpoint)
         except BatchFileError as exc:
             raise ApiError(
                 400, f"Invalid batch file {file.id}: {exc}", param="input_file_id", code="invalid_file"
@@ -75,7 +76,7 @@ class BatchService:
             completion_window=req.completion_window,
             status="validating",
             metadata_=req.metadata,
-            request_counts=BatchRequestCounts(total=len(requests)).model_dump(),
+            request_counts=BatchRequestCounts(total=total).model_dump(),
             usage=BatchUsage().model_dump(),
             created_at=created,
             expires_at=created + WINDOWS_S[req.completion_window],

@@ -7,8 +7,10 @@ tenant's batch does not exist."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import os
 import re
 import tempfile
 import time
@@ -19,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.batches.lines import BatchFileError, jsonl, parse_requests
+from service.batches.lines import BatchFileError, count_requests, jsonl
 from service.batches.runner import PART_SIZE, parts_prefix
 from service.models.registry import ResolvedModel
 from service.platform.auth import ADMIN_TENANT
@@ -101,15 +103,15 @@ def _app(tmp_path: Path, engine: FakeEngine, store: MemoryStore | None = None, *
 )
 def test_a_bad_line_is_named(line: bytes, reason: str) -> None:
     with pytest.raises(BatchFileError, match=re.escape(reason)):
-        parse_requests(json.dumps(_request("a", "first")).encode() + b"\n" + line)
+        count_requests(io.BytesIO(json.dumps(_request("a", "first")).encode() + b"\n" + line))
 
 
 def test_a_file_over_the_size_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     line = json.dumps(_request("a", "first")).encode() + b"\n"
     monkeypatch.setattr("service.batches.lines.MAX_FILE_BYTES", len(line))
-    assert len(parse_requests(line)) == 1
+    assert count_requests(io.BytesIO(line)) == 1
     with pytest.raises(BatchFileError, match="at most"):
-        parse_requests(line + b"\n")
+        count_requests(io.BytesIO(line + b"\n"))
 
 
 def test_a_batch_answers_every_request_into_its_output_and_error_files(tmp_path: Path) -> None:
@@ -223,13 +225,23 @@ def test_a_running_batch_reads_its_requests_from_a_local_copy_as_it_starts_them(
         created = _batch(client, _upload(client, jsonl(requests)).json()["id"])
         while not engine.calls:
             time.sleep(0.01)
-        assert [p.name for p in copies.glob("tuneserve-batch-*/*")] == ["input.jsonl"]
+        assert _open_files_in(copies) == 1
         batch = _ended(client, created["id"])
         assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
         content = client.get(f"/v1/files/{batch['output_file_id']}/content").content.decode()
         output = {line["custom_id"]: line for line in map(json.loads, content.split("\n")[:-1])}
         assert output["r1"]["response"]["body"]["choices"][0]["message"]["content"] == "echo: one\u2028two"
-    assert not list(copies.glob("tuneserve-batch-*"))
+        assert _open_files_in(copies) == 0
+
+
+def _open_files_in(folder: Path) -> int:
+    """The files this process has open in `folder`, named or not (/proc lists a nameless temporary file
+    under its folder)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).startswith(f"{folder}/")
+    return count
 
 
 @pytest.mark.parametrize("how", ["revoke the key", "pass the window"])
