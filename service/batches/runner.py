@@ -17,7 +17,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -156,7 +156,7 @@ class BatchRunner:
             finished = finished[PART_SIZE:]
         return finished
 
-    def _begin(self, batch_id: str) -> tuple[str, str, Iterator[dict]] | None:
+    def _begin(self, batch_id: str) -> tuple[str, str, Generator[dict]] | None:
         """Mark the batch in progress; its requests without an answer yet, as they are read."""
         with self.db.session() as s:
             row = s.get(BatchRow, batch_id)
@@ -166,15 +166,13 @@ class BatchRunner:
                 row.status, row.in_progress_at = "in_progress", now()
             tenant, endpoint, key, going = row.tenant_id, row.endpoint, row.input_key, row.status
         if going != "in_progress":  # cancelling or finalizing: only the files are left to make
-            return tenant, endpoint, self._unanswered(None, endpoint, set())
+            return tenant, endpoint, (request for request in ())
         done = {line["custom_id"] for line in self._answered(batch_id)}
         return tenant, endpoint, self._unanswered(key, endpoint, done)
 
-    def _unanswered(self, key: str | None, endpoint: str, done: set[str]) -> Iterator[dict]:
-        """The requests of the input file `key` (none for None) that are not `done`, read one at a time
-        from a local copy of it, made on the first read and deleted when the reading ends or is closed."""
-        if key is None:
-            return
+    def _unanswered(self, key: str, endpoint: str, done: set[str]) -> Iterator[dict]:
+        """The requests of the input file `key` that are not `done`, read one at a time from a local copy
+        of it, made on the first read and deleted when the reading ends or is closed."""
         with local_copy(self.store, key) as copy:
             lines = io.TextIOWrapper(copy, encoding="utf-8", newline="\n")
             yield from (r for r in iter_requests(lines, endpoint) if r["custom_id"] not in done)
@@ -251,9 +249,8 @@ class BatchRunner:
     def _answered(self, batch_id: str) -> Iterator[dict]:
         """The answers written so far, a part at a time."""
         for obj in self.store.list(parts_prefix(batch_id)):
-            text = self.store.get_bytes(
-                obj.key
-            ).decode()  # JSONL: lines end at "\n" only (a raw U+2028 is text)
+            text = self.store.get_bytes(obj.key).decode()
+            # JSONL: lines end at "\n" only (an answer may hold a raw U+2028, a line break to splitlines)
             yield from (json.loads(line) for line in text.split("\n") if line)
 
     def _finalize(self, batch_id: str) -> None:
