@@ -20,7 +20,7 @@ from pathlib import Path
 from service.inference.engine import Endpoint, EngineResult
 from service.models.base_models import modalities
 from service.models.registry import ResolvedModel
-from service.platform.errors import ApiError, root_cause
+from service.platform.errors import ApiError, root_cause, schema_error
 from service.platform.hardware import cpu_has_bf16
 from service.platform.images import MAX_IMAGE_BASE64_CHARS
 from service.platform.settings import Settings
@@ -290,10 +290,7 @@ def _parse(endpoint: Endpoint, body: dict):  # a vLLM request object
     try:
         return cls.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err.get("loc", ())) or None
-        message = err.get("msg", "invalid request").removeprefix("Value error, ")
-        raise ApiError(400, f"{param}: {message}" if param else message, param=param) from None
+        raise schema_error(exc.errors()) from None
     except VLLMClientError as exc:
         # vLLM's own validators (stream_options without stream, a tool_choice naming no tool, ...) raise
         # these, which are not ValueErrors: pydantic passes them through, and they were 500s.

@@ -45,8 +45,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(err)
 
     @app.exception_handler(RequestValidationError)
-    async def _schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(schema_error(exc.errors()))
+    async def _schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_body_error(request, exc.errors()) or schema_error(exc.errors()))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -63,6 +63,33 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         response.headers["x-request-id"] = request_id
         return response
+
+
+def _body_error(request: Request, errors: list) -> ApiError | None:
+    """A body that is not a JSON object at all: pydantic's words for it ("Input should be a valid
+    dictionary or object to extract fields from", "1: JSON decode error") name no field and no fix."""
+    first = errors[0]
+    if tuple(first.get("loc", ()))[:1] != ("body",) or len(first.get("loc", ())) > 2:
+        return None
+    kind = first.get("type")
+    if kind == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+        where = first["loc"][1] if len(first["loc"]) == 2 else None
+        at = f" at character {where}" if isinstance(where, int) else ""
+        return ApiError(400, f"The request body is not valid JSON: {reason}{at}.", code="invalid_json")
+    if kind == "missing" and len(first["loc"]) == 1:
+        return ApiError(400, "The request body is missing: send a JSON object.", code="invalid_json")
+    if kind in ("model_attributes_type", "dict_type") and len(first["loc"]) == 1:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            return ApiError(
+                400,
+                f"The request body must be JSON sent with 'Content-Type: application/json' "
+                f"(this request's is {content_type or 'missing'}).",
+                code="invalid_json",
+            )
+        return ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return None
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -15,6 +15,7 @@ from service.inference.images import ImageSources, resolve_images
 from service.models.adapters import AdapterChecker
 from service.models.registry import ModelRegistry, ResolvedModel
 from service.platform.errors import ApiError
+from service.protocol.chat_messages import MessageFormatError, check_messages
 from service.protocol.tool_format import (
     ToolFormatError,
     as_text_messages,
@@ -71,6 +72,11 @@ class ChatService:
         """The model, and for a chat its messages with images checked and tools written out: one trip off the
         event loop (blocking: database, object store, files; every thread hop wakes a thread on the engine's
         cores)."""
+        if endpoint == "chat":
+            try:
+                check_messages(payload["messages"])
+            except MessageFormatError as exc:
+                raise ApiError(400, str(exc), param=exc.param, code=exc.code) from None
         model = self.servable(tenant, payload["model"])
         if endpoint == "chat":
             payload["messages"] = self._with_images(tenant, model, payload.get("messages"))
@@ -89,12 +95,13 @@ class ChatService:
             definitions = check_tools(tools) if tools else None
         except ToolFormatError as exc:
             raise ApiError(400, str(exc), param="tools", code="invalid_tools") from None
-        try:
-            for i, m in enumerate(messages):
-                if isinstance(m, dict) and m.get("role") == "assistant" and m.get("tool_calls"):
-                    m["tool_calls"] = check_tool_calls(m["tool_calls"], f"messages[{i}].tool_calls", None)
-        except ToolFormatError as exc:
-            raise ApiError(400, str(exc), param="messages", code="invalid_tool_call") from None
+        for i, m in enumerate(messages):
+            if m.get("role") == "assistant" and m.get("tool_calls"):
+                where = f"messages[{i}].tool_calls"
+                try:
+                    m["tool_calls"] = check_tool_calls(m["tool_calls"], where, None)
+                except ToolFormatError as exc:
+                    raise ApiError(400, str(exc), param=where, code="invalid_tool_call") from None
         shown = None if payload.get("tool_choice") == "none" else definitions
         return as_text_messages(messages, shown)
 

@@ -45,15 +45,29 @@ class ApiError(Exception):
 def schema_error(errors: list) -> ApiError:
     """A request that fails its schema (pydantic's `errors()`): a 400 as OpenAI answers a malformed
     request, naming the first field at fault."""
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    first = _most_telling(errors)
+    param = _field(first)
+    reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
+    message = f"{param}: {reason}" if param else reason
+    return ApiError(400, message, param=param or None, code="invalid_value")
+
+
+def _field(error: dict) -> str:
+    """The field an error is about, as a dotted path: `messages.0.role`."""
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
     # A tagged union repeats its tag in the path (integrations.0.wandb.wandb.project): once is enough;
     # a plain union names the member it tried (n_epochs.constrained-int): not a field.
     loc = [p for i, p in enumerate(loc) if (i == 0 or p != loc[i - 1]) and not _union_member(p)]
-    param = ".".join(loc) or None
-    reason = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our validators
-    message = f"{param}: {reason}" if param else reason
-    return ApiError(400, message, param=param, code="invalid_value")
+    return ".".join(loc)
+
+
+def _most_telling(errors: list) -> dict:
+    """The error to report. A value that fails a union fails each member: `stop: ["a"] * 100` is not a
+    string, and is a list of more than 4. The first is pydantic's first member's complaint about the
+    type; one about the value of the member whose type it has says what is wrong."""
+    first = errors[0]
+    same_field = [e for e in errors if _field(e) == _field(first)]
+    return next((e for e in same_field if not str(e.get("type", "")).endswith("_type")), first)
 
 
 def _union_member(part: str) -> bool:

@@ -34,7 +34,9 @@ class SamplingFields(BaseModel):
         le=16,
         description="Choices per request: at most 16 here (each is a sequence in the engine's batch).",
     )
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 sequences where the answer stops (not included in it)."
+    )
     seed: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None

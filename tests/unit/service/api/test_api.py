@@ -119,7 +119,14 @@ def test_schema_errors_are_400_naming_the_field(client: TestClient) -> None:
             headers={**auth(ADMIN), "content-type": "application/json"},
         ),
         400,
+        "invalid_json",
     )
+    assert err["message"].startswith("The request body is not valid JSON: Expecting property name")
+    err = assert_openai_error(client.post("/v1/admin/api_keys", content=b"{}", headers=auth(ADMIN)), 400)
+    assert "'Content-Type: application/json'" in err["message"]  # not "a valid dictionary"
+    json_body = {**auth(ADMIN), "content-type": "application/json"}
+    err = assert_openai_error(client.post("/v1/admin/api_keys", content=b"[1]", headers=json_body), 400)
+    assert err["message"] == "The request body must be a JSON object."
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:

@@ -151,6 +151,25 @@ def test_tools_reach_a_template_without_tools_as_text(client: TestClient, engine
     broken[1]["tool_calls"][0]["function"]["arguments"] = "{city"
     error = assert_openai_error(chat(client, messages=broken, tools=TOOLS), 400, "invalid_tool_call")
     assert "messages[1].tool_calls[0].function.arguments is not valid JSON" in error["message"]
+    assert error["param"] == "messages[1].tool_calls"
     bad_tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}]
     error = assert_openai_error(chat(client, tools=bad_tools), 400, "invalid_tools")
     assert error["param"] == "tools" and "not a valid JSON schema" in error["message"]
+
+
+def test_a_malformed_message_is_a_400_naming_it_before_the_engine(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    # vLLM took a "wizard" message and answered; a content part of an unknown type was a 500.
+    messages = [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "hi"}]
+    err = assert_openai_error(chat(client, messages=messages), 400)
+    assert err["param"] == "messages[1].role" and "'wizard'" in err["message"]
+    err = assert_openai_error(chat(client, messages=[{"role": "user", "content": [{"type": "video"}]}]), 400)
+    assert err["param"] == "messages[0].content[0].type"
+    assert not engine.calls
+
+
+def test_a_union_field_reports_the_member_of_the_values_type(client: TestClient) -> None:
+    # `stop` is a string or a list of at most 4: a list of 5 is too long, not "not a string".
+    err = assert_openai_error(chat(client, stop=["a"] * 5), 400)
+    assert err["param"] == "stop" and "at most 4" in err["message"]
