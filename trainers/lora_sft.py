@@ -43,7 +43,7 @@ from trainers.convergence import (
 from trainers.data_format import parse_jsonl
 from trainers.reporter import Reporter
 from trainers.tokenization import IGNORE_INDEX, TokenizedExample, tokenize_all
-from trainers.vision import VisionExample, data_url_loader, tokenize_all_vision
+from trainers.vision import VisionExample, collate_image_inputs, data_url_loader, tokenize_all_vision
 
 WARMUP_FRACTION = 0.05
 FINAL_LR_FRACTION = 0.1
@@ -481,13 +481,20 @@ def language_model_targets(model, targets: list[str]) -> str:
 
     import torch
 
+    decoder = model.get_decoder()  # LLaVA's and Qwen2-VL's `language_model`, Idefics3's `text_model`
+    prefix = next(name for name, module in model.named_modules() if module is decoder)
     linear = {
         name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and ".language_model." in f".{name}."
+        for name, module in decoder.named_modules()
+        if isinstance(module, torch.nn.Linear)
     }
     names = sorted(linear if "all-linear" in targets else linear & set(targets))
-    return rf".*\.language_model\..*\.({'|'.join(re.escape(n) for n in names)})"
+    if not names:
+        raise ValueError(
+            f"none of the LoRA target modules {targets} is a linear layer of the language model "
+            f"(it has {', '.join(sorted(linear))})"
+        )
+    return rf"(.*\.)?{re.escape(prefix)}\..*\.({'|'.join(re.escape(n) for n in names)})"
 
 
 def _dtype_name(model) -> str:
@@ -538,9 +545,15 @@ def _collate(
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-    pixels = [e.pixel_values for e in examples if getattr(e, "pixel_values", None) is not None]
-    if pixels:  # in example order, as the image tokens appear
-        batch["pixel_values"] = torch.cat(pixels).to(device=device, dtype=pixel_dtype)
+    for key in dict.fromkeys(k for e in examples for k in getattr(e, "token_inputs", {})):
+        values = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, e in enumerate(examples):
+            row_values = e.token_inputs.get(key, [])
+            values[row, : len(row_values)] = torch.tensor(row_values, dtype=torch.long)
+        batch[key] = values.to(device)
+    image_inputs = [e.image_inputs for e in examples if getattr(e, "image_inputs", None)]
+    if image_inputs:
+        batch.update(collate_image_inputs(image_inputs, device, pixel_dtype))
     return batch
 
 

@@ -6,13 +6,18 @@ expands each image token into the image's feature tokens, so positions cannot be
 text examples (`trainers.tokenization`). Instead, the tokens of an assistant turn are those the turn adds:
 the conversation up to the turn, rendered with the generation prompt and processed, must be a prefix of
 the conversation including it (a template for which it is not is refused, naming the line).
+
+Whatever else the processor returns goes to the model as the processor made it, for any architecture:
+LLaVA's `pixel_values` (images x channels x height x width), Qwen2-VL's patches and `image_grid_thw`,
+Idefics3/SmolVLM's crops and `pixel_attention_mask`, LLaVA-NeXT's `image_sizes`, and per-token inputs such
+as `mm_token_type_ids`. `collate_image_inputs` joins a batch's.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.platform.images import decode_data_url
 from trainers.data_format import IMAGE, DatasetError, Example
@@ -26,7 +31,10 @@ class VisionExample:
     line: int
     input_ids: list[int]
     labels: list[int]
-    pixel_values: object  # a float tensor, images x channels x height x width (None: no image)
+    # The processor's tensors of the example's images (`pixel_values`, `image_grid_thw`, ...); {} if none.
+    image_inputs: dict = field(default_factory=dict)
+    # The processor's other inputs with a value per token (`mm_token_type_ids`, `token_type_ids`).
+    token_inputs: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def n_trained(self) -> int:
@@ -69,16 +77,16 @@ def tokenize_vision_example(processor, example: Example, load: ImageLoader) -> V
     images = [Image.open(io.BytesIO(load(url))).convert("RGB") for url in example.images]
     messages = chat_messages(example)
 
-    def encode(upto: int, generation_prompt: bool) -> tuple[list[int], object]:
+    def encode(upto: int, generation_prompt: bool) -> tuple[list[int], dict]:
         head = messages[:upto]
         text = processor.apply_chat_template(head, tokenize=False, add_generation_prompt=generation_prompt)
         n_images = sum(1 for m in head for p in m["content"] if p["type"] == "image")
         batch = processor(
             text=[text], images=images[:n_images] or None, add_special_tokens=False, return_tensors="pt"
         )
-        return batch["input_ids"][0].tolist(), batch.get("pixel_values")
+        return batch["input_ids"][0].tolist(), batch
 
-    ids, pixel_values = encode(len(messages), generation_prompt=False)
+    ids, inputs = encode(len(messages), generation_prompt=False)
     labels = [IGNORE_INDEX] * len(ids)
     for i, m in enumerate(example.messages):
         if m.role != "assistant" or m.weight == 0:
@@ -88,7 +96,44 @@ def tokenize_vision_example(processor, example: Example, load: ImageLoader) -> V
         if upto[: len(before)] != before or ids[: len(upto)] != upto:
             raise DatasetError(example.line, "the chat template renders this conversation inconsistently")
         labels[len(before) : len(upto)] = upto[len(before) :]
-    return VisionExample(example.line, ids, labels, pixel_values)
+    image_inputs, token_inputs = _split_inputs(inputs, len(ids))
+    return VisionExample(example.line, ids, labels, image_inputs, token_inputs)
+
+
+def _split_inputs(inputs, n_tokens: int) -> tuple[dict, dict[str, list[int]]]:
+    """The processor's outputs besides the token ids and their mask: integer rows with a value per token
+    (padded like the ids in a batch), and the rest, which describe the images."""
+    image_inputs, token_inputs = {}, {}
+    for key, value in inputs.items():
+        if key in ("input_ids", "attention_mask"):
+            continue
+        per_token = value.ndim == 2 and tuple(value.shape) == (1, n_tokens) and not value.is_floating_point()
+        if per_token:
+            token_inputs[key] = value[0].tolist()
+        else:
+            image_inputs[key] = value
+    return image_inputs, token_inputs
+
+
+def collate_image_inputs(examples: list[dict], device: object, float_dtype: object) -> dict:
+    """A batch's image inputs: each key's tensors in example order (the order of the image tokens), joined
+    along their first dimension (images, or patches), every other dimension zero-padded to the largest:
+    Idefics3's crops per image and LLaVA-NeXT's patches vary, and their models drop all-zero images or
+    read the real counts from `image_sizes`. Floating tensors (pixels) take the model's dtype."""
+    import torch
+    import torch.nn.functional as F
+
+    out = {}
+    for key in dict.fromkeys(k for e in examples for k in e):
+        tensors = [e[key] for e in examples if key in e]
+        shape = [max(t.shape[d] for t in tensors) for d in range(tensors[0].ndim)]
+        padded = []
+        for t in tensors:
+            pads = [n for d in reversed(range(1, t.ndim)) for n in (0, shape[d] - t.shape[d])]
+            padded.append(F.pad(t, pads) if any(pads) else t)
+        joined = torch.cat(padded)
+        out[key] = joined.to(device=device, dtype=float_dtype if joined.is_floating_point() else None)
+    return out
 
 
 def tokenize_all_vision(
