@@ -515,11 +515,16 @@ def script_result(module: str, *args: str, prefix: str, env: dict[str, str] | No
     return json.loads(line.removeprefix(prefix))
 
 
-def vllm_greedy(folder: Path, questions: list[str], max_tokens: int) -> list[str]:
-    """vLLM's greedy answers (float32) to `questions` from the model folder, in a process of its own
+def vllm_greedy(
+    folder: Path, questions: list[str | list[dict]], max_tokens: int, lora: Path | None = None
+) -> list[str]:
+    """vLLM's greedy answers (float32) to `questions` (texts, or conversations of OpenAI messages) from the
+    model folder, with the LoRA adapter folder `lora` if given, in a process of its own
     (tests/integration/vllm_greedy.py)."""
     from tests.integration.vllm_greedy import RESULT
 
+    args = [q if isinstance(q, str) else json.dumps(q) for q in questions]
+    adapter = ["--lora", str(lora)] if lora else []
     return script_result(
-        "tests.integration.vllm_greedy", str(folder), str(max_tokens), *questions, prefix=RESULT
+        "tests.integration.vllm_greedy", str(folder), str(max_tokens), *adapter, *args, prefix=RESULT
     )

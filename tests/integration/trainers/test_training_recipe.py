@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from tests.integration.helpers import DATA, RunningStack, spec_for, store_of
+from service.platform.images import decode_data_url
+from service.protocol.fine_tuning import ResolvedHyperparameters
+from tests.integration.helpers import DATA, RunningStack, spec_for, store_of, vllm_greedy
+from tests.tiny_vlms import build_idefics3
 from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
 
@@ -35,7 +43,6 @@ def test_same_seed_same_loss_curve_other_seed_another(dataset: tuple) -> None:
 def test_a_run_whose_loss_goes_above_chance_is_warned_once_and_goes_on(dataset: tuple) -> None:
     """learning_rate_multiplier 100 (0.1): the loss falls at step 2, then leaves the model worse than random
     guessing (above ln 49152 = 10.8). It ended `succeeded` with nothing said; now the job's events warn."""
-    from service.protocol.fine_tuning import ResolvedHyperparameters
 
     store, key, sha = dataset
     hp = ResolvedHyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=100)
@@ -164,3 +171,69 @@ def test_a_diverged_run_fails_at_the_first_step_whose_loss_is_no_number(dataset:
         WeightsGoNaNAfterStep(spec, store, reporter).run()
     assert [d["step"] for kind, d in reporter.events if kind == "metrics"] == [1, 2]  # reported, then stopped
     assert store.list(spec.adapter_prefix) == []  # nothing published
+
+
+COLOURS = {"red": (215, 35, 35), "green": (35, 170, 60), "blue": (40, 70, 215), "yellow": (235, 205, 40)}
+
+
+def test_the_recipe_trains_idefics3_and_vllm_serves_its_adapter_as_transformers_answers(
+    dataset: tuple, tmp_path: Path
+) -> None:
+    """A VLM family besides the test VLM's LLaVA (Idefics3, SmolVLM's architecture: its language model is
+    `text_model`, each picture becomes crops; tests/tiny_vlms.py): the recipe as a job runs it trains it
+    (DeepSpeed, the model's own processor, pictures of two sizes), and vLLM with the adapter answers new
+    pictures exactly as transformers + peft do, greedy, which is not what the base answers."""
+    store = dataset[0]
+    folder = build_idefics3(tmp_path / "idefics3")
+    rows = [
+        {"messages": [*_picture_chat(rgb, size), {"role": "assistant", "content": name}]}
+        for name, rgb in COLOURS.items()
+        for size in ((64, 64), (96, 48))
+    ]
+    info = store.put_bytes("tests/idefics3.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    hp = ResolvedHyperparameters(n_epochs=8, batch_size=4, learning_rate_multiplier=1)
+    spec = spec_for(info.key, info.sha256, 5, name="idefics3").model_copy(
+        update={"base_model_path": str(folder), "vision": True, "hyperparameters": hp, "learning_rate": 1e-2}
+    )
+    result = LoRASFTRecipe(spec, store, NullReporter()).run()
+    losses = [loss for _, loss in result.loss_curve]
+    assert len(losses) == 16 and losses[-1] < losses[0] - 0.5, losses
+
+    adapter = store.get_folder(spec.adapter_prefix, tmp_path / "adapter")
+    chats = [_picture_chat(rgb, (80, 80)) for rgb in COLOURS.values()]
+    adapted, base = _transformers_greedy(folder, adapter, chats)
+    assert adapted != base
+    assert vllm_greedy(folder, chats, max_tokens=4, lora=adapter) == adapted
+
+
+def _picture_chat(rgb: tuple[int, int, int], size: tuple[int, int]) -> list[dict]:
+    png = io.BytesIO()
+    Image.new("RGB", size, rgb).save(png, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Which colour?"}]
+    return [{"role": "user", "content": parts}]
+
+
+def _transformers_greedy(folder: Path, adapter: Path, chats: list[list[dict]]) -> tuple[list[str], list[str]]:
+    """transformers + peft's greedy answers (float32) to each one-picture chat, with the adapter and without."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = PeftModel.from_pretrained(
+        AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32), adapter
+    )
+    answers: dict[bool, list[str]] = {True: [], False: []}
+    for chat in chats:
+        [picture, question] = chat[0]["content"]
+        messages = [{"role": "user", "content": [{"type": "image"}, question]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        image = Image.open(io.BytesIO(decode_data_url(picture["image_url"]["url"]))).convert("RGB")
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        for adapted in (True, False):
+            with torch.no_grad(), contextlib.nullcontext() if adapted else model.disable_adapter():
+                out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+            new = out[0, inputs["input_ids"].shape[1] :]
+            answers[adapted].append(processor.tokenizer.decode(new, skip_special_tokens=True))
+    return answers[True], answers[False]
