@@ -118,14 +118,18 @@ def check_vision_supports(examples: list[Example], method: str) -> None:
 
 @lru_cache(maxsize=8)
 def module_names(path: str) -> frozenset[str]:
-    """Leaf module names of a model (`q_proj`, ...), from its config on the meta device: no weights load."""
+    """Leaf module names of a model (`q_proj`, ...) that LoRA may target, from its config on the meta device:
+    no weights load. A vision-language model's are its language model's: LoRA goes there only
+    (`trainers.lora_sft.language_model_targets`), never on the vision tower's `fc1`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    auto = AutoModelForImageTextToText if "image" in modalities(Path(path)) else AutoModelForCausalLM
+    vision = "image" in modalities(Path(path))
+    auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
     with torch.device("meta"):
         model = auto.from_config(AutoConfig.from_pretrained(Path(path)))
-    return frozenset(name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name)
+    scope = model.get_decoder() if vision else model
+    return frozenset(name.rsplit(".", 1)[-1] for name, _ in scope.named_modules() if name)
 
 
 def unknown_target_modules(base_path: Path, targets: list[str]) -> list[str]:

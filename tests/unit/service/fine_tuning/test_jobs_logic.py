@@ -1,5 +1,7 @@
 """Pure pieces of fine-tuning: the state machine, batching, hyperparameter resolution."""
 
+from pathlib import Path
+
 import pytest
 
 from service.fine_tuning import hyperparams
@@ -151,3 +153,14 @@ def test_a_method_takes_only_its_own_options() -> None:
     )
     with pytest.raises(ValidationError, match="method.supervised is given but method.type is 'dpo'"):
         Method.model_validate({"type": "dpo", "supervised": {}})
+
+
+def test_lora_targets_of_a_vision_model_are_its_language_models_layers() -> None:
+    """The vision recipe puts LoRA on the language model only: a name only the vision tower has (SigLIP's
+    `fc1`) is refused when the job is made, not found missing by the run."""
+    from service.fine_tuning.dataset_check import unknown_target_modules
+    from service.platform.settings import DEFAULT_BASE_MODEL, VISION_TEST_MODEL
+
+    models = Path(__file__).resolve().parents[4] / "data" / "models"
+    assert unknown_target_modules(models / VISION_TEST_MODEL, ["q_proj", "fc1", "all-linear"]) == ["fc1"]
+    assert unknown_target_modules(models / DEFAULT_BASE_MODEL, ["q_proj", "down_proj", "nope"]) == ["nope"]
