@@ -87,11 +87,11 @@ def build_qwen2_vl(target: Path) -> Path:
     config = Qwen2VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
-            rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+            rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]},  # sums to half a head (64)
             pad_token_id=tokenizer.pad_token_id,
             **TEXT,
         ),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=TEXT["hidden_size"], num_heads=2, mlp_ratio=2),
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
