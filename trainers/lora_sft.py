@@ -551,7 +551,8 @@ def _collate(
             row_values = e.token_inputs.get(key, [])
             values[row, : len(row_values)] = torch.tensor(row_values, dtype=torch.long)
         batch[key] = values.to(device)
-    image_inputs = [e.image_inputs for e in examples if getattr(e, "image_inputs", None)]
+    image_inputs = [e.image_inputs() for e in examples if isinstance(e, VisionExample)]
+    image_inputs = [inputs for inputs in image_inputs if inputs]
     if image_inputs:
         batch.update(collate_image_inputs(image_inputs, device, pixel_dtype))
     return batch

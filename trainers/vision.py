@@ -31,10 +31,14 @@ class VisionExample:
     line: int
     input_ids: list[int]
     labels: list[int]
-    # The processor's tensors of the example's images (`pixel_values`, `image_grid_thw`, ...); {} if none.
-    image_inputs: dict = field(default_factory=dict)
     # The processor's other inputs with a value per token (`mm_token_type_ids`, `token_type_ids`).
     token_inputs: dict[str, list[int]] = field(default_factory=dict)
+    # Makes the processor's tensors of the example's images (`pixel_values`, `image_grid_thw`, ...; {} with
+    # none) when a batch needs them. They are not kept: at a real model's resolution they are megabytes a
+    # picture (a 1024x768 JPEG of 425 KB through SmolVLM's processor: 13 crops of 512 px and their mask,
+    # 68 MB), against the picture's own bytes, which the example holds anyway. The processor is
+    # deterministic, so they match the image tokens counted here.
+    image_inputs: Callable[[], dict] = field(default=dict, repr=False, compare=False)
 
     @property
     def n_trained(self) -> int:
@@ -71,19 +75,17 @@ def _part(kind: str, value: str) -> dict:
 
 
 def tokenize_vision_example(processor, example: Example, load: ImageLoader) -> VisionExample:
-    """Token ids, labels (assistant turns with weight 1) and pixel values of one example."""
+    """Token ids, labels (assistant turns with weight 1) and the way to the image inputs of one example."""
     from PIL import Image
 
-    images = [Image.open(io.BytesIO(load(url))).convert("RGB") for url in example.images]
     messages = chat_messages(example)
 
     def encode(upto: int, generation_prompt: bool) -> tuple[list[int], dict]:
         head = messages[:upto]
         text = processor.apply_chat_template(head, tokenize=False, add_generation_prompt=generation_prompt)
         n_images = sum(1 for m in head for p in m["content"] if p["type"] == "image")
-        batch = processor(
-            text=[text], images=images[:n_images] or None, add_special_tokens=False, return_tensors="pt"
-        )
+        images = [Image.open(io.BytesIO(load(url))).convert("RGB") for url in example.images[:n_images]]
+        batch = processor(text=[text], images=images or None, add_special_tokens=False, return_tensors="pt")
         return batch["input_ids"][0].tolist(), batch
 
     ids, inputs = encode(len(messages), generation_prompt=False)
@@ -96,8 +98,14 @@ def tokenize_vision_example(processor, example: Example, load: ImageLoader) -> V
         if upto[: len(before)] != before or ids[: len(upto)] != upto:
             raise DatasetError(example.line, "the chat template renders this conversation inconsistently")
         labels[len(before) : len(upto)] = upto[len(before) :]
-    image_inputs, token_inputs = _split_inputs(inputs, len(ids))
-    return VisionExample(example.line, ids, labels, image_inputs, token_inputs)
+    token_inputs = _split_inputs(inputs, len(ids))[1]
+    if not example.images:
+        return VisionExample(example.line, ids, labels, token_inputs)
+
+    def image_inputs() -> dict:
+        return _split_inputs(encode(len(messages), generation_prompt=False)[1], len(ids))[0]
+
+    return VisionExample(example.line, ids, labels, token_inputs, image_inputs)
 
 
 def _split_inputs(inputs, n_tokens: int) -> tuple[dict, dict[str, list[int]]]:

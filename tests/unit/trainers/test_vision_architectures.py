@@ -90,8 +90,10 @@ def test_each_family_trains_lora_on_its_language_model_with_all_its_image_inputs
     assert adapted and all(f".{decoder_name}." in name for name in adapted)  # never the tower or projector
 
     batch = _collate(examples, processor.tokenizer.pad_token_id, "cpu", torch.float32)
-    pictures = [e for e in examples if e.image_inputs]
-    assert len(pictures) == 4 and set(batch) >= {"pixel_values"} | set(pictures[0].image_inputs)
+    pictures = [inputs for inputs in (e.image_inputs() for e in examples) if inputs]
+    assert len(pictures) == 4 and set(batch) >= {"pixel_values"} | set(pictures[0])
+    kept = [value for e in examples for value in vars(e).values()]
+    assert not any(isinstance(value, torch.Tensor) for value in kept)  # made for each batch, not held
     shifted = {**batch, "pixel_values": batch["pixel_values"] + 1.0}
     with torch.no_grad():  # the pictures reach the model: other pixels, another loss
         assert model(**shifted).loss.item() != pytest.approx(model(**batch).loss.item(), abs=1e-6)
@@ -114,11 +116,12 @@ def test_a_batch_pads_what_varies_between_its_images(vlm) -> None:
     data = "".join(json.dumps(e) + "\n" for e in EXAMPLES[:4]).encode()
     examples = tokenize_all_vision(processor, parse_jsonl(data), data_url_loader(), 1024)
     batch = _collate(examples, processor.tokenizer.pad_token_id, "cpu", torch.bfloat16)
+    made = [e.image_inputs() for e in examples]
     assert batch["pixel_values"].dtype == torch.bfloat16
     for key, joined in batch.items():
         if key in ("input_ids", "attention_mask", "labels"):
             continue
-        parts = [e.image_inputs[key] for e in examples] if key in examples[0].image_inputs else None
+        parts = [inputs[key] for inputs in made] if key in made[0] else None
         if parts is None:  # a per-token input: one row per example, padded like the ids
             assert tuple(joined.shape) == tuple(batch["input_ids"].shape)
             continue

@@ -39,7 +39,7 @@ def test_only_the_assistants_words_are_trained_and_the_image_becomes_its_tokens(
     [tok] = tokenize_all_vision(processor, parse_jsonl(json.dumps(example).encode()), data_url_loader(), 512)
     image_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     assert tok.input_ids.count(image_id) == IMAGE_SEQ_LENGTH
-    assert {k: tuple(v.shape) for k, v in tok.image_inputs.items()} == {"pixel_values": (1, 3, 64, 64)}
+    assert {k: tuple(v.shape) for k, v in tok.image_inputs().items()} == {"pixel_values": (1, 3, 64, 64)}
     trained = [t for t in tok.labels if t != IGNORE_INDEX]
     assert processor.tokenizer.decode(trained) == "Yes, red.<|im_end|>\n"  # the weight-0 turn is not trained
     assert all(
