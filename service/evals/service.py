@@ -261,7 +261,7 @@ class EvalService:
     def _stored_chats(self, tenant: str, source: StoredCompletionsSource) -> list[StoredChat]:
         if self.stored_completions is None:
             raise ApiError(400, "Stored chat completions are not kept here.", param="data_source.source")
-        return self.stored_completions.matching(tenant, source)
+        return list(self.stored_completions.matching(tenant, source))
 
     def get_run(self, tenant: str, eval_id: str, run_id: str) -> EvalRunRow:
         self.get(tenant, eval_id)

@@ -7,7 +7,10 @@ data for a smaller one (`export`: distillation)."""
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sqlalchemy import delete, select
 
@@ -25,6 +28,9 @@ class StoredChat:
     request: dict  # the messages and tools as the client sent them
     completion: dict  # the chat.completion as it was answered
     metadata: dict[str, str]
+
+
+MATCHING_PAGE = 500  # stored chats read from the database at a time
 
 
 class StoredCompletions(KeptRecords):
@@ -64,8 +70,9 @@ class StoredCompletions(KeptRecords):
         rows, more = self.db.page(q, after, limit, descending=order == "desc")
         return [_as_api(r) for r in rows], more
 
-    def matching(self, tenant: str, which: StoredCompletionsFilter) -> list[StoredChat]:
-        """The tenant's stored chats that match, oldest first (at most `which.limit`)."""
+    def matching(self, tenant: str, which: StoredCompletionsFilter) -> Iterator[StoredChat]:
+        """The tenant's stored chats that match, oldest first (at most `which.limit`), read from the
+        database a page at a time: an export may take a hundred thousand."""
         q = select(ChatCompletionRow).where(ChatCompletionRow.tenant_id == tenant)
         if which.model is not None:
             q = q.where(ChatCompletionRow.model == which.model)
@@ -74,43 +81,67 @@ class StoredCompletions(KeptRecords):
         if which.created_before is not None:
             q = q.where(ChatCompletionRow.created_at < which.created_before)
         wanted = MetadataFilter(which.metadata) if which.metadata else None
-        rows, _ = self.db.page(where_metadata(q, ChatCompletionRow.meta, wanted), limit=which.limit)
-        return [StoredChat(r.id, r.request, r.completion, r.meta or {}) for r in rows]
+        q = where_metadata(q, ChatCompletionRow.meta, wanted)
+        left, after = which.limit, None
+        while left is None or left > 0:
+            rows, more = self.db.page(q, after, MATCHING_PAGE if left is None else min(MATCHING_PAGE, left))
+            for r in rows:
+                yield StoredChat(r.id, r.request, r.completion, r.meta or {})
+            if not more:
+                return
+            after = rows[-1].id
+            left = None if left is None else left - len(rows)
 
     def export(self, tenant: str, which: StoredCompletionsExport) -> StoredCompletionsExported:
         """The matching chats as a fine-tuning file of the tenant (purpose `fine-tune`): one chat a line,
-        its messages as sent and then its answer (see `training_example`)."""
-        chats = self.matching(tenant, which)
-        examples = [e for e in map(training_example, chats) if e is not None]
-        if not examples:
-            why = (
-                f"none of the {len(chats)} that match has an answer to learn from (answers cut off by "
-                "max_tokens, or empty, are left out)"
-                if chats
-                else "none matches (chats are stored with store: true)"
-            )
-            raise ApiError(
-                400, f"No training data: of your stored chat completions, {why}.", code="no_training_data"
-            )
-        data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples).encode()
-        if self.files.max_bytes and len(data) > self.files.max_bytes:
-            raise ApiError(
-                400,
-                f"The {len(examples)} chats make {len(data)} bytes, over the file limit of "
-                f"{self.files.max_bytes} (TUNESERVE_MAX_FILE_BYTES): export fewer at a time with `limit`, "
-                "`created_after` / `created_before` or `metadata`.",
-                param="limit",
-                code="file_too_large",
-            )
-        self.files.check_room(tenant, len(data))
-        file = self.files.create(tenant, which.filename, "fine-tune", data, "application/jsonl")
+        its messages as sent and then its answer (see `training_example`). The lines go to a temporary
+        file as the chats are read, and are uploaded from there."""
+        with tempfile.TemporaryFile() as out:
+            exported, matched = self._write_examples(tenant, which, out)
+            if not exported:
+                why = (
+                    f"none of the {matched} that match has an answer to learn from (answers cut off by "
+                    "max_tokens, or empty, are left out)"
+                    if matched
+                    else "none matches (chats are stored with store: true)"
+                )
+                raise ApiError(
+                    400, f"No training data: of your stored chat completions, {why}.", code="no_training_data"
+                )
+            self.files.check_room(tenant, out.tell())
+            out.seek(0)
+            file = self.files.create_from(tenant, which.filename, "fine-tune", out)
         return StoredCompletionsExported(
             file_id=file.id,
             filename=file.filename,
             bytes=file.bytes,
-            exported=len(examples),
-            skipped=len(chats) - len(examples),
+            exported=exported,
+            skipped=matched - exported,
         )
+
+    def _write_examples(self, tenant: str, which: StoredCompletionsExport, out: BinaryIO) -> tuple[int, int]:
+        """Write the matching chats' training examples to `out` as JSONL, refusing an export past the file
+        limit as soon as it passes it. Returns (examples written, chats matched)."""
+        exported = matched = 0
+        limit = self.files.max_bytes
+        for chat in self.matching(tenant, which):
+            matched += 1
+            example = training_example(chat)
+            if example is None:
+                continue
+            line = (json.dumps(example, ensure_ascii=False) + "\n").encode()
+            if limit and out.tell() + len(line) > limit:
+                raise ApiError(
+                    400,
+                    f"The chats that match make more than the file limit of {limit} bytes "
+                    f"(TUNESERVE_MAX_FILE_BYTES); the first {exported} fit. Export fewer at a time with "
+                    "`limit`, `created_after` / `created_before` or `metadata`.",
+                    param="limit",
+                    code="file_too_large",
+                )
+            out.write(line)
+            exported += 1
+        return exported, matched
 
     def update(self, tenant: str, completion_id: str, metadata: dict[str, str] | None) -> dict:
         """Replace the completion's metadata (the only thing that can change)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -298,5 +299,21 @@ def test_an_export_over_the_file_limit_is_refused_saying_how_to_narrow_it(tmp_pa
         for i in range(4):
             _chat(client, f"question {i}", store=True)
         refused = assert_openai_error(client.post(f"{CHAT}/export", json={}), 400, "file_too_large")
-        assert refused["param"] == "limit" and "4 chats" in refused["message"]
-        assert client.post(f"{CHAT}/export", json={"limit": 2}).json()["exported"] == 2
+        fit = int(re.search(r"the first (\d+) fit", refused["message"])[1])
+        assert refused["param"] == "limit" and 0 < fit < 4
+        assert client.post(f"{CHAT}/export", json={"limit": fit}).json()["exported"] == fit
+        assert_openai_error(client.post(f"{CHAT}/export", json={"limit": fit + 1}), 400, "file_too_large")
+        assert len(client.get("/v1/files").json()["data"]) == 1  # a refused export leaves no file
+
+
+def test_an_export_reads_the_chats_a_page_at_a_time_in_order(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("service.inference.stored_completions.MATCHING_PAGE", 2)
+    app = create_app(offline_settings(tmp_path), store=MemoryStore(), engine=EchoEngine({DEFAULT_BASE_MODEL}))
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        for i in range(5):
+            _chat(client, f"question {i}", store=True)
+        for limit, expected in ((None, 5), (3, 3), (4, 4)):
+            made = client.post(f"{CHAT}/export", json={"limit": limit} if limit else {}).json()
+            lines = client.get(f"/v1/files/{made['file_id']}/content").text.splitlines()
+            asked = [json.loads(line)["messages"][0]["content"] for line in lines]
+            assert asked == [f"question {i}" for i in range(expected)] and made["exported"] == expected
