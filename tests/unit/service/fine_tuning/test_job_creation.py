@@ -3,10 +3,12 @@ tokenizer: what the job records."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.api.app import create_app
 from service.platform.db import FineTunedModelRow, JobRow
@@ -229,3 +231,43 @@ def test_a_jobs_files_deleted_while_it_runs_stay_readable_until_it_ends(tmp_path
         assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
         assert files.sweep_orphans() == 2
         assert keys[train] not in objects.objects and keys[valid] not in objects.objects
+
+
+def test_a_job_for_an_idefics3_base_counts_its_crops_and_targets_its_text_model(tmp_path: Path) -> None:
+    """A VLM family besides LLaVA, as a user's base model (tests/tiny_vlms.py): the picture's shape decides
+    its crops (a square one is split 2x2, a wide one 2x1, each kept whole too), so its tokens; LoRA targets
+    are the language model's (`text_model`) layers."""
+    from bench import vision_task
+    from tests.tiny_vlms import build_idefics3
+
+    folder = build_idefics3(tmp_path / "Tiny-Idefics3")
+    bases = {DEFAULT_BASE_MODEL: MODELS / DEFAULT_BASE_MODEL, "Tiny-Idefics3": folder}
+    app = create_app(offline_settings(tmp_path, models_dir=MODELS, base_models=bases), store=MemoryStore())
+    with TestClient(app, headers=auth(ADMIN)) as client:
+        models = {m["id"]: m["modalities"] for m in client.get("/v1/models").json()["data"]}
+        assert models["Tiny-Idefics3"] == ["text", "image"]
+
+        def job_with(width: int, **fields):
+            png = io.BytesIO()
+            Image.new("RGB", (width, 64), "red").save(png, "PNG")
+            example = {
+                "messages": [
+                    vision_task.user_message(vision_task.data_url(png.getvalue())),
+                    {"role": "assistant", "content": "red"},
+                ]
+            }
+            data = (json.dumps(example) + "\n").encode()
+            train = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"file": ("v.jsonl", data)})
+            body = {"model": "Tiny-Idefics3", "training_file": train.json()["id"], **fields}
+            return client.post("/v1/fine_tuning/jobs", json=body)
+
+        tokens = {}
+        for width in (64, 128):
+            job = job_with(width).json()
+            assert job["status"] == "queued", job
+            with client.app.state.services.db.session() as s:
+                tokens[width] = s.get(JobRow, job["id"]).spec["n_train_tokens"]
+        assert tokens[64] > tokens[128] > 20  # five crops of 4 tokens, and three
+        refused = job_with(64, lora={"target_modules": ["fc1"]})  # the vision tower's, not the text model's
+        assert refused.status_code == 400 and "fc1" in refused.json()["error"]["message"]
+        assert job_with(64, lora={"target_modules": ["q_proj", "down_proj"]}).status_code == 200
