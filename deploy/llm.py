@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from service.inference.engine import Endpoint, EngineResult
-from service.models.base_models import modalities
+from service.models.base_models import context_length, modalities
 from service.models.registry import ResolvedModel
 from service.platform.errors import ApiError, root_cause, schema_error
 from service.platform.hardware import cpu_has_bf16
@@ -88,7 +88,7 @@ def engine_kwargs(settings: Settings, name: str, path: str) -> dict:
         "max_loras": settings.serving_max_loras,
         "max_lora_rank": settings.serving_max_lora_rank,
         "max_num_seqs": settings.serving_max_concurrent_requests,
-        "max_model_len": settings.serving_max_model_len,
+        "max_model_len": served_context(settings.serving_max_model_len, Path(path)),
         "dtype": serving_dtype(settings),
         "enable_prefix_caching": True,
         # Tool calls read back from the answers (OpenAI's `tools`/`tool_choice`): the parser of the format
@@ -107,6 +107,14 @@ def engine_kwargs(settings: Settings, name: str, path: str) -> dict:
     if not settings.serving_gpu:
         kwargs["worker_cls"] = CPU_WORKER_CLASS
     return kwargs
+
+
+def served_context(setting: int | None, path: Path) -> int | None:
+    """The context length to serve a base model with: the setting, but never past what the model takes (a
+    model of 2,048 positions under the default 4,096 failed to deploy, and the stack with it); with no
+    setting, vLLM's choice (the model's own)."""
+    own = context_length(path)
+    return min(setting, own) if setting and own else setting
 
 
 def llm_config(settings: Settings, name: str, path: str):  # a ray.serve.llm.LLMConfig

@@ -44,6 +44,23 @@ def _has_vision_tower(path: Path) -> bool:
     return "vision_config" in json.loads((path / "config.json").read_text())
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(path: Path) -> int | None:
+    """The longest sequence a base model folder's config says it takes (a vision-language model's: its
+    language model's), or None when it says none."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for scope in (config, config.get("text_config") or {}):
+        for key in CONTEXT_KEYS:
+            if isinstance(scope.get(key), int | float) and scope[key] > 0:
+                return int(scope[key])
+    return None
+
+
 def chat_template(path: Path) -> str | None:
     """A base model folder's chat template (`chat_template.jinja`, or the tokenizer config's)."""
     try:

@@ -79,3 +79,25 @@ def test_the_queue_limit_reaches_the_deployment(setting: str, ray_limit: int) ->
     settings = Settings(serving_max_queued_requests=setting, serving_max_concurrent_requests=8, **store)
     config = llm_config(settings, DEFAULT_BASE_MODEL, str(MODELS / DEFAULT_BASE_MODEL)).deployment_config
     assert config["max_queued_requests"] == ray_limit and config["max_ongoing_requests"] == 16
+
+
+def test_a_base_model_is_served_at_most_at_its_own_context_length(tmp_path: Path) -> None:
+    """The 4,096 served by default, but 2,048 for a model that takes no more (vLLM refused the setting, and
+    the stack did not start); a vision-language model's length is its language model's."""
+    import json
+
+    def folder(name: str, config: dict) -> str:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        return str(tmp_path / name)
+
+    short = folder("short", {"max_position_embeddings": 2048})
+    vlm = folder("vlm", {"vision_config": {}, "text_config": {"max_position_embeddings": 1024}})
+    gpt2 = folder("gpt2", {"n_positions": 1024})
+    default = Settings()
+    assert engine_kwargs(default, "short", short)["max_model_len"] == 2048
+    assert engine_kwargs(default, "vlm", vlm)["max_model_len"] == 1024
+    assert engine_kwargs(default, "gpt2", gpt2)["max_model_len"] == 1024
+    assert engine_kwargs(Settings(serving_max_model_len=512), "short", short)["max_model_len"] == 512
+    smollm2 = engine_kwargs(default, DEFAULT_BASE_MODEL, str(MODELS / DEFAULT_BASE_MODEL))
+    assert smollm2["max_model_len"] == 4096  # its 8,192 capped by the setting
