@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TUNESERVE_"
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256)  # the largest ranks vLLM can be set to serve (at most 256 here)
 # A small vision-language model that `make setup` builds (service.models.test_vlm); a base model when
 # configured in TUNESERVE_BASE_MODELS.
 VISION_TEST_MODEL = "SmolLM2-135M-LLaVA"
@@ -241,6 +242,13 @@ class Settings(BaseSettings):
         description="CPUs Ray reserves per evaluation task. Default 0: they mostly wait on the model, and "
         "must not wait behind training or serving that hold every CPU.",
     )
+
+    @field_validator("serving_max_lora_rank")
+    @classmethod
+    def _a_rank_vllm_serves(cls, value: int) -> int:
+        if value not in LORA_RANKS:  # vLLM's LoRAConfig takes these only, and the engine would not start
+            raise ValueError(f"must be one of {', '.join(map(str, LORA_RANKS))}")
+        return value
 
     @field_validator("served_models", "image_url_domains", "adapter_import_sources", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -381,7 +382,13 @@ class Stack:
             http_options={"host": settings.host, "port": port},
             logging_config={"log_level": "WARNING"},
         )
-        serve.run(build_application(settings), name=SERVE_APP_NAME, route_prefix="/")
+        try:
+            serve.run(build_application(settings), name=SERVE_APP_NAME, route_prefix="/")
+        except RuntimeError:  # "Failed to update the deployments ['vllm:X']": the why is in Ray's logs
+            reasons = deployment_failures(serve.status().applications.get(SERVE_APP_NAME))
+            if not reasons:
+                raise
+            raise StackError(f"a deployment failed to start: {'; '.join(reasons)}") from None
 
     def _write_state(self) -> None:
         path = state_path(self.settings)
@@ -389,6 +396,24 @@ class Stack:
         tmp.write_text(json.dumps(asdict(self.state), indent=2))
         tmp.replace(path)
 
+
+def deployment_failures(app) -> list[str]:  # app: a ray.serve ApplicationStatusOverview, or None
+    """Why each deployment of the application failed, from the exception that ends its status message (a
+    replica's traceback): `vllm:X: RuntimeError: Failed to create vLLM engine config: ... Value error,
+    User-specified max_model_len (4096) is greater than ...`."""
+    reasons = []
+    for name, deployment in (app.deployments if app is not None else {}).items():
+        if str(deployment.status).rsplit(".", 1)[-1] not in ("DEPLOY_FAILED", "UNHEALTHY"):
+            continue
+        lines = (deployment.message or "").splitlines()
+        last = max((i for i, line in enumerate(lines) if EXCEPTION_LINE.match(line)), default=0)
+        words = [line.strip() for line in lines[last:] if line.strip()]
+        words = [w for w in words if not w.startswith("For further information")]
+        reasons.append(f"{name}: {' '.join(words)[:1000]}")
+    return reasons
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
 
 # No idle Ray workers kept beyond a minute (Ray keeps up to one per CPU for ever): each Ray worker process
 # wakes ~150 times a second (its main thread checks for signals every 10 ms), and on a small machine every

@@ -40,6 +40,16 @@ def test_invalid_value_is_one_line_naming_setting_and_value(monkeypatch: pytest.
     assert "TUNESERVE_PORT='eighty'" in message and "\n" not in message
 
 
+def test_a_lora_rank_vllm_cannot_serve_is_refused_before_the_stack_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNESERVE_SERVING_MAX_LORA_RANK", "3")  # the engine refused it, and the stack failed
+    with pytest.raises(SettingsError, match=r"TUNESERVE_SERVING_MAX_LORA_RANK='3'.*one of 1, 8, 16, 32"):
+        load_settings()
+    monkeypatch.setenv("TUNESERVE_SERVING_MAX_LORA_RANK", "32")
+    assert load_settings().serving_max_lora_rank == 32
+
+
 def test_out_of_range_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNESERVE_PORT", "70000")
     with pytest.raises(SettingsError, match="TUNESERVE_PORT"):
