@@ -44,21 +44,47 @@ def _has_vision_tower(path: Path) -> bool:
     return "vision_config" in json.loads((path / "config.json").read_text())
 
 
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+# The config keys vLLM reads a model's length from (it takes the smallest), and the RoPE scalings whose
+# `factor` it does not apply again (the length is already scaled): vllm/config/model.py.
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+)
+PRESCALED_ROPE = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
 
 
 def context_length(path: Path) -> int | None:
-    """The longest sequence a base model folder's config says it takes (a vision-language model's: its
-    language model's), or None when it says none."""
+    """The longest sequence vLLM will serve a base model folder at, as vLLM derives it from the config (a
+    vision-language model's: its language model's) and the tokenizer's `model_max_length`; None when the
+    config says none."""
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    for scope in (config, config.get("text_config") or {}):
-        for key in CONTEXT_KEYS:
-            if isinstance(scope.get(key), int | float) and scope[key] > 0:
-                return int(scope[key])
-    return None
+    text = config.get("text_config") or config
+    lengths = [text[k] for k in CONTEXT_KEYS if isinstance(text.get(k), int | float) and text[k] > 0]
+    if not lengths:
+        return None
+    length = min(lengths)
+    rope = text.get("rope_scaling") or text.get("rope_parameters")
+    if isinstance(rope, dict) and "gemma3" not in str(config.get("model_type")):
+        kind = rope.get("rope_type") or rope.get("type")
+        if kind not in PRESCALED_ROPE and isinstance(rope.get("factor"), int | float):
+            length *= rope["factor"]
+    try:
+        tokenizer_max = json.loads((path / "tokenizer_config.json").read_text()).get("model_max_length")
+    except (OSError, ValueError):
+        tokenizer_max = None
+    if isinstance(tokenizer_max, int | float) and tokenizer_max > 0:
+        length = min(length, tokenizer_max)
+    return int(length)
 
 
 def chat_template(path: Path) -> str | None:

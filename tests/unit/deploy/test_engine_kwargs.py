@@ -83,21 +83,30 @@ def test_the_queue_limit_reaches_the_deployment(setting: str, ray_limit: int) ->
 
 def test_a_base_model_is_served_at_most_at_its_own_context_length(tmp_path: Path) -> None:
     """The 4,096 served by default, but 2,048 for a model that takes no more (vLLM refused the setting, and
-    the stack did not start); a vision-language model's length is its language model's."""
+    the stack did not start), as vLLM derives it: a vision-language model's is its language model's, the
+    smallest of the keys, RoPE's factor unless the length is scaled already, the tokenizer's limit."""
     import json
 
-    def folder(name: str, config: dict) -> str:
+    def folder(name: str, config: dict) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(config))
-        return str(tmp_path / name)
 
-    short = folder("short", {"max_position_embeddings": 2048})
-    vlm = folder("vlm", {"vision_config": {}, "text_config": {"max_position_embeddings": 1024}})
-    gpt2 = folder("gpt2", {"n_positions": 1024})
+    configs = {
+        "short": {"max_position_embeddings": 2048},
+        "vlm": {"vision_config": {}, "text_config": {"max_position_embeddings": 1024}},
+        "gpt2": {"n_positions": 1024},
+        "linear": {"max_position_embeddings": 2048, "rope_scaling": {"type": "linear", "factor": 4}},
+        "yarn": {"max_position_embeddings": 2048, "rope_scaling": {"rope_type": "yarn", "factor": 4}},
+        "tokenizer": {"max_position_embeddings": 8192},
+    }
+    for name, config in configs.items():
+        folder(name, config)
+    (tmp_path / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 3000}))
     default = Settings()
-    assert engine_kwargs(default, "short", short)["max_model_len"] == 2048
-    assert engine_kwargs(default, "vlm", vlm)["max_model_len"] == 1024
-    assert engine_kwargs(default, "gpt2", gpt2)["max_model_len"] == 1024
+    expected = {"short": 2048, "vlm": 1024, "gpt2": 1024, "linear": 4096, "yarn": 2048, "tokenizer": 3000}
+    for name, length in expected.items():
+        assert engine_kwargs(default, name, str(tmp_path / name))["max_model_len"] == length, name
+    short = str(tmp_path / "short")
     assert engine_kwargs(Settings(serving_max_model_len=512), "short", short)["max_model_len"] == 512
     smollm2 = engine_kwargs(default, DEFAULT_BASE_MODEL, str(MODELS / DEFAULT_BASE_MODEL))
     assert smollm2["max_model_len"] == 4096  # its 8,192 capped by the setting
