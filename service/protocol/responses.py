@@ -226,7 +226,10 @@ def _content(content: Any, at: str) -> str | list[dict]:
         where = f"{at}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": part.get("text", "")})
+            text = part.get("text")
+            if not isinstance(text, str):  # a missing text was answered as "", a null one was a 500
+                raise ResponsesInputError(f"{where}.text", f"{where}.text must be a string")
+            parts.append({"type": "text", "text": text})
         elif kind == "input_image":
             url = part.get("image_url") or part.get("file_id")
             if not isinstance(url, str):
