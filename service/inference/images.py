@@ -40,7 +40,8 @@ class ImageSources:
 def resolve_images(
     messages: object, model: str, takes_images: bool, sources: ImageSources, limit: int
 ) -> object:
-    """`messages` with every image part checked and given as a data URL; unchanged when it has none."""
+    """`messages` with every image part checked and given as a data URL; unchanged when it has none. Their
+    shape (images in user messages only, ...) was checked before (`service.protocol.chat_messages`)."""
     if not isinstance(messages, list):
         return messages  # the request model reports the shape error
     count = 0
@@ -64,8 +65,6 @@ def resolve_images(
                     param=param,
                     code="image_not_supported",
                 )
-            if message.get("role") != "user":
-                raise ApiError(400, "Images are only allowed in user messages.", param=param)
             count += 1
             if count > limit:
                 raise ApiError(

@@ -349,6 +349,29 @@ def register_adapter(stack: RunningStack, folder: Path, name: str, tenant: str =
     return model_id
 
 
+def greedy_on_pictures(
+    model, processor, pictures: list[bytes], question: str, max_new_tokens: int = 4
+) -> list[str]:
+    """transformers' (+ peft's) greedy answers to `question` about each picture: the reference answers."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    answers = []
+    for picture in pictures:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        image = Image.open(io.BytesIO(picture)).convert("RGB")
+        inputs = processor(text=[text], images=[image], return_tensors="pt")
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        new = out[0, inputs["input_ids"].shape[1] :]
+        answers.append(processor.tokenizer.decode(new, skip_special_tokens=True))
+    return answers
+
+
 def greedy(model, tokenizer, question: str, max_new_tokens: int) -> str:
     """transformers' greedy answer of `model` (peft or not) to one user message: the reference answers."""
     import torch

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import io
 import json
 from pathlib import Path
@@ -11,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.platform.images import decode_data_url
+from bench import vision_task
 from service.protocol.fine_tuning import ResolvedHyperparameters
-from tests.integration.helpers import DATA, RunningStack, spec_for, store_of, vllm_greedy
+from tests.integration.helpers import DATA, RunningStack, greedy_on_pictures, spec_for, store_of, vllm_greedy
 from tests.tiny_vlms import build_idefics3
 from trainers.lora_sft import LoRASFTRecipe
 from trainers.reporter import NullReporter
@@ -173,9 +171,6 @@ def test_a_diverged_run_fails_at_the_first_step_whose_loss_is_no_number(dataset:
     assert store.list(spec.adapter_prefix) == []  # nothing published
 
 
-COLOURS = {"red": (215, 35, 35), "green": (35, 170, 60), "blue": (40, 70, 215), "yellow": (235, 205, 40)}
-
-
 def test_the_recipe_trains_idefics3_and_vllm_serves_its_adapter_as_transformers_answers(
     dataset: tuple, tmp_path: Path
 ) -> None:
@@ -183,11 +178,15 @@ def test_the_recipe_trains_idefics3_and_vllm_serves_its_adapter_as_transformers_
     `text_model`, each picture becomes crops; tests/tiny_vlms.py): the recipe as a job runs it trains it
     (DeepSpeed, the model's own processor, pictures of two sizes), and vLLM with the adapter answers new
     pictures exactly as transformers + peft do, greedy, which is not what the base answers."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     store = dataset[0]
     folder = build_idefics3(tmp_path / "idefics3")
     rows = [
-        {"messages": [*_picture_chat(rgb, size), {"role": "assistant", "content": name}]}
-        for name, rgb in COLOURS.items()
+        {"messages": [_asked(_png(rgb, size)), {"role": "assistant", "content": name}]}
+        for name, rgb in vision_task.COLOURS.items()
         for size in ((64, 64), (96, 48))
     ]
     info = store.put_bytes("tests/idefics3.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -200,40 +199,22 @@ def test_the_recipe_trains_idefics3_and_vllm_serves_its_adapter_as_transformers_
     assert len(losses) == 16 and losses[-1] < losses[0] - 0.5, losses
 
     adapter = store.get_folder(spec.adapter_prefix, tmp_path / "adapter")
-    chats = [_picture_chat(rgb, (80, 80)) for rgb in COLOURS.values()]
-    adapted, base = _transformers_greedy(folder, adapter, chats)
-    assert adapted != base
+    pictures = [_png(rgb, (80, 80)) for rgb in vision_task.COLOURS.values()]
+    processor = AutoProcessor.from_pretrained(folder)
+    base = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter)
+    adapted = greedy_on_pictures(model, processor, pictures, vision_task.QUESTION)
+    with model.disable_adapter():
+        assert greedy_on_pictures(model, processor, pictures, vision_task.QUESTION) != adapted
+    chats = [[_asked(png)] for png in pictures]
     assert vllm_greedy(folder, chats, max_tokens=4, lora=adapter) == adapted
 
 
-def _picture_chat(rgb: tuple[int, int, int], size: tuple[int, int]) -> list[dict]:
-    png = io.BytesIO()
-    Image.new("RGB", size, rgb).save(png, "PNG")
-    url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
-    parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Which colour?"}]
-    return [{"role": "user", "content": parts}]
+def _png(rgb: tuple[int, int, int], size: tuple[int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, rgb).save(out, "PNG")
+    return out.getvalue()
 
 
-def _transformers_greedy(folder: Path, adapter: Path, chats: list[list[dict]]) -> tuple[list[str], list[str]]:
-    """transformers + peft's greedy answers (float32) to each one-picture chat, with the adapter and without."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(folder)
-    model = PeftModel.from_pretrained(
-        AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32), adapter
-    )
-    answers: dict[bool, list[str]] = {True: [], False: []}
-    for chat in chats:
-        [picture, question] = chat[0]["content"]
-        messages = [{"role": "user", "content": [{"type": "image"}, question]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
-        image = Image.open(io.BytesIO(decode_data_url(picture["image_url"]["url"]))).convert("RGB")
-        inputs = processor(text=[text], images=[image], return_tensors="pt")
-        for adapted in (True, False):
-            with torch.no_grad(), contextlib.nullcontext() if adapted else model.disable_adapter():
-                out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-            new = out[0, inputs["input_ids"].shape[1] :]
-            answers[adapted].append(processor.tokenizer.decode(new, skip_special_tokens=True))
-    return answers[True], answers[False]
+def _asked(png: bytes) -> dict:
+    return vision_task.user_message(vision_task.data_url(png))

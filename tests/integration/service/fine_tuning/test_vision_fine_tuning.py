@@ -14,30 +14,18 @@ from PIL import Image
 from bench import vision_task
 from service.fine_tuning.service import adapter_prefix
 from service.platform.settings import VISION_TEST_MODEL
-from tests.integration.helpers import MODELS_DIR, RunningStack, store_of, wait_eval_run, wait_job
+from tests.integration.helpers import (
+    MODELS_DIR,
+    RunningStack,
+    greedy_on_pictures,
+    store_of,
+    wait_eval_run,
+    wait_job,
+)
 
 
 def _answers(model, processor, pictures: list[tuple[bytes, str]]) -> list[str]:
-    """Greedy answers of transformers (+ peft) to the colour question about each picture."""
-    import torch
-    from PIL import Image
-
-    answers = []
-    for png, _ in pictures:
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": vision_task.QUESTION}]}
-        ]
-        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = processor(
-            text=[text], images=[Image.open(io.BytesIO(png)).convert("RGB")], return_tensors="pt"
-        )
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        answers.append(
-            processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        )
-    return answers
+    return greedy_on_pictures(model, processor, [png for png, _ in pictures], vision_task.QUESTION)
 
 
 def _accuracy(answers: list[str], pictures: list[tuple[bytes, str]]) -> float:
